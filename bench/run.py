@@ -1,0 +1,220 @@
+"""Benchmark: one node's committed tx/s and commit latency, beside this machine's limits.
+
+    .venv/bin/python bench/run.py [--seconds 5] [--concurrency 16]
+
+Prints, measured in the same run:
+* machine limits: SHA-256 MB/s, ECDSA P-256 and Ed25519 sign/verify per second, AES-256-GCM MB/s,
+  and fdatasync per second on the ledger's disk (the ceiling on group commits);
+* the ledger alone (in-process append + fsync), batches of 1, 10, 100 transactions;
+* a real node process over HTTPS with TLS client auth: committed tx/s and p50/p99 latency from
+  request to durable acknowledgement, for batches of 1, 10 and 100 transactions per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tests.support.harness import LocalNode, make_identity, make_platform
+
+from consortium_node.common.timeutil import utcnow
+from consortium_node.identity import keys
+from consortium_node.identity.certs import (
+    ServiceIdentity,
+    certificate_pem,
+    issue_node_certificate,
+)
+from consortium_node.ledger import EntryKind, Ledger, LedgerConfig
+
+
+def rate(fn: object, seconds: float = 0.5) -> float:
+    """Calls per second of ``fn`` over roughly ``seconds``."""
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(20):
+            fn()  # type: ignore[operator]
+        count += 20
+    return count / elapsed
+
+
+def machine_limits(directory: Path) -> dict[str, float]:
+    block = os.urandom(1 << 20)
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    edk = ed25519.Ed25519PrivateKey.generate()
+    msg = os.urandom(32)
+    sig = p256.sign(msg, ec.ECDSA(hashes.SHA256()))
+    esig = edk.sign(msg)
+    aes = AESGCM(os.urandom(32))
+    small = os.urandom(256)
+    fd = os.open(directory / "fsync.probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def sync_once() -> None:
+        os.write(fd, b"x" * 512)
+        os.fdatasync(fd)
+
+    try:
+        limits = {
+            "sha256_MBps": rate(lambda: hashlib.sha256(block).digest()),
+            "sha256_small_per_s": rate(lambda: hashlib.sha256(small).digest()),
+            "p256_sign_per_s": rate(lambda: p256.sign(msg, ec.ECDSA(hashes.SHA256()))),
+            "p256_verify_per_s": rate(
+                lambda: p256.public_key().verify(sig, msg, ec.ECDSA(hashes.SHA256()))
+            ),
+            "ed25519_sign_per_s": rate(lambda: edk.sign(msg)),
+            "ed25519_verify_per_s": rate(lambda: edk.public_key().verify(esig, msg)),
+            "aes_gcm_256B_per_s": rate(lambda: aes.encrypt(os.urandom(12), small, None)),
+            "fdatasync_per_s": rate(sync_once, 1.0),
+        }
+    finally:
+        os.close(fd)
+    return limits
+
+
+class _Signer:
+    def __init__(self) -> None:
+        service = ServiceIdentity.create("bench")
+        self._key = keys.generate_key("p256")
+        self.node_id = keys.node_id_of(self._key)
+        cert = issue_node_certificate(
+            service,
+            self._key.public_key(),
+            subject_alt_names=["127.0.0.1"],
+            not_after=utcnow() + timedelta(days=1),
+        )
+        self.certificate_pem = certificate_pem(cert)
+
+    def sign(self, data: bytes) -> bytes:
+        return keys.sign(self._key, data)
+
+
+def ledger_only(directory: Path, batch: int, seconds: float) -> dict[str, float]:
+    ledger = Ledger.open(
+        directory / f"ledger-{batch}",
+        ledger_secret=os.urandom(32),
+        config=LedgerConfig(signature_interval_tx=1000, signature_interval_ms=100),
+    )
+    signer = _Signer()
+    write_sets = [{"app": {f"key-{i}": "v" * 64}} for i in range(batch)]
+    count, latencies, start = 0, [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        ledger.append(write_sets, EntryKind.PRIVATE)
+        if ledger.signature_due():
+            ledger.append_signature(signer)
+        ledger.sync()
+        latencies.append(time.perf_counter() - t0)
+        count += batch
+    elapsed = time.perf_counter() - start
+    ledger.close()
+    return {"tx_per_s": count / elapsed, **percentiles(latencies)}
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    }
+
+
+async def drive(
+    node: LocalNode, identity: object, batch: int, seconds: float, concurrency: int
+) -> dict[str, float]:
+    context = ssl.create_default_context(cafile=str(node.service_cert))
+    context.load_cert_chain(identity.cert, identity.key)  # type: ignore[attr-defined]
+    body = {"transactions": [{"writes": {f"k{i}": "v" * 64}} for i in range(batch)]}
+    latencies: list[float] = []
+    committed = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal committed
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            async with session.post(node.url + "/app/transactions", json=body) as resp:
+                data = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}: {data}")
+            latencies.append(time.perf_counter() - t0)
+            committed += len(data["transactions"])
+
+    connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {
+        "tx_per_s": committed / elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        **percentiles(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="consortium-bench-") as tmp:
+        work = Path(tmp)
+        print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+        limits = machine_limits(work)
+        print("\n== machine limits (same run)")
+        for name, value in limits.items():
+            print(f"  {name:24s} {value:14,.0f}")
+
+        print("\n== ledger alone: append + fdatasync, in-process")
+        print(f"  {'batch':>5}  {'tx/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}")
+        for batch in (1, 10, 100):
+            r = ledger_only(work, batch, args.seconds / 2)
+            print(f"  {batch:5d}  {r['tx_per_s']:10,.0f}  {r['p50_ms']:8.2f}  {r['p99_ms']:8.2f}")
+
+        key, cert = make_platform(work / "platform")
+        user = make_identity(work / "ids", "bench-user", "governor")
+        node = LocalNode(
+            work,
+            "node-0",
+            [user],
+            key,
+            cert,
+            overrides={"ledger": {"signature_interval_tx": 1000, "signature_interval_ms": 100}},
+        )
+        node.start()
+        try:
+            print(
+                f"\n== one node over HTTPS + TLS client auth, {args.concurrency} clients, "
+                f"{args.seconds:.0f}s each"
+            )
+            print(f"  {'batch':>5}  {'tx/s':>10}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}")
+            for batch in (1, 10, 100):
+                r = asyncio.run(drive(node, user, batch, args.seconds, args.concurrency))
+                print(
+                    f"  {batch:5d}  {r['tx_per_s']:10,.0f}  {r['requests_per_s']:8,.0f}  "
+                    f"{r['p50_ms']:8.2f}  {r['p99_ms']:8.2f}"
+                )
+                ratio = r["tx_per_s"] / limits["sha256_small_per_s"]
+                print(f"         = {ratio:.1%} of this machine's small-SHA-256 rate")
+        finally:
+            node.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Small pure helpers shared by every layer: canonical JSON, RFC 3339 times, durations."""

@@ -1,0 +1,378 @@
+"""``consortiumctl`` commands.
+
+    keygen                 a member or user key and self-signed certificate
+    quote verify           verify a node's attestation quote (from a file or fetched live)
+    verify-trusted-list    verify a COSE trusted-node list with only the service certificate
+    verify-receipt         verify a transaction receipt offline with only the service certificate
+    tx submit | tx get     write transactions / fetch one with its verified receipt
+    kv get                 read a key
+
+Exit codes: 0 success, 1 verification or request failed, 2 usage error, 3 node unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from consortium_node.attestation import (
+    InsecureVirtualVerifier,
+    Policy,
+    VerifierRegistry,
+)
+from consortium_node.common.timeutil import parse_duration
+from consortium_node.ctl.client import EXIT_USAGE, CtlError, NodeClient, describe_error
+from consortium_node.identity import keys
+from consortium_node.identity.certs import (
+    certificate_der,
+    certificate_pem,
+    load_certificate,
+    self_signed_certificate,
+)
+from consortium_node.identity.errors import IdentityError
+from consortium_node.identity.trusted_list import TrustedListError, verify_trusted_list
+from consortium_node.ledger.errors import ReceiptError
+from consortium_node.ledger.receipt import verify_receipt
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CtlError(f"{what}: cannot read {path}: {exc}", EXIT_USAGE) from exc
+
+
+def _load_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(_read(path, what))
+    except json.JSONDecodeError as exc:
+        raise CtlError(f"{what}: {path} is not JSON: {exc}", EXIT_USAGE) from exc
+
+
+def _service_cert_pem(path: str) -> str:
+    pem = _read(path, "--service-cert")
+    try:
+        return certificate_pem(load_certificate(pem, "--service-cert"))
+    except IdentityError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from exc
+
+
+def _out(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------------- keygen
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path, cert_path = out / f"{args.name}_privk.pem", out / f"{args.name}_cert.pem"
+    for path in (key_path, cert_path):
+        if path.exists() and not args.force:
+            raise CtlError(f"{path} exists; use --force to replace it")
+    key = keys.generate_key(args.kind)
+    cert = self_signed_certificate(key, args.name, args.days)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(keys.private_key_pem(key))
+    cert_path.write_text(certificate_pem(cert))
+    _out(
+        {
+            "name": args.name,
+            "member_id": keys.member_id_of(certificate_der(cert)),
+            "certificate": str(cert_path),
+            "private_key": str(key_path),
+            "kind": args.kind,
+        }
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------- quote
+def cmd_quote_verify(args: argparse.Namespace) -> int:
+    root = _read(args.platform_root, "--platform-root")
+    if args.node:
+        if not args.service_cert:
+            raise CtlError("--node needs --service-cert", EXIT_USAGE)
+        nonce = os.urandom(32)
+        client = NodeClient(args.node, _service_cert_pem(args.service_cert))
+        response = client.json("GET", "/node/quote", {"nonce": nonce.hex()})
+    else:
+        if not args.quote or not args.nonce:
+            raise CtlError("give --node, or --quote FILE and --nonce HEX", EXIT_USAGE)
+        response = _load_json(args.quote, "--quote")
+        try:
+            nonce = bytes.fromhex(args.nonce)
+        except ValueError as exc:
+            raise CtlError(f"--nonce: not hex: {exc}", EXIT_USAGE) from exc
+    if not isinstance(response, dict):
+        raise CtlError("--quote: expected a JSON object", EXIT_USAGE)
+    quote = response.get("quote", response)
+    public_pem = response.get("public_key")
+    if args.public_key:
+        public_pem = _read(args.public_key, "--public-key").decode()
+    if not public_pem:
+        raise CtlError("the node's public key is needed: --public-key FILE", EXIT_USAGE)
+    try:
+        public_der = keys.public_key_der(keys.load_public_key(public_pem.encode()))
+    except IdentityError as exc:
+        raise CtlError(f"--public-key: {exc}", EXIT_USAGE) from exc
+    registry = VerifierRegistry()
+    registry.register(InsecureVirtualVerifier(root))
+    policy = Policy(
+        allowed_measurements=frozenset(args.measurement),
+        allowed_host_data=frozenset(args.host_data) if args.host_data else None,
+        max_age=parse_duration(args.max_age),
+        min_tcb_version=args.min_tcb,
+    )
+    result = registry.verify(quote, public_key_der=public_der, nonce=nonce, policy=policy)
+    if not result.ok:
+        reason = result.reason.value if result.reason else "?"
+        raise CtlError(f"quote refused: {reason}: {result.detail}")
+    claims = result.claims
+    assert claims is not None
+    _out(
+        {
+            "verified": True,
+            "platform": claims.platform,
+            "format": claims.format,
+            "measurement": claims.measurement,
+            "host_data": claims.host_data,
+            "node_id": claims.public_key_sha256,
+            "chip_id": claims.chip_id,
+            "tcb_version": claims.tcb_version,
+            "timestamp": claims.timestamp.isoformat(),
+        }
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------- lists, receipts
+def cmd_verify_trusted_list(args: argparse.Namespace) -> int:
+    cert = load_certificate(_service_cert_pem(args.service_cert), "--service-cert")
+    envelope = _read(args.list, "--list")
+    try:
+        lst = verify_trusted_list(
+            envelope, cert, consortium=args.consortium, min_version=args.min_version
+        )
+    except TrustedListError as exc:
+        raise CtlError(f"trusted-node list refused: {exc}") from exc
+    _out(
+        {
+            "verified": True,
+            "consortium": lst.consortium,
+            "version": lst.version,
+            "issued_at": lst.issued_at,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "node_id": n.node_id,
+                    "status": n.status.value,
+                    "attestation_expires_at": n.attestation_expires_at,
+                }
+                for n in lst.nodes
+            ],
+        }
+    )
+    return 0
+
+
+def _verify_receipt(receipt: Any, service_pem: str) -> dict[str, Any]:
+    cert = load_certificate(service_pem, "--service-cert")
+    if not isinstance(receipt, dict):
+        raise CtlError("receipt: expected a JSON object")
+    try:
+        verified = verify_receipt(receipt, cert)
+    except ReceiptError as exc:
+        raise CtlError(f"receipt INVALID: {exc}") from exc
+    return {
+        "verified": True,
+        "txid": str(verified.txid),
+        "root": verified.root.hex(),
+        "node_id": verified.node_id,
+    }
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    receipt = _load_json(args.receipt, "receipt")
+    _out(_verify_receipt(receipt, _service_cert_pem(args.service_cert)))
+    return 0
+
+
+# ------------------------------------------------------------------------- transactions
+def _client(args: argparse.Namespace) -> tuple[NodeClient, str]:
+    service_pem = _service_cert_pem(args.service_cert)
+    if bool(args.cert) != bool(args.key):
+        raise CtlError("--cert and --key go together", EXIT_USAGE)
+    client = NodeClient(
+        args.node,
+        service_pem,
+        Path(args.cert) if args.cert else None,
+        Path(args.key) if args.key else None,
+    )
+    return client, service_pem
+
+
+def _wait_receipt(client: NodeClient, txid: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.request("GET", "/app/receipt", {"txid": txid})
+        if resp.status == 200:
+            return resp.json()
+        if resp.status != 202:
+            raise CtlError(f"receipt for {txid}: {describe_error(resp)}")
+        if time.monotonic() > deadline:
+            raise CtlError(f"receipt for {txid}: still pending after {timeout:.0f}s")
+        time.sleep(min(resp.json().get("retry_after_ms", 100), 1000) / 1000)
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    writes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CtlError(f"--set {item!r}: expected KEY=VALUE", EXIT_USAGE)
+        writes[key] = value
+    return writes
+
+
+def cmd_tx_submit(args: argparse.Namespace) -> int:
+    client, service_pem = _client(args)
+    if args.json:
+        body = _load_json(args.json, "--json")
+    else:
+        writes = _parse_sets(args.set or [])
+        for key in args.delete or []:
+            writes[key] = None
+        if not writes:
+            raise CtlError(
+                "nothing to write: give --set KEY=VALUE, --delete KEY or --json", EXIT_USAGE
+            )
+        body = {"transactions": [{"writes": writes}]}
+    result = client.json("POST", "/app/transactions", body=body)
+    if args.receipt_out:
+        last = result["transactions"][-1]["txid"]
+        receipt = _wait_receipt(client, last, args.timeout)
+        result["receipt"] = _verify_receipt(receipt, service_pem)
+        Path(args.receipt_out).write_text(json.dumps(receipt, indent=2, sort_keys=True))
+    _out(result)
+    return 0
+
+
+def cmd_tx_get(args: argparse.Namespace) -> int:
+    client, service_pem = _client(args)
+    tx = client.json("GET", "/app/transaction", {"txid": args.txid})
+    receipt = _wait_receipt(client, args.txid, args.timeout)
+    tx["receipt"] = _verify_receipt(receipt, service_pem)
+    if args.receipt_out:
+        Path(args.receipt_out).write_text(json.dumps(receipt, indent=2, sort_keys=True))
+    _out(tx)
+    return 0
+
+
+def cmd_kv_get(args: argparse.Namespace) -> int:
+    client, _ = _client(args)
+    _out(client.json("GET", f"/app/kv/{args.key}"))
+    return 0
+
+
+# ------------------------------------------------------------------------- parser
+def _node_args(p: argparse.ArgumentParser, identity: bool = True) -> None:
+    p.add_argument("--node", required=True, help="https://HOST:PORT of any node")
+    p.add_argument("--service-cert", required=True, help="the consortium's service certificate")
+    if identity:
+        p.add_argument("--cert", help="your member/user certificate (PEM)")
+        p.add_argument("--key", help="your private key (PEM)")
+
+
+def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
+    p = argparse.ArgumentParser(
+        prog="consortiumctl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    kg = sub.add_parser("keygen", help="create a member/user key and self-signed certificate")
+    kg.add_argument("--name", required=True, help="certificate common name and file prefix")
+    kg.add_argument("--out-dir", default=".", help="where to write NAME_privk.pem/NAME_cert.pem")
+    kg.add_argument("--kind", choices=["p256", "ed25519"], default="p256")
+    kg.add_argument("--days", type=int, default=365)
+    kg.add_argument("--force", action="store_true")
+    kg.set_defaults(func=cmd_keygen)
+
+    quote = sub.add_parser("quote", help="attestation quotes").add_subparsers(
+        dest="quote_command", required=True
+    )
+    qv = quote.add_parser("verify", help="verify a quote against a measurement policy")
+    qv.add_argument("--platform-root", required=True, help="insecure-virtual platform root cert")
+    qv.add_argument("--measurement", action="append", required=True, help="allowed (repeat)")
+    qv.add_argument("--host-data", action="append", help="allowed host_data (repeat)")
+    qv.add_argument("--node", help="fetch a fresh quote from this node with a random nonce")
+    qv.add_argument("--service-cert", help="service certificate, with --node")
+    qv.add_argument("--quote", help="a saved quote (or /node/quote response) JSON file")
+    qv.add_argument("--nonce", help="the nonce the quote must answer, hex (with --quote)")
+    qv.add_argument("--public-key", help="the node public key PEM (if not in the quote file)")
+    qv.add_argument("--max-age", default="10m", help="oldest acceptable quote (default 10m)")
+    qv.add_argument("--min-tcb", type=int, default=1)
+    qv.set_defaults(func=cmd_quote_verify)
+
+    vl = sub.add_parser("verify-trusted-list", help="verify a signed trusted-node list")
+    vl.add_argument("--service-cert", required=True)
+    vl.add_argument("--list", required=True, help="trusted-nodes.cose file (or - for stdin)")
+    vl.add_argument("--consortium", help="expected consortium name")
+    vl.add_argument("--min-version", type=int, help="refuse versions below this (rollback)")
+    vl.set_defaults(func=cmd_verify_trusted_list)
+
+    vr = sub.add_parser("verify-receipt", help="verify a receipt offline")
+    vr.add_argument("--service-cert", required=True)
+    vr.add_argument("receipt", help="receipt JSON file (or - for stdin)")
+    vr.set_defaults(func=cmd_verify_receipt)
+
+    tx = sub.add_parser("tx", help="application transactions").add_subparsers(
+        dest="tx_command", required=True
+    )
+    ts = tx.add_parser("submit", help="submit writes as one transaction (or a --json batch)")
+    _node_args(ts)
+    ts.add_argument("--set", action="append", metavar="KEY=VALUE")
+    ts.add_argument("--delete", action="append", metavar="KEY")
+    ts.add_argument("--json", help='a {"transactions": [...]} batch file (or -)')
+    ts.add_argument("--receipt-out", help="wait for the last txid's receipt, verify, save it")
+    ts.add_argument("--timeout", type=float, default=30.0)
+    ts.set_defaults(func=cmd_tx_submit)
+    tg = tx.add_parser("get", help="fetch a transaction and verify its receipt")
+    _node_args(tg)
+    tg.add_argument("txid")
+    tg.add_argument("--receipt-out")
+    tg.add_argument("--timeout", type=float, default=30.0)
+    tg.set_defaults(func=cmd_tx_get)
+
+    kv = sub.add_parser("kv", help="key-value reads").add_subparsers(
+        dest="kv_command", required=True
+    )
+    kvg = kv.add_parser("get", help="read a key")
+    _node_args(kvg)
+    kvg.add_argument("key")
+    kvg.set_defaults(func=cmd_kv_get)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except CtlError as exc:
+        print(f"consortiumctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (IdentityError, ValueError) as exc:
+        print(f"consortiumctl: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Errors of the identity layer; each message names what was checked and why it failed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consortium_node.identity.trusted_list import ListRejection
+
+
+class IdentityError(Exception):
+    """Base class for key, certificate, COSE and trusted-list failures."""
+
+
+class KeyMaterialError(IdentityError):
+    """A key could not be loaded, has an unsupported type, or a signature is invalid."""
+
+
+class CertificateError(IdentityError):
+    """A certificate does not parse, has the wrong key type, is expired or not issued as claimed."""
+
+
+class CoseError(IdentityError):
+    """A COSE_Sign1 envelope is malformed, uses an unsupported algorithm or does not verify."""
+
+
+class CoseSignatureError(CoseError):
+    """The COSE_Sign1 signature does not verify with the given key (tampered or other signer)."""
+
+
+class CoseKeyMismatchError(CoseError):
+    """The envelope's ``alg`` cannot have been produced by the given key's type."""
+
+
+class TrustedListError(IdentityError):
+    """A trusted-node list was rejected; ``reason`` is a ListRejection, ``detail`` names the field.
+
+    The message reads ``"<reason>: <detail>"`` (e.g. ``"Malformed: nodes[1].status: ..."``).
+    """
+
+    def __init__(self, reason: ListRejection, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[TrustedListError], tuple[ListRejection, str]]:
+        return (type(self), (self.reason, self.detail))
+
+
+class TrustedListStoreError(IdentityError):
+    """The persisted trusted-node list cannot be read or no longer verifies (never ignored)."""

@@ -1,0 +1,100 @@
+"""The ledger: RFC 6962 Merkle tree, entry format, durable chunks, KV state and receipts.
+
+Modelled on CCF's ledger (DESIGN section 6). This docstring is the byte-level contract; the
+code that implements each part is named in brackets. All integers are unsigned; ``||`` is
+concatenation; ``u32be``/``u64be`` are big-endian; hex is lowercase; canonical JSON is
+``common.canonical.canonical_json`` (UTF-8, sorted keys, no whitespace, no floats).
+
+Transaction id [entries.TxId]
+    ``"<term>.<index>"``: decimal, no leading zeros. ``index`` starts at 1 and increases by one
+    per entry (signature entries included); ``term`` never decreases along the log.
+
+Write set [entries.validate_write_set]
+    ``{table: {key: value | null}}`` (``null`` deletes). Tables named ``public:*`` only in
+    PUBLIC entries, all other tables only in PRIVATE entries.
+
+Entry payload [entries.Entry.encode, entries.decode_entry]
+    Canonical CBOR (RFC 8949 core deterministic encoding, ``cbor2.dumps(canonical=True)``) of
+    the 6-element array ``[1, term, index, kind, write_set_digest, body]`` where ``1`` is the
+    format version, ``kind`` is 1 PUBLIC (governance), 2 PRIVATE (application), 3 SIGNATURE,
+    ``write_set_digest`` is a 32-byte string and ``body`` a byte string:
+
+    * PUBLIC:    ``body = canonical_json({"salt": "", "writes": ws})``
+    * PRIVATE:   ``plaintext = canonical_json({"salt": s, "writes": ws})`` with ``s`` = 32 hex
+      digits of 16 random bytes, ``body = nonce(12 random bytes) || AES-256-GCM(ledger_secret,
+      nonce, plaintext, aad)`` (ciphertext then the 16-byte tag), ``aad = b"CLE1" ||
+      u64be(term) || u64be(index) || u8(kind)`` — a ciphertext cannot be moved to another
+      position or kind.
+    * SIGNATURE: ``body = canonical_json({"node_id", "root": hex, "tree_size", "signature":
+      hex of DER ECDSA, "node_certificate": PEM, "term"})``.
+
+    ``write_set_digest = SHA-256(plaintext body)`` (for PUBLIC and SIGNATURE the plaintext is
+    ``body``). The random salt keeps a low-entropy private value from being guessed by hashing
+    candidates against the public digest.
+
+Leaf [entries.Entry.leaf_components, entries.leaf_of]
+    ``leaf_components = {"txid": "<term>.<index>", "kind": int, "write_set_sha256": hex of
+    write_set_digest, "body_sha256": hex SHA-256(body as stored, ciphertext for PRIVATE)}``;
+    ``leaf = SHA-256(canonical_json(leaf_components))`` (32 bytes). The leaf of index ``i`` is
+    leaf ``i - 1`` of the Merkle tree, whose leaf hash is ``SHA-256(0x00 || leaf)`` and node
+    hash ``SHA-256(0x01 || left || right)`` (RFC 6962) [merkle].
+
+Signature entries [ledger.Ledger.append_signature]
+    The signature entry at index ``s`` signs the root of the tree over indices ``1..s-1``
+    (``tree_size = s - 1``): ``signature = ECDSA-P256-SHA256(node key, root)`` over the raw 32
+    bytes, DER encoded. It is itself a leaf, covered by the next signature. Replay recomputes
+    every signed root and verifies every signature with its ``node_certificate``'s key.
+
+Chunk files [storage]
+    ``<dir>/ledger_<first_index:020d>.chunk``, a sequence of records ``b"CLE1" ||
+    u32be(len(payload)) || u32be(zlib.crc32(payload)) || payload``; indices consecutive across
+    files. A chunk is closed at an entry boundary once it reaches ``chunk_max_bytes``. An
+    incomplete record at the very end of the last chunk is an unacknowledged torn write: its
+    bytes are moved to ``<chunk>.torn-<offset>`` and the chunk truncated. Any other damage is a
+    ``LedgerCorruptionError`` naming file and byte offset.
+
+Receipt [ledger.Ledger.receipt, receipt.verify_receipt]
+    JSON object ``{"txid", "leaf": hex, "leaf_components", "proof": [{"left": hex} |
+    {"right": hex}, ...] (leaf to root; the side the sibling is on), "root": hex, "tree_size",
+    "signature": hex DER, "signature_txid", "node_id", "node_certificate": PEM}``. Valid iff the
+    leaf matches its components, folding the proof from ``SHA-256(0x00 || leaf)`` yields the
+    root, the signature verifies over the root with the node certificate's key, and the node
+    certificate was issued by the service certificate.
+"""
+
+from consortium_node.ledger.entries import EntryKind, TxId, WriteSet
+from consortium_node.ledger.errors import (
+    LedgerCorruptionError,
+    LedgerError,
+    ReceiptError,
+    ReceiptNotReadyError,
+    UnknownTransactionError,
+    WriteSetError,
+)
+from consortium_node.ledger.ledger import (
+    Ledger,
+    LedgerConfig,
+    LedgerSigner,
+    NodeKeySigner,
+    TransactionView,
+)
+from consortium_node.ledger.receipt import VerifiedReceipt, verify_receipt
+
+__all__ = [
+    "EntryKind",
+    "Ledger",
+    "LedgerConfig",
+    "LedgerCorruptionError",
+    "LedgerError",
+    "LedgerSigner",
+    "NodeKeySigner",
+    "ReceiptError",
+    "ReceiptNotReadyError",
+    "TransactionView",
+    "TxId",
+    "UnknownTransactionError",
+    "VerifiedReceipt",
+    "WriteSet",
+    "WriteSetError",
+    "verify_receipt",
+]

@@ -1,0 +1,358 @@
+"""Ledger entries: transaction ids, write sets, and the byte format of one entry.
+
+Why this shape: an entry must be replayable by itself (Raft will ship these exact payloads to
+followers), its leaf must commit to everything stored for it (so a receipt proves the stored
+bytes, ciphertext included), and private values must not be guessable from anything public.
+The byte formats are documented in ``consortium_node.ledger`` (package docstring); this module
+is their single implementation. Everything here is pure: no files, no clocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeAlias
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from consortium_node.common.canonical import CanonicalJSONError, canonical_json
+from consortium_node.ledger.errors import EntryFormatError, WriteSetError
+
+FORMAT_VERSION = 1
+AAD_MAGIC = b"CLE1"
+NONCE_SIZE = 12
+SECRET_SIZE = 32
+DIGEST_SIZE = 32
+SALT_BYTES = 16
+PUBLIC_PREFIX = "public:"
+_U64_MAX = 2**64 - 1
+
+JSON: TypeAlias = "bool | int | str | list[JSON] | dict[str, JSON] | None"
+WriteSet: TypeAlias = "dict[str, dict[str, JSON | None]]"
+
+
+class EntryKind(IntEnum):
+    """What an entry carries; the value is stored in the entry and in its leaf."""
+
+    PUBLIC = 1  # governance: write set in clear text
+    PRIVATE = 2  # application: write set encrypted with the ledger secret
+    SIGNATURE = 3  # a node's signature over the Merkle root of everything before it
+
+
+_TXID = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
+
+
+@dataclass(frozen=True, order=True)
+class TxId:
+    """A transaction id: the Raft term it was appended in and its log index."""
+
+    term: int
+    index: int
+
+    def __post_init__(self) -> None:
+        for name in ("term", "index"):
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= _U64_MAX:
+                raise ValueError(f"TxId.{name} must be an integer in [0, 2**64), got {value!r}")
+
+    def __str__(self) -> str:
+        return f"{self.term}.{self.index}"
+
+    @classmethod
+    def parse(cls, text: str) -> TxId:
+        """Parse ``"<term>.<index>"`` (decimal, no sign, no leading zeros)."""
+        match = _TXID.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(
+                f"transaction id {text!r} is not of the form <term>.<index> "
+                "(two decimal integers without leading zeros, e.g. 2.15)"
+            )
+        return cls(int(match.group(1)), int(match.group(2)))
+
+
+def validate_write_set(write_set: object, kind: EntryKind) -> None:
+    """Check the two-level shape and the table rule; values are checked when encoded.
+
+    Tables named ``public:...`` may only be written by PUBLIC entries, all others only by
+    PRIVATE entries, so the visibility of a key never depends on who wrote it.
+    """
+    if kind not in (EntryKind.PUBLIC, EntryKind.PRIVATE):
+        raise WriteSetError("kind", f"{kind!r} entries carry no write set")
+    if not isinstance(write_set, dict):
+        raise WriteSetError(
+            "writes", f"must be an object of tables, got {type(write_set).__name__}"
+        )
+    for table, writes in write_set.items():
+        if not isinstance(table, str) or not table:
+            raise WriteSetError("writes", f"table name {table!r} is not a non-empty string")
+        is_public = table.startswith(PUBLIC_PREFIX)
+        if kind is EntryKind.PUBLIC and not is_public:
+            raise WriteSetError(
+                f"writes.{table}", f"a public entry may only write {PUBLIC_PREFIX}* tables"
+            )
+        if kind is EntryKind.PRIVATE and is_public:
+            raise WriteSetError(
+                f"writes.{table}", f"a private entry may not write {PUBLIC_PREFIX}* tables"
+            )
+        if not isinstance(writes, dict):
+            raise WriteSetError(f"writes.{table}", "must be an object of key → value")
+        for key in writes:
+            if not isinstance(key, str):
+                raise WriteSetError(f"writes.{table}", f"key {key!r} is not a string")
+
+
+def _body_json(salt: str, write_set: WriteSet) -> bytes:
+    try:
+        return canonical_json({"salt": salt, "writes": write_set})
+    except CanonicalJSONError as exc:
+        raise WriteSetError("writes", str(exc)) from exc
+
+
+def private_aad(term: int, index: int, kind: EntryKind) -> bytes:
+    """AES-GCM associated data: b"CLE1" || u64be term || u64be index || u8 kind."""
+    return AAD_MAGIC + struct.pack(">QQB", term, index, kind)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decoded ledger entry, exactly the fields of its CBOR payload."""
+
+    term: int
+    index: int
+    kind: EntryKind
+    write_set_digest: bytes
+    body: bytes
+
+    @property
+    def txid(self) -> TxId:
+        return TxId(self.term, self.index)
+
+    def leaf_components(self) -> dict[str, Any]:
+        """The JSON object whose canonical form hashes to this entry's leaf."""
+        return {
+            "txid": f"{self.term}.{self.index}",
+            "kind": int(self.kind),
+            "write_set_sha256": self.write_set_digest.hex(),
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
+        }
+
+    def leaf(self) -> bytes:
+        """The 32-byte leaf: SHA-256(canonical_json(leaf_components)).
+
+        Written out by hand because it runs once per append: every value is a decimal or hex
+        string or an integer, so these are exactly the canonical JSON bytes (keys sorted).
+        """
+        text = (
+            f'{{"body_sha256":"{hashlib.sha256(self.body).hexdigest()}",'
+            f'"kind":{int(self.kind)},"txid":"{self.term}.{self.index}",'
+            f'"write_set_sha256":"{self.write_set_digest.hex()}"}}'
+        )
+        return hashlib.sha256(text.encode("ascii")).digest()
+
+    def encode(self) -> bytes:
+        """The payload: canonical CBOR [1, term, index, kind, write_set_digest, body]."""
+        return cbor2.dumps(
+            [
+                FORMAT_VERSION,
+                self.term,
+                self.index,
+                int(self.kind),
+                self.write_set_digest,
+                self.body,
+            ],
+            canonical=True,
+        )
+
+
+def leaf_of(components: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of the leaf components."""
+    return hashlib.sha256(canonical_json(dict(components))).digest()
+
+
+def public_entry(term: int, index: int, write_set: WriteSet) -> Entry:
+    """A clear-text governance entry; body = canonical_json({"salt": "", "writes": ws})."""
+    validate_write_set(write_set, EntryKind.PUBLIC)
+    body = _body_json("", write_set)
+    return Entry(term, index, EntryKind.PUBLIC, hashlib.sha256(body).digest(), body)
+
+
+def private_entry(
+    aead: AESGCM,
+    term: int,
+    index: int,
+    write_set: WriteSet,
+    *,
+    salt: str | None = None,
+    nonce: bytes | None = None,
+) -> Entry:
+    """An encrypted application entry; the digest is over the salted plaintext."""
+    validate_write_set(write_set, EntryKind.PRIVATE)
+    plaintext = _body_json(secrets.token_hex(SALT_BYTES) if salt is None else salt, write_set)
+    nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+    aad = private_aad(term, index, EntryKind.PRIVATE)
+    body = nonce + aead.encrypt(nonce, plaintext, aad)
+    return Entry(term, index, EntryKind.PRIVATE, hashlib.sha256(plaintext).digest(), body)
+
+
+def decrypt_body(aead: AESGCM, entry: Entry) -> bytes:
+    """Plaintext of a PRIVATE entry; EntryFormatError if the secret or the bytes are wrong."""
+    if len(entry.body) < NONCE_SIZE + 16:
+        raise EntryFormatError(f"private body is {len(entry.body)} bytes, too short for AES-GCM")
+    nonce, ciphertext = entry.body[:NONCE_SIZE], entry.body[NONCE_SIZE:]
+    try:
+        plaintext = aead.decrypt(
+            nonce, ciphertext, private_aad(entry.term, entry.index, entry.kind)
+        )
+    except InvalidTag as exc:
+        raise EntryFormatError(
+            "private body does not decrypt (wrong ledger secret, or the bytes were altered)"
+        ) from exc
+    return plaintext
+
+
+def parse_body(plaintext: bytes, kind: EntryKind) -> tuple[str, WriteSet]:
+    """Decode a PUBLIC or PRIVATE plaintext body into ``(salt, writes)``, re-validated."""
+    try:
+        obj = json.loads(plaintext)
+    except ValueError as exc:
+        raise EntryFormatError(f"body is not JSON ({exc})") from exc
+    if not isinstance(obj, dict) or set(obj) != {"salt", "writes"}:
+        raise EntryFormatError('body must be an object with exactly "salt" and "writes"')
+    salt = obj["salt"]
+    if not isinstance(salt, str):
+        raise EntryFormatError("body salt is not a string")
+    try:
+        validate_write_set(obj["writes"], kind)
+    except WriteSetError as exc:
+        raise EntryFormatError(f"body {exc}") from exc
+    writes: WriteSet = obj["writes"]
+    return salt, writes
+
+
+def open_entry(aead: AESGCM, entry: Entry) -> tuple[str, WriteSet]:
+    """Salt and write set of a PUBLIC or PRIVATE entry, with its digest checked."""
+    plaintext = decrypt_body(aead, entry) if entry.kind is EntryKind.PRIVATE else entry.body
+    if hashlib.sha256(plaintext).digest() != entry.write_set_digest:
+        raise EntryFormatError("write_set_digest is not the SHA-256 of the plaintext body")
+    return parse_body(plaintext, entry.kind)
+
+
+def _read_uint(payload: bytes, pos: int) -> tuple[int, int]:
+    """A CBOR unsigned integer (major type 0) at ``pos``: ``(value, next_pos)``."""
+    if pos >= len(payload):
+        raise EntryFormatError("payload ends inside the entry header")
+    initial = payload[pos]
+    if initial >> 5 != 0:
+        raise EntryFormatError(f"expected an unsigned integer at payload byte {pos}")
+    info = initial & 0x1F
+    if info < 24:
+        return info, pos + 1
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or pos + 1 + width > len(payload):
+        raise EntryFormatError(f"bad integer encoding at payload byte {pos}")
+    return int.from_bytes(payload[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+
+
+def peek_position(payload: bytes) -> tuple[int, int]:
+    """``(term, index)`` of a payload from its CBOR header alone (no full decode)."""
+    if payload[:2] != b"\x86\x01":
+        raise EntryFormatError("payload is not a CBOR array of 6 starting with version 1")
+    term, pos = _read_uint(payload, 2)
+    index, _ = _read_uint(payload, pos)
+    return term, index
+
+
+def decode_entry(payload: bytes) -> Entry:
+    """Decode and check a payload; EntryFormatError says which part is wrong."""
+    stream = io.BytesIO(payload)
+    try:
+        obj = cbor2.CBORDecoder(stream).decode()
+    except Exception as exc:  # cbor2 raises several types for malformed input
+        raise EntryFormatError(f"payload is not CBOR ({exc})") from exc
+    if stream.tell() != len(payload):
+        raise EntryFormatError(f"{len(payload) - stream.tell()} bytes follow the CBOR array")
+    if not isinstance(obj, list) or len(obj) != 6:
+        raise EntryFormatError("payload is not a CBOR array of 6 items")
+    version, term, index, kind, digest, body = obj
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise EntryFormatError(f"entry format version {version!r} is not {FORMAT_VERSION}")
+    for name, value in (("term", term), ("index", index)):
+        if type(value) is not int or not 0 <= value <= _U64_MAX:
+            raise EntryFormatError(f"{name} {value!r} is not an unsigned 64-bit integer")
+    if type(kind) is not int or kind not in EntryKind._value2member_map_:
+        raise EntryFormatError(f"entry kind {kind!r} is not 1, 2 or 3")
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+        raise EntryFormatError("write_set_digest is not a 32-byte string")
+    if not isinstance(body, bytes):
+        raise EntryFormatError("body is not a byte string")
+    return Entry(term, index, EntryKind(kind), digest, body)
+
+
+@dataclass(frozen=True)
+class SignatureBody:
+    """The body of a SIGNATURE entry: who signed which root, and with which certificate."""
+
+    node_id: str
+    root: bytes
+    tree_size: int
+    signature: bytes
+    node_certificate: str
+    term: int
+
+    def to_json(self) -> bytes:
+        return canonical_json(
+            {
+                "node_id": self.node_id,
+                "root": self.root.hex(),
+                "tree_size": self.tree_size,
+                "signature": self.signature.hex(),
+                "node_certificate": self.node_certificate,
+                "term": self.term,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, body: bytes) -> SignatureBody:
+        try:
+            obj = json.loads(body)
+            fields = {"node_id", "root", "tree_size", "signature", "node_certificate", "term"}
+            if not isinstance(obj, dict) or set(obj) != fields:
+                raise EntryFormatError(f"signature body must have exactly {sorted(fields)}")
+            result = cls(
+                node_id=str(obj["node_id"]),
+                root=bytes.fromhex(obj["root"]),
+                tree_size=obj["tree_size"],
+                signature=bytes.fromhex(obj["signature"]),
+                node_certificate=str(obj["node_certificate"]),
+                term=obj["term"],
+            )
+        except (ValueError, TypeError) as exc:
+            raise EntryFormatError(f"signature body is malformed ({exc})") from exc
+        if type(result.tree_size) is not int or type(result.term) is not int:
+            raise EntryFormatError("signature body tree_size and term must be integers")
+        if len(result.root) != DIGEST_SIZE:
+            raise EntryFormatError("signature body root is not 32 bytes")
+        return result
+
+
+def signature_entry(term: int, index: int, body: SignatureBody) -> Entry:
+    """A SIGNATURE entry; its digest is SHA-256 of its (clear) body like a public entry."""
+    data = body.to_json()
+    return Entry(term, index, EntryKind.SIGNATURE, hashlib.sha256(data).digest(), data)
+
+
+def open_signature(entry: Entry) -> SignatureBody:
+    """The checked body of a SIGNATURE entry."""
+    if hashlib.sha256(entry.body).digest() != entry.write_set_digest:
+        raise EntryFormatError("write_set_digest is not the SHA-256 of the signature body")
+    return SignatureBody.from_json(entry.body)

@@ -1,0 +1,54 @@
+"""Errors of the ledger layer.
+
+Every error names where the problem is: a chunk file and byte offset for on-disk damage, a
+field for malformed write sets and receipts, a transaction id and the current commit for
+lookups. Callers map them to HTTP statuses (unknown → 404, not ready → 202, receipt → 400).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LedgerError(Exception):
+    """Base class of every ledger failure."""
+
+
+class LedgerCorruptionError(LedgerError):
+    """The ledger on disk is damaged or forged; the node must not start from it as is."""
+
+    def __init__(self, path: Path | str, offset: int, reason: str) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"ledger corrupt: {self.path} at byte {offset}: {reason}")
+
+
+class EntryFormatError(LedgerError):
+    """An entry payload does not decode (wrapped in LedgerCorruptionError when read from disk)."""
+
+
+class UnknownTransactionError(LedgerError):
+    """The transaction id is not committed in this ledger (index beyond commit, or wrong term)."""
+
+
+class ReceiptNotReadyError(LedgerError):
+    """The transaction is committed but no committed signature covers it yet (retry later)."""
+
+
+class ReceiptError(LedgerError):
+    """A receipt is malformed or does not verify; ``field`` names the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"receipt {field}: {reason}")
+
+
+class WriteSetError(LedgerError, ValueError):
+    """A write set is malformed or uses a table its entry kind may not write."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"write set {field}: {reason}")

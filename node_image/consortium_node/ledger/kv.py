@@ -1,0 +1,47 @@
+"""Committed key-value state: the result of applying every committed write set in order.
+
+Why separate from the log: the log is the truth and can always rebuild this map (replay), while
+readers need O(1) lookups of the latest committed value and the transaction that wrote it.
+Only committed write sets are ever applied, so a reader never sees a value that a crash
+could take back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from consortium_node.ledger.entries import JSON, TxId, WriteSet
+
+
+class KVStore:
+    """table → key → (value, TxId of the write); a ``None`` value in a write set deletes."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[str, tuple[JSON, TxId]]] = {}
+
+    def apply(self, write_set: WriteSet, txid: TxId) -> None:
+        """Apply one committed write set, in log order."""
+        for table, writes in write_set.items():
+            rows = self._tables.get(table)
+            if rows is None:
+                rows = self._tables[table] = {}
+            for key, value in writes.items():
+                if value is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = (value, txid)
+
+    def get(self, table: str, key: str) -> tuple[JSON, TxId] | None:
+        """The committed value of ``key`` and the transaction that wrote it, if any."""
+        rows = self._tables.get(table)
+        return None if rows is None else rows.get(key)
+
+    def keys(self, table: str) -> Iterator[str]:
+        """The keys currently present in ``table`` (insertion order)."""
+        return iter(list(self._tables.get(table, {})))
+
+    def tables(self) -> list[str]:
+        """Names of the tables that were ever written."""
+        return sorted(self._tables)

@@ -1,0 +1,1 @@
+"""Raft replication among Trusted nodes (node issue part 2): the Raft log is the ledger."""

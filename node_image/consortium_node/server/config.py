@@ -1,0 +1,285 @@
+"""Node configuration (YAML), parsed once at start into frozen dataclasses.
+
+A bad file fails fast with the dotted path of the offending field and why, before anything on
+disk is touched. The operator renders this file into a ConfigMap; humans write it for the local
+demo. Keys that we do not know are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from consortium_node.common.timeutil import parse_duration
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+MODES = ("genesis", "join")
+ROLES = ("governor", "user")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message starts with the field's dotted path."""
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    certificate_pem: str
+    role: str
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    root_certificate: Path
+    root_key: Path
+    chip_id: str
+    tcb_version: int = 1
+    min_tcb_version: int = 1
+    revoked_chip_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttestationConfig:
+    measurements: tuple[str, ...]
+    host_data: tuple[str, ...]
+    validity: timedelta = timedelta(hours=24)
+    renew_before: timedelta = timedelta(hours=8)
+    max_quote_age: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    signature_interval_tx: int = 100
+    signature_interval_ms: int = 100
+    chunk_max_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Constitution:
+    threshold: str = "majority"
+    auto_trust_nodes: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "auto_trust_nodes": self.auto_trust_nodes}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    consortium: str
+    name: str
+    mode: str
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    address: str
+    platform: PlatformConfig
+    attestation: AttestationConfig
+    subject_alt_names: tuple[str, ...] = ()
+    members: tuple[MemberConfig, ...] = ()
+    constitution: Constitution = field(default_factory=Constitution)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    limits: Limits = field(default_factory=Limits)
+    insecure_test_faults: tuple[str, ...] = ()
+
+
+class _Reader:
+    """Reads one mapping, remembering its dotted path and which keys were consumed."""
+
+    def __init__(self, data: Any, path: str, base: Path) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+        self.data, self.path, self.base, self.used = data, path, base, set[str]()
+
+    def _p(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, default: Any = ..., required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required or default is ...:
+                raise ConfigError(f"{self._p(key)}: required")
+            return default
+        return self.data[key]
+
+    def str_(self, key: str, default: Any = ..., pattern: re.Pattern[str] | None = None) -> str:
+        value = self.raw(key, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self._p(key)}: expected a non-empty string")
+        if pattern and not pattern.match(value):
+            raise ConfigError(f"{self._p(key)}: {value!r} does not match {pattern.pattern}")
+        return value
+
+    def int_(self, key: str, default: int, minimum: int = 0, maximum: int = 2**31) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._p(key)}: expected an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self._p(key)}: {value} is outside {minimum}..{maximum}")
+        return value
+
+    def bool_(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._p(key)}: expected true or false")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.raw(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._p(key)}: {value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    def duration(self, key: str, default: timedelta) -> timedelta:
+        value = self.raw(key, None)
+        if value is None:
+            return default
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{self._p(key)}: {exc}") from exc
+
+    def path_(self, key: str, default: Any = ...) -> Path:
+        path = Path(self.str_(key, default))
+        return path if path.is_absolute() else self.base / path
+
+    def strings(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+        value = self.raw(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"{self._p(key)}: expected a list of strings")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or (pattern and not pattern.match(item)):
+                want = f"match {pattern.pattern}" if pattern else "be a string"
+                raise ConfigError(f"{self._p(key)}[{i}]: {item!r} must {want}")
+        return tuple(value)
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.raw(key, {}), self._p(key), self.base)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            where = self.path or "<root>"
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+
+
+def _member(item: Any, path: str, base: Path) -> MemberConfig:
+    reader = _Reader(item, path, base)
+    text = reader.str_("certificate")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        cert_path = Path(text) if Path(text).is_absolute() else base / text
+        try:
+            text = cert_path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}.certificate: cannot read {cert_path}: {exc}") from exc
+    role = reader.choice("role", ROLES, "governor")
+    reader.done()
+    return MemberConfig(certificate_pem=text, role=role)
+
+
+def parse_config(data: Any, base: Path) -> NodeConfig:
+    """Build a NodeConfig from parsed YAML; relative paths resolve against ``base``."""
+    root = _Reader(data, "", base)
+    consortium = root.str_("consortium", pattern=NAME_RE)
+    name = root.str_("name", pattern=NAME_RE)
+    mode = root.choice("mode", MODES)
+    listen = root.child("listen")
+    host = listen.str_("host", "127.0.0.1")
+    port = listen.int_("port", 8443, 0, 65535)
+    listen.done()
+    plat = root.child("platform")
+    platform = PlatformConfig(
+        root_certificate=plat.path_("root_certificate"),
+        root_key=plat.path_("root_key"),
+        chip_id=plat.str_("chip_id", name),
+        tcb_version=plat.int_("tcb_version", 1, 0, 255),
+        min_tcb_version=plat.int_("min_tcb_version", 1, 0, 255),
+        revoked_chip_ids=plat.strings("revoked_chip_ids"),
+    )
+    plat.done()
+    att = root.child("attestation")
+    attestation = AttestationConfig(
+        measurements=att.strings("measurements", HEX64_RE),
+        host_data=att.strings("host_data", HEX64_RE),
+        validity=att.duration("validity", timedelta(hours=24)),
+        renew_before=att.duration("renew_before", timedelta(hours=8)),
+        max_quote_age=att.duration("max_quote_age", timedelta(minutes=10)),
+    )
+    att.done()
+    if not attestation.measurements:
+        raise ConfigError(
+            "attestation.measurements: list at least one allowed measurement "
+            "(`consortium-node measure` prints this build's)"
+        )
+    if attestation.renew_before >= attestation.validity:
+        raise ConfigError("attestation.renew_before: must be shorter than attestation.validity")
+    led = root.child("ledger")
+    ledger = LedgerSettings(
+        signature_interval_tx=led.int_("signature_interval_tx", 100, 1, 1_000_000),
+        signature_interval_ms=led.int_("signature_interval_ms", 100, 1, 3_600_000),
+        chunk_max_bytes=led.int_("chunk_max_bytes", 8 * 1024 * 1024, 4096, 2**31),
+    )
+    led.done()
+    lim = root.child("limits")
+    limits = Limits(
+        max_body_bytes=lim.int_("max_body_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        max_batch=lim.int_("max_batch", 1000, 1, 100_000),
+        max_key_bytes=lim.int_("max_key_bytes", 1024, 1, 65536),
+        max_value_bytes=lim.int_("max_value_bytes", 64 * 1024, 1, 16 * 1024 * 1024),
+    )
+    lim.done()
+    con = root.child("constitution")
+    threshold = con.raw("threshold", "majority")
+    if threshold != "majority" and not (isinstance(threshold, int) and threshold >= 1):
+        raise ConfigError("constitution.threshold: must be 'majority' or a positive integer")
+    constitution = Constitution(str(threshold), con.bool_("auto_trust_nodes", True))
+    con.done()
+    members_raw = root.raw("members", [])
+    if not isinstance(members_raw, list):
+        raise ConfigError("members: expected a list of {certificate, role}")
+    members = tuple(_member(m, f"members[{i}]", base) for i, m in enumerate(members_raw))
+    if mode == "genesis" and not any(m.role == "governor" for m in members):
+        raise ConfigError("members: a genesis node needs at least one member with role governor")
+    config = NodeConfig(
+        consortium=consortium,
+        name=name,
+        mode=mode,
+        data_dir=root.path_("data_dir"),
+        listen_host=host,
+        listen_port=port,
+        address=root.str_("address", f"{host}:{port}"),
+        platform=platform,
+        attestation=attestation,
+        subject_alt_names=root.strings("subject_alt_names"),
+        members=members,
+        constitution=constitution,
+        ledger=ledger,
+        limits=limits,
+        insecure_test_faults=root.strings("insecure_test_faults"),
+    )
+    root.done()
+    return config
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and parse a YAML configuration file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(data, path.parent)

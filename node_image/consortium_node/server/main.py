@@ -1,0 +1,135 @@
+"""``consortium-node``: run a node, or print the values an operator needs to configure one.
+
+    consortium-node run --config node.yaml      start (genesis or restart) and serve the API
+    consortium-node measure                     print this build's code measurement
+    consortium-node host-data --consortium C --role genesis|join
+    consortium-node platform-init --out DIR     create an insecure-virtual platform root
+
+Exit codes: 0 ok, 1 the node failed (message on stderr), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from consortium_node.attestation import VirtualPlatform, host_data_for, measure_installed
+from consortium_node.common.files import write_atomic
+from consortium_node.server.app import build_app
+from consortium_node.server.committer import Committer
+from consortium_node.server.config import MODES, ConfigError, load_config
+from consortium_node.server.node import Node, NodeStartError
+from consortium_node.server.sealed import SealedStoreError
+from consortium_node.server.tls import server_context
+
+log = logging.getLogger("consortium_node")
+
+
+async def serve(node: Node, host: str, port: int) -> None:
+    """Serve the API over TLS until SIGTERM/SIGINT."""
+    committer = Committer(
+        node.ledger, node.signer, node.metrics, node.config.ledger.signature_interval_ms
+    )
+    app = build_app(node, committer)
+    cas = [m.certificate_pem for m in node.members().values()]
+    context = server_context(node.node_key, node.node_certificate, cas)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+    await site.start()
+    log.warning("INSECURE: platform insecure-virtual emulates the TEE; do not use in production")
+    log.info(
+        "node %s (%s) listening on https://%s:%d, commit %s",
+        node.config.name,
+        node.node_id[:16],
+        host,
+        port,
+        node.commit()["txid"],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"consortium-node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        node = Node.open(config)
+    except (NodeStartError, SealedStoreError, ConfigError) as exc:
+        print(f"consortium-node: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        log.exception("cannot start")
+        print(f"consortium-node: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(serve(node, config.listen_host, config.listen_port))
+    return 0
+
+
+def _platform_init(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    key_path, cert_path = out / "platform-root.key", out / "platform-root.pem"
+    if key_path.exists() and not args.force:
+        print(f"consortium-node: {key_path} exists; use --force to replace it", file=sys.stderr)
+        return 1
+    platform = VirtualPlatform.generate()
+    write_atomic(key_path, platform.root_key_pem())
+    write_atomic(cert_path, platform.root_certificate_pem, mode=0o644)
+    print(f"INSECURE virtual platform root written to {cert_path} (key: {key_path})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="consortium-node",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the node and serve its API")
+    run.add_argument("--config", required=True, help="node configuration YAML")
+    sub.add_parser("measure", help="print the code measurement of this installed node")
+    hd = sub.add_parser("host-data", help="print host_data for a launch configuration")
+    hd.add_argument("--consortium", required=True)
+    hd.add_argument("--role", required=True, choices=MODES)
+    init = sub.add_parser("platform-init", help="create an insecure-virtual platform root")
+    init.add_argument("--out", required=True, help="directory for platform-root.{key,pem}")
+    init.add_argument("--force", action="store_true", help="replace an existing root")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return _run(args)
+    if args.command == "measure":
+        print(measure_installed())
+        return 0
+    if args.command == "host-data":
+        print(host_data_for(args.consortium, args.role))
+        return 0
+    return _platform_init(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

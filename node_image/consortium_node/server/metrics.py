@@ -1,0 +1,131 @@
+"""Prometheus metrics of one node (DESIGN section 9), in a registry of its own.
+
+One registry per Node (not the process-global one) so several nodes in one test process do not
+collide. Labels are bounded: node ids (one per node of the consortium), statuses, reasons and
+routes — never transaction ids or keys. Point-in-time values (expiry countdowns, nodes by
+status) are refreshed from the trusted-node list at scrape time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList
+
+PLATFORM = "insecure-virtual"
+ROLES = ("primary", "backup", "candidate", "pending", "retired")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class NodeMetrics:
+    """All metrics one node exposes on ``/metrics``."""
+
+    def __init__(self, *, consortium: str, node_id: str, name: str, version: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.info = Gauge(
+            "consortium_node_info",
+            "Constant 1; labels describe this node and its TEE platform.",
+            ["consortium", "node_id", "name", "platform", "version"],
+            registry=r,
+        )
+        self.info.labels(consortium, node_id, name, PLATFORM, version).set(1)
+        self.commit_index = Gauge(
+            "consortium_commit_index",
+            "Index of the last committed (durable) transaction.",
+            registry=r,
+        )
+        self.term = Gauge("consortium_term", "Current consensus term.", registry=r)
+        self.role = Gauge(
+            "consortium_node_role",
+            "1 for the role this node currently has, else 0.",
+            ["role"],
+            registry=r,
+        )
+        self.committed = Counter(
+            "consortium_transactions_committed",
+            "Transactions committed, by entry kind.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("public", "private", "signature"):
+            self.committed.labels(kind)
+        self.commit_latency = Histogram(
+            "consortium_commit_latency_seconds",
+            "Time from receiving a write batch to its durable commit acknowledgement.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signatures = Counter(
+            "consortium_signature_transactions",
+            "Signature transactions appended (Merkle root signed by this node).",
+            registry=r,
+        )
+        self.join_requests = Counter(
+            "consortium_join_requests",
+            "Join requests handled by this node, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.list_version = Gauge(
+            "consortium_trusted_list_version",
+            "Version of the trusted-node list this node holds.",
+            registry=r,
+        )
+        self.nodes = Gauge(
+            "consortium_nodes",
+            "Nodes in the trusted-node list, by trust status.",
+            ["status"],
+            registry=r,
+        )
+        self.expiry = Gauge(
+            "consortium_attestation_expiry_seconds",
+            "Seconds until each node's attestation expires (negative once expired).",
+            ["node_id", "name"],
+            registry=r,
+        )
+        self.verifications = Counter(
+            "consortium_attestation_verifications",
+            "Attestation quote verifications performed by this node, by result and reason.",
+            ["platform", "result", "reason"],
+            registry=r,
+        )
+        self.list_rejections = Counter(
+            "consortium_trusted_list_rejections",
+            "Trusted-node lists handed to this node and refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "consortium_http_requests",
+            "HTTP requests served, by route and status code.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.ledger_bytes = Gauge(
+            "consortium_ledger_bytes", "Bytes of ledger chunks on this node's volume.", registry=r
+        )
+
+    def set_role(self, role: str) -> None:
+        for candidate in ROLES:
+            self.role.labels(candidate).set(1 if candidate == role else 0)
+
+    def observe_list(self, trusted: TrustedNodeList | None, now: datetime) -> None:
+        """Refresh list-derived gauges (called at scrape time and on every list change)."""
+        if trusted is None:
+            return
+        self.list_version.set(trusted.version)
+        counts = {status.value: 0 for status in NodeStatus}
+        self.expiry.clear()
+        for node in trusted.nodes:
+            counts[node.status.value] += 1
+            if node.status is not NodeStatus.RETIRED:
+                remaining = (node.attestation_expires_at_datetime - now).total_seconds()
+                self.expiry.labels(node.node_id, node.name).set(remaining)
+        for status, count in counts.items():
+            self.nodes.labels(status).set(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,44 @@
+"""Secrets at rest: sealed by the (virtual) TEE to this chip and this code measurement.
+
+Files live in ``<data_dir>/sealed/<label>.sealed`` and are written atomically (temp file, fsync,
+rename, fsync of the directory), so a crash leaves either the old or the new blob, never half.
+Unsealing fails loudly when the code measurement changed: a modified node cannot read the
+secrets of the node it replaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from consortium_node.attestation import UnsealError, VirtualEnclave
+from consortium_node.common.files import write_atomic
+
+
+class SealedStoreError(RuntimeError):
+    """A sealed secret exists but cannot be unsealed (other code, other chip, corrupt)."""
+
+
+class SealedStore:
+    """Seal/unseal named secrets with the enclave's sealing key."""
+
+    def __init__(self, directory: Path, enclave: VirtualEnclave) -> None:
+        self.directory, self.enclave = directory, enclave
+
+    def _path(self, label: str) -> Path:
+        return self.directory / f"{label}.sealed"
+
+    def exists(self, label: str) -> bool:
+        return self._path(label).exists()
+
+    def put(self, label: str, secret: bytes) -> None:
+        write_atomic(self._path(label), self.enclave.seal(secret, label))
+
+    def get(self, label: str) -> bytes:
+        path = self._path(label)
+        try:
+            return self.enclave.unseal(path.read_bytes(), label)
+        except UnsealError as exc:
+            raise SealedStoreError(
+                f"cannot unseal {path}: {exc} (was it sealed by another code measurement "
+                f"or another chip? this node measures {self.enclave.measurement[:16]}…)"
+            ) from exc

@@ -1,0 +1,156 @@
+"""Local demo: a genesis node on loopback, one transaction, its receipt verified offline.
+
+Runs the real command-line tools (``consortium-node``, ``consortiumctl``) as a user would, so
+every step printed here can be repeated by hand. Use ``--keep-running`` to leave the node up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+
+
+def run(*args: str) -> str:
+    print("$", " ".join(args[:1] + tuple(a.replace(str(ROOT) + "/", "") for a in args[1:])))
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, service_cert: Path, deadline: float) -> None:
+    context = ssl.create_default_context(cafile=str(service_cert))
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", context=context, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"node at {url} did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", default=str(ROOT / "demo-data"))
+    parser.add_argument("--keep-running", action="store_true")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    node_bin, ctl = str(BIN / "consortium-node"), str(BIN / "consortiumctl")
+
+    print("== 1. an insecure-virtual platform root and two identities (a member, a user)")
+    run(node_bin, "platform-init", "--out", str(work / "platform"))
+    run(ctl, "keygen", "--name", "member0", "--out-dir", str(work / "identities"))
+    run(ctl, "keygen", "--name", "user0", "--out-dir", str(work / "identities"))
+    measurement = run(node_bin, "measure").strip()
+    print(f"   this build's measurement: {measurement}")
+
+    port = free_port()
+    config = {
+        "consortium": "demo",
+        "name": "node-0",
+        "mode": "genesis",
+        "data_dir": str(work / "node-0"),
+        "listen": {"host": "127.0.0.1", "port": port},
+        "platform": {
+            "root_certificate": str(work / "platform/platform-root.pem"),
+            "root_key": str(work / "platform/platform-root.key"),
+            "chip_id": "chip-0",
+        },
+        "members": [
+            {"certificate": str(work / "identities/member0_cert.pem"), "role": "governor"},
+            {"certificate": str(work / "identities/user0_cert.pem"), "role": "user"},
+        ],
+        "attestation": {"measurements": [measurement], "validity": "24h", "renew_before": "8h"},
+        "ledger": {"signature_interval_tx": 100, "signature_interval_ms": 50},
+    }
+    (work / "node-0.json").write_text(json.dumps(config, indent=2))
+
+    print("== 2. start the genesis node")
+    log = (work / "node-0.log").open("w")
+    proc = subprocess.Popen(
+        [node_bin, "run", "--config", str(work / "node-0.json")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"https://127.0.0.1:{port}"
+    service_cert = work / "node-0" / "service_cert.pem"
+    try:
+        deadline = time.monotonic() + 30
+        while not service_cert.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"node failed to start; see {work / 'node-0.log'}")
+            time.sleep(0.1)
+        wait_ready(url, service_cert, deadline)
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(service_cert.read_text())).hexdigest()
+        print(f"   node-0 ready at {url}")
+        print(f"   service certificate sha256: {digest}")
+
+        print("== 3. commit a transaction as user0 and fetch its receipt")
+        ident = [
+            "--node",
+            url,
+            "--service-cert",
+            str(service_cert),
+            "--cert",
+            str(work / "identities/user0_cert.pem"),
+            "--key",
+            str(work / "identities/user0_privk.pem"),
+        ]
+        receipt_file = work / "receipt.json"
+        out = json.loads(
+            run(
+                ctl,
+                "tx",
+                "submit",
+                *ident,
+                "--set",
+                "greeting=hello consortium",
+                "--receipt-out",
+                str(receipt_file),
+            )
+        )
+        txid = out["transactions"][0]["txid"]
+        print(f"   committed transaction {txid}")
+
+        print("== 4. verify the receipt offline, with only the service certificate")
+        verified = json.loads(
+            run(ctl, "verify-receipt", "--service-cert", str(service_cert), str(receipt_file))
+        )
+        print(
+            f"   receipt for {verified['txid']} VERIFIED: root {verified['root'][:16]}… "
+            f"signed by node {verified['node_id'][:16]}…"
+        )
+        print(f"\nAll files are in {work}. Node log: {work / 'node-0.log'}")
+        if args.keep_running:
+            print(f"Node still running (pid {proc.pid}); stop it with: kill {proc.pid}")
+            return
+    finally:
+        if not args.keep_running:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()

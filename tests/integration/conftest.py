@@ -1,0 +1,39 @@
+"""Integration tier: real ``consortium-node`` processes on 127.0.0.1, real TLS, real disks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.harness import Identity, LocalNode, make_identity, make_platform
+
+
+@dataclass
+class Consortium:
+    node: LocalNode
+    member: Identity
+    user: Identity
+    stranger: Identity
+    workdir: Path
+
+
+def start_consortium(workdir: Path, **overrides: object) -> Consortium:
+    platform_key, platform_cert = make_platform(workdir / "platform")
+    member = make_identity(workdir / "ids", "member0", "governor")
+    user = make_identity(workdir / "ids", "user0", "user", kind="ed25519")
+    stranger = make_identity(workdir / "ids", "stranger", "user")
+    node = LocalNode(
+        workdir, "node-0", [member, user], platform_key, platform_cert, overrides=dict(overrides)
+    )
+    node.start()
+    return Consortium(node, member, user, stranger, workdir)
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+    c = start_consortium(tmp_path_factory.mktemp("consortium"))
+    yield c
+    c.node.stop()

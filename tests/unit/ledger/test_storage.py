@@ -1,0 +1,252 @@
+"""Chunk files: record framing, rotation, one write per chunk, torn tails and corruption."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from consortium_node.ledger import storage
+from consortium_node.ledger.entries import public_entry
+from consortium_node.ledger.errors import LedgerCorruptionError, LedgerError
+from consortium_node.ledger.storage import ChunkStore, chunk_name, encode_record
+
+
+def payloads(first: int, count: int, size: int = 40) -> list[bytes]:
+    return [
+        public_entry(1, index, {"public:t": {"k": "x" * size}}).encode()
+        for index in range(first, first + count)
+    ]
+
+
+def record_offsets(data: bytes) -> list[int]:
+    """Start offset of every complete record in a chunk's bytes."""
+    offsets, pos = [], 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos + 4)
+        offsets.append(pos)
+        pos += 12 + length
+    return offsets
+
+
+def open_store(directory: Path, chunk_max_bytes: int = 1 << 20) -> tuple[ChunkStore, list]:
+    store = ChunkStore(directory, chunk_max_bytes)
+    return store, list(store.replay())
+
+
+def write(directory: Path, batches: list[list[bytes]], chunk_max_bytes: int = 1 << 20) -> None:
+    store, replayed = open_store(directory, chunk_max_bytes)
+    index = len(replayed) + 1
+    for batch in batches:
+        store.append(batch, index)
+        store.sync()
+        index += len(batch)
+    store.close()
+
+
+def test_record_bytes() -> None:
+    assert (
+        encode_record(b"abc")
+        == b"CLE1" + b"\x00\x00\x00\x03" + zlib.crc32(b"abc").to_bytes(4, "big") + b"abc"
+    )
+    assert chunk_name(42) == "ledger_00000000000000000042.chunk"
+
+
+def test_round_trip_and_random_access(tmp_path: Path) -> None:
+    data = payloads(1, 10)
+    write(tmp_path, [data[:3], data[3:]])
+    store, replayed = open_store(tmp_path)
+    assert [payload for payload, _, _ in replayed] == data
+    path = tmp_path / chunk_name(1)
+    assert {p for _, p, _ in replayed} == {path}
+    assert [offset for _, _, offset in replayed] == record_offsets(path.read_bytes())
+    assert store.read(7) == data[6]
+    store.append(payloads(11, 1), 11)
+    assert store.read(11) == payloads(11, 1)[0]
+    store.close()
+
+
+def test_rotation_is_at_entry_boundaries_with_one_write_per_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(fd)
+        return real_write(fd, data)
+
+    store, _ = open_store(tmp_path, chunk_max_bytes=500)
+    monkeypatch.setattr(storage.os, "write", counting_write)
+    data = payloads(1, 40)
+    store.append(data, 1)
+    store.sync()
+    monkeypatch.undo()
+    paths = store.chunk_paths
+    assert len(paths) > 3
+    assert len(writes) == len(paths)  # one os.write per chunk touched by the batch
+    store.close()
+
+    store, replayed = open_store(tmp_path, chunk_max_bytes=500)
+    assert [payload for payload, _, _ in replayed] == data
+    for path in paths[:-1]:
+        size = path.stat().st_size
+        assert size >= 500
+        assert size - len(encode_record(data[0])) < 500  # closed at the first boundary past it
+    firsts = [int(path.name[7:27]) for path in paths]
+    assert firsts[0] == 1
+    starts = [i + 1 for i, (_, path, offset) in enumerate(replayed) if offset == 0]
+    assert starts == firsts
+    assert store.read(40) == data[-1]
+    store.close()
+
+
+def test_append_requires_replay_and_the_next_index(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 1000)
+    with pytest.raises(LedgerError, match="replay"):
+        store.append(payloads(1, 1), 1)
+    list(store.replay())
+    store.append(payloads(1, 2), 1)
+    with pytest.raises(LedgerError, match="next index is 3"):
+        store.append(payloads(5, 1), 5)
+    store.close()
+
+
+def test_torn_tail_is_moved_aside_and_truncated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = payloads(1, 5)
+    write(tmp_path, [data])
+    path = tmp_path / chunk_name(1)
+    whole = path.read_bytes()
+    last = record_offsets(whole)[-1]
+    os.truncate(path, len(whole) - 3)  # the last record was only partly written
+
+    with caplog.at_level(logging.WARNING, logger="consortium_node.ledger"):
+        store, replayed = open_store(tmp_path)
+    assert [payload for payload, _, _ in replayed] == data[:4]
+    assert store.recovered_torn_tail == (path, last, len(whole) - 3 - last)
+    torn = tmp_path / f"{path.name}.torn-{last}"
+    assert torn.read_bytes() == whole[last:-3]
+    assert path.read_bytes() == whole[:last]
+    assert str(path) in caplog.text and f"byte {last}" in caplog.text
+    store.append(data[4:], 5)  # the log continues where the torn record was
+    store.sync()
+    store.close()
+    store, replayed = open_store(tmp_path)
+    assert [payload for payload, _, _ in replayed] == data
+    assert store.recovered_torn_tail is None
+    store.close()
+
+
+def test_torn_header_only(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 2)])
+    path = tmp_path / chunk_name(1)
+    size = path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(b"CLE1\x00")
+    store, replayed = open_store(tmp_path)
+    assert len(replayed) == 2
+    assert store.recovered_torn_tail == (path, size, 5)
+    store.close()
+
+
+def test_flipped_byte_is_corruption_at_its_record(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 9)])
+    path = tmp_path / chunk_name(1)
+    data = bytearray(path.read_bytes())
+    offsets = record_offsets(bytes(data))
+    target = offsets[4] + 30  # inside the payload of the fifth record
+    data[target] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerCorruptionError) as caught:
+        open_store(tmp_path)
+    assert caught.value.path == path
+    assert caught.value.offset == offsets[4]
+    assert "CRC" in caught.value.reason
+    assert (
+        str(caught.value) == f"ledger corrupt: {path} at byte {offsets[4]}: {caught.value.reason}"
+    )
+
+
+def test_bad_magic(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 3)])
+    path = tmp_path / chunk_name(1)
+    data = bytearray(path.read_bytes())
+    second = record_offsets(bytes(data))[1]
+    data[second : second + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerCorruptionError, match=f"at byte {second}: bad record magic"):
+        open_store(tmp_path)
+
+
+def test_length_damage_in_the_last_chunk_is_not_mistaken_for_a_torn_tail(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 6)])
+    path = tmp_path / chunk_name(1)
+    data = bytearray(path.read_bytes())
+    third = record_offsets(bytes(data))[2]
+    data[third + 4 : third + 8] = (10_000).to_bytes(4, "big")  # now it "overruns" the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerCorruptionError, match="a complete record follows") as caught:
+        open_store(tmp_path)
+    assert caught.value.offset == third
+    assert not list(tmp_path.glob("*.torn-*"))
+
+
+def test_truncated_non_last_chunk_is_corruption(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 30)], chunk_max_bytes=400)
+    chunks = sorted(tmp_path.glob("ledger_*.chunk"))
+    assert len(chunks) >= 3
+    first = chunks[0]
+    whole = first.read_bytes()
+    os.truncate(first, len(whole) - 5)
+    last_record = record_offsets(whole)[-1]
+    with pytest.raises(LedgerCorruptionError, match="not the last") as caught:
+        open_store(tmp_path, 400)
+    assert (caught.value.path, caught.value.offset) == (first, last_record)
+    assert not list(tmp_path.glob("*.torn-*"))
+
+
+def test_missing_chunk_is_an_index_gap(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 30)], chunk_max_bytes=400)
+    chunks = sorted(tmp_path.glob("ledger_*.chunk"))
+    chunks[1].unlink()
+    with pytest.raises(LedgerCorruptionError, match="expected") as caught:
+        open_store(tmp_path, 400)
+    assert caught.value.path == chunks[2]
+
+
+def test_record_with_the_wrong_index(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 2)])
+    path = tmp_path / chunk_name(1)
+    with path.open("ab") as handle:
+        handle.write(encode_record(payloads(7, 1)[0]))
+    with pytest.raises(LedgerCorruptionError, match="entry index 7 is not the next index 3"):
+        open_store(tmp_path)
+
+
+def test_undecodable_payload_header(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 2)])
+    path = tmp_path / chunk_name(1)
+    size = path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(encode_record(b"not cbor at all"))
+    with pytest.raises(LedgerCorruptionError, match=f"at byte {size}: payload is not"):
+        open_store(tmp_path)
+
+
+def test_empty_last_chunk_is_reused(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 2)])
+    (tmp_path / chunk_name(3)).touch()  # created, then the process died before writing
+    (tmp_path / "unrelated.txt").write_text("ignored")
+    store, replayed = open_store(tmp_path)
+    assert len(replayed) == 2
+    store.append(payloads(3, 1), 3)
+    store.sync()
+    assert store.chunk_paths[-1].name == chunk_name(3)
+    assert store.read(3) == payloads(3, 1)[0]
+    store.close()

@@ -1,0 +1,95 @@
+"""Node configuration: every invalid field is named; valid files parse to the right values."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consortium_node.server.config import ConfigError, load_config, parse_config
+
+M = "a" * 64
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def base() -> dict[str, Any]:
+    return {
+        "consortium": "demo",
+        "name": "node-0",
+        "mode": "genesis",
+        "data_dir": "data",
+        "platform": {"root_certificate": "root.pem", "root_key": "root.key"},
+        "members": [{"certificate": CERT, "role": "governor"}],
+        "attestation": {"measurements": [M]},
+    }
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    data = base()
+    *parents, last = path.split(".")
+    target = data
+    for part in parents:
+        target = target.setdefault(part, {})
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = parse_config(base(), tmp_path)
+    assert config.data_dir == tmp_path / "data"
+    assert config.platform.chip_id == "node-0"
+    assert config.address == "127.0.0.1:8443"
+    assert config.attestation.validity == timedelta(hours=24)
+    assert config.ledger.signature_interval_tx == 100
+    assert config.constitution.threshold == "majority"
+    assert config.members[0].role == "governor"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("consortium", ..., "consortium: required"),
+        ("consortium", "Bad_Name", "consortium: 'Bad_Name' does not match"),
+        ("mode", "leader", "mode: 'leader' is not one of genesis, join"),
+        ("listen.port", 70000, "listen.port: 70000 is outside 0..65535"),
+        ("listen.port", "80", "listen.port: expected an integer"),
+        ("attestation.measurements", [], "attestation.measurements: list at least one"),
+        ("attestation.measurements", ["XYZ"], r"attestation.measurements\[0\]: 'XYZ' must match"),
+        ("attestation.validity", "1 day", "attestation.validity: '1 day' is not a duration"),
+        ("attestation.renew_before", "48h", "renew_before: must be shorter"),
+        ("attestation.colour", "blue", "attestation: unknown key"),
+        ("ledger.signature_interval_tx", 0, "ledger.signature_interval_tx: 0 is outside"),
+        ("members", [{"certificate": CERT, "role": "user"}], "needs at least one member"),
+        ("members", [{"certificate": CERT, "role": "king"}], r"members\[0\].role: 'king'"),
+        ("members", [{"certificate": "missing.pem"}], r"members\[0\].certificate: cannot read"),
+        ("constitution.threshold", 0, "constitution.threshold: must be"),
+        ("surprise", 1, "<root>: unknown key"),
+        ("platform", ..., "platform.root_certificate: required"),
+        ("platform.tcb_version", True, "platform.tcb_version: expected an integer"),
+    ],
+)
+def test_invalid_fields_are_named(tmp_path: Path, path: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(with_(path, value), tmp_path)
+
+
+def test_member_certificate_from_file_and_yaml(tmp_path: Path) -> None:
+    (tmp_path / "m.pem").write_text(CERT)
+    (tmp_path / "node.yaml").write_text(
+        "consortium: demo\nname: n\nmode: genesis\ndata_dir: d\n"
+        "platform: {root_certificate: r.pem, root_key: r.key}\n"
+        f"members: [{{certificate: m.pem}}]\nattestation: {{measurements: ['{M}']}}\n"
+    )
+    config = load_config(tmp_path / "node.yaml")
+    assert config.members[0].certificate_pem == CERT
+
+
+def test_yaml_errors_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("consortium: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")

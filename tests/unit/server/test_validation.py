@@ -1,0 +1,117 @@
+"""Request validation: each bad input is a 400 naming the field; good input is typed."""
+
+from typing import Any
+
+import pytest
+
+from consortium_node.server.config import Limits
+from consortium_node.server.validation import (
+    ApiError,
+    parse_json_body,
+    parse_nonce,
+    parse_query,
+    parse_transactions,
+    parse_txid,
+)
+
+LIMITS = Limits(max_batch=3, max_key_bytes=8, max_value_bytes=16)
+
+
+def test_transactions_become_app_write_sets() -> None:
+    batch = parse_transactions(
+        {"transactions": [{"writes": {"a": "1", "b": None}}, {"writes": {"c": [1, {"d": 2}]}}]},
+        LIMITS,
+    )
+    assert batch.write_sets == ({"app": {"a": "1", "b": None}}, {"app": {"c": [1, {"d": 2}]}})
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ([], "body", "expected a JSON object"),
+        ({}, "transactions", "required"),
+        ({"transactions": [], "x": 1}, "x", "unknown key"),
+        ({"transactions": []}, "transactions", "non-empty list"),
+        ({"transactions": [{"writes": {"a": "1"}}] * 4}, "transactions", "batch limit 3"),
+        ({"transactions": ["a"]}, "transactions[0]", "expected an object"),
+        ({"transactions": [{"writes": {}}]}, "transactions[0].writes", "non-empty object"),
+        ({"transactions": [{"writes": {"a": 1}, "id": 2}]}, "transactions[0].id", "unknown key"),
+        ({"transactions": [{"writes": {"": 1}}]}, "transactions[0].writes", "non-empty strings"),
+        ({"transactions": [{"writes": {"a" * 9: 1}}]}, "transactions[0].writes.", "exceeds 8"),
+        ({"transactions": [{"writes": {"a": "x" * 20}}]}, "transactions[0].writes.a", "limit 16"),
+        ({"transactions": [{"writes": {"a": 1.5}}]}, "transactions[0].writes.a", "floats"),
+    ],
+)
+def test_bad_transactions(body: Any, field: str, reason: str) -> None:
+    with pytest.raises(ApiError) as info:
+        parse_transactions(body, LIMITS)
+    assert info.value.status == 400
+    assert info.value.field is not None and info.value.field.startswith(field)
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"{", "malformed JSON"), (b"\xff\xfe", "not UTF-8"), (b"", "malformed JSON")],
+)
+def test_malformed_json(raw: bytes, reason: str) -> None:
+    with pytest.raises(ApiError, match=reason) as info:
+        parse_json_body(raw)
+    assert info.value.field == "body"
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("00" * 16, True),
+        ("ab" * 64, True),
+        ("00" * 15, False),
+        ("AB" * 16, False),
+        ("zz" * 16, False),
+        ("0" * 33, False),
+        ("ab" * 65, False),
+    ],
+)
+def test_nonce(text: str, ok: bool) -> None:
+    if ok:
+        assert parse_nonce(text) == bytes.fromhex(text)
+    else:
+        with pytest.raises(ApiError, match="nonce"):
+            parse_nonce(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.1", (1, 1)),
+        ("3.42", (3, 42)),
+        ("0.1", None),
+        ("1.0", None),
+        ("1", None),
+        ("a.b", None),
+        ("1.2.3", None),
+        ("-1.2", None),
+        ("1" * 20 + ".1", None),
+    ],
+)
+def test_txid(text: str, expected: tuple[int, int] | None) -> None:
+    if expected:
+        assert parse_txid(text) == expected
+    else:
+        with pytest.raises(ApiError) as info:
+            parse_txid(text)
+        assert info.value.field == "txid"
+
+
+def test_query_unknown_and_missing() -> None:
+    assert parse_query({"txid": "1.1"}, {"txid"}, {"txid"}) == {"txid": "1.1"}
+    with pytest.raises(ApiError, match="unknown query parameter") as info:
+        parse_query({"txid": "1.1", "x": "y"}, {"txid"}, set())
+    assert info.value.field == "x"
+    with pytest.raises(ApiError, match="required query parameter"):
+        parse_query({}, {"txid"}, {"txid"})
+
+
+def test_error_body_shape() -> None:
+    err = ApiError(404, "NotFound", "txid", "unknown")
+    assert err.body() == {"error": {"code": "NotFound", "field": "txid", "reason": "unknown"}}
