@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import shutil
 import signal
 import socket
@@ -24,7 +25,8 @@ BIN = ROOT / ".venv" / "bin"
 
 
 def run(*args: str) -> str:
-    print("$", " ".join(args[:1] + tuple(a.replace(str(ROOT) + "/", "") for a in args[1:])))
+    shown = [Path(args[0]).name, *(a.replace(str(ROOT) + "/", "") for a in args[1:])]
+    print("$", shlex.join(shown))
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"failed ({result.returncode}): {result.stderr.strip()}")
@@ -49,6 +51,74 @@ def wait_ready(url: str, service_cert: Path, deadline: float) -> None:
     sys.exit(f"node at {url} did not become ready")
 
 
+def node_config(work: Path, port: int, measurement: str) -> dict[str, object]:
+    """The genesis node's configuration (see README, "Running a node by hand")."""
+    return {
+        "consortium": "demo",
+        "name": "node-0",
+        "mode": "genesis",
+        "data_dir": str(work / "node-0"),
+        "listen": {"host": "127.0.0.1", "port": port},
+        "platform": {
+            "root_certificate": str(work / "platform/platform-root.pem"),
+            "root_key": str(work / "platform/platform-root.key"),
+            "chip_id": "chip-0",
+        },
+        "members": [
+            {"certificate": str(work / "identities/member0_cert.pem"), "role": "governor"},
+            {"certificate": str(work / "identities/user0_cert.pem"), "role": "user"},
+        ],
+        "attestation": {"measurements": [measurement], "validity": "24h", "renew_before": "8h"},
+        "ledger": {"signature_interval_tx": 100, "signature_interval_ms": 50},
+    }
+
+
+def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path) -> None:
+    """Steps 3 and 4: a transaction as user0, then its receipt verified offline."""
+    print("== 3. commit a transaction as user0 and fetch its receipt")
+    ident = [
+        "--node",
+        url,
+        "--service-cert",
+        str(service_cert),
+        "--cert",
+        str(work / "identities/user0_cert.pem"),
+        "--key",
+        str(work / "identities/user0_privk.pem"),
+    ]
+    receipt_file = work / "receipt.json"
+    out = json.loads(
+        run(
+            ctl,
+            "tx",
+            "submit",
+            *ident,
+            "--set",
+            "greeting=hello consortium",
+            "--receipt-out",
+            str(receipt_file),
+        )
+    )
+    txid = out["transactions"][0]["txid"]
+    print(f"   committed transaction {txid}")
+
+    receipt = json.loads(receipt_file.read_text())
+    print(
+        f"   receipt: txid {receipt['txid']}, leaf {receipt['leaf'][:16]}…, "
+        f"{len(receipt['proof'])} proof steps to root {receipt['root'][:16]}…, "
+        f"signed in {receipt['signature_txid']} by node {receipt['node_id'][:16]}…"
+    )
+
+    print("== 4. verify the receipt offline, with only the service certificate")
+    verified = json.loads(
+        run(ctl, "verify-receipt", "--service-cert", str(service_cert), str(receipt_file))
+    )
+    print(
+        f"   receipt for {verified['txid']} VERIFIED: root {verified['root'][:16]}… "
+        f"signed by node {verified['node_id'][:16]}…"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default=str(ROOT / "demo-data"))
@@ -67,24 +137,7 @@ def main() -> None:
     print(f"   this build's measurement: {measurement}")
 
     port = free_port()
-    config = {
-        "consortium": "demo",
-        "name": "node-0",
-        "mode": "genesis",
-        "data_dir": str(work / "node-0"),
-        "listen": {"host": "127.0.0.1", "port": port},
-        "platform": {
-            "root_certificate": str(work / "platform/platform-root.pem"),
-            "root_key": str(work / "platform/platform-root.key"),
-            "chip_id": "chip-0",
-        },
-        "members": [
-            {"certificate": str(work / "identities/member0_cert.pem"), "role": "governor"},
-            {"certificate": str(work / "identities/user0_cert.pem"), "role": "user"},
-        ],
-        "attestation": {"measurements": [measurement], "validity": "24h", "renew_before": "8h"},
-        "ledger": {"signature_interval_tx": 100, "signature_interval_ms": 50},
-    }
+    config = node_config(work, port, measurement)
     (work / "node-0.json").write_text(json.dumps(config, indent=2))
 
     print("== 2. start the genesis node")
@@ -107,41 +160,7 @@ def main() -> None:
         print(f"   node-0 ready at {url}")
         print(f"   service certificate sha256: {digest}")
 
-        print("== 3. commit a transaction as user0 and fetch its receipt")
-        ident = [
-            "--node",
-            url,
-            "--service-cert",
-            str(service_cert),
-            "--cert",
-            str(work / "identities/user0_cert.pem"),
-            "--key",
-            str(work / "identities/user0_privk.pem"),
-        ]
-        receipt_file = work / "receipt.json"
-        out = json.loads(
-            run(
-                ctl,
-                "tx",
-                "submit",
-                *ident,
-                "--set",
-                "greeting=hello consortium",
-                "--receipt-out",
-                str(receipt_file),
-            )
-        )
-        txid = out["transactions"][0]["txid"]
-        print(f"   committed transaction {txid}")
-
-        print("== 4. verify the receipt offline, with only the service certificate")
-        verified = json.loads(
-            run(ctl, "verify-receipt", "--service-cert", str(service_cert), str(receipt_file))
-        )
-        print(
-            f"   receipt for {verified['txid']} VERIFIED: root {verified['root'][:16]}… "
-            f"signed by node {verified['node_id'][:16]}…"
-        )
+        commit_and_verify(ctl, url, service_cert, work)
         print(f"\nAll files are in {work}. Node log: {work / 'node-0.log'}")
         if args.keep_running:
             print(f"Node still running (pid {proc.pid}); stop it with: kill {proc.pid}")

@@ -114,6 +114,18 @@ def commit_index(c: Consortium) -> int:
     return int(c.node.get("/node/commit")[1]["commit_index"])
 
 
+def quiescent_commit_index(c: Consortium) -> int:
+    """The commit index once the last signature covers everything (no write pending)."""
+
+    def settled() -> int | None:
+        state = c.node.get("/node/state")[1]
+        return (
+            state["commit_index"] if state["last_signed_index"] == state["commit_index"] else None
+        )
+
+    return int(wait_for(settled, 10, "the last signature to cover every transaction"))
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [
@@ -160,7 +172,7 @@ def test_bad_input_is_a_json_4xx_and_changes_nothing(
     status: int,
     field: str | None,
 ) -> None:
-    before = commit_index(consortium)
+    before = quiescent_commit_index(consortium)
     got, raw, headers = consortium.node.request(
         method, path, body, consortium.user, {"Content-Type": "application/json"}
     )

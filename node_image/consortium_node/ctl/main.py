@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from consortium_node.identity.certs import (
     load_certificate,
     self_signed_certificate,
 )
-from consortium_node.identity.errors import IdentityError
-from consortium_node.identity.trusted_list import TrustedListError, verify_trusted_list
+from consortium_node.identity.errors import IdentityError, TrustedListError
+from consortium_node.identity.trusted_list import verify_trusted_list
 from consortium_node.ledger.errors import ReceiptError
 from consortium_node.ledger.receipt import verify_receipt
 
@@ -276,7 +277,7 @@ def cmd_tx_get(args: argparse.Namespace) -> int:
 
 def cmd_kv_get(args: argparse.Namespace) -> int:
     client, _ = _client(args)
-    _out(client.json("GET", f"/app/kv/{args.key}"))
+    _out(client.json("GET", "/app/kv/" + urllib.parse.quote(args.name, safe="")))
     return 0
 
 
@@ -356,7 +357,7 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     )
     kvg = kv.add_parser("get", help="read a key")
     _node_args(kvg)
-    kvg.add_argument("key")
+    kvg.add_argument("name", metavar="KEY", help="the key to read")
     kvg.set_defaults(func=cmd_kv_get)
     return p
 

@@ -37,8 +37,11 @@ SALT_BYTES = 16
 PUBLIC_PREFIX = "public:"
 _U64_MAX = 2**64 - 1
 
-JSON: TypeAlias = "bool | int | str | list[JSON] | dict[str, JSON] | None"
-WriteSet: TypeAlias = "dict[str, dict[str, JSON | None]]"
+# A JSON value (null, bool, int, str, list, object; no floats). Typed as Any on purpose: a
+# precise recursive alias makes ordinary ``dict[str, int]`` write sets fail type checking
+# (dict is invariant); values are checked at runtime by canonical_json when encoded.
+JSON: TypeAlias = Any
+WriteSet: TypeAlias = "dict[str, dict[str, JSON]]"  # table → key → value (None deletes)
 
 
 class EntryKind(IntEnum):
@@ -270,6 +273,15 @@ def peek_position(payload: bytes) -> tuple[int, int]:
     term, pos = _read_uint(payload, 2)
     index, _ = _read_uint(payload, pos)
     return term, index
+
+
+def position_label(payload: bytes) -> str:
+    """``term.index`` of a payload for error messages, or ``?`` if its header is unreadable."""
+    try:
+        term, index = peek_position(payload)
+    except EntryFormatError:
+        return "?"
+    return f"{term}.{index}"
 
 
 def decode_entry(payload: bytes) -> Entry:

@@ -31,7 +31,7 @@ from consortium_node.ledger.entries import (
     leaf_of,
     open_entry,
     open_signature,
-    peek_position,
+    position_label,
     private_entry,
     public_entry,
     signature_entry,
@@ -99,7 +99,10 @@ class _Pending:
 
 
 class Ledger:
-    """One node's ledger directory, opened by replaying it (use ``Ledger.open``)."""
+    """One node's ledger directory, opened by replaying it (use ``Ledger.open``).
+
+    Not thread-safe: one task owns it (the server serialises appends, syncs and reads).
+    """
 
     def __init__(
         self,
@@ -167,7 +170,7 @@ class Ledger:
                 _, writes = open_entry(self._aead, entry)
         except EntryFormatError as exc:
             raise LedgerCorruptionError(
-                path, offset, f"entry {entry_label(payload)}: {exc}"
+                path, offset, f"entry {position_label(payload)}: {exc}"
             ) from exc
         self._term = entry.term
         self._push(entry, payload, writes, body)
@@ -398,12 +401,3 @@ class Ledger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def entry_label(payload: bytes) -> str:
-    """``term.index`` of a payload for error messages, or ``?`` if its header is unreadable."""
-    try:
-        term, index = peek_position(payload)
-    except EntryFormatError:
-        return "?"
-    return f"{term}.{index}"

@@ -114,6 +114,7 @@ class ChunkStore:
         self._read_fds: dict[Path, int] = {}
         self._replayed = False
         self._failed: str | None = None
+        self._closed = False
         self._dirty = False
 
     # -- replay -------------------------------------------------------------------------
@@ -238,6 +239,8 @@ class ChunkStore:
     def _check_writable(self) -> None:
         if not self._replayed:
             raise LedgerError("replay the chunk store before appending")
+        if self._closed:
+            raise LedgerError(f"the chunk store of {self.directory} is closed")
         if self._failed is not None:
             raise LedgerError(
                 f"the chunk store failed earlier and must be reopened: {self._failed}"
@@ -339,4 +342,4 @@ class ChunkStore:
             os.close(fd)
         self._read_fds.clear()
         self._fd = None
-        self._failed = self._failed or "closed"
+        self._closed = True

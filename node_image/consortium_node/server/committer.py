@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consortium_node.ledger import EntryKind, Ledger, TxId
+from consortium_node.ledger import EntryKind, Ledger, LedgerSigner, TxId
 from consortium_node.server.metrics import NodeMetrics
-from consortium_node.server.node import NodeSigner
 
 log = logging.getLogger("consortium_node.committer")
 
@@ -42,7 +41,7 @@ class Committer:
     """Serialises every ledger append and fsync of one node."""
 
     def __init__(
-        self, ledger: Ledger, signer: NodeSigner, metrics: NodeMetrics, signature_interval_ms: int
+        self, ledger: Ledger, signer: LedgerSigner, metrics: NodeMetrics, signature_interval_ms: int
     ) -> None:
         self.ledger, self.signer, self.metrics = ledger, signer, metrics
         self._interval = signature_interval_ms / 1000

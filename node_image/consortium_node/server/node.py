@@ -55,7 +55,7 @@ from consortium_node.identity.trusted_list import (
     verify_trusted_list,
 )
 from consortium_node.identity.trusted_list_store import TrustedListStore
-from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, TxId
+from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
 from consortium_node.server.config import NodeConfig
 from consortium_node.server.metrics import NodeMetrics
 from consortium_node.server.sealed import SealedStore
@@ -80,17 +80,6 @@ class Member:
     role: str
     status: str
     certificate_pem: str
-
-
-class NodeSigner:
-    """Signs ledger roots with the node key; carries the node certificate (LedgerSigner)."""
-
-    def __init__(self, key: keys.PrivateKey, node_id: str, certificate: x509.Certificate) -> None:
-        self._key, self.node_id = key, node_id
-        self.certificate_pem = certificate_pem(certificate)
-
-    def sign(self, data: bytes) -> bytes:
-        return keys.sign(self._key, data)
 
 
 def _policy_from_ledger(value: dict[str, Any]) -> Policy:
@@ -142,7 +131,7 @@ class Node:
         self.service: ServiceIdentity
         self.ledger: Ledger
         self.lists: TrustedListStore
-        self.signer: NodeSigner
+        self.signer: NodeKeySigner
         self.node_certificate: x509.Certificate
 
     # ----------------------------------------------------------------- start-up
@@ -188,11 +177,9 @@ class Node:
 
     def _genesis(self) -> None:
         config = self.config
-        if (self.data_dir / "ledger").exists() and any((self.data_dir / "ledger").iterdir()):
-            raise NodeStartError(
-                f"{self.data_dir / 'ledger'} holds a ledger but no sealed service identity; "
-                "refusing to overwrite it with a new genesis"
-            )
+        ledger_dir = self.data_dir / "ledger"
+        if ledger_dir.exists() and any(ledger_dir.glob("*.chunk")):
+            self._set_aside_interrupted_genesis(ledger_dir)
         members = [
             load_member_certificate(m.certificate_pem, f"members[{i}].certificate")
             for i, m in enumerate(config.members)
@@ -255,6 +242,26 @@ class Node:
             self.service.certificate_sha256,
         )
 
+    def _set_aside_interrupted_genesis(self, ledger_dir: Path) -> None:
+        """Move aside a ledger left by a genesis that crashed before sealing its service key.
+
+        Such a ledger holds at most the genesis transaction, which nobody could ever extend or
+        verify (its service key was lost) and nobody was told about. Anything longer means the
+        sealed identity was removed by hand: refuse, rather than start a second history.
+        """
+        if not self.sealed.exists("ledger-secret"):
+            raise NodeStartError(f"{ledger_dir} holds a ledger but no sealed secrets; refusing")
+        with self._open_ledger(self.sealed.get("ledger-secret")) as orphan:
+            entries = orphan.last_index
+        if entries > 1:
+            raise NodeStartError(
+                f"{ledger_dir} holds {entries} transactions but no sealed service identity; "
+                "refusing to start a second history over it (restore the sealed/ directory)"
+            )
+        aside = ledger_dir.with_name(f"ledger.interrupted-genesis-{utcnow():%Y%m%dT%H%M%SZ}")
+        ledger_dir.rename(aside)
+        log.warning("genesis was interrupted before completing; its ledger is kept at %s", aside)
+
     def _restart(self) -> None:
         blob = json.loads(self.sealed.get("service-identity"))
         self.service = ServiceIdentity.from_parts(
@@ -286,7 +293,7 @@ class Node:
         )
 
     def _latest_list_in_ledger(self) -> bytes | None:
-        versions = self.ledger.table_keys(T_LISTS)
+        versions = list(self.ledger.kv.keys(T_LISTS))
         if not versions:
             return None
         entry = self.ledger.get(T_LISTS, max(versions, key=int))
@@ -332,7 +339,7 @@ class Node:
             subject_alt_names=self._san(),
             not_after=now + validity,
         )
-        self.signer = NodeSigner(self.node_key, self.node_id, self.node_certificate)
+        self.signer = NodeKeySigner(self.node_key, certificate_pem(self.node_certificate))
         self.issue_list(
             [*others, entry],
             extra_writes={
@@ -404,7 +411,7 @@ class Node:
     # ----------------------------------------------------------------- queries
     def members(self) -> dict[str, Member]:
         out = {}
-        for member_id in self.ledger.table_keys(T_MEMBERS):
+        for member_id in list(self.ledger.kv.keys(T_MEMBERS)):
             value = self.ledger.get(T_MEMBERS, member_id)
             if value is not None and value[0] is not None:
                 v = value[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -96,7 +97,5 @@ def open_ledger(tmp_path: Path, secret: bytes, clock: FakeClock) -> Iterator[Ope
 
     yield _open
     for ledger in opened:
-        try:
+        with contextlib.suppress(OSError):
             ledger._store.close()
-        except OSError:
-            pass

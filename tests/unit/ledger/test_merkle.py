@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from consortium_node.ledger.merkle import (
     EMPTY_ROOT,
     MerkleTree,
+    ProofStep,
     leaf_hash,
     node_hash,
     proof_sides,
@@ -101,8 +102,8 @@ def reference_path(m: int, leaves: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return reference_path(m, leaves[:k]) + [reference_mth(leaves[k:])]
-    return reference_path(m - k, leaves[k:]) + [reference_mth(leaves[:k])]
+        return [*reference_path(m, leaves[:k]), reference_mth(leaves[k:])]
+    return [*reference_path(m - k, leaves[k:]), reference_mth(leaves[:k])]
 
 
 def tree_of(leaves: list[bytes]) -> MerkleTree:
@@ -153,7 +154,7 @@ def test_wrong_position_or_leaf_does_not_verify() -> None:
     proof = tree.inclusion_proof(5, 8)
     root = tree.root(8)
     assert root_from_proof(leaf_hash(CT_INPUTS[4]), proof) != root
-    flipped = [("right" if s == "left" else "left", h) for s, h in proof]
+    flipped: list[ProofStep] = [("right" if s == "left" else "left", h) for s, h in proof]
     assert root_from_proof(leaf_hash(CT_INPUTS[5]), flipped) != root
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from consortium_node.ledger import storage
 from consortium_node.ledger.entries import public_entry
 from consortium_node.ledger.errors import LedgerCorruptionError, LedgerError
 from consortium_node.ledger.storage import ChunkStore, chunk_name, encode_record
@@ -33,7 +32,9 @@ def record_offsets(data: bytes) -> list[int]:
     return offsets
 
 
-def open_store(directory: Path, chunk_max_bytes: int = 1 << 20) -> tuple[ChunkStore, list]:
+def open_store(
+    directory: Path, chunk_max_bytes: int = 1 << 20
+) -> tuple[ChunkStore, list[tuple[bytes, Path, int]]]:
     store = ChunkStore(directory, chunk_max_bytes)
     return store, list(store.replay())
 
@@ -81,7 +82,7 @@ def test_rotation_is_at_entry_boundaries_with_one_write_per_chunk(
         return real_write(fd, data)
 
     store, _ = open_store(tmp_path, chunk_max_bytes=500)
-    monkeypatch.setattr(storage.os, "write", counting_write)
+    monkeypatch.setattr(os, "write", counting_write)
     data = payloads(1, 40)
     store.append(data, 1)
     store.sync()
