@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from consortium_node.common.files import fsync_directory
 from consortium_node.ledger.entries import peek_position
 from consortium_node.ledger.errors import EntryFormatError, LedgerCorruptionError, LedgerError
 
@@ -53,15 +54,6 @@ def chunk_name(first_index: int) -> str:
 def encode_record(payload: bytes) -> bytes:
     """One on-disk record: magic, length, CRC-32 of the payload, payload."""
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a file creation or rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
