@@ -3,7 +3,8 @@
 Layers (enforced by import-linter, see pyproject.toml):
 
     server | ctl            HTTP API, process entry point, member/user CLI
-    replication | ledger    Merkle ledger, receipts, durable chunks (Raft in part 2)
+    replication             Raft over the ledger (the Raft log is the ledger)
+    ledger                  Merkle ledger, receipts, durable chunks
     identity | attestation  keys, certificates, COSE, trusted-node list | virtual TEE
     common                  canonical JSON, time, durations
 

@@ -89,6 +89,7 @@ class LocalNode:
     port: int = field(default_factory=free_port)
     consortium: str = "test"
     overrides: dict[str, Any] = field(default_factory=dict)
+    join_from: LocalNode | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -122,7 +123,20 @@ class LocalNode:
             "members": [{"certificate": str(m.cert), "role": m.role} for m in self.members],
             "attestation": {"measurements": [measure_installed()]},
             "ledger": {"signature_interval_tx": 50, "signature_interval_ms": 20},
+            "raft": {
+                "election_timeout": "500ms",
+                "heartbeat_interval": "50ms",
+                "commit_timeout": "5s",
+            },
         }
+        if self.join_from is not None:
+            config["mode"] = "join"
+            config["members"] = []
+            config["join"] = {
+                "service_certificate": str(self.join_from.service_cert),
+                "trusted_list": f"{self.join_from.url}/node/trusted-list",
+                "retry_interval": "200ms",
+            }
         for key, value in self.overrides.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
@@ -149,6 +163,10 @@ class LocalNode:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
@@ -178,10 +196,16 @@ class LocalNode:
             self.url + path, data=body, method=method, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(req, context=self.context(identity), timeout=10) as resp:
+            with urllib.request.urlopen(req, context=self.context(identity), timeout=15) as resp:
                 return resp.status, resp.read(), dict(resp.headers)
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), dict(exc.headers)
+
+    def state(self) -> dict[str, Any]:
+        status, body = self.get("/node/state")
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
 
     def get(self, path: str, identity: Identity | None = None) -> tuple[int, Any]:
         status, body, headers = self.request("GET", path, identity=identity)

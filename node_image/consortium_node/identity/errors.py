@@ -49,3 +49,7 @@ class TrustedListError(IdentityError):
 
 class TrustedListStoreError(IdentityError):
     """The persisted trusted-node list cannot be read or no longer verifies (never ignored)."""
+
+
+class WrapError(IdentityError):
+    """A wrapped secret cannot be produced or opened (wrong key or context, altered blob)."""

@@ -39,11 +39,13 @@ Leaf [entries.Entry.leaf_components, entries.leaf_of]
     leaf ``i - 1`` of the Merkle tree, whose leaf hash is ``SHA-256(0x00 || leaf)`` and node
     hash ``SHA-256(0x01 || left || right)`` (RFC 6962) [merkle].
 
-Signature entries [ledger.Ledger.append_signature]
+Signature entries [ledger.Ledger.append_signature, signing.check_signature]
     The signature entry at index ``s`` signs the root of the tree over indices ``1..s-1``
     (``tree_size = s - 1``): ``signature = ECDSA-P256-SHA256(node key, root)`` over the raw 32
-    bytes, DER encoded. It is itself a leaf, covered by the next signature. Replay recomputes
-    every signed root and verifies every signature with its ``node_certificate``'s key.
+    bytes, DER encoded. It is itself a leaf, covered by the next signature. Replay and
+    ``append_entries`` recompute every signed root and verify every signature with its
+    ``node_certificate``'s key. A receipt uses the first signature after its entry, once that
+    signature is committed.
 
 Chunk files [storage]
     ``<dir>/ledger_<first_index:020d>.chunk``, a sequence of records ``b"CLE1" ||
@@ -52,6 +54,38 @@ Chunk files [storage]
     incomplete record at the very end of the last chunk is an unacknowledged torn write: its
     bytes are moved to ``<chunk>.torn-<offset>`` and the chunk truncated. Any other damage is a
     ``LedgerCorruptionError`` naming file and byte offset.
+
+Log positions [ledger.Ledger, entry_log.EntryLog]
+    The Raft log IS the ledger. Three positions, ``commit_index <= durable_index <=
+    last_index``, move separately:
+
+    * ``last_index``: entries appended in memory, by the leader (``append``,
+      ``append_signature``) or as a follower (``append_entries(payloads)``, the exact bytes
+      of the leader's ``raw_entries``/``entries_from``, each checked as replay checks it,
+      all or none per call).
+    * ``durable_index``: entries written and fdatasync'ed by ``sync()``. On one node this is
+      what an acknowledgement means; a durable entry may still be truncated.
+    * ``commit_index``: entries consensus declared committed, ``advance_commit(i)`` (capped at
+      ``durable_index``, never decreasing; ``sync_and_commit()`` on a single node). Only
+      committed write sets reach the KV state (``get``, ``kv``), and only committed entries
+      and committed signatures serve ``read`` and ``receipt``.
+
+    ``Ledger.open`` replays and verifies every chunk (tree, terms, signature roots and
+    keys, decryption) but commits nothing: ``commit_index`` is 0 and the KV state empty until
+    consensus calls ``advance_commit`` (entries are then read back from disk and decrypted on
+    demand). ``close()`` syncs, it does not commit. The speculative public view
+    (``public_get``, ``public_keys``) covers every appended entry, committed or not, because
+    Raft uses the latest configuration in its log.
+
+Truncation [ledger.Ledger.truncate, storage.ChunkStore.truncate]
+    ``truncate(last_kept)`` drops every entry with index ``> last_kept`` from memory, disk,
+    the tree, the terms, the signature positions and the public view; it refuses
+    (LedgerError, nothing changed) if ``last_kept < commit_index``: committed entries are
+    never removed. On disk, chunk files wholly beyond ``last_kept`` are unlinked newest first
+    with a directory fsync after each (a crash leaves a consecutive prefix of chunks), then
+    the chunk holding ``last_kept + 1`` is cut at that record's offset and fsynced (unlinked
+    if that record was its first). The next entry is ``last_kept + 1``; ``term`` is kept.
+    The record format is unchanged: a truncated ledger is an ordinary, shorter ledger.
 
 Receipt [ledger.Ledger.receipt, receipt.verify_receipt]
     JSON object ``{"txid", "leaf": hex, "leaf_components", "proof": [{"left": hex} |
@@ -62,8 +96,9 @@ Receipt [ledger.Ledger.receipt, receipt.verify_receipt]
     certificate was issued by the service certificate.
 """
 
-from consortium_node.ledger.entries import EntryKind, TxId, WriteSet
+from consortium_node.ledger.entries import EntryKind, TxId, WriteSet, peek_position
 from consortium_node.ledger.errors import (
+    EntryFormatError,
     LedgerCorruptionError,
     LedgerError,
     ReceiptError,
@@ -81,6 +116,7 @@ from consortium_node.ledger.ledger import (
 from consortium_node.ledger.receipt import VerifiedReceipt, verify_receipt
 
 __all__ = [
+    "EntryFormatError",
     "EntryKind",
     "Ledger",
     "LedgerConfig",
@@ -96,5 +132,6 @@ __all__ = [
     "VerifiedReceipt",
     "WriteSet",
     "WriteSetError",
+    "peek_position",
     "verify_receipt",
 ]

@@ -2,8 +2,9 @@
 
 Why separate from the log: the log is the truth and can always rebuild this map (replay), while
 readers need O(1) lookups of the latest committed value and the transaction that wrote it.
-Only committed write sets are ever applied, so a reader never sees a value that a crash
-could take back.
+The ledger applies only committed write sets to its KV state, so a reader never sees a value
+that a crash or a new Raft leader could take back (``public_view`` reuses this class for the
+speculative view of public tables).
 """
 
 from __future__ import annotations

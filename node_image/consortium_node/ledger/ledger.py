@@ -2,17 +2,18 @@
 
 Why this shape: the log is an explicit sequence of ``(term, index)`` entries whose payloads are
 the exact bytes on disk, so a restarted node rebuilds everything by replaying them, and Raft
-(part 2) can ship and compare the same payloads. Appends are buffered and become committed only
-in ``sync()`` after an fdatasync, which is when the caller may acknowledge them; the KV state
-only ever reflects committed entries. Periodic signature entries sign the Merkle root of all
-entries before them with the node key, which is what makes offline receipts possible.
+ships and compares the same payloads: the Raft log IS this ledger. Appending (leader or
+follower), durability (``sync``) and commitment (``advance_commit``, decided by consensus) are
+separate steps, ``commit_index <= durable_index <= last_index``, and an uncommitted suffix can
+be truncated (see the package docstring). Reads and receipts only see committed state; the
+speculative public view covers every entry, because Raft acts on the latest configuration in
+its log. Periodic signature entries sign the Merkle root of all entries before them with the
+node key, which is what makes offline receipts possible.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,12 @@ from consortium_node.ledger.entries import (
     SignatureBody,
     TxId,
     WriteSet,
-    decode_entry,
-    leaf_of,
-    open_entry,
-    open_signature,
     position_label,
     private_entry,
     public_entry,
     signature_entry,
 )
+from consortium_node.ledger.entry_log import EntryLog
 from consortium_node.ledger.errors import (
     EntryFormatError,
     LedgerCorruptionError,
@@ -45,12 +43,18 @@ from consortium_node.ledger.errors import (
     WriteSetError,
 )
 from consortium_node.ledger.kv import KVStore
-from consortium_node.ledger.merkle import MerkleTree
+from consortium_node.ledger.receipt import make_receipt
+from consortium_node.ledger.replica import (
+    Staged,
+    TransactionView,
+    check_batch,
+    check_entry,
+    view_of,
+)
 from consortium_node.ledger.signing import (
     CertificateCache,
     LedgerSigner,
     NodeKeySigner,
-    check_signature,
     sign_root,
 )
 from consortium_node.ledger.storage import ChunkStore
@@ -78,24 +82,10 @@ class LedgerConfig:
                 raise ValueError(f"LedgerConfig.{name} must be a positive integer")
 
 
-@dataclass(frozen=True)
-class TransactionView:
-    """A committed transaction as stored, decrypted (signature entries: ``signature`` set)."""
-
-    txid: TxId
-    kind: EntryKind
-    writes: WriteSet
-    salt: str
-    leaf_components: dict[str, Any]
-    signature: SignatureBody | None = None
-
-
-@dataclass
-class _Pending:
-    txid: TxId
-    payload: bytes
-    writes: WriteSet | None
-    signature: SignatureBody | None
+def _check_index(name: str, value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise LedgerError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
 
 class Ledger:
@@ -114,18 +104,14 @@ class Ledger:
         if not isinstance(ledger_secret, bytes) or len(ledger_secret) != SECRET_SIZE:
             raise LedgerError(f"the ledger secret must be {SECRET_SIZE} bytes")
         self._store = store
+        self._log = EntryLog(store)
         self._aead = AESGCM(ledger_secret)
         self._config = config
         self._clock = clock
-        self._tree = MerkleTree()
-        self._kv = KVStore()
-        self._terms = array("Q")  # term of index i is _terms[i - 1]
         self._term = 1
+        self._kv = KVStore()  # committed state
         self._commit_index = 0
-        self._pending: list[_Pending] = []
-        self._signature_indices: list[int] = []  # committed signature entries, ascending
-        self._signatures: dict[int, SignatureBody] = {}
-        self._last_signed_index = 0
+        self._signatures: dict[int, SignatureBody] = {}  # committed signature entries
         self._last_signature_time = clock()
         self._certificates = CertificateCache()
 
@@ -138,7 +124,11 @@ class Ledger:
         config: LedgerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Ledger:
-        """Open (or create) the ledger in ``directory``, replaying and checking every chunk."""
+        """Open (or create) the ledger in ``directory``, replaying and checking every chunk.
+
+        Every replayed entry is durable and none is committed: consensus says how far the
+        log is committed (``advance_commit``); until then the KV state is empty.
+        """
         config = config or LedgerConfig()
         store = ChunkStore(directory, config.chunk_max_bytes)
         try:
@@ -148,33 +138,23 @@ class Ledger:
         except BaseException:
             store.close()
             raise
-        ledger._commit_index = ledger.last_index
+        ledger._log.replayed()
         ledger._last_signature_time = clock()
         return ledger
 
-    # -- replay -------------------------------------------------------------------------
-
     def _replay(self, payload: bytes, path: Path, offset: int) -> None:
+        log = self._log
         try:
-            entry = decode_entry(payload)
-            if entry.index != self.last_index + 1:
-                raise EntryFormatError(f"index {entry.index} follows {self.last_index}")
-            if entry.term < self._term:
-                raise EntryFormatError(f"term {entry.term} is lower than the previous {self._term}")
-            writes: WriteSet | None = None
-            body: SignatureBody | None = None
-            if entry.kind is EntryKind.SIGNATURE:
-                body = open_signature(entry)
-                check_signature(entry, body, self._tree.root(), self._certificates)
-            else:
-                _, writes = open_entry(self._aead, entry)
+            entry, staged = check_entry(
+                payload, log.tree, log.term_at(log.last_index), self._aead, self._certificates
+            )
         except EntryFormatError as exc:
             raise LedgerCorruptionError(
                 path, offset, f"entry {position_label(payload)}: {exc}"
             ) from exc
-        self._term = entry.term
-        self._push(entry, payload, writes, body)
-        self._commit(self._pending.pop())
+        self._term = max(self._term, entry.term)
+        log.tree.append(entry.leaf())
+        log.record(staged, keep=False)  # do not keep every replayed write set in memory
 
     # -- state --------------------------------------------------------------------------
 
@@ -191,25 +171,24 @@ class Ledger:
 
     def term_at(self, index: int) -> int:
         """Term of the entry at ``index`` (0 for index 0, Raft's empty prefix)."""
-        if index == 0:
-            return 0
-        if not 1 <= index <= self.last_index:
-            raise UnknownTransactionError(
-                f"index {index} is beyond the last index {self.last_index}"
-            )
-        return self._terms[index - 1]
+        return self._log.term_at(index)
 
     @property
     def last_index(self) -> int:
-        return self._tree.size
+        return self._log.last_index
 
     @property
     def last_txid(self) -> TxId:
         return TxId(self.term_at(self.last_index), self.last_index)
 
     @property
+    def durable_index(self) -> int:
+        """Highest index written and fdatasync'ed (it may still be truncated unless committed)."""
+        return self._log.durable_index
+
+    @property
     def commit_index(self) -> int:
-        """Highest index that is durable (fdatasync'ed) and applied to the KV state."""
+        """Highest index committed by consensus and applied to the KV state (never decreases)."""
         return self._commit_index
 
     @property
@@ -218,13 +197,13 @@ class Ledger:
 
     @property
     def last_signed_index(self) -> int:
-        """Index of the latest signature entry appended (0: none yet)."""
-        return self._last_signed_index
+        """Index of the latest signature entry in the log, committed or not (0: none)."""
+        return self._log.last_signed_index
 
     @property
     def unsigned_count(self) -> int:
         """Entries appended after the latest signature entry."""
-        return self.last_index - self._last_signed_index
+        return self.last_index - self.last_signed_index
 
     @property
     def recovered_torn_tail(self) -> tuple[Path, int, int] | None:
@@ -237,19 +216,10 @@ class Ledger:
 
     # -- append -------------------------------------------------------------------------
 
-    def _push(
-        self, entry: Entry, payload: bytes, writes: WriteSet | None, body: SignatureBody | None
-    ) -> None:
-        self._tree.append(entry.leaf())
-        self._terms.append(entry.term)
-        self._pending.append(_Pending(entry.txid, payload, writes, body))
-        if body is not None:
-            self._last_signed_index = entry.index
-
     def append(self, write_sets: Sequence[WriteSet], kind: EntryKind) -> list[TxId]:
-        """Append transactions (all or none); they commit at the next ``sync()``.
+        """Append transactions (all or none); durable at ``sync()``, committed later.
 
-        Write sets are copied two levels deep; do not mutate their values until synced.
+        Write sets are copied two levels deep; do not mutate their values afterwards.
         """
         if kind not in (EntryKind.PUBLIC, EntryKind.PRIVATE):
             raise WriteSetError("kind", "append takes PUBLIC or PRIVATE; use append_signature")
@@ -263,7 +233,8 @@ class Ledger:
                 entry = private_entry(self._aead, self._term, index, write_set)
             made.append((entry, {table: dict(rows) for table, rows in write_set.items()}))
         for entry, writes in made:
-            self._push(entry, entry.encode(), writes, None)
+            self._log.tree.append(entry.leaf())
+            self._log.record(Staged(entry.txid, kind, entry.encode(), writes, None), keep=True)
         return [entry.txid for entry, _ in made]
 
     def signature_due(self) -> bool:
@@ -280,31 +251,76 @@ class Ledger:
         """Sign the root of every entry so far; None if nothing was appended since the last."""
         if self.unsigned_count == 0:
             return None
-        index = self.last_index + 1
-        body = sign_root(signer, self._tree.root(), index - 1, self._term, self._certificates)
+        tree, index = self._log.tree, self.last_index + 1
+        body = sign_root(signer, tree.root(), index - 1, self._term, self._certificates)
         entry = signature_entry(self._term, index, body)
-        self._push(entry, entry.encode(), None, body)
+        tree.append(entry.leaf())
+        self._log.record(Staged(entry.txid, entry.kind, entry.encode(), None, body), keep=True)
         self._last_signature_time = self._clock()
         return entry.txid
 
+    def append_entries(self, payloads: Sequence[bytes]) -> int:
+        """Append a leader's entry payloads (as ``raw_entries`` returns them), all or none.
+
+        Each must be the next index with a term >= the previous entry's, and is checked as
+        replay checks it (a SIGNATURE must sign the root over the entries before it with its
+        certificate's key; a PRIVATE entry must decrypt). Raises ``EntryFormatError`` naming
+        the entry and the reason, appending nothing. Raises ``term`` to the highest term seen.
+        Returns the last index.
+        """
+        tree, base = self._log.tree, self.last_index
+        checked = check_batch(payloads, tree, self.term_at(base), self._aead, self._certificates)
+        for entry, staged in checked:
+            self._log.record(staged, keep=True)
+            if entry.kind is EntryKind.SIGNATURE:
+                self._last_signature_time = self._clock()
+        if checked:
+            self._term = max(self._term, checked[-1][0].term)
+        return self.last_index
+
+    # -- durability, commitment, truncation -----------------------------------------------
+
     def sync(self) -> int:
-        """Write and fdatasync every pending entry, apply them, and return the commit index."""
-        if self._pending:
-            first = self._pending[0].txid.index
-            self._store.append([pending.payload for pending in self._pending], first)
-            self._store.sync()
-            for pending in self._pending:
-                self._commit(pending)
-            self._pending = []
+        """Write and fdatasync every pending entry; returns ``durable_index`` (commits nothing)."""
+        return self._log.sync()
+
+    def advance_commit(self, index: int) -> int:
+        """Commit entries up to ``min(index, durable_index)`` in order; returns ``commit_index``.
+
+        Applies their write sets to the KV state and makes their signatures usable for
+        receipts. Never moves backwards. Entries no longer in memory (replayed at open) are
+        read back from disk, decoded and decrypted one at a time.
+        """
+        target = min(_check_index("commit index", index), self.durable_index)
+        try:
+            for next_index in range(self._commit_index + 1, target + 1):
+                staged = self._log.staged(next_index, self._aead)
+                if staged.writes is not None:
+                    self._kv.apply(staged.writes, staged.txid)
+                if staged.signature is not None:
+                    self._signatures[next_index] = staged.signature
+                self._commit_index = next_index
+        finally:
+            self._log.forget_through(self._commit_index)
         return self._commit_index
 
-    def _commit(self, pending: _Pending) -> None:
-        if pending.writes is not None:
-            self._kv.apply(pending.writes, pending.txid)
-        if pending.signature is not None:
-            self._signature_indices.append(pending.txid.index)
-            self._signatures[pending.txid.index] = pending.signature
-        self._commit_index = pending.txid.index
+    def sync_and_commit(self) -> int:
+        """``sync()`` then ``advance_commit(durable_index)``: a single node's whole path."""
+        return self.advance_commit(self.sync())
+
+    def truncate(self, last_kept: int) -> None:
+        """Drop every entry after ``last_kept`` from memory and disk (Raft log conflict).
+
+        Committed entries are never removed: ``last_kept < commit_index`` raises LedgerError
+        and changes nothing. ``term`` is unchanged (terms never decrease).
+        """
+        _check_index("last_kept", last_kept)
+        if last_kept < self._commit_index:
+            raise LedgerError(
+                f"cannot truncate after index {last_kept}: the ledger is committed up to "
+                f"{self.commit_txid} and committed entries are never removed"
+            )
+        self._log.truncate(last_kept)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -317,81 +333,61 @@ class Ledger:
         """The committed key-value state (read only by convention)."""
         return self._kv
 
+    def public_get(self, table: str, key: str) -> tuple[Any, TxId] | None:
+        """Latest value of a public key over the whole log, committed or not (speculative)."""
+        return self._log.public.get(table, key)
+
+    def public_keys(self, table: str) -> list[str]:
+        """Keys of a public table over the whole log, committed or not (speculative)."""
+        return self._log.public.keys(table)
+
     def _committed_entry(self, txid: TxId) -> Entry:
         if not 1 <= txid.index <= self._commit_index:
             raise UnknownTransactionError(
                 f"transaction {txid} is unknown: the ledger is committed up to {self.commit_txid}"
             )
-        term = self._terms[txid.index - 1]
+        term = self.term_at(txid.index)
         if term != txid.term:
             raise UnknownTransactionError(
                 f"transaction {txid} is unknown: index {txid.index} has term {term} "
                 f"(the ledger is committed up to {self.commit_txid})"
             )
-        payload = self._store.read(txid.index)
-        try:
-            return decode_entry(payload)
-        except EntryFormatError as exc:  # CRC matched, so this was written corrupt
-            raise LedgerError(f"entry {txid} does not decode: {exc}") from exc
+        return self._log.stored_entry(txid.index)
 
     def read(self, txid: TxId) -> TransactionView:
         """The committed transaction ``txid``, decrypted."""
-        entry = self._committed_entry(txid)
-        components = entry.leaf_components()
-        try:
-            if entry.kind is EntryKind.SIGNATURE:
-                body = open_signature(entry)
-                return TransactionView(txid, entry.kind, {}, "", components, body)
-            salt, writes = open_entry(self._aead, entry)
-        except EntryFormatError as exc:
-            raise LedgerError(f"entry {txid} does not open: {exc}") from exc
-        return TransactionView(txid, entry.kind, writes, salt, components)
+        return view_of(self._committed_entry(txid), self._aead)
 
     def receipt(self, txid: TxId) -> dict[str, Any]:
         """A receipt proving ``txid`` is in the tree signed by the next committed signature."""
         entry = self._committed_entry(txid)
-        position = bisect.bisect_right(self._signature_indices, txid.index)
-        if position == len(self._signature_indices):
+        signed_at = self._log.signature_after(txid.index)
+        if signed_at is None or signed_at > self._commit_index:
             raise ReceiptNotReadyError(
-                f"transaction {txid} is committed but no signature covers it yet "
-                f"(last committed signature at index {self._last_committed_signature()}); retry"
+                f"transaction {txid} is committed but no signature covers it yet (last "
+                f"committed signature at index {self._log.signature_through(self._commit_index)})"
+                "; retry"
             )
-        signed_at = self._signature_indices[position]
         body = self._signatures[signed_at]
-        proof = self._tree.inclusion_proof(txid.index - 1, body.tree_size)
-        components = entry.leaf_components()
-        return {
-            "txid": str(txid),
-            "leaf": leaf_of(components).hex(),
-            "leaf_components": components,
-            "proof": [{side: sibling.hex()} for side, sibling in proof],
-            "root": body.root.hex(),
-            "tree_size": body.tree_size,
-            "signature": body.signature.hex(),
-            "signature_txid": str(TxId(self._terms[signed_at - 1], signed_at)),
-            "node_id": body.node_id,
-            "node_certificate": body.node_certificate,
-        }
-
-    def _last_committed_signature(self) -> int:
-        return self._signature_indices[-1] if self._signature_indices else 0
+        proof = self._log.tree.inclusion_proof(txid.index - 1, body.tree_size)
+        signature_txid = TxId(self.term_at(signed_at), signed_at)
+        return make_receipt(entry.leaf_components(), proof, body, signature_txid)
 
     def raw_entries(self, start: int, end: int) -> list[bytes]:
-        """Payloads of indices ``start..end`` inclusive (committed or pending), for replication."""
+        """Payloads of indices ``start..end`` inclusive (in any state), for replication."""
         if start < 1 or end > self.last_index:
             raise LedgerError(f"entries {start}..{end} are outside 1..{self.last_index}")
-        pending_first = self.last_index - len(self._pending) + 1
-        return [
-            self._pending[index - pending_first].payload
-            if index >= pending_first
-            else self._store.read(index)
-            for index in range(start, end + 1)
-        ]
+        return [self._log.payload(index) for index in range(start, end + 1)]
+
+    def entries_from(self, start: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """Payloads from ``start`` on: at most ``max_count`` entries and ``max_bytes`` bytes,
+        but at least one entry if ``start <= last_index`` (empty if ``start`` is beyond it)."""
+        return self._log.entries_from(start, max_count, max_bytes)
 
     def close(self) -> None:
-        """Sync pending entries (a clean shutdown loses nothing) and close the chunk files."""
+        """Sync pending entries (a clean shutdown loses nothing; commits nothing) and close."""
         try:
-            if self._pending:
+            if self.durable_index < self.last_index:
                 self.sync()
         finally:
             self._store.close()

@@ -28,7 +28,7 @@ from cryptography import x509
 from consortium_node.identity.certs import load_certificate, verify_node_certificate
 from consortium_node.identity.errors import IdentityError
 from consortium_node.identity.keys import PublicKey, verify
-from consortium_node.ledger.entries import EntryKind, TxId, leaf_of
+from consortium_node.ledger.entries import EntryKind, SignatureBody, TxId, leaf_of
 from consortium_node.ledger.errors import ReceiptError
 from consortium_node.ledger.merkle import ProofStep, leaf_hash, proof_sides, root_from_proof
 
@@ -56,6 +56,24 @@ class VerifiedReceipt:
     root: bytes
     node_id: str
     leaf: bytes
+
+
+def make_receipt(
+    components: dict[str, Any], proof: list[ProofStep], body: SignatureBody, signature_txid: TxId
+) -> dict[str, Any]:
+    """The receipt JSON object for the leaf ``components``, proven into ``body``'s root."""
+    return {
+        "txid": components["txid"],
+        "leaf": leaf_of(components).hex(),
+        "leaf_components": components,
+        "proof": [{side: sibling.hex()} for side, sibling in proof],
+        "root": body.root.hex(),
+        "tree_size": body.tree_size,
+        "signature": body.signature.hex(),
+        "signature_txid": str(signature_txid),
+        "node_id": body.node_id,
+        "node_certificate": body.node_certificate,
+    }
 
 
 def _hex(value: object, field: str, size: int | None = None) -> bytes:

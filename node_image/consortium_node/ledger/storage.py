@@ -20,6 +20,9 @@ chunk fsyncs the directory. On replay:
 * an incomplete record at the end of the last chunk (and no complete record after it) is a
   torn, unacknowledged write: its bytes are copied to ``<chunk>.torn-<offset>``, the chunk is
   truncated there, and a WARNING names the file and offset (``recovered_torn_tail``).
+
+``truncate(last_kept)`` removes a suffix (Raft replaces a conflicting uncommitted suffix) so
+that a crash at any point of it still leaves a consecutive, replayable prefix.
 """
 
 from __future__ import annotations
@@ -293,6 +296,68 @@ class ChunkStore:
                 self._failed = f"fdatasync failed ({exc})"
                 raise LedgerError(f"ledger fdatasync in {self.directory} failed: {exc}") from exc
         self._dirty = False
+
+    # -- truncation ---------------------------------------------------------------------
+
+    @property
+    def last_index(self) -> int | None:
+        """Index of the last written record (None: nothing stored)."""
+        return None if self._next_index is None else self._next_index - 1
+
+    def truncate(self, last_kept: int) -> None:
+        """Remove every record after ``last_kept`` durably: later chunks newest first (a
+        directory fsync after each unlink), then the chunk holding ``last_kept + 1`` is cut
+        at that record and fsynced (unlinked if it was its first record)."""
+        self._check_writable()
+        last = self.last_index
+        if last is None or last_kept >= last:
+            return
+        assert self._base_index is not None  # records are stored
+        if last_kept < self._base_index - 1:
+            raise LedgerError(
+                f"cannot truncate to index {last_kept}: the store starts at {self._base_index}"
+            )
+        first_dropped = last_kept + 1
+        number = bisect.bisect_right(self._chunk_firsts, first_dropped) - 1
+        offset = self._offsets[first_dropped - self._base_index]
+        try:
+            self._release_fds()
+            for chunk in reversed(self._chunks[number + 1 :]):
+                chunk.path.unlink()
+                fsync_directory(self.directory)
+            cut = self._chunks[number]
+            if offset == 0:
+                cut.path.unlink()
+                fsync_directory(self.directory)
+                number -= 1
+            else:
+                with cut.path.open("r+b") as handle:
+                    handle.truncate(offset)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            del self._chunks[number + 1 :]
+            del self._chunk_firsts[number + 1 :]
+            del self._offsets[first_dropped - self._base_index :]
+            self._next_index = first_dropped
+            self._dirty = False
+            if self._chunks:
+                self._fd = os.open(self._chunks[-1].path, os.O_RDWR | os.O_APPEND)
+                self._size = os.fstat(self._fd).st_size
+            else:
+                self._size = 0
+        except OSError as exc:
+            self._failed = f"truncation failed ({exc})"
+            raise LedgerError(f"ledger truncation in {self.directory} failed: {exc}") from exc
+        log.info("ledger: truncated %s after index %d", self.directory, last_kept)
+
+    def _release_fds(self) -> None:
+        """Close every fd before a truncation; reads reopen lazily, the caller reopens ``_fd``."""
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     # -- random access ------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """The node's HTTP API (DESIGN section 7) on aiohttp.
 
-Routes are thin: validate the request (``validation``), call the ``Node`` or the ``Committer``,
-return JSON. Every error is JSON ``{"error": {"code", "field", "reason"}}`` with a 4xx/5xx
-status — including aiohttp's own (unknown route, body too large), which a middleware rewrites.
+Routes are thin: validate the request (``validation``), call the ``Node``, the ``RaftNode`` or
+the ``Primary``, return JSON. Every error is JSON ``{"error": {"code", "field", "reason"}}`` —
+including aiohttp's own (unknown route, body too large), which a middleware rewrites.
+
+Writes sent to a backup are forwarded to the primary over the node-to-node channel with the
+caller's member_id (nodes are attested and trust each other; members do not reach the primary
+directly). Reads are served locally and say which commit they reflect.
 """
 
 from __future__ import annotations
@@ -10,13 +14,23 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from consortium_node.ledger import ReceiptNotReadyError, TxId, UnknownTransactionError
-from consortium_node.server.committer import Committer, CommitUnavailableError
-from consortium_node.server.node import Member, Node
+from consortium_node.replication.messages import (
+    AppendRequest,
+    MessageError,
+    VoteRequest,
+    decode,
+    encode,
+)
+from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError, RaftNode
+from consortium_node.server.node import Member, Node, node_json
+from consortium_node.server.peers import CBOR, PeerRejectedError, PeerTransport, authenticate_peer
+from consortium_node.server.primary import Primary, not_leader
 from consortium_node.server.validation import (
     APP_TABLE,
     ApiError,
@@ -29,22 +43,34 @@ from consortium_node.server.validation import (
 )
 
 log = logging.getLogger("consortium_node.api")
-
-NODE_KEY = web.AppKey("node", Node)
-COMMITTER_KEY = web.AppKey("committer", Committer)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Services:
+    node: Node
+    raft: RaftNode
+    primary: Primary
+    transport: PeerTransport
+
+
+SERVICES = web.AppKey("services", Services)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a JSON error and count requests by route and status."""
-    node = request.app[NODE_KEY]
-    route = request.match_info.route.resource
-    route_name = route.canonical if route is not None else "unmatched"
+    node = _services(request).node
+    resource = request.match_info.route.resource
+    route_name = resource.canonical if resource is not None else "unmatched"
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -56,26 +82,33 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         code = exc.reason.replace(" ", "")
         response = _json(ApiError(exc.status, code, None, exc.reason).body(), exc.status)
-    except CommitUnavailableError as exc:
-        response = _json(ApiError(503, "Unavailable", None, str(exc)).body(), 503)
+    except NotLeaderError as exc:
+        response = _json(not_leader(exc.leader_address).body(), 503)
+    except CommitTimeoutError as exc:
+        err = ApiError(503, "CommitTimeout", None, str(exc), txids=[str(t) for t in exc.txids])
+        response = _json(err.body(), 503)
     node.metrics.http_requests.labels(route_name, str(response.status)).inc()
     return response
 
 
+def _peer_der(request: web.Request) -> bytes | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if isinstance(ssl_object, ssl.SSLObject):
+        return ssl_object.getpeercert(binary_form=True)
+    return None
+
+
 def _caller(request: web.Request) -> Member:
     """The Active member/user authenticated by the TLS client certificate, or 401/403."""
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = (
-        ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
-    )
+    der = _peer_der(request)
     if not der:
         raise ApiError(
             401,
             "Unauthenticated",
             "client_certificate",
-            "this endpoint needs a TLS client certificate of a registered member or user",
+            "this endpoint needs a TLS client certificate of a member or user",
         )
-    member = request.app[NODE_KEY].authenticate(der)
+    member = _services(request).node.authenticate(der)
     if member is None:
         raise ApiError(
             403,
@@ -86,32 +119,48 @@ def _caller(request: web.Request) -> Member:
     return member
 
 
+def _peer(request: web.Request) -> str:
+    node = _services(request).node
+    try:
+        return authenticate_peer(
+            _peer_der(request), node.service.certificate, node.membership.is_trusted
+        )
+    except PeerRejectedError as exc:
+        raise ApiError(403, "PeerRejected", "client_certificate", str(exc)) from exc
+
+
 def _txid(request: web.Request) -> TxId:
     query = parse_query(request.query, {"txid"}, {"txid"})
     term, index = parse_txid(query["txid"])
     return TxId(term, index)
 
 
+# ---------------------------------------------------------------------- node
 async def node_state(request: web.Request) -> web.Response:
     parse_query(request.query, set(), set())
-    return _json(request.app[NODE_KEY].state())
+    s = _services(request)
+    return _json(
+        {
+            **s.node.state(),
+            "leader": {"node_id": s.raft.leader_id, "address": s.raft.leader_address},
+        }
+    )
 
 
 async def node_quote(request: web.Request) -> web.Response:
     query = parse_query(request.query, {"nonce"}, {"nonce"})
-    return _json(request.app[NODE_KEY].quote(parse_nonce(query["nonce"])))
+    return _json(_services(request).node.quote(parse_nonce(query["nonce"])))
 
 
 async def node_trusted_list(request: web.Request) -> web.Response:
     query = parse_query(request.query, {"format"}, set())
     fmt = query.get("format", "cose")
-    node = request.app[NODE_KEY]
     if fmt not in ("cose", "json"):
         raise ApiError(400, "BadRequest", "format", "must be cose or json")
-    envelope = node.lists.current_envelope
-    current = node.lists.current
+    store = _services(request).node.membership.store
+    envelope, current = store.current_envelope, store.current
     if envelope is None or current is None:
-        raise ApiError(503, "Unavailable", None, "no trusted-node list has been issued yet")
+        raise ApiError(503, "Unavailable", None, "no trusted-node list has been accepted yet")
     if fmt == "json":
         return web.Response(body=current.to_payload(), content_type="application/json")
     return web.Response(
@@ -123,31 +172,102 @@ async def node_trusted_list(request: web.Request) -> web.Response:
 
 async def node_network(request: web.Request) -> web.Response:
     parse_query(request.query, set(), set())
-    return _json(request.app[NODE_KEY].network())
-
-
-async def node_commit(request: web.Request) -> web.Response:
-    parse_query(request.query, set(), set())
-    return _json(request.app[NODE_KEY].commit())
-
-
-async def post_transactions(request: web.Request) -> web.Response:
-    _caller(request)
-    node = request.app[NODE_KEY]
-    parse_query(request.query, set(), set())
-    batch = parse_transactions(parse_json_body(await request.read()), node.config.limits)
-    txids = await request.app[COMMITTER_KEY].submit(batch.write_sets)
+    s = _services(request)
+    lst = s.node.membership.current()
+    nodes = []
+    for entry in lst.nodes if lst else ():
+        item = node_json(entry)
+        failure = s.primary.renewal_failures.get(entry.node_id)
+        if failure:
+            item["renewal_failure"] = failure
+        nodes.append(item)
     return _json(
         {
-            "transactions": [{"txid": str(t)} for t in txids],
-            "commit": node.commit(),
+            "consortium": s.node.config.consortium,
+            "service_certificate": s.node.service.certificate_pem,
+            "service_certificate_sha256": s.node.service.certificate_sha256,
+            "primary": {"node_id": s.raft.leader_id, "address": s.raft.leader_address},
+            "trusted_list_version": lst.version if lst else None,
+            "nodes": nodes,
         }
     )
 
 
+async def node_commit(request: web.Request) -> web.Response:
+    parse_query(request.query, set(), set())
+    return _json(_services(request).node.commit())
+
+
+async def join_nonce(request: web.Request) -> web.Response:
+    parse_query(request.query, set(), set())
+    return _json(_services(request).primary.join_nonce())
+
+
+async def join(request: web.Request) -> web.Response:
+    parse_query(request.query, set(), set())
+    status, body = await _services(request).primary.join(parse_json_body(await request.read()))
+    return _json(body, status)
+
+
+async def trust_node(request: web.Request) -> web.Response:
+    member = _caller(request)
+    if member.role != "governor":
+        raise ApiError(403, "Forbidden", "client_certificate", "only governors trust nodes")
+    body = parse_json_body(await request.read())
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"node_id"}
+        or not isinstance(body["node_id"], str)
+    ):
+        raise ApiError(400, "BadRequest", "node_id", 'expected {"node_id": "<hex>"}')
+    return _json(await _services(request).primary.trust(body["node_id"]))
+
+
+# ---------------------------------------------------------------------- app
+async def _submit_as(services: Services, member_id: str, body: Any) -> dict[str, Any]:
+    batch = parse_transactions(body, services.node.config.limits)
+    txids = await services.raft.submit(batch.write_sets)
+    return {"transactions": [{"txid": str(t)} for t in txids], "commit": services.node.commit()}
+
+
+async def post_transactions(request: web.Request) -> web.Response:
+    member = _caller(request)
+    s = _services(request)
+    parse_query(request.query, set(), set())
+    body = parse_json_body(await request.read())
+    if s.raft.role == "leader":
+        return _json(await _submit_as(s, member.member_id, body))
+    parse_transactions(body, s.node.config.limits)  # fail bad input here, not at the primary
+    if not s.raft.leader_address:
+        raise not_leader(None)
+    try:
+        status, answer = await s.transport.forward(
+            s.raft.leader_address,
+            "/internal/forward/transactions",
+            {"member_id": member.member_id, "body": body},
+        )
+    except OSError as exc:
+        raise ApiError(503, "Unavailable", None, str(exc)) from exc
+    return _json(answer, status)
+
+
+async def forwarded_transactions(request: web.Request) -> web.Response:
+    _peer(request)
+    s = _services(request)
+    if s.raft.role != "leader":
+        raise not_leader(s.raft.leader_address)
+    data = parse_json_body(await request.read())
+    if not isinstance(data, dict) or set(data) != {"member_id", "body"}:
+        raise ApiError(400, "BadRequest", "body", "expected {member_id, body}")
+    member = s.node.members().get(str(data["member_id"]))
+    if member is None or member.status != "Active":
+        raise ApiError(403, "Forbidden", "member_id", "not an Active member or user")
+    return _json(await _submit_as(s, member.member_id, data["body"]))
+
+
 async def get_kv(request: web.Request) -> web.Response:
     _caller(request)
-    node = request.app[NODE_KEY]
+    node = _services(request).node
     parse_query(request.query, set(), set())
     key = check_key_param(request.match_info["key"], node.config.limits)
     found = node.ledger.get(APP_TABLE, key)
@@ -162,20 +282,19 @@ async def get_kv(request: web.Request) -> web.Response:
 
 async def get_receipt(request: web.Request) -> web.Response:
     _caller(request)
-    node = request.app[NODE_KEY]
+    node = _services(request).node
     txid = _txid(request)
     try:
         return _json(node.ledger.receipt(txid))
     except UnknownTransactionError as exc:
         raise ApiError(404, "NotFound", "txid", str(exc)) from exc
     except ReceiptNotReadyError as exc:
-        interval = node.config.ledger.signature_interval_ms
         return _json(
             {
                 "status": "Pending",
                 "txid": str(txid),
                 "reason": str(exc),
-                "retry_after_ms": interval,
+                "retry_after_ms": node.config.ledger.signature_interval_ms,
             },
             202,
         )
@@ -183,67 +302,84 @@ async def get_receipt(request: web.Request) -> web.Response:
 
 async def get_transaction(request: web.Request) -> web.Response:
     _caller(request)
-    node = request.app[NODE_KEY]
-    txid = _txid(request)
     try:
-        return _json(node.transaction(txid))
+        return _json(_services(request).node.transaction(_txid(request)))
     except UnknownTransactionError as exc:
         raise ApiError(404, "NotFound", "txid", str(exc)) from exc
 
 
+# ---------------------------------------------------------------------- raft
+async def raft_append(request: web.Request) -> web.Response:
+    _peer(request)
+    try:
+        message = decode(await request.read(), AppendRequest)
+    except MessageError as exc:
+        raise ApiError(400, "BadRequest", exc.field, exc.reason) from exc
+    response = await _services(request).raft.handle_append(message)
+    return web.Response(body=encode(response), content_type=CBOR)
+
+
+async def raft_vote(request: web.Request) -> web.Response:
+    _peer(request)
+    try:
+        message = decode(await request.read(), VoteRequest)
+    except MessageError as exc:
+        raise ApiError(400, "BadRequest", exc.field, exc.reason) from exc
+    response = await _services(request).raft.handle_vote(message)
+    return web.Response(body=encode(response), content_type=CBOR)
+
+
+# ---------------------------------------------------------------------- ops
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[NODE_KEY].render_metrics()
+    body = _services(request).node.render_metrics()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 async def healthz(request: web.Request) -> web.Response:
-    committer = request.app[COMMITTER_KEY]
-    if not committer.running:
-        raise ApiError(503, "Unhealthy", None, "the commit pipeline has stopped")
-    return _json({"status": "ok"})
+    return _json({"status": "ok", "role": _services(request).node.role})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
+    s = _services(request)
     problems = []
-    if not request.app[COMMITTER_KEY].running:
-        problems.append("commit pipeline stopped")
-    if node.lists.current is None:
-        problems.append("no trusted-node list")
-    elif node.state()["status"] != "Trusted":
-        problems.append(f"this node is {node.state()['status']} in the trusted-node list")
+    status = s.node.own_status()
+    if status != "Trusted":
+        problems.append(f"this node is {status} in the trusted-node list")
+    if s.raft.leader_id is None:
+        problems.append("no primary is known (election running?)")
+    if s.node.ledger.commit_index == 0:
+        problems.append("nothing committed yet (catching up)")
     if problems:
         raise ApiError(503, "NotReady", None, "; ".join(problems))
-    return _json({"status": "ready", "role": node.role})
+    return _json({"status": "ready", "role": s.node.role})
 
 
-def build_app(node: Node, committer: Committer) -> web.Application:
-    """The aiohttp application of one node (the committer is started on app start-up)."""
+def build_app(services: Services) -> web.Application:
+    """The aiohttp application of one node."""
     app = web.Application(
-        client_max_size=node.config.limits.max_body_bytes, middlewares=[errors_middleware]
+        client_max_size=services.node.config.limits.max_body_bytes, middlewares=[errors_middleware]
     )
-    app[NODE_KEY] = node
-    app[COMMITTER_KEY] = committer
-    app.router.add_get("/node/state", node_state)
-    app.router.add_get("/node/quote", node_quote)
-    app.router.add_get("/node/trusted-list", node_trusted_list)
-    app.router.add_get("/node/network", node_network)
-    app.router.add_get("/node/commit", node_commit)
-    app.router.add_post("/app/transactions", post_transactions)
-    app.router.add_get("/app/kv/{key}", get_kv)
-    app.router.add_get("/app/receipt", get_receipt)
-    app.router.add_get("/app/transaction", get_transaction)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-
-    async def on_startup(_: web.Application) -> None:
-        committer.start()
-
-    async def on_cleanup(_: web.Application) -> None:
-        await committer.stop()
-        node.close()
-
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    app[SERVICES] = services
+    routes = [
+        ("GET", "/node/state", node_state),
+        ("GET", "/node/quote", node_quote),
+        ("GET", "/node/trusted-list", node_trusted_list),
+        ("GET", "/node/network", node_network),
+        ("GET", "/node/commit", node_commit),
+        ("GET", "/node/join/nonce", join_nonce),
+        ("POST", "/node/join", join),
+        ("POST", "/gov/nodes/trust", trust_node),
+        ("POST", "/app/transactions", post_transactions),
+        ("GET", "/app/kv/{key}", get_kv),
+        ("GET", "/app/receipt", get_receipt),
+        ("GET", "/app/transaction", get_transaction),
+        ("POST", "/internal/raft/append", raft_append),
+        ("POST", "/internal/raft/vote", raft_vote),
+        ("POST", "/internal/forward/transactions", forwarded_transactions),
+        ("GET", "/metrics", metrics),
+        ("GET", "/healthz", healthz),
+        ("GET", "/readyz", readyz),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
     return app

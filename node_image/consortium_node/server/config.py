@@ -61,6 +61,21 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class JoinConfig:
+    service_certificate: Path
+    trusted_list: str  # a file path (the mounted ConfigMap) or an https:// URL
+    retry_interval: float = 1.0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    election_timeout: float = 1.0
+    heartbeat_interval: float = 0.1
+    commit_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 1000
@@ -94,6 +109,9 @@ class NodeConfig:
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     limits: Limits = field(default_factory=Limits)
     insecure_test_faults: tuple[str, ...] = ()
+    join: JoinConfig | None = None
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    trusted_list_path: Path | None = None
 
 
 class _Reader:
@@ -219,7 +237,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         max_quote_age=att.duration("max_quote_age", timedelta(minutes=10)),
     )
     att.done()
-    if not attestation.measurements:
+    if not attestation.measurements and mode == "genesis":
         raise ConfigError(
             "attestation.measurements: list at least one allowed measurement "
             "(`consortium-node measure` prints this build's)"
@@ -253,6 +271,21 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
     members = tuple(_member(m, f"members[{i}]", base) for i, m in enumerate(members_raw))
     if mode == "genesis" and not any(m.role == "governor" for m in members):
         raise ConfigError("members: a genesis node needs at least one member with role governor")
+    join = _join(root, base) if mode == "join" else None
+    if mode == "genesis" and "join" in root.data:
+        raise ConfigError("join: only for mode join")
+    rft = root.child("raft")
+    raft = RaftConfig(
+        election_timeout=rft.duration("election_timeout", timedelta(seconds=1)).total_seconds(),
+        heartbeat_interval=rft.duration(
+            "heartbeat_interval", timedelta(milliseconds=100)
+        ).total_seconds(),
+        commit_timeout=rft.duration("commit_timeout", timedelta(seconds=10)).total_seconds(),
+    )
+    rft.done()
+    if raft.heartbeat_interval * 2 > raft.election_timeout:
+        raise ConfigError("raft.heartbeat_interval: must be at most half of election_timeout")
+    watched = root.raw("trusted_list_path", None)
     config = NodeConfig(
         consortium=consortium,
         name=name,
@@ -269,9 +302,30 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         ledger=ledger,
         limits=limits,
         insecure_test_faults=root.strings("insecure_test_faults"),
+        join=join,
+        raft=raft,
+        trusted_list_path=root.path_("trusted_list_path") if watched is not None else None,
     )
     root.done()
     return config
+
+
+def _join(root: _Reader, base: Path) -> JoinConfig:
+    reader = root.child("join")
+    source = reader.str_("trusted_list")
+    if not source.startswith("https://") and not Path(source).is_absolute():
+        source = str(base / source)
+    timeout = reader.raw("timeout", None)
+    join = JoinConfig(
+        service_certificate=reader.path_("service_certificate"),
+        trusted_list=source,
+        retry_interval=reader.duration("retry_interval", timedelta(seconds=1)).total_seconds(),
+        timeout=None
+        if timeout is None
+        else reader.duration("timeout", timedelta(0)).total_seconds(),
+    )
+    reader.done()
+    return join
 
 
 def load_config(path: Path) -> NodeConfig:

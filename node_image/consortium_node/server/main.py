@@ -21,44 +21,88 @@ from aiohttp import web
 
 from consortium_node.attestation import VirtualPlatform, host_data_for, measure_installed
 from consortium_node.common.files import write_atomic
-from consortium_node.server.app import build_app
-from consortium_node.server.committer import Committer
+from consortium_node.replication.raft import RaftNode, RaftTiming
+from consortium_node.server.app import Services, build_app
 from consortium_node.server.config import MODES, ConfigError, load_config
+from consortium_node.server.joiner import JoinRefusedError
 from consortium_node.server.node import Node, NodeStartError
+from consortium_node.server.peers import PeerTransport
+from consortium_node.server.primary import Primary
 from consortium_node.server.sealed import SealedStoreError
-from consortium_node.server.tls import server_context
+from consortium_node.server.tls import load_identity, peer_context, server_context
+from consortium_node.server.watch import watch_list_file
 
 log = logging.getLogger("consortium_node")
 
 
 async def serve(node: Node, host: str, port: int) -> None:
-    """Serve the API over TLS until SIGTERM/SIGINT."""
-    committer = Committer(
-        node.ledger, node.signer, node.metrics, node.config.ledger.signature_interval_ms
+    """Run consensus, the primary's duties and the API over TLS until SIGTERM/SIGINT."""
+    config = node.config
+    server_tls = server_context(
+        node.node_key, node.node_certificate, [node.service.certificate_pem]
     )
-    app = build_app(node, committer)
-    cas = [m.certificate_pem for m in node.members().values()]
-    context = server_context(node.node_key, node.node_certificate, cas)
+    # Members' certificates are trust anchors for client authentication; a joiner learns them
+    # as its ledger catches up, so they are added as they appear.
+    node.on_new_members = lambda pems: server_tls.load_verify_locations(cadata="\n".join(pems))
+    node.announce_members()
+    peer_tls = peer_context(node.service.certificate_pem, node.node_key, node.node_certificate)
+    transport = PeerTransport(peer_tls, timeout=max(2.0, config.raft.election_timeout))
+    metrics = node.metrics
+
+    def role_changed(role: str) -> None:
+        node.role = {"leader": "primary", "follower": "backup"}.get(role, role)
+        metrics.set_role(node.role)
+
+    raft = RaftNode(
+        node_id=node.node_id,
+        address=config.address,
+        ledger=node.ledger,
+        state=node.raft_state,
+        transport=transport,
+        configuration=node.membership.configuration,
+        signer=lambda: node.signer,
+        timing=RaftTiming(
+            election_timeout=config.raft.election_timeout,
+            heartbeat_interval=config.raft.heartbeat_interval,
+            rpc_timeout=max(1.0, config.raft.election_timeout),
+            commit_timeout=config.raft.commit_timeout,
+        ),
+        on_commit=node.on_commit,
+        on_role_change=role_changed,
+        on_signature=metrics.signatures.inc,
+        on_commit_latency=metrics.commit_latency.observe,
+    )
+    role_changed("follower")
+    primary = Primary(node, raft, transport)
+
+    def reload_certificates() -> None:
+        load_identity(server_tls, node.node_key, node.node_certificate)
+        load_identity(peer_tls, node.node_key, node.node_certificate)
+
+    node.on_certificate_change = reload_certificates
+    app = build_app(Services(node, raft, primary, transport))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+    site = web.TCPSite(runner, host, port, ssl_context=server_tls, reuse_address=True)
     await site.start()
+    await raft.start()
+    tasks = [asyncio.create_task(primary.run_rotation(), name="rotation")]
+    if config.trusted_list_path is not None:
+        tasks.append(asyncio.create_task(watch_list_file(node, config.trusted_list_path)))
     log.warning("INSECURE: platform insecure-virtual emulates the TEE; do not use in production")
-    log.info(
-        "node %s (%s) listening on https://%s:%d, commit %s",
-        node.config.name,
-        node.node_id[:16],
-        host,
-        port,
-        node.commit()["txid"],
-    )
+    log.info("node %s (%s) listening on https://%s:%d", config.name, node.node_id[:16], host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    for task in tasks:
+        task.cancel()
+    await raft.stop()
     await runner.cleanup()
+    await transport.close()
+    node.close()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -69,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         node = Node.open(config)
+    except JoinRefusedError as exc:
+        print(f"consortium-node: {exc}", file=sys.stderr)
+        return 3
     except (NodeStartError, SealedStoreError, ConfigError) as exc:
         print(f"consortium-node: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -46,12 +46,10 @@ class NodeMetrics:
         )
         self.committed = Counter(
             "consortium_transactions_committed",
-            "Transactions committed, by entry kind.",
-            ["kind"],
+            "Ledger entries (transactions, governance and signature entries) this node has "
+            "seen committed.",
             registry=r,
         )
-        for kind in ("public", "private", "signature"):
-            self.committed.labels(kind)
         self.commit_latency = Histogram(
             "consortium_commit_latency_seconds",
             "Time from receiving a write batch to its durable commit acknowledgement.",
@@ -65,10 +63,19 @@ class NodeMetrics:
         )
         self.join_requests = Counter(
             "consortium_join_requests",
-            "Join requests handled by this node, by result.",
-            ["result"],
+            "Join requests handled by this node, by result (trusted, pending, refused) and the "
+            "verifier's reason for refusals.",
+            ["result", "reason"],
             registry=r,
         )
+        self.reattestations = Counter(
+            "consortium_reattestations",
+            "Automatic re-attestations decided by this node as primary: renewed or retired.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("renewed", "retired"):
+            self.reattestations.labels(outcome)
         self.list_version = Gauge(
             "consortium_trusted_list_version",
             "Version of the trusted-node list this node holds.",

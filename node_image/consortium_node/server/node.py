@@ -1,12 +1,16 @@
 """A consortium node: the enclave's state and the operations the API exposes.
 
 ``Node.open`` is the whole start-up: provision the (virtual) chip, unseal or create the node
-key, then either **genesis** (create the service identity and ledger secret inside the enclave,
-write the genesis transaction, trust itself, issue trusted-node list version 1) or **restart**
-(unseal, replay the ledger, re-attest itself and issue the next list version). The genesis quote
-binds the service certificate: its nonce is the SHA-256 of the service certificate DER.
+key, then one of
 
-Only this module turns configuration into trust decisions; the HTTP layer only calls it.
+* **genesis**: create the service identity and ledger secret inside the enclave, write the
+  genesis transaction, trust itself and issue trusted-node list version 1;
+* **join**: attest to the primary and receive the secrets wrapped to this node's key
+  (``joiner``), then catch up through Raft;
+* **restart**: unseal, replay the ledger; consensus tells what is committed.
+
+Only this module turns configuration and ledger state into trust decisions; the HTTP layer and
+the primary's duties call it.
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node import __version__
 from consortium_node.attestation import (
     InsecureVirtualVerifier,
     Policy,
+    VerificationResult,
     VerifierRegistry,
     VirtualEnclave,
     VirtualPlatform,
@@ -39,7 +46,6 @@ from consortium_node.common.files import write_atomic
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_node.identity import keys
 from consortium_node.identity.certs import (
-    MemberCertificate,
     ServiceIdentity,
     certificate_der,
     certificate_pem,
@@ -52,22 +58,28 @@ from consortium_node.identity.trusted_list import (
     NodeStatus,
     TrustedNodeList,
     sign_trusted_list,
-    verify_trusted_list,
 )
 from consortium_node.identity.trusted_list_store import TrustedListStore
+from consortium_node.identity.wrap import unwrap
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
+from consortium_node.replication.state import PersistentState
+from consortium_node.server import joiner
 from consortium_node.server.config import NodeConfig
+from consortium_node.server.genesis import (
+    T_ATTESTATION,
+    T_CONSTITUTION,
+    T_INFO,
+    T_LISTS,
+    T_MEMBERS,
+    T_NODES,
+    genesis_writes,
+)
+from consortium_node.server.join_secrets import join_context
+from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
 from consortium_node.server.sealed import SealedStore
 
 log = logging.getLogger("consortium_node.node")
-
-T_INFO = "public:consortium.info"
-T_MEMBERS = "public:consortium.members"
-T_CONSTITUTION = "public:consortium.constitution"
-T_ATTESTATION = "public:consortium.attestation"
-T_NODES = "public:consortium.nodes"
-T_LISTS = "public:consortium.trusted_lists"
 
 
 class NodeStartError(RuntimeError):
@@ -82,7 +94,7 @@ class Member:
     certificate_pem: str
 
 
-def _policy_from_ledger(value: dict[str, Any]) -> Policy:
+def policy_from_value(value: dict[str, Any]) -> Policy:
     return Policy(
         allowed_measurements=frozenset(value["measurements"]),
         allowed_host_data=frozenset(value["host_data"]),
@@ -99,61 +111,63 @@ class Node:
         self.config = config
         self.data_dir = config.data_dir
         self.started_at = utcnow()
-        platform = VirtualPlatform.load(
+        self.platform = VirtualPlatform.load(
             _read(config.platform.root_key, "platform.root_key"),
             _read(config.platform.root_certificate, "platform.root_certificate"),
         )
-        self.platform = platform
         self.measurement = measure_installed()
         self.host_data = host_data_for(config.consortium, config.mode)
-        faults = parse_faults(config.insecure_test_faults)
         self.enclave = VirtualEnclave(
-            platform,
+            self.platform,
             config.platform.chip_id,
             self.measurement,
             self.host_data,
             tcb_version=config.platform.tcb_version,
-            faults=faults,
+            faults=parse_faults(config.insecure_test_faults),
         )
         self.verifiers = VerifierRegistry()
-        self.verifiers.register(InsecureVirtualVerifier(platform.root_certificate_pem))
+        self.verifiers.register(InsecureVirtualVerifier(self.platform.root_certificate_pem))
         self.sealed = SealedStore(self.data_dir / "sealed", self.enclave)
         self.node_key = self._node_key()
         self.node_id = keys.node_id_of(self.node_key)
+        self.raft_state = PersistentState(self.data_dir / "raft-state.json")
         self.metrics = NodeMetrics(
             consortium=config.consortium,
             node_id=self.node_id,
             name=config.name,
             version=__version__,
         )
-        self.role = "pending"
-        # Set by genesis/restart:
+        self.role = "backup"
+        self._counted = 0
+        self.on_certificate_change: Callable[[], None] | None = None
+        self.on_new_members: Callable[[list[str]], None] | None = None
+        self._announced_members: set[str] = set()
+        # Set by genesis / join / restart:
         self.service: ServiceIdentity
+        self.ledger_secret: bytes
         self.ledger: Ledger
-        self.lists: TrustedListStore
+        self.membership: Membership
         self.signer: NodeKeySigner
         self.node_certificate: x509.Certificate
 
     # ----------------------------------------------------------------- start-up
     @classmethod
     def open(cls, config: NodeConfig) -> Node:
-        """Start a node from its configuration and data directory (genesis or restart)."""
+        """Start a node from its configuration and data directory."""
         node = cls(config)
         if node.sealed.exists("service-identity"):
             node._restart()
         elif config.mode == "genesis":
             node._genesis()
         else:
-            raise NodeStartError(f"mode {config.mode!r}: joining arrives with replication")
+            node._join()
         # Public: how a local user obtains the service certificate (CCF writes it the same way).
         write_atomic(
             node.data_dir / "service_cert.pem",
             node.service.certificate_pem.encode("ascii"),
             mode=0o644,
         )
-        node.role = "primary"
-        node.metrics.set_role(node.role)
-        node._refresh_metrics()
+        node.refresh_metrics()
         return node
 
     def _node_key(self) -> keys.PrivateKey:
@@ -175,6 +189,25 @@ class Node:
             ),
         )
 
+    def _seal_service(self) -> None:
+        self.sealed.put(
+            "service-identity",
+            canonical_json(
+                {
+                    "key": keys.private_key_pem(self.service.key).decode("ascii"),
+                    "certificate": self.service.certificate_pem,
+                }
+            ),
+        )
+
+    def _start_views(self) -> None:
+        store = TrustedListStore(
+            self.data_dir / "trusted-list" / "current.cose",
+            self.service.certificate,
+            self.config.consortium,
+        )
+        self.membership = Membership(self.ledger, store)
+
     def _genesis(self) -> None:
         config = self.config
         ledger_dir = self.data_dir / "ledger"
@@ -185,62 +218,102 @@ class Node:
             for i, m in enumerate(config.members)
         ]
         self.service = ServiceIdentity.create(config.consortium)
-        secret = os.urandom(32)
-        self.sealed.put("ledger-secret", secret)
-        self.ledger = self._open_ledger(secret)
-        self._init_lists()
-        genesis_nonce = hashlib.sha256(certificate_der(self.service.certificate)).digest()
-        genesis_quote = self.enclave.quote(keys.public_key_der(self.node_key), genesis_nonce)
-        policy = {
-            "measurements": sorted(config.attestation.measurements),
-            "host_data": sorted(
-                config.attestation.host_data
-                or {host_data_for(config.consortium, m) for m in ("genesis", "join")}
-            ),
-            "validity_seconds": int(config.attestation.validity.total_seconds()),
-            "renew_before_seconds": int(config.attestation.renew_before.total_seconds()),
-            "max_quote_age_seconds": int(config.attestation.max_quote_age.total_seconds()),
-            "min_tcb_version": config.platform.min_tcb_version,
-            "revoked_chip_ids": sorted(config.platform.revoked_chip_ids),
-        }
-        writes: dict[str, dict[str, Any]] = {
-            T_INFO: {
-                "service": {
-                    "consortium": config.consortium,
-                    "service_certificate": self.service.certificate_pem,
-                    "service_certificate_sha256": self.service.certificate_sha256,
-                    "created_at": rfc3339(utcnow()),
-                    "genesis_node_id": self.node_id,
-                    "genesis_quote": genesis_quote.to_json(),
-                    "platform": self.enclave.platform_name,
-                }
-            },
-            T_MEMBERS: {
-                m.member_id: {"certificate": m.pem, "role": cfg.role, "status": "Active"}
-                for m, cfg in zip(members, config.members, strict=True)
-            },
-            T_CONSTITUTION: {"constitution": config.constitution.to_json()},
-            T_ATTESTATION: {"policy": policy},
-        }
-        self.ledger.append([writes], EntryKind.PUBLIC)
-        self.ledger.sync()
-        # The service identity is sealed only once the genesis transaction is durable:
-        # a crash before this point leaves no half-born service (restart redoes genesis).
-        self.sealed.put(
-            "service-identity",
-            canonical_json(
-                {
-                    "key": keys.private_key_pem(self.service.key).decode("ascii"),
-                    "certificate": self.service.certificate_pem,
-                }
-            ),
+        self.ledger_secret = os.urandom(32)
+        self.sealed.put("ledger-secret", self.ledger_secret)
+        self.ledger = self._open_ledger(self.ledger_secret)
+        self._start_views()
+        nonce = hashlib.sha256(certificate_der(self.service.certificate)).digest()
+        quote = self.enclave.quote(keys.public_key_der(self.node_key), nonce).to_json()
+        writes = genesis_writes(
+            config,
+            service=self.service,
+            members=members,
+            node_id=self.node_id,
+            genesis_quote=quote,
+            platform=self.enclave.platform_name,
         )
-        self._attest_self(previous=None)
+        self.raft_state.save(1, self.node_id)
+        self.ledger.term = 1
+        self.ledger.append([writes], EntryKind.PUBLIC)
+        self.ledger.sync_and_commit()
+        # Sealed only once genesis is durable; see _set_aside_interrupted_genesis.
+        self._seal_service()
+        self._trust_self()
         log.info(
             "genesis complete: consortium %s, service certificate sha256 %s",
             config.consortium,
             self.service.certificate_sha256,
         )
+
+    def _trust_self(self) -> None:
+        """Genesis only: verify our own quote like a joiner's and issue list version 1."""
+        nonce = os.urandom(32)
+        quote = self.enclave.quote(keys.public_key_der(self.node_key), nonce).to_json()
+        result = self.verify_quote(quote, keys.public_key_der(self.node_key), nonce)
+        if not result.ok:
+            raise NodeStartError(
+                "this node's own attestation is refused by the ledger's policy: "
+                f"{result.reason.value if result.reason else '?'}: {result.detail}"
+            )
+        now = utcnow()
+        expires = now + timedelta(seconds=self.policy_value()["validity_seconds"])
+        entry = NodeEntry(
+            node_id=self.node_id,
+            name=self.config.name,
+            address=self.config.address,
+            public_key_pem=keys.public_key_pem(self.node_key),
+            measurement=self.measurement,
+            host_data=self.host_data,
+            status=NodeStatus.TRUSTED,
+            attested_at=rfc3339(now),
+            attestation_expires_at=rfc3339(expires),
+        )
+        cert = issue_node_certificate(
+            self.service,
+            self.node_key.public_key(),
+            subject_alt_names=self._san(),
+            not_after=expires,
+        )
+        self._use_certificate(cert)
+        lst = TrustedNodeList(
+            consortium=self.config.consortium,
+            version=1,
+            issued_at=rfc3339(now),
+            service_certificate_sha256=self.service.certificate_sha256,
+            allowed_measurements=tuple(self.policy_value()["measurements"]),
+            nodes=(entry,),
+        )
+        envelope = self.sign_list(lst)
+        self.ledger.append(
+            [
+                {
+                    T_NODES: {
+                        self.node_id: {
+                            "name": entry.name,
+                            "address": entry.address,
+                            "status": "Trusted",
+                            "measurement": entry.measurement,
+                            "host_data": entry.host_data,
+                            "attested_at": entry.attested_at,
+                            "attestation_expires_at": entry.attestation_expires_at,
+                            "quote": quote,
+                            "certificate": certificate_pem(cert),
+                        }
+                    },
+                    T_LISTS: {
+                        "1": {
+                            "cose": base64.b64encode(envelope).decode("ascii"),
+                            "sha256": hashlib.sha256(envelope).hexdigest(),
+                            "issued_at": lst.issued_at,
+                        }
+                    },
+                }
+            ],
+            EntryKind.PUBLIC,
+        )
+        self.ledger.append_signature(self.signer)
+        self.ledger.sync_and_commit()
+        self.membership.adopt_committed()
 
     def _set_aside_interrupted_genesis(self, ledger_dir: Path) -> None:
         """Move aside a ledger left by a genesis that crashed before sealing its service key.
@@ -262,106 +335,125 @@ class Node:
         ledger_dir.rename(aside)
         log.warning("genesis was interrupted before completing; its ledger is kept at %s", aside)
 
+    def _join(self) -> None:
+        settings = self.config.join
+        if settings is None:
+            raise NodeStartError(
+                "join: mode join needs a join section (service_certificate, trusted_list)"
+            )
+        service_cert = load_certificate(
+            _read(settings.service_certificate, "join.service_certificate")
+        )
+        answer = joiner.join(
+            consortium=self.config.consortium,
+            name=self.config.name,
+            address=self.config.address,
+            public_key_pem=keys.public_key_pem(self.node_key),
+            quote_for=lambda nonce: self.enclave.quote(
+                keys.public_key_der(self.node_key), nonce
+            ).to_json(),
+            service_certificate=service_cert,
+            trusted_list_source=settings.trusted_list,
+            retry_interval=settings.retry_interval,
+            timeout=settings.timeout,
+        )
+        assert isinstance(self.node_key, ec.EllipticCurvePrivateKey)
+        secrets = json.loads(
+            unwrap(
+                self.node_key,
+                answer.wrapped_secrets,
+                join_context(self.config.consortium, self.node_id),
+            )
+        )
+        self.service = ServiceIdentity.from_parts(
+            keys.load_private_key(secrets["service_key"].encode("ascii")),
+            load_certificate(secrets["service_certificate"], "service certificate"),
+        )
+        if (
+            self.service.certificate_sha256
+            != hashlib.sha256(certificate_der(service_cert)).hexdigest()
+        ):
+            raise NodeStartError("join: the primary sent another service identity")
+        self.ledger_secret = bytes.fromhex(secrets["ledger_secret"])
+        self.sealed.put("ledger-secret", self.ledger_secret)
+        self._seal_service()
+        self.ledger = self._open_ledger(self.ledger_secret)
+        self._start_views()
+        self.membership.store.accept(answer.trusted_list)
+        self._use_certificate(load_certificate(answer.node_certificate, "node certificate"))
+        log.info("joined consortium %s as %s", self.config.consortium, self.node_id[:16])
+
     def _restart(self) -> None:
         blob = json.loads(self.sealed.get("service-identity"))
         self.service = ServiceIdentity.from_parts(
             keys.load_private_key(blob["key"].encode("ascii")),
             load_certificate(blob["certificate"], "sealed service certificate"),
         )
-        self.ledger = self._open_ledger(self.sealed.get("ledger-secret"))
-        if self.ledger.get(T_INFO, "service") is None:
-            raise NodeStartError(
-                "ledger has no genesis transaction but a service identity "
-                "is sealed: the ledger directory was replaced or emptied"
-            )
-        self._init_lists()
-        latest = self._latest_list_in_ledger()
-        if latest is not None:
-            self.lists.accept(latest)
-        self._attest_self(previous=self.lists.current)
+        self.ledger_secret = self.sealed.get("ledger-secret")
+        self.ledger = self._open_ledger(self.ledger_secret)
+        self._start_views()
+        record = self.node_record(self.node_id)
+        pem = record.get("certificate") if record else None
+        saved = self.data_dir / "node_cert.pem"
+        if saved.exists():
+            on_disk = load_certificate(saved.read_bytes(), "node_cert.pem")
+            if (
+                pem is None
+                or on_disk.not_valid_after_utc > load_certificate(pem).not_valid_after_utc
+            ):
+                pem = certificate_pem(on_disk)
+        if pem is None:
+            raise NodeStartError("no node certificate for this node in the ledger or on disk")
+        self._use_certificate(load_certificate(pem, "node certificate"))
         log.info(
-            "restarted: replayed to %s, trusted list version %s",
-            self.ledger.commit_txid,
-            self.lists.current.version if self.lists.current else None,
+            "restarted: %d entries replayed (term %d); waiting for consensus to commit",
+            self.ledger.last_index,
+            self.ledger.term_at(self.ledger.last_index),
         )
 
-    def _init_lists(self) -> None:
-        self.lists = TrustedListStore(
-            self.data_dir / "trusted-list" / "current.cose",
-            self.service.certificate,
-            self.config.consortium,
-        )
+    def _use_certificate(self, cert: x509.Certificate) -> None:
+        self.node_certificate = cert
+        self.signer = NodeKeySigner(self.node_key, certificate_pem(cert))
+        write_atomic(self.data_dir / "node_cert.pem", certificate_pem(cert).encode(), mode=0o644)
 
-    def _latest_list_in_ledger(self) -> bytes | None:
-        versions = list(self.ledger.kv.keys(T_LISTS))
-        if not versions:
-            return None
-        entry = self.ledger.get(T_LISTS, max(versions, key=int))
-        assert entry is not None
-        return base64.b64decode(entry[0]["cose"])
+    def _san(self) -> list[str]:
+        host = self.config.address.rsplit(":", 1)[0].strip("[]")
+        names = [host, *self.config.subject_alt_names, "localhost"]
+        if self.config.listen_host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison
+            names.append(self.config.listen_host)
+        return list(dict.fromkeys(names))
 
-    # ----------------------------------------------------------------- attestation
-    @property
-    def policy(self) -> Policy:
-        value = self.ledger.get(T_ATTESTATION, "policy")
-        assert value is not None
-        return _policy_from_ledger(value[0])
+    # ----------------------------------------------------------------- ledger views
+    def public_value(self, table: str, key: str) -> Any:
+        """Committed value if any, else the latest value in the log (speculative)."""
+        found = self.ledger.get(table, key) or self.ledger.public_get(table, key)
+        return found[0] if found else None
 
-    def _attest_self(self, previous: TrustedNodeList | None) -> None:
-        """Verify our own fresh quote like any joiner's, then issue the next list version."""
-        nonce = os.urandom(32)
-        quote = self.enclave.quote(keys.public_key_der(self.node_key), nonce)
-        result = self.verify_quote(quote.to_json(), keys.public_key_der(self.node_key), nonce)
-        if not result.ok:
-            raise NodeStartError(
-                f"this node's own attestation is refused by the ledger's policy: "
-                f"{result.reason.value if result.reason else '?'}: {result.detail}"
-            )
-        policy_value = self.ledger.get(T_ATTESTATION, "policy")
-        assert policy_value is not None
-        validity = timedelta(seconds=policy_value[0]["validity_seconds"])
-        now = utcnow()
-        entry = NodeEntry(
-            node_id=self.node_id,
-            name=self.config.name,
-            address=self.config.address,
-            public_key_pem=keys.public_key_pem(self.node_key),
-            measurement=self.measurement,
-            host_data=self.host_data,
-            status=NodeStatus.TRUSTED,
-            attested_at=rfc3339(now),
-            attestation_expires_at=rfc3339(now + validity),
-        )
-        others = [n for n in (previous.nodes if previous else ()) if n.node_id != self.node_id]
-        self.node_certificate = issue_node_certificate(
-            self.service,
-            self.node_key.public_key(),
-            subject_alt_names=self._san(),
-            not_after=now + validity,
-        )
-        self.signer = NodeKeySigner(self.node_key, certificate_pem(self.node_certificate))
-        self.issue_list(
-            [*others, entry],
-            extra_writes={
-                T_NODES: {
-                    self.node_id: {
-                        "name": entry.name,
-                        "address": entry.address,
-                        "status": entry.status.value,
-                        "measurement": entry.measurement,
-                        "host_data": entry.host_data,
-                        "attested_at": entry.attested_at,
-                        "attestation_expires_at": entry.attestation_expires_at,
-                        "quote": quote.to_json(),
-                    }
-                }
-            },
-        )
+    def policy_value(self) -> dict[str, Any]:
+        value = self.public_value(T_ATTESTATION, "policy")
+        assert isinstance(value, dict), "no attestation policy in the ledger"
+        return value
 
-    def verify_quote(self, quote: dict[str, Any], public_key_der: bytes, nonce: bytes) -> Any:
+    def constitution(self) -> dict[str, Any]:
+        value = self.public_value(T_CONSTITUTION, "constitution")
+        return value if isinstance(value, dict) else {"auto_trust_nodes": True}
+
+    def node_record(self, node_id: str) -> dict[str, Any] | None:
+        value = self.public_value(T_NODES, node_id)
+        return value if isinstance(value, dict) else None
+
+    def sign_list(self, lst: TrustedNodeList) -> bytes:
+        return sign_trusted_list(lst, self.service)
+
+    def verify_quote(
+        self, quote: dict[str, Any], public_key_der: bytes, nonce: bytes
+    ) -> VerificationResult:
         """Verify a quote against the ledger's policy; counts the result in metrics."""
         result = self.verifiers.verify(
-            quote, public_key_der=public_key_der, nonce=nonce, policy=self.policy
+            quote,
+            public_key_der=public_key_der,
+            nonce=nonce,
+            policy=policy_from_value(self.policy_value()),
         )
         self.metrics.verifications.labels(
             self.enclave.platform_name,
@@ -370,56 +462,46 @@ class Node:
         ).inc()
         return result
 
-    def issue_list(self, nodes: list[NodeEntry], extra_writes: dict[str, Any]) -> TrustedNodeList:
-        """Sign the next trusted-node list version and record it as a public ledger entry."""
-        current = self.lists.current
-        policy_value = self.ledger.get(T_ATTESTATION, "policy")
-        assert policy_value is not None
-        lst = TrustedNodeList(
-            consortium=self.config.consortium,
-            version=(current.version + 1) if current else 1,
-            issued_at=rfc3339(utcnow()),
-            service_certificate_sha256=self.service.certificate_sha256,
-            allowed_measurements=tuple(policy_value[0]["measurements"]),
-            nodes=tuple(nodes),
-        )
-        envelope = sign_trusted_list(lst, self.service)
-        verify_trusted_list(envelope, self.service.certificate, consortium=lst.consortium)
-        writes = dict(extra_writes)
-        writes[T_LISTS] = {
-            str(lst.version): {
-                "cose": base64.b64encode(envelope).decode("ascii"),
-                "sha256": hashlib.sha256(envelope).hexdigest(),
-                "issued_at": lst.issued_at,
-            }
-        }
-        self.ledger.append([writes], EntryKind.PUBLIC)
-        self.ledger.append_signature(self.signer)
-        self.ledger.sync()
-        accepted = self.lists.accept(envelope)
-        self.metrics.observe_list(accepted, utcnow())
-        log.info("issued trusted-node list version %d (%d nodes)", lst.version, len(nodes))
-        return accepted
+    def on_commit(self, index: int) -> None:
+        """After each commit: adopt a new committed list, pick up a renewed certificate."""
+        self.metrics.committed.inc(max(0, index - self._counted))
+        self._counted = max(self._counted, index)
+        self.metrics.commit_index.set(index)
+        adopted = self.membership.adopt_committed()
+        if adopted is not None:
+            self.metrics.observe_list(adopted, utcnow())
+            own = adopted.node(self.node_id)
+            log.info(
+                "trusted-node list version %d committed; this node is %s",
+                adopted.version,
+                own.status.value if own else "not listed",
+            )
+        self.announce_members()
+        record = self.ledger.get(T_NODES, self.node_id)
+        pem = record[0].get("certificate") if record and isinstance(record[0], dict) else None
+        if pem and pem != self.signer.certificate_pem:
+            self._use_certificate(load_certificate(pem, "renewed node certificate"))
+            log.info("node certificate renewed until %s", self.node_certificate.not_valid_after_utc)
+            if self.on_certificate_change:
+                self.on_certificate_change()
 
-    def _san(self) -> list[str]:
-        host = self.config.address.rsplit(":", 1)[0].strip("[]")
-        names = [host, *self.config.subject_alt_names]
-        if self.config.listen_host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
-            names.append(self.config.listen_host)
-        return list(dict.fromkeys(names))
+    def announce_members(self) -> None:
+        """Hand certificates of members not seen before to ``on_new_members`` (TLS trust)."""
+        fresh = [m for m in self.members().values() if m.member_id not in self._announced_members]
+        if fresh and self.on_new_members is not None:
+            self.on_new_members([m.certificate_pem for m in fresh])
+            self._announced_members.update(m.member_id for m in fresh)
 
     # ----------------------------------------------------------------- queries
     def members(self) -> dict[str, Member]:
         out = {}
-        for member_id in list(self.ledger.kv.keys(T_MEMBERS)):
-            value = self.ledger.get(T_MEMBERS, member_id)
-            if value is not None and value[0] is not None:
-                v = value[0]
-                out[member_id] = Member(member_id, v["role"], v["status"], v["certificate"])
+        for member_id in list(self.ledger.public_keys(T_MEMBERS)):
+            value = self.public_value(T_MEMBERS, member_id)
+            if isinstance(value, dict):
+                out[member_id] = Member(
+                    member_id, value["role"], value["status"], value["certificate"]
+                )
         return out
-
-    def member_certificates(self) -> list[MemberCertificate]:
-        return [load_member_certificate(m.certificate_pem) for m in self.members().values()]
 
     def authenticate(self, certificate_der: bytes | None) -> Member | None:
         """The Active member or user whose certificate the client presented, if any."""
@@ -428,40 +510,32 @@ class Node:
         member = self.members().get(keys.member_id_of(certificate_der))
         return member if member is not None and member.status == "Active" else None
 
+    def own_status(self) -> str:
+        lst = self.membership.current()
+        own = lst.node(self.node_id) if lst else None
+        return own.status.value if own else "Unknown"
+
     def state(self) -> dict[str, Any]:
-        lst = self.lists.current
+        lst = self.membership.current()
         return {
             "node_id": self.node_id,
             "name": self.config.name,
             "consortium": self.config.consortium,
             "role": self.role,
-            "status": self._own_status(lst),
+            "status": self.own_status(),
             "platform": self.enclave.platform_name,
             "measurement": self.measurement,
             "host_data": self.host_data,
             "version": __version__,
             "service_certificate_sha256": self.service.certificate_sha256,
             "trusted_list_version": lst.version if lst else None,
-            "term": self.ledger.term,
+            "term": self.raft_state.current_term,
+            "last_index": self.ledger.last_index,
             "commit_index": self.ledger.commit_index,
             "commit_txid": str(self.ledger.commit_txid) if self.ledger.commit_index else None,
             "last_signed_index": self.ledger.last_signed_index,
+            "node_certificate_expires_at": rfc3339(self.node_certificate.not_valid_after_utc),
             "started_at": rfc3339(self.started_at),
-        }
-
-    def _own_status(self, lst: TrustedNodeList | None) -> str:
-        own = lst.node(self.node_id) if lst else None
-        return own.status.value if own else "Unknown"
-
-    def network(self) -> dict[str, Any]:
-        lst = self.lists.current
-        return {
-            "consortium": self.config.consortium,
-            "service_certificate": self.service.certificate_pem,
-            "service_certificate_sha256": self.service.certificate_sha256,
-            "primary": {"node_id": self.node_id, "address": self.config.address},
-            "trusted_list_version": lst.version if lst else None,
-            "nodes": [_node_json(n) for n in (lst.nodes if lst else ())],
         }
 
     def quote(self, nonce: bytes) -> dict[str, Any]:
@@ -474,20 +548,19 @@ class Node:
 
     def commit(self) -> dict[str, Any]:
         return {
-            "term": self.ledger.term,
+            "term": self.ledger.term_at(self.ledger.commit_index),
             "commit_index": self.ledger.commit_index,
             "txid": str(self.ledger.commit_txid) if self.ledger.commit_index else None,
         }
 
-    def _refresh_metrics(self) -> None:
+    def refresh_metrics(self) -> None:
         self.metrics.commit_index.set(self.ledger.commit_index)
-        self.metrics.term.set(self.ledger.term)
-        self.metrics.observe_list(self.lists.current, utcnow())
-        ledger_dir = self.data_dir / "ledger"
-        self.metrics.ledger_bytes.set(sum(p.stat().st_size for p in ledger_dir.glob("*.chunk")))
+        self.metrics.term.set(self.raft_state.current_term)
+        self.metrics.observe_list(self.membership.current(), utcnow())
+        self.metrics.ledger_bytes.set(sum(p.stat().st_size for p in self.ledger.chunk_paths))
 
     def render_metrics(self) -> bytes:
-        self._refresh_metrics()
+        self.refresh_metrics()
         return self.metrics.render()
 
     def transaction(self, txid: TxId) -> dict[str, Any]:
@@ -504,7 +577,7 @@ class Node:
         self.ledger.close()
 
 
-def _node_json(node: NodeEntry) -> dict[str, Any]:
+def node_json(node: NodeEntry) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
         "name": node.name,
@@ -521,3 +594,6 @@ def _read(path: Path, field: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise NodeStartError(f"{field}: cannot read {path}: {exc}") from exc
+
+
+__all__ = ["T_INFO", "T_LISTS", "T_MEMBERS", "Member", "Node", "NodeStartError", "node_json"]

@@ -22,12 +22,15 @@ APP_TABLE = "app"
 class ApiError(Exception):
     """An HTTP error with a JSON body ``{"error": {"code", "field", "reason"}}``."""
 
-    def __init__(self, status: int, code: str, field: str | None, reason: str) -> None:
+    def __init__(
+        self, status: int, code: str, field: str | None, reason: str, **extra: Any
+    ) -> None:
         super().__init__(f"{field}: {reason}" if field else reason)
         self.status, self.code, self.field, self.reason = status, code, field, reason
+        self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "reason": self.reason}
+        error: dict[str, Any] = {"code": self.code, "reason": self.reason, **self.extra}
         if self.field is not None:
             error["field"] = self.field
         return {"error": error}

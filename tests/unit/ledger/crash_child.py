@@ -1,7 +1,8 @@
 """Child process for test_crash: append + sync forever, printing each acknowledged txid.
 
 Usage: crash_child.py <ledger dir> <secret hex> <node key pem file> <node cert pem file>
-Each stdout line is ``<txid> <key>``, printed only after ``sync()`` returned (= acknowledged).
+Each stdout line is ``<txid> <key>``, printed only after ``sync()`` returned: on one node,
+durable is what an acknowledgement means (the child never commits; consensus would).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def find_record(ledger_dir: Path, index: int) -> tuple[Path, int]:
 def fill(
     ledger: Ledger, signer: LedgerSigner, batches: int, batch_size: int = 10, prefix: str = "k"
 ) -> list[TxId]:
-    """Append private batches, signing whenever due, syncing after each; returns the txids."""
+    """Append private batches, signing whenever due, committing after each; returns the txids."""
     txids: list[TxId] = []
     for batch in range(batches):
         write_sets = [
@@ -52,5 +52,5 @@ def fill(
         txids += ledger.append(write_sets, EntryKind.PRIVATE)
         if ledger.signature_due():
             ledger.append_signature(signer)
-        ledger.sync()
+        ledger.sync_and_commit()
     return txids

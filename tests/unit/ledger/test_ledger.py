@@ -1,4 +1,4 @@
-"""The Ledger: commit on sync, KV state, signature cadence, receipts, replay and damage."""
+"""The Ledger: durable vs committed, KV state, signature cadence, receipts, replay and damage."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ from .conftest import FakeClock, OpenLedger
 from .helpers import fill, find_record, record_offsets, rewrite_record
 
 
-def test_appends_commit_only_on_sync(open_ledger: OpenLedger) -> None:
+def test_appends_commit_only_when_committed(open_ledger: OpenLedger) -> None:
     ledger = open_ledger()
-    assert (ledger.last_index, ledger.commit_index, ledger.term) == (0, 0, 1)
+    assert (ledger.last_index, ledger.durable_index, ledger.commit_index, ledger.term) == (
+        0, 0, 0, 1,
+    )  # fmt: skip
     public, private = ledger.append(
         [{"public:gov": {"rule": "x"}}], EntryKind.PUBLIC
     ) + ledger.append([{"app": {"alice": 10}}], EntryKind.PRIVATE)
@@ -39,7 +41,12 @@ def test_appends_commit_only_on_sync(open_ledger: OpenLedger) -> None:
     assert ledger.get("app", "alice") is None  # not committed yet
     with pytest.raises(UnknownTransactionError):
         ledger.read(private)
-    assert ledger.sync() == 2
+    assert ledger.sync() == 2 == ledger.durable_index
+    assert ledger.commit_index == 0  # durable, not committed
+    assert ledger.get("app", "alice") is None
+    with pytest.raises(UnknownTransactionError):
+        ledger.read(private)
+    assert ledger.advance_commit(5) == 2  # capped at the durable index
     assert ledger.commit_txid == TxId(1, 2)
     assert ledger.get("app", "alice") == (10, private)
     assert ledger.get("public:gov", "rule") == ("x", public)
@@ -51,7 +58,7 @@ def test_appends_commit_only_on_sync(open_ledger: OpenLedger) -> None:
     )
     assert ledger.read(public).salt == ""
     ledger.append([{"app": {"alice": None}}], EntryKind.PRIVATE)
-    ledger.sync()
+    assert ledger.sync_and_commit() == 3
     assert ledger.get("app", "alice") is None
 
 
@@ -120,7 +127,7 @@ def test_receipts_for_every_index_across_signatures_and_chunks(
     ledger = open_ledger(config)
     fill(ledger, signer, batches=12, batch_size=5)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     assert len(ledger.chunk_paths) > 3
     signatures = [i for i in range(1, ledger.last_index + 1) if ledger.read(TxId(1, i)).signature]
     assert len(signatures) >= 5
@@ -141,14 +148,17 @@ def test_receipt_errors_name_the_txid_and_commit(
 ) -> None:
     ledger = open_ledger()
     ledger.append([{"app": {"a": 1}}, {"app": {"b": 1}}], EntryKind.PRIVATE)
-    ledger.sync()
+    ledger.sync_and_commit()
     with pytest.raises(ReceiptNotReadyError, match=r"1\.2 is committed but no signature"):
         ledger.receipt(TxId(1, 2))
     ledger.append_signature(signer)
     ledger.append([{"app": {"c": 1}}], EntryKind.PRIVATE)  # pending, not committed
     with pytest.raises(UnknownTransactionError, match=r"1\.4 is unknown.*committed up to 1\.2"):
         ledger.receipt(TxId(1, 4))
-    ledger.sync()
+    ledger.sync()  # durable: the signature at 3 is not committed, so 1.2 has no receipt yet
+    with pytest.raises(ReceiptNotReadyError, match="last committed signature at index 0"):
+        ledger.receipt(TxId(1, 2))
+    ledger.advance_commit(ledger.durable_index)
     with pytest.raises(UnknownTransactionError, match=r"2\.1 is unknown: index 1 has term 1"):
         ledger.receipt(TxId(2, 1))
     with pytest.raises(UnknownTransactionError):
@@ -169,6 +179,7 @@ def test_terms(open_ledger: OpenLedger, signer: NodeKeySigner) -> None:
         ledger.term = 2
     reopened = open_ledger()
     assert reopened.term == 3 and reopened.term_at(1) == 1
+    reopened.advance_commit(reopened.durable_index)
     assert reopened.receipt(TxId(1, 1))["signature_txid"] == "3.3"
     assert reopened.read(TxId(3, 3)).signature is not None
 
@@ -180,7 +191,7 @@ def test_reopen_replays_everything_and_receipts_are_stable(
     ledger = open_ledger(config)
     txids = fill(ledger, signer, batches=10, batch_size=6)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     before = {txid: ledger.receipt(txid) for txid in txids}
     state = {txid: ledger.get("app", f"k{i // 6}-{i % 6}") for i, txid in enumerate(txids)}
     raw = ledger.raw_entries(1, ledger.last_index)
@@ -188,9 +199,18 @@ def test_reopen_replays_everything_and_receipts_are_stable(
     ledger.close()
 
     reopened = open_ledger(config)
-    assert (reopened.last_txid, reopened.commit_txid, reopened.last_signed_index) == summary
+    assert (reopened.last_txid, reopened.last_signed_index) == (summary[0], summary[2])
     assert reopened.unsigned_count == 0 and reopened.recovered_torn_tail is None
     assert reopened.raw_entries(1, reopened.last_index) == raw
+    # consensus, not the disk, says what is committed: nothing until advance_commit
+    assert (reopened.durable_index, reopened.commit_index) == (reopened.last_index, 0)
+    assert list(reopened.kv.tables()) == [] and reopened.get("app", "k0-0") is None
+    with pytest.raises(UnknownTransactionError, match=r"committed up to 0\.0"):
+        reopened.receipt(txids[0])
+    assert reopened.advance_commit(txids[10].index) == txids[10].index  # part of the way
+    assert reopened.get("app", "k9-0") is None and reopened.get("app", "k0-0") is not None
+    assert reopened.advance_commit(reopened.durable_index) == reopened.last_index
+    assert reopened.commit_txid == summary[1]
     for i, txid in enumerate(txids):
         assert reopened.get("app", f"k{i // 6}-{i % 6}") == state[txid]
         assert reopened.receipt(txid) == before[txid]
@@ -216,7 +236,7 @@ def test_torn_tail_loses_only_the_unsynced_entry(
     ledger = open_ledger()
     txids = fill(ledger, signer, batches=3)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     receipts = [ledger.receipt(txid) for txid in txids]
     (torn,) = ledger.append([{"app": {"torn": "never acked"}}], EntryKind.PRIVATE)
     ledger.sync()
@@ -230,6 +250,7 @@ def test_torn_tail_loses_only_the_unsynced_entry(
     assert reopened.last_index == torn.index - 1
     assert reopened.recovered_torn_tail == (path, offset, size - 4 - offset)
     assert (path.parent / f"{path.name}.torn-{offset}").stat().st_size == size - 4 - offset
+    assert reopened.advance_commit(torn.index) == torn.index - 1
     assert reopened.get("app", "torn") is None
     for txid, receipt in zip(txids, receipts, strict=True):
         assert reopened.receipt(txid) == receipt

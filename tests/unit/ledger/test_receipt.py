@@ -29,7 +29,7 @@ def receipt(open_ledger: OpenLedger, signer: NodeKeySigner) -> dict[str, Any]:
     ledger = open_ledger()
     ledger.append([{"app": {f"k{i}": i}} for i in range(6)], EntryKind.PRIVATE)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     return ledger.receipt(TxId(1, 4))
 
 
@@ -150,7 +150,7 @@ def test_receipts_outlive_the_node_certificate(
     ledger = open_ledger()
     ledger.append([{"app": {"a": 1}}], EntryKind.PRIVATE)
     ledger.append_signature(expired)
-    ledger.sync()
+    ledger.sync_and_commit()
     assert (
         verify_receipt(ledger.receipt(TxId(1, 1)), service.certificate).node_id == expired.node_id
     )
@@ -162,7 +162,7 @@ def test_single_leaf_tree_has_an_empty_proof(
     ledger = open_ledger()
     ledger.append([{"public:gov": {"a": 1}}], EntryKind.PUBLIC)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     receipt = ledger.receipt(TxId(1, 1))
     assert receipt["proof"] == [] and receipt["tree_size"] == 1
     assert receipt["root"] == leaf_hash(bytes.fromhex(receipt["leaf"])).hex()
@@ -170,7 +170,7 @@ def test_single_leaf_tree_has_an_empty_proof(
     # a second leaf appended later sits to the right of the first
     ledger.append([{"public:gov": {"b": 1}}], EntryKind.PUBLIC)
     ledger.append_signature(signer)
-    ledger.sync()
+    ledger.sync_and_commit()
     second = ledger.receipt(TxId(1, 3))
     assert [next(iter(step)) for step in second["proof"]] == ["left"]
     assert (

@@ -251,3 +251,54 @@ def test_empty_last_chunk_is_reused(tmp_path: Path) -> None:
     assert store.chunk_paths[-1].name == chunk_name(3)
     assert store.read(3) == payloads(3, 1)[0]
     store.close()
+
+
+def _chunk_firsts(directory: Path) -> list[int]:
+    return sorted(int(path.name[7:27]) for path in directory.glob("ledger_*.chunk"))
+
+
+@pytest.mark.parametrize("where", ["mid-chunk", "chunk-start", "everything", "nothing"])
+def test_truncate_removes_a_suffix_durably(tmp_path: Path, where: str) -> None:
+    data = payloads(1, 30)
+    write(tmp_path, [data[:10], data[10:]], chunk_max_bytes=400)
+    store, _ = open_store(tmp_path, 400)
+    firsts = _chunk_firsts(tmp_path)
+    assert len(firsts) >= 4
+    store.read(2)  # opens a read fd on the first chunk, which truncation must not leak
+    last_kept = {
+        "mid-chunk": firsts[1] + 1,  # cut inside the second chunk, later chunks deleted
+        "chunk-start": firsts[2] - 1,  # the third chunk would be empty: it is deleted
+        "everything": 0,
+        "nothing": 30,
+    }[where]
+    store.truncate(last_kept)
+    assert store.next_index == last_kept + 1 and store.last_index == last_kept
+    assert all(first <= last_kept for first in _chunk_firsts(tmp_path))
+    assert store.chunk_paths == sorted(tmp_path.glob("ledger_*.chunk"))
+    for index in range(1, last_kept + 1):
+        assert store.read(index) == data[index - 1]
+    with pytest.raises(LedgerError, match="not stored"):
+        store.read(last_kept + 1)
+    with pytest.raises(LedgerError, match=f"next index is {last_kept + 1}"):
+        store.append(payloads(last_kept + 2, 1), last_kept + 2)
+    other = payloads(last_kept + 1, 6, size=55)  # a different history continues the prefix
+    store.append(other, last_kept + 1)
+    store.sync()
+    assert store.read(last_kept + 1) == other[0]
+    store.close()
+
+    store, replayed = open_store(tmp_path, 400)
+    assert [payload for payload, _, _ in replayed] == data[:last_kept] + other
+    assert store.recovered_torn_tail is None and not list(tmp_path.glob("*.torn-*"))
+    store.close()
+
+
+def test_truncate_needs_a_replayed_healthy_store(tmp_path: Path) -> None:
+    write(tmp_path, [payloads(1, 3)])
+    store = ChunkStore(tmp_path, 1000)
+    with pytest.raises(LedgerError, match="replay"):
+        store.truncate(1)
+    list(store.replay())
+    store.close()
+    with pytest.raises(LedgerError, match="closed"):
+        store.truncate(1)

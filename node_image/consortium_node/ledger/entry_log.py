@@ -1,0 +1,165 @@
+"""The log itself: entries in order, their Merkle tree and terms, and where their bytes are.
+
+Why separate from ``Ledger``: this is the part Raft reasons about (last index and term,
+durability, truncation of a conflicting suffix, shipping payloads), independent of what
+committing an entry means (KV state, receipts), which stays in ``ledger.py``.
+
+Entries ``1..last_index`` are all in the tree and the terms array. Their payloads are in
+memory for the suffix appended since open and not yet committed (``_recent``), on disk up to
+``durable_index``; every entry not in memory is durable (it was replayed, or committed), so it
+can always be read back. Signature positions and the public view cover every entry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from consortium_node.ledger.entries import Entry, EntryKind
+from consortium_node.ledger.errors import EntryFormatError, LedgerError, UnknownTransactionError
+from consortium_node.ledger.merkle import MerkleTree
+from consortium_node.ledger.public_view import PublicView
+from consortium_node.ledger.replica import Staged, check_stored, staged_from
+from consortium_node.ledger.storage import ChunkStore
+
+
+class EntryLog:
+    """The ordered entries of one ledger over its chunk store (owned by one ``Ledger``)."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.tree = MerkleTree()
+        self.public = PublicView()  # public tables over every entry, committed or not
+        self._terms = array("Q")  # term of index i is _terms[i - 1]
+        self._recent: list[Staged] = []  # indices (last_index - len, last_index]
+        self._durable_index = 0
+        self._signature_indices: list[int] = []  # every signature entry, ascending
+
+    # -- positions ----------------------------------------------------------------------
+
+    @property
+    def last_index(self) -> int:
+        return self.tree.size
+
+    @property
+    def durable_index(self) -> int:
+        return self._durable_index
+
+    def term_at(self, index: int) -> int:
+        """Term of the entry at ``index`` (0 for index 0, Raft's empty prefix)."""
+        if index == 0:
+            return 0
+        if not 1 <= index <= self.last_index:
+            raise UnknownTransactionError(
+                f"index {index} is beyond the last index {self.last_index}"
+            )
+        return self._terms[index - 1]
+
+    @property
+    def last_signed_index(self) -> int:
+        return self._signature_indices[-1] if self._signature_indices else 0
+
+    def signature_after(self, index: int) -> int | None:
+        """Index of the first signature entry after ``index``, if there is one."""
+        position = bisect.bisect_right(self._signature_indices, index)
+        return (
+            self._signature_indices[position] if position < len(self._signature_indices) else None
+        )
+
+    def signature_through(self, index: int) -> int:
+        """Index of the last signature entry at or before ``index`` (0: none)."""
+        position = bisect.bisect_right(self._signature_indices, index)
+        return self._signature_indices[position - 1] if position else 0
+
+    # -- changes ------------------------------------------------------------------------
+
+    def record(self, staged: Staged, *, keep: bool) -> None:
+        """Book an entry whose leaf was just appended to ``tree``; ``keep`` holds it in memory
+        until it is committed (replayed entries are not kept: they are read back)."""
+        self._terms.append(staged.txid.term)
+        if staged.signature is not None:
+            self._signature_indices.append(staged.txid.index)
+        elif staged.writes is not None and staged.kind is EntryKind.PUBLIC:
+            self.public.apply(staged.txid, staged.writes)
+        if keep:
+            self._recent.append(staged)
+
+    def replayed(self) -> None:
+        """Every entry so far came from disk: they are durable."""
+        self._durable_index = self.last_index
+
+    def sync(self) -> int:
+        """Write and fdatasync the entries after ``durable_index``; returns the new one."""
+        count = self.last_index - self._durable_index
+        if count:
+            pending = self._recent[len(self._recent) - count :]
+            self.store.append([staged.payload for staged in pending], self._durable_index + 1)
+            self.store.sync()
+            self._durable_index = self.last_index
+        return self._durable_index
+
+    def truncate(self, last_kept: int) -> None:
+        """Drop every entry after ``last_kept`` (the caller refuses committed ones)."""
+        dropped = self.last_index - last_kept
+        if dropped <= 0:
+            return
+        if last_kept < self._durable_index:
+            self.store.truncate(last_kept)  # first: if it fails, memory still matches disk
+            self._durable_index = last_kept
+        del self._recent[len(self._recent) - min(dropped, len(self._recent)) :]
+        self.tree.truncate(last_kept)
+        del self._terms[last_kept:]
+        del self._signature_indices[bisect.bisect_right(self._signature_indices, last_kept) :]
+        self.public.truncate(last_kept)
+
+    def forget_through(self, index: int) -> None:
+        """Release the in-memory entries up to ``index`` (committed: readable from disk)."""
+        count = index - (self.last_index - len(self._recent))
+        if count > 0:
+            del self._recent[:count]
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _recent_first(self) -> int:
+        return self.last_index - len(self._recent) + 1
+
+    def stored_entry(self, index: int) -> Entry:
+        """The durable entry at ``index`` read back from disk, checked against its leaf."""
+        return check_stored(self.store.read(index), index, self._terms[index - 1], self.tree)
+
+    def staged(self, index: int, aead: AESGCM) -> Staged:
+        """The entry at ``index`` opened: from memory, or read back and decrypted."""
+        first = self._recent_first()
+        if index >= first:
+            return self._recent[index - first]
+        entry = self.stored_entry(index)
+        try:
+            return staged_from(entry, b"", aead)
+        except EntryFormatError as exc:
+            raise LedgerError(
+                f"entry {entry.txid} read back from disk does not open: {exc}"
+            ) from exc
+
+    def payload(self, index: int) -> bytes:
+        first = self._recent_first()
+        if index >= first:
+            return self._recent[index - first].payload
+        return self.store.read(index)  # below the in-memory suffix everything is durable
+
+    def entries_from(self, start: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """Up to ``max_count`` payloads and ``max_bytes`` bytes from ``start``, at least one."""
+        if type(start) is not int or start < 1:
+            raise LedgerError(f"entries_from start must be an index >= 1, got {start!r}")
+        if type(max_count) is not int or max_count < 1:
+            raise LedgerError(f"entries_from max_count must be >= 1, got {max_count!r}")
+        out: list[bytes] = []
+        total = 0
+        for index in range(start, min(self.last_index, start + max_count - 1) + 1):
+            payload = self.payload(index)
+            if out and total + len(payload) > max_bytes:
+                break
+            out.append(payload)
+            total += len(payload)
+        return out

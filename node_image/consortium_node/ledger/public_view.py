@@ -1,0 +1,59 @@
+"""The speculative public view: ``public:*`` tables as of the last entry in the log.
+
+Why: Raft configuration (and other governance state a node must act on before it commits)
+lives in PUBLIC entries, and Raft requires a node to use the latest configuration in its log,
+committed or not. So unlike the committed KV state, this view covers every appended entry,
+pending, durable or replayed, and it rolls back when an uncommitted suffix is truncated.
+Public entries are rare, so their write sets are kept in memory and a truncation simply
+rebuilds the view from the surviving ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from consortium_node.ledger.entries import JSON, TxId, WriteSet
+from consortium_node.ledger.kv import KVStore
+
+
+class PublicView:
+    """``public:*`` table → key → (value, TxId) over every PUBLIC entry appended so far."""
+
+    __slots__ = ("_entries", "_indices", "_state")
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[TxId, WriteSet]] = []  # ascending index
+        self._indices: list[int] = []
+        self._state = KVStore()
+
+    def apply(self, txid: TxId, writes: WriteSet) -> None:
+        """Add the write set of the PUBLIC entry ``txid`` (appended in log order)."""
+        if self._indices and txid.index <= self._indices[-1]:
+            raise ValueError(f"public entry {txid} is not after {self._indices[-1]}")
+        self._entries.append((txid, writes))
+        self._indices.append(txid.index)
+        self._state.apply(writes, txid)
+
+    def truncate(self, last_kept: int) -> None:
+        """Forget every entry with index ``> last_kept`` and rebuild the view if any was."""
+        keep = bisect.bisect_right(self._indices, last_kept)
+        if keep == len(self._entries):
+            return
+        del self._entries[keep:]
+        del self._indices[keep:]
+        self._state = KVStore()
+        for txid, writes in self._entries:
+            self._state.apply(writes, txid)
+
+    def get(self, table: str, key: str) -> tuple[JSON, TxId] | None:
+        """The latest value of ``key`` in the log and the transaction that wrote it."""
+        return self._state.get(table, key)
+
+    def keys(self, table: str) -> list[str]:
+        """The keys present in ``table`` as of the last entry (first-write order)."""
+        return list(self._state.keys(table))
+
+    @property
+    def entry_count(self) -> int:
+        """Number of PUBLIC entries in the log."""
+        return len(self._entries)

@@ -1,0 +1,164 @@
+"""Checking entries this node did not just build: a leader's (``append_entries``) or the disk's.
+
+Why one checker: a follower must hold a log it could replay, so an entry a leader ships is
+checked exactly as replay checks an entry read from a chunk (position, term order, signature
+root and key, digest, decryption); only the way a failure is reported differs (the caller wraps
+the ``EntryFormatError``: ``LedgerCorruptionError`` with file and offset on replay, the batch
+position on append). Entries read back from disk after replay are checked against the leaf the
+tree already holds for them, so a record swapped on disk since replay is caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from consortium_node.ledger.entries import (
+    Entry,
+    EntryKind,
+    SignatureBody,
+    TxId,
+    WriteSet,
+    decode_entry,
+    open_entry,
+    open_signature,
+    position_label,
+)
+from consortium_node.ledger.errors import EntryFormatError, LedgerError
+from consortium_node.ledger.merkle import MerkleTree, leaf_hash
+from consortium_node.ledger.signing import CertificateCache, check_signature
+
+
+@dataclass
+class Staged:
+    """An entry held in memory until it is committed: its bytes and what they decode to."""
+
+    txid: TxId
+    kind: EntryKind
+    payload: bytes
+    writes: WriteSet | None  # PUBLIC and PRIVATE entries
+    signature: SignatureBody | None  # SIGNATURE entries
+
+
+@dataclass(frozen=True)
+class TransactionView:
+    """A committed transaction as stored, decrypted (signature entries: ``signature`` set)."""
+
+    txid: TxId
+    kind: EntryKind
+    writes: WriteSet
+    salt: str
+    leaf_components: dict[str, Any]
+    signature: SignatureBody | None = None
+
+
+def view_of(entry: Entry, aead: AESGCM) -> TransactionView:
+    """The decrypted view of a stored entry; LedgerError if it does not open."""
+    components = entry.leaf_components()
+    try:
+        if entry.kind is EntryKind.SIGNATURE:
+            body = open_signature(entry)
+            return TransactionView(entry.txid, entry.kind, {}, "", components, body)
+        salt, writes = open_entry(aead, entry)
+    except EntryFormatError as exc:
+        raise LedgerError(f"entry {entry.txid} does not open: {exc}") from exc
+    return TransactionView(entry.txid, entry.kind, writes, salt, components)
+
+
+def staged_from(entry: Entry, payload: bytes, aead: AESGCM) -> Staged:
+    """Open a decoded PUBLIC or PRIVATE entry (digest, decryption, write-set shape)."""
+    if entry.kind is EntryKind.SIGNATURE:
+        return Staged(entry.txid, entry.kind, payload, None, open_signature(entry))
+    _, writes = open_entry(aead, entry)
+    return Staged(entry.txid, entry.kind, payload, writes, None)
+
+
+def check_entry(
+    payload: bytes,
+    tree: MerkleTree,
+    previous_term: int,
+    aead: AESGCM,
+    certificates: CertificateCache,
+    *,
+    canonical: bool = False,
+) -> tuple[Entry, Staged]:
+    """Check that ``payload`` may follow the ``tree.size`` entries before it.
+
+    It must decode, have index ``tree.size + 1`` and a term ``>= previous_term`` (and
+    ``>= 1``); a SIGNATURE must sign ``tree.root()`` with its own certificate's key; a
+    PUBLIC or PRIVATE entry must open. With ``canonical`` the payload must also be exactly the
+    canonical encoding of the entry (a follower stores the leader's bytes, nothing else).
+    EntryFormatError names the reason.
+    """
+    entry = decode_entry(payload)
+    if canonical and entry.encode() != payload:
+        raise EntryFormatError("payload is not the canonical CBOR encoding of its entry")
+    if entry.index != tree.size + 1:
+        raise EntryFormatError(f"index {entry.index} does not follow {tree.size}")
+    if entry.term < max(previous_term, 1):
+        raise EntryFormatError(
+            f"term {entry.term} is lower than the previous entry's term {previous_term}"
+            if previous_term >= 1
+            else f"term {entry.term} is not a Raft term (terms start at 1)"
+        )
+    staged = staged_from(entry, payload, aead)
+    if staged.signature is not None:
+        check_signature(entry, staged.signature, tree.root(), certificates)
+    return entry, staged
+
+
+def check_batch(
+    payloads: Sequence[bytes],
+    tree: MerkleTree,
+    previous_term: int,
+    aead: AESGCM,
+    certificates: CertificateCache,
+) -> list[tuple[Entry, Staged]]:
+    """Check a leader's batch that follows the ``tree.size`` entries before it, all or none.
+
+    The leaves of the checked entries are appended to ``tree`` (a signature later in the
+    batch signs a root over them); on any failure the tree is truncated back and
+    EntryFormatError names the entry, its batch position and the reason.
+    """
+    base = tree.size
+    checked: list[tuple[Entry, Staged]] = []
+    try:
+        for position, payload in enumerate(payloads):
+            try:
+                if not isinstance(payload, bytes):
+                    raise EntryFormatError(f"payload is {type(payload).__name__}, not bytes")
+                entry, staged = check_entry(
+                    payload, tree, previous_term, aead, certificates, canonical=True
+                )
+            except EntryFormatError as exc:
+                label = position_label(payload) if isinstance(payload, bytes) else "?"
+                raise EntryFormatError(
+                    f"append_entries: entry {label} (batch position {position}, expected "
+                    f"index {tree.size + 1}) rejected, nothing appended: {exc}"
+                ) from exc
+            tree.append(entry.leaf())
+            previous_term = entry.term
+            checked.append((entry, staged))
+    except BaseException:
+        tree.truncate(base)
+        raise
+    return checked
+
+
+def check_stored(payload: bytes, index: int, term: int, tree: MerkleTree) -> Entry:
+    """Decode an entry read back from disk and check it is the one replayed at ``index``."""
+    try:
+        entry = decode_entry(payload)
+    except EntryFormatError as exc:  # CRC matched, so this was written corrupt
+        raise LedgerError(
+            f"entry {term}.{index} read back from disk does not decode: {exc}"
+        ) from exc
+    if entry.txid != TxId(term, index) or leaf_hash(entry.leaf()) != tree.leaf_hash_at(index - 1):
+        raise LedgerError(
+            f"entry {term}.{index} read back from disk is not the entry replayed there "
+            f"(found {entry.txid}, or its leaf differs)"
+        )
+    return entry

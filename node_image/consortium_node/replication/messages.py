@@ -1,0 +1,116 @@
+"""Raft RPC messages and their wire encoding.
+
+Messages travel between nodes over mutually authenticated TLS as CBOR maps (ledger entries are
+raw bytes, so CBOR avoids base64). Decoding validates every field's type and range and raises
+``MessageError(field, reason)``: a peer's bytes are never trusted to be well formed.
+
+    AppendRequest  {"term", "leader_id", "leader_address", "prev_index", "prev_term",
+                    "entries": [bytes...], "leader_commit"}
+    AppendResponse {"term", "success", "match_index", "last_index", "node_id"}
+    VoteRequest    {"term", "candidate_id", "last_index", "last_term"}
+    VoteResponse   {"term", "granted", "node_id"}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+import cbor2
+
+MAX_U64 = 2**64 - 1
+
+
+class MessageError(ValueError):
+    """A Raft message is malformed; names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    term: int
+    leader_id: str
+    leader_address: str
+    prev_index: int
+    prev_term: int
+    entries: tuple[bytes, ...]
+    leader_commit: int
+
+
+@dataclass(frozen=True)
+class AppendResponse:
+    term: int
+    success: bool
+    match_index: int
+    last_index: int
+    node_id: str
+
+
+@dataclass(frozen=True)
+class VoteRequest:
+    term: int
+    candidate_id: str
+    last_index: int
+    last_term: int
+
+
+@dataclass(frozen=True)
+class VoteResponse:
+    term: int
+    granted: bool
+    node_id: str
+
+
+Message = AppendRequest | AppendResponse | VoteRequest | VoteResponse
+M = TypeVar("M", AppendRequest, AppendResponse, VoteRequest, VoteResponse)
+
+
+def encode(message: Message) -> bytes:
+    """CBOR bytes of a message (entries as a list of byte strings)."""
+    data = asdict(message)
+    if isinstance(message, AppendRequest):
+        data["entries"] = list(message.entries)
+    return bytes(cbor2.dumps(data))
+
+
+def _check(name: str, value: Any, kind: type) -> Any:
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_U64:
+            raise MessageError(name, "expected an unsigned 64-bit integer")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise MessageError(name, "expected a boolean")
+    elif kind is str:
+        if not isinstance(value, str) or not 0 < len(value) <= 1024:
+            raise MessageError(name, "expected a non-empty string")
+    elif kind is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(e, bytes) for e in value):
+            raise MessageError(name, "expected a list of byte strings")
+        return tuple(value)
+    return value
+
+
+_KINDS = {"int": int, "bool": bool, "str": str, "tuple[bytes, ...]": tuple}
+
+
+def decode(data: bytes, cls: type[M]) -> M:
+    """Decode and validate one message of type ``cls``."""
+    try:
+        raw = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for bad input
+        raise MessageError("body", f"not CBOR: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MessageError("body", "expected a CBOR map")
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(names), key=str)
+    if unknown:
+        raise MessageError(str(unknown[0]), "unknown field")
+    values = {}
+    for name, field in names.items():
+        if name not in raw:
+            raise MessageError(name, "missing")
+        values[name] = _check(name, raw[name], _KINDS[str(field.type)])
+    return cls(**values)

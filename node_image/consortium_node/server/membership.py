@@ -1,0 +1,106 @@
+"""Who is in the network right now, as far as this node knows.
+
+Two sources, the newer wins: the trusted-node lists recorded in this node's ledger (including
+not-yet-committed ones: Raft uses the latest configuration in its log) and the list store
+(what this node last accepted: from its join response, the mounted ConfigMap, or a committed
+ledger entry). Every list is verified (signature, version) before it counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from consortium_node.common.timeutil import utcnow
+from consortium_node.identity.errors import TrustedListError
+from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList, verify_trusted_list
+from consortium_node.identity.trusted_list_store import TrustedListStore
+from consortium_node.ledger import Ledger
+from consortium_node.replication.raft import Configuration
+
+log = logging.getLogger("consortium_node.membership")
+
+T_LISTS = "public:consortium.trusted_lists"
+
+
+@dataclass(frozen=True)
+class LoggedList:
+    """A trusted-node list as recorded in the ledger: where, and the envelope."""
+
+    index: int
+    envelope: bytes
+    trusted_list: TrustedNodeList
+
+
+class Membership:
+    """Trusted-node list views over one ledger and one list store."""
+
+    def __init__(self, ledger: Ledger, store: TrustedListStore) -> None:
+        self.ledger, self.store = ledger, store
+        self._cache: LoggedList | None = None
+
+    def logged(self) -> LoggedList | None:
+        """The newest list in the log (speculative: committed or not)."""
+        keys = self.ledger.public_keys(T_LISTS)
+        if not keys:
+            self._cache = None
+            return None
+        version = max(keys, key=int)
+        found = self.ledger.public_get(T_LISTS, version)
+        if found is None:
+            return None
+        value, txid = found
+        if self._cache and self._cache.index == txid.index:
+            return self._cache
+        envelope = base64.b64decode(value["cose"])
+        lst = verify_trusted_list(
+            envelope, self.store.service_certificate, consortium=self.store.consortium
+        )
+        self._cache = LoggedList(txid.index, envelope, lst)
+        return self._cache
+
+    def current(self) -> TrustedNodeList | None:
+        """The newest verified list this node knows of."""
+        logged, stored = self.logged(), self.store.current
+        if logged is None:
+            return stored
+        if stored is None or logged.trusted_list.version > stored.version:
+            return logged.trusted_list
+        return stored
+
+    def configuration(self) -> Configuration:
+        """Raft voters: Trusted nodes of the newest list, and the index that defined them."""
+        logged = self.logged()
+        stored = self.store.current
+        if logged is not None and (stored is None or logged.trusted_list.version >= stored.version):
+            lst, index = logged.trusted_list, logged.index
+        elif stored is not None:
+            lst, index = stored, 0
+        else:
+            return Configuration({}, 0)
+        voters = {n.node_id: n.address for n in lst.nodes if n.status is NodeStatus.TRUSTED}
+        return Configuration(voters, index)
+
+    def is_trusted(self, node_id: str, at: datetime | None = None) -> bool:
+        lst = self.current()
+        return lst is not None and lst.is_trusted(node_id, at or utcnow())
+
+    def adopt_committed(self) -> TrustedNodeList | None:
+        """Accept the newest committed list into the store; returns it if it was new."""
+        keys = list(self.ledger.kv.keys(T_LISTS))
+        if not keys:
+            return None
+        version = max(keys, key=int)
+        current = self.store.current
+        if current is not None and current.version >= int(version):
+            return None
+        found = self.ledger.get(T_LISTS, version)
+        if found is None:
+            return None
+        try:
+            return self.store.accept(base64.b64decode(found[0]["cose"]))
+        except TrustedListError as exc:  # a list in our own ledger must verify
+            log.error("committed trusted-node list version %s refused: %s", version, exc)
+            raise

@@ -1,0 +1,113 @@
+"""Node-to-node channel: mutually authenticated TLS with node certificates.
+
+Outbound, a node presents its node certificate (issued by the service identity) and trusts only
+the service certificate. Inbound, a peer is accepted only if its certificate chains to the
+service certificate, is within its validity (= the attestation's expiry) and its key is Trusted
+in the current trusted-node list (DESIGN section 4). The HTTP transport for Raft RPCs and for
+forwarded writes lives here too; payloads are CBOR (Raft) or JSON (forwarding).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+
+from consortium_node.common.timeutil import utcnow
+from consortium_node.identity.certs import verify_node_certificate
+from consortium_node.identity.errors import IdentityError
+from consortium_node.replication.messages import (
+    AppendRequest,
+    AppendResponse,
+    VoteRequest,
+    VoteResponse,
+    decode,
+    encode,
+)
+
+CBOR = "application/cbor"
+
+
+class PeerRejectedError(Exception):
+    """The caller is not a Trusted node with a valid, unexpired node certificate."""
+
+
+def authenticate_peer(
+    certificate_der: bytes | None,
+    service_certificate: x509.Certificate,
+    is_trusted: Callable[[str], bool],
+) -> str:
+    """The node_id of a calling peer, or PeerRejectedError saying why not."""
+    if not certificate_der:
+        raise PeerRejectedError("no client certificate: node-to-node calls need mTLS")
+    try:
+        cert = x509.load_der_x509_certificate(certificate_der)
+        node_id = verify_node_certificate(cert, service_certificate, at=utcnow())
+    except (ValueError, IdentityError) as exc:
+        raise PeerRejectedError(f"not a node certificate of this service: {exc}") from exc
+    if not is_trusted(node_id):
+        raise PeerRejectedError(
+            f"node {node_id[:16]}… is not Trusted with an unexpired attestation in the "
+            "current trusted-node list"
+        )
+    return node_id
+
+
+class PeerTransport:
+    """HTTPS client for Raft RPCs and forwarded requests (implements raft.Transport)."""
+
+    def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
+        self._context = context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._context, limit_per_host=8)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _post(self, address: str, path: str, body: bytes, content_type: str) -> bytes:
+        try:
+            async with self._client().post(
+                f"https://{address}{path}", data=body, headers={"Content-Type": content_type}
+            ) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    raise OSError(f"{address}{path}: HTTP {resp.status}: {data[:200]!r}")
+                return data
+        except aiohttp.ClientError as exc:
+            raise OSError(f"{address}{path}: {exc}") from exc
+
+    async def append_entries(self, address: str, request: AppendRequest) -> AppendResponse:
+        data = await self._post(address, "/internal/raft/append", encode(request), CBOR)
+        return decode(data, AppendResponse)
+
+    async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse:
+        data = await self._post(address, "/internal/raft/vote", encode(request), CBOR)
+        return decode(data, VoteResponse)
+
+    async def get_json(self, address: str, path: str) -> Any:
+        """GET a JSON document from a peer (e.g. a re-attestation quote)."""
+        try:
+            async with self._client().get(f"https://{address}{path}") as resp:
+                if resp.status != 200:
+                    raise OSError(f"{address}{path}: HTTP {resp.status}")
+                return await resp.json()
+        except aiohttp.ClientError as exc:
+            raise OSError(f"{address}{path}: {exc}") from exc
+
+    async def forward(self, address: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """Relay a request to the leader; returns its status and JSON body."""
+        try:
+            async with self._client().post(f"https://{address}{path}", json=body) as resp:
+                return resp.status, await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise OSError(f"forwarding to the leader at {address} failed: {exc}") from exc

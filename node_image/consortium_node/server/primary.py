@@ -1,0 +1,427 @@
+"""What only the primary (the Raft leader) does: attested join, trust changes, re-attestation.
+
+Every trust change becomes a new trusted-node list version, signed by the service key and
+written as a public ledger entry together with the node records it changes; the entry commits
+through Raft like any other, and it *is* the membership change (one at a time: a new version is
+only issued once the previous one is committed, so no configuration can lose quorum).
+
+Join (DESIGN section 5 step 5): the joiner fetches a single-use nonce, answers with a quote over
+its public key and that nonce; the primary verifies it against the ledger's policy. Trusted
+joiners receive their node certificate, the signed list, and the ledger secret and service key
+wrapped to their attested public key. Refusals name the verifier's reason.
+
+Rotation (step 6): at ``renew_before`` the primary challenges each node with a fresh nonce; a
+valid quote extends the attestation and re-issues the node certificate. A node that fails is
+reported (``renewal_failures``) and Retired once its attestation expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from consortium_node.attestation import Reason, VerificationResult
+from consortium_node.common.canonical import canonical_json
+from consortium_node.common.timeutil import rfc3339, utcnow
+from consortium_node.identity import keys
+from consortium_node.identity.certs import certificate_pem, issue_node_certificate
+from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
+from consortium_node.identity.wrap import wrap
+from consortium_node.ledger import EntryKind
+from consortium_node.server.join_secrets import join_context
+from consortium_node.server.nonces import NonceCheck, NonceRegistry
+from consortium_node.server.validation import ApiError, bad_request, check_keys
+
+if TYPE_CHECKING:
+    from consortium_node.replication.raft import RaftNode
+    from consortium_node.server.node import Node
+    from consortium_node.server.peers import PeerTransport
+
+log = logging.getLogger("consortium_node.primary")
+
+T_NODES = "public:consortium.nodes"
+T_LISTS = "public:consortium.trusted_lists"
+
+
+class RetryLaterError(Exception):
+    """A previous trust change is not committed yet; the caller should retry shortly."""
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    name: str
+    address: str
+    public_key_pem: str
+    public_key_der: bytes
+    quote: dict[str, Any]
+    nonce: bytes
+
+
+def parse_join(body: Any) -> JoinRequest:
+    """Validate ``POST /node/join``; 400 naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise bad_request("body", "expected a JSON object")
+    fields = {"name", "address", "public_key", "quote", "nonce"}
+    check_keys(body, "", fields, fields)
+    for name in ("name", "address", "public_key", "nonce"):
+        if not isinstance(body[name], str) or not body[name]:
+            raise bad_request(name, "expected a non-empty string")
+    if not isinstance(body["quote"], dict):
+        raise bad_request("quote", "expected the quote JSON object")
+    try:
+        public = keys.load_public_key(body["public_key"].encode())
+        nonce = bytes.fromhex(body["nonce"])
+    except ValueError as exc:
+        raise bad_request("nonce", f"not hex: {exc}") from exc
+    except Exception as exc:
+        raise bad_request("public_key", str(exc)) from exc
+    return JoinRequest(
+        body["name"],
+        body["address"],
+        body["public_key"],
+        keys.public_key_der(public),
+        body["quote"],
+        nonce,
+    )
+
+
+class Primary:
+    """Leader duties of one node; every method checks the node still leads."""
+
+    def __init__(self, node: Node, raft: RaftNode, transport: PeerTransport) -> None:
+        self.node, self.raft, self.transport = node, raft, transport
+        self.nonces = NonceRegistry(ttl=60.0)
+        self.renewal_failures: dict[str, str] = {}
+        self._issue_lock = asyncio.Lock()
+
+    def _require_leader(self) -> None:
+        if self.raft.role != "leader":
+            raise not_leader(self.raft.leader_address)
+
+    # ------------------------------------------------------------------ list issuance
+    async def issue(
+        self,
+        changes: dict[str, NodeEntry],
+        records: dict[str, dict[str, Any]],
+        *,
+        until_committed: bool = True,
+    ) -> TrustedNodeList:
+        """Write the next list version with ``changes`` applied, plus node ``records``."""
+        async with self._issue_lock:
+            if not self.raft.configuration_committed():
+                raise RetryLaterError("the previous trusted-node list is not committed yet")
+            current = self.node.membership.current()
+            assert current is not None
+            nodes = {n.node_id: n for n in current.nodes}
+            nodes.update(changes)
+            policy = self.node.policy_value()
+            lst = TrustedNodeList(
+                consortium=current.consortium,
+                version=current.version + 1,
+                issued_at=rfc3339(utcnow()),
+                service_certificate_sha256=current.service_certificate_sha256,
+                allowed_measurements=tuple(sorted(policy["measurements"])),
+                nodes=tuple(nodes.values()),
+            )
+            envelope = self.node.sign_list(lst)
+            writes = {
+                T_NODES: records,
+                T_LISTS: {
+                    str(lst.version): {
+                        "cose": base64.b64encode(envelope).decode("ascii"),
+                        "sha256": hashlib.sha256(envelope).hexdigest(),
+                        "issued_at": lst.issued_at,
+                    }
+                },
+            }
+            await self.raft.submit([writes], EntryKind.PUBLIC, until_committed=until_committed)
+            log.info("issued trusted-node list version %d", lst.version)
+            return lst
+
+    def _entry(
+        self,
+        base: NodeEntry | None,
+        request: JoinRequest | None,
+        *,
+        status: NodeStatus,
+        attested: datetime,
+        measurement: str,
+        host_data: str,
+    ) -> NodeEntry:
+        validity = timedelta(seconds=self.node.policy_value()["validity_seconds"])
+        if base is not None:
+            return replace(
+                base,
+                status=status,
+                measurement=measurement,
+                host_data=host_data,
+                attested_at=rfc3339(attested),
+                attestation_expires_at=rfc3339(attested + validity),
+            )
+        assert request is not None
+        return NodeEntry(
+            node_id=keys.node_id_of(keys.load_public_key(request.public_key_pem.encode())),
+            name=request.name,
+            address=request.address,
+            public_key_pem=request.public_key_pem,
+            measurement=measurement,
+            host_data=host_data,
+            status=status,
+            attested_at=rfc3339(attested),
+            attestation_expires_at=rfc3339(attested + validity),
+        )
+
+    def _record(
+        self, entry: NodeEntry, quote: dict[str, Any], certificate: str | None
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "name": entry.name,
+            "address": entry.address,
+            "status": entry.status.value,
+            "measurement": entry.measurement,
+            "host_data": entry.host_data,
+            "attested_at": entry.attested_at,
+            "attestation_expires_at": entry.attestation_expires_at,
+            "quote": quote,
+        }
+        if certificate is not None:
+            record["certificate"] = certificate
+        return record
+
+    def _certificate(self, entry: NodeEntry) -> str:
+        host = entry.address.rsplit(":", 1)[0].strip("[]")
+        cert = issue_node_certificate(
+            self.node.service,
+            keys.load_public_key(entry.public_key_pem.encode()),
+            subject_alt_names=[host, "localhost"],
+            not_after=entry.attestation_expires_at_datetime,
+        )
+        return certificate_pem(cert)
+
+    # ------------------------------------------------------------------ join
+    def join_nonce(self) -> dict[str, Any]:
+        self._require_leader()
+        return {"nonce": self.nonces.issue().hex(), "expires_in_seconds": 60}
+
+    def _refuse(self, reason: str, detail: str) -> ApiError:
+        self.node.metrics.join_requests.labels("refused", reason).inc()
+        log.warning("join refused: %s: %s", reason, detail)
+        return ApiError(403, "JoinRefused", reason, detail)
+
+    async def join(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """Handle ``POST /node/join``: (HTTP status, JSON body)."""
+        self._require_leader()
+        request = parse_join(body)
+        node_id = keys.node_id_of(keys.load_public_key(request.public_key_pem.encode()))
+        check = self.nonces.consume(request.nonce)
+        if check is not NonceCheck.OK:
+            raise self._refuse(
+                Reason.NONCE_MISMATCH.value,
+                f"nonce {check.value.lower()}: fetch a fresh one from "
+                "/node/join/nonce (nonces are single use)",
+            )
+        result: VerificationResult = self.node.verify_quote(
+            request.quote, request.public_key_der, request.nonce
+        )
+        if not result.ok or result.claims is None:
+            reason = result.reason.value if result.reason else "Unknown"
+            raise self._refuse(reason, result.detail)
+        current = self.node.membership.current()
+        existing = current.node(node_id) if current else None
+        if existing is not None and existing.status is NodeStatus.RETIRED:
+            raise self._refuse(
+                "Retired",
+                "a Retired node cannot rejoin; restart it with a "
+                "fresh identity (empty data directory)",
+            )
+        auto = bool(self.node.constitution()["auto_trust_nodes"])
+        if existing is not None and existing.status is NodeStatus.TRUSTED:
+            entry = existing  # a re-join after a crash: hand the secrets out again
+        else:
+            status = NodeStatus.TRUSTED if auto else NodeStatus.PENDING
+            entry = self._entry(
+                None,
+                request,
+                status=status,
+                attested=utcnow(),
+                measurement=result.claims.measurement,
+                host_data=result.claims.host_data,
+            )
+            certificate = self._certificate(entry) if status is NodeStatus.TRUSTED else None
+            try:
+                # A new voter: answer once durable here; it commits when the joiner catches up.
+                await self.issue(
+                    {node_id: entry},
+                    {node_id: self._record(entry, request.quote, certificate)},
+                    until_committed=status is not NodeStatus.TRUSTED,
+                )
+            except RetryLaterError as exc:
+                raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        self.node.metrics.join_requests.labels(entry.status.value.lower(), "").inc()
+        if entry.status is not NodeStatus.TRUSTED:
+            return 202, {
+                "status": entry.status.value,
+                "node_id": node_id,
+                "reason": "waiting for members to trust this node",
+            }
+        return 200, self._join_answer(entry, node_id)
+
+    def _join_answer(self, entry: NodeEntry, node_id: str) -> dict[str, Any]:
+        record = self.node.node_record(node_id)
+        certificate = record.get("certificate") if record else None
+        if not certificate:
+            raise ApiError(503, "RetryLater", None, "the node certificate is not recorded yet")
+        secrets = canonical_json(
+            {
+                "ledger_secret": self.node.ledger_secret.hex(),
+                "service_key": keys.private_key_pem(self.node.service.key).decode("ascii"),
+                "service_certificate": self.node.service.certificate_pem,
+            }
+        )
+        public = keys.load_public_key(entry.public_key_pem.encode())
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise ApiError(400, "BadRequest", "public_key", "node keys must be P-256")
+        wrapped = wrap(public, secrets, context=join_context(self.node.config.consortium, node_id))
+        envelope = self.node.membership.store.current_envelope
+        logged = self.node.membership.logged()
+        if logged is not None:
+            envelope = logged.envelope
+        assert envelope is not None
+        return {
+            "status": "Trusted",
+            "node_id": node_id,
+            "node_certificate": certificate,
+            "service_certificate": self.node.service.certificate_pem,
+            "wrapped_secrets": base64.b64encode(wrapped).decode("ascii"),
+            "trusted_list": base64.b64encode(envelope).decode("ascii"),
+        }
+
+    async def trust(self, node_id: str) -> dict[str, Any]:
+        """Seam for governance: make a Pending node Trusted (a governor's call for now)."""
+        self._require_leader()
+        current = self.node.membership.current()
+        entry = current.node(node_id) if current else None
+        if entry is None or entry.status is not NodeStatus.PENDING:
+            raise ApiError(
+                409,
+                "Conflict",
+                "node_id",
+                f"node {node_id[:16]}… is {entry.status.value if entry else 'unknown'}"
+                ", not Pending",
+            )
+        trusted = replace(entry, status=NodeStatus.TRUSTED)
+        record = self.node.node_record(node_id) or {}
+        try:
+            await self.issue(
+                {node_id: trusted},
+                {
+                    node_id: {
+                        **record,
+                        "status": "Trusted",
+                        "certificate": self._certificate(trusted),
+                    }
+                },
+                until_committed=False,  # a new voter: commits once it has joined and caught up
+            )
+        except RetryLaterError as exc:
+            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        return {"node_id": node_id, "status": "Trusted"}
+
+    # ------------------------------------------------------------------ rotation
+    async def run_rotation(self) -> None:
+        """Check attestation expiry forever; acts only while this node leads."""
+        while True:
+            renew = self.node.policy_value()["renew_before_seconds"]
+            await asyncio.sleep(max(0.2, min(5.0, renew / 4)))
+            if self.raft.role != "leader":
+                continue
+            try:
+                await self.rotate_once()
+            except RetryLaterError:
+                continue
+            except Exception:
+                log.exception("re-attestation round failed")
+
+    async def rotate_once(self) -> None:
+        current = self.node.membership.current()
+        if current is None:
+            return
+        now = utcnow()
+        policy = self.node.policy_value()
+        renew_before = timedelta(seconds=policy["renew_before_seconds"])
+        changes: dict[str, NodeEntry] = {}
+        records: dict[str, dict[str, Any]] = {}
+        for entry in current.nodes:
+            if entry.status is not NodeStatus.TRUSTED:
+                continue
+            if entry.attestation_expires_at_datetime - now > renew_before:
+                continue
+            result, quote = await self._challenge(entry)
+            if result.ok and result.claims is not None:
+                self.renewal_failures.pop(entry.node_id, None)
+                renewed = self._entry(
+                    entry,
+                    None,
+                    status=NodeStatus.TRUSTED,
+                    attested=utcnow(),
+                    measurement=result.claims.measurement,
+                    host_data=result.claims.host_data,
+                )
+                changes[entry.node_id] = renewed
+                records[entry.node_id] = self._record(renewed, quote, self._certificate(renewed))
+                continue
+            reason = f"{result.reason.value if result.reason else 'Unknown'}: {result.detail}"
+            self.renewal_failures[entry.node_id] = reason
+            log.warning("re-attestation of %s failed: %s", entry.name, reason)
+            if entry.attestation_expires_at_datetime <= now:
+                retired = replace(entry, status=NodeStatus.RETIRED)
+                changes[entry.node_id] = retired
+                records[entry.node_id] = {
+                    **(self.node.node_record(entry.node_id) or {}),
+                    "status": "Retired",
+                    "retired_reason": reason,
+                }
+                log.warning("retiring %s: attestation expired (%s)", entry.name, reason)
+        if changes:
+            await self.issue(changes, records)
+            for node_id, entry in changes.items():
+                outcome = "retired" if entry.status is NodeStatus.RETIRED else "renewed"
+                self.node.metrics.reattestations.labels(outcome).inc()
+                log.info("%s %s", outcome, node_id[:16])
+
+    async def _challenge(self, entry: NodeEntry) -> tuple[VerificationResult, dict[str, Any]]:
+        nonce = os.urandom(32)
+        public_der = keys.public_key_der(keys.load_public_key(entry.public_key_pem.encode()))
+        if entry.node_id == self.node.node_id:
+            quote = self.node.quote(nonce)["quote"]
+        else:
+            try:
+                answer = await self.transport.get_json(
+                    entry.address, f"/node/quote?nonce={nonce.hex()}"
+                )
+                quote = answer["quote"]
+            except (OSError, KeyError, TypeError) as exc:
+                return VerificationResult.failure(
+                    Reason.MALFORMED, f"no answer to the challenge: {exc}"
+                ), {}
+        return self.node.verify_quote(quote, public_der, nonce), quote
+
+
+def not_leader(leader_address: str | None) -> ApiError:
+    """503 NotLeader, naming the primary's address when known (clients retry there)."""
+    where = leader_address or "not known yet (an election may be running)"
+    return ApiError(
+        503,
+        "NotLeader",
+        None,
+        f"this node is not the primary; the primary is {where}",
+        leader_address=leader_address,
+    )

@@ -1,0 +1,273 @@
+"""Fault tests of a replicated consortium: real node processes on 127.0.0.1 (issue 3, 1-6)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consortium_node.identity.certs import load_certificate
+from consortium_node.ledger.receipt import verify_receipt
+from tests.support.cluster import Cluster
+from tests.support.harness import LocalNode, make_platform, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(size: int, **kwargs: Any) -> Cluster:
+        cluster = Cluster.start(tmp_path / f"c{len(made)}", size, **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+def receipt_from(node: LocalNode, cluster: Cluster, txid: str, timeout: float = 15) -> Any:
+    def ready() -> Any:
+        status, body = node.get(f"/app/receipt?txid={txid}", cluster.user)
+        return body if status == 200 else None
+
+    return wait_for(ready, timeout, f"receipt of {txid} from {node.name}")
+
+
+def verify_all(cluster: Cluster, txids: list[str], sample: int = 40) -> None:
+    """Every acknowledged txid (a sample of them) has a receipt verifying on every live node."""
+    cert = load_certificate(cluster.nodes[0].service_cert.read_bytes())
+    step = max(1, len(txids) // sample)
+    for txid in txids[::step] + txids[-3:]:
+        for node in cluster.alive():
+            verify_receipt(receipt_from(node, cluster, txid), cert)
+
+
+class Writer:
+    """Background client writing through any live node; records acknowledged txids only."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster, self.acknowledged, self.errors = cluster, list[str](), list[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            nodes = list(self.cluster.alive())
+            if not nodes:
+                time.sleep(0.05)
+                continue
+            node = nodes[i % len(nodes)]
+            i += 1
+            try:
+                status, body = node.post_json(
+                    "/app/transactions",
+                    {"transactions": [{"writes": {f"w{i}": i}}] * 3},
+                    self.cluster.user,
+                )
+            except OSError as exc:
+                self.errors.append(f"{node.name}: {exc}")
+                continue
+            if status == 200:
+                self.acknowledged.extend(t["txid"] for t in body["transactions"])
+            else:
+                self.errors.append(f"{node.name}: {status} {body}")
+                time.sleep(0.02)
+
+    def count(self) -> int:
+        return len(self.acknowledged)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_1_bootstrap_same_ledger_and_receipts_from_any_node(
+    cluster_factory: Any, size: int
+) -> None:
+    cluster: Cluster = cluster_factory(size)
+    status, body = cluster.write({"hello": "world"}, count=5)
+    assert status == 200, body
+    txid = body["transactions"][-1]["txid"]
+    cluster.wait_converged()
+    receipts = [receipt_from(n, cluster, txid) for n in cluster.nodes]
+    assert len({r["root"] for r in receipts}) == 1, "every node holds the same signed root"
+    cert = load_certificate(cluster.nodes[0].service_cert.read_bytes())
+    for rec in receipts:
+        assert str(verify_receipt(rec, cert).txid) == txid
+    states = [n.state() for n in cluster.nodes]
+    assert len({s["commit_index"] for s in states}) == 1
+    assert sum(s["role"] == "primary" for s in states) == 1
+    _, lst = cluster.nodes[-1].get("/node/trusted-list?format=json")
+    assert sorted(n["status"] for n in lst["nodes"]) == ["Trusted"] * size
+
+
+def test_2_leader_sigkill_loses_nothing_and_recovers(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    with Writer(cluster) as writer:
+        wait_for(lambda: writer.count() >= 150, 30, "writes before the kill")
+        old = cluster.leader()
+        old.kill()
+        killed_at = time.monotonic()
+        before = writer.count()
+        new = wait_for(
+            lambda: next((n for n in cluster.alive() if n.state()["role"] == "primary"), None),
+            10,
+            "new leader",
+        )
+        wait_for(lambda: writer.count() > before + 30, 10, "commits under the new leader")
+        recovery = time.monotonic() - killed_at
+        assert new is not old
+        assert recovery < 5, f"new leader committed after {recovery:.1f}s"
+        old.start()
+        wait_for(lambda: writer.count() > before + 200, 30, "writes after the restart")
+    cluster.wait_converged()
+    verify_all(cluster, writer.acknowledged)
+
+
+def test_3_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    with Writer(cluster) as writer:
+        for round_ in range(3):
+            victim = [n for n in cluster.alive() if n.state()["role"] != "primary"][round_ % 2]
+            victim.kill()
+            count = writer.count()
+            wait_for(lambda c=count: writer.count() > c + 50, 15, "writes with a minority down")
+            victim.start()
+            cluster.wait_converged()
+    acknowledged = list(writer.acknowledged)
+    leader = cluster.leader()
+    followers = [n for n in cluster.alive() if n is not leader]
+    for node in followers:
+        node.kill()
+    status, body = cluster.write({"during": "outage"}, node=leader)
+    assert status == 503, body
+    assert body["error"]["code"] in ("CommitTimeout", "NotLeader")
+    assert "reason" in body["error"]
+    wait_for(lambda: leader.state()["role"] != "primary", 10, "the isolated leader to step down")
+    status, body = cluster.write({"during": "outage"}, node=leader)
+    assert status == 503 and body["error"]["code"] == "NotLeader", body
+    for node in followers:
+        node.start(wait=False)
+    for node in followers:
+        node.wait_ready(30)
+    status, body = wait_for(
+        lambda: (r := cluster.write({"after": "outage"}))[0] == 200 and r, 20, "writes to resume"
+    )
+    cluster.wait_converged()
+    verify_all(cluster, acknowledged + [t["txid"] for t in body["transactions"]])
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("wrong-measurement", "MeasurementNotAllowed"),
+        ("replayed-nonce", "NonceMismatch"),
+        ("stale-timestamp", "Stale"),
+        ("unendorsed-chip", "UnknownPlatform"),
+    ],
+)
+def test_4_bad_joiners_are_refused_with_the_reason(
+    cluster_factory: Any, fault: str, reason: str
+) -> None:
+    cluster: Cluster = cluster_factory(1)
+    if fault == "unendorsed-chip":
+        key, cert = make_platform(cluster.workdir / "rogue-platform")
+        overrides: dict[str, Any] = {
+            "platform": {"root_certificate": str(cert), "root_key": str(key)}
+        }
+    else:
+        overrides = {"insecure_test_faults": [fault]}
+    joiner = cluster.add(1, overrides, wait=False)
+    assert joiner.proc is not None
+    code = joiner.proc.wait(30)
+    assert code == 3, joiner.log()[-2000:]
+    assert f"join refused: {reason}" in joiner.log()
+    assert not (joiner.data_dir / "sealed" / "ledger-secret.sealed").exists()
+    assert not (joiner.data_dir / "sealed" / "service-identity.sealed").exists()
+    metrics = cluster.nodes[0].request("GET", "/metrics")[1].decode()
+    assert f'consortium_join_requests_total{{reason="{reason}",result="refused"}} 1.0' in metrics
+    _, lst = cluster.nodes[0].get("/node/trusted-list?format=json")
+    assert [n["name"] for n in lst["nodes"]] == ["node-0"]
+
+
+def test_5_tampered_or_rolled_back_list_is_refused(cluster_factory: Any, tmp_path: Path) -> None:
+    watched = tmp_path / "mounted" / "trusted-nodes.cose"
+    cluster: Cluster = cluster_factory(1)
+    v1 = cluster.nodes[0].request("GET", "/node/trusted-list")[1]
+    node = cluster.add(1, {"trusted_list_path": str(watched)})
+    cluster.wait_converged()
+    current = node.request("GET", "/node/trusted-list")[1]
+    version = node.state()["trusted_list_version"]
+    watched.parent.mkdir(parents=True, exist_ok=True)
+    tampered = bytearray(current)
+    tampered[len(tampered) // 2] ^= 0x01
+    for bad, why in ((bytes(tampered), "BadSignature"), (v1, "Rollback")):
+        watched.write_bytes(bad)
+        wait_for(
+            lambda w=why: (
+                f"refused the trusted-node list in {watched}" in node.log() and w in node.log()
+            ),
+            10,
+            f"the {why} list to be refused",
+        )
+        assert node.request("GET", "/node/trusted-list")[1] == current
+        assert node.state()["trusted_list_version"] == version
+        metrics = node.request("GET", "/metrics")[1].decode()
+        assert f'consortium_trusted_list_rejections_total{{reason="{why}"}} 1.0' in metrics
+    assert cluster.write({"still": "working"})[0] == 200
+
+
+def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: Any) -> None:
+    attestation = {"validity": "4s", "renew_before": "2s"}
+    cluster: Cluster = cluster_factory(3, overrides={"attestation": attestation})
+    first = {
+        n["node_id"]: n["attested_at"]
+        for n in cluster.nodes[0].get("/node/trusted-list?format=json")[1]["nodes"]
+    }
+    seen: dict[str, set[str]] = {nid: {at} for nid, at in first.items()}
+    with Writer(cluster) as writer:
+
+        def three_cycles() -> bool:
+            _, lst = cluster.leader().get("/node/trusted-list?format=json")
+            for entry in lst["nodes"]:
+                assert entry["status"] == "Trusted", entry
+                seen[entry["node_id"]].add(entry["attested_at"])
+            return all(len(v) >= 4 for v in seen.values())
+
+        wait_for(three_cycles, 40, "three re-attestation cycles of every node", interval=0.3)
+        count = writer.count()
+        assert count > 100
+        leader = cluster.leader()
+        victim = next(n for n in cluster.alive() if n is not leader)
+        victim_id = victim.state()["node_id"]
+        victim.stop()
+        victim.overrides["insecure_test_faults"] = ["wrong-measurement"]
+        victim.start(wait=False)
+
+        def retired() -> bool:
+            _, lst = cluster.leader().get("/node/trusted-list?format=json")
+            return any(e["node_id"] == victim_id and e["status"] == "Retired" for e in lst["nodes"])
+
+        wait_for(retired, 30, "the failing node to be retired", interval=0.3)
+        count = writer.count()
+        wait_for(lambda: writer.count() > count + 100, 20, "commits after the retirement")
+    network = cluster.leader().get("/node/network")[1]
+    assert network["primary"]["node_id"] != victim_id
+    shutil.rmtree(victim.data_dir, ignore_errors=True)
+    victim.kill()
+    alive = [n for n in cluster.alive()]
+    verify_all(Cluster(cluster.workdir, alive, cluster.user, cluster.member), writer.acknowledged)
