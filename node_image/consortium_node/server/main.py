@@ -78,6 +78,7 @@ async def serve(node: Node, host: str, port: int) -> None:
     def reload_certificates() -> None:
         load_identity(server_tls, node.node_key, node.node_certificate)
         load_identity(peer_tls, node.node_key, node.node_certificate)
+        transport.reset()
 
     node.on_certificate_change = reload_certificates
     app = build_app(Services(node, raft, primary, transport))

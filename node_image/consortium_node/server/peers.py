@@ -9,6 +9,7 @@ forwarded writes lives here too; payloads are CBOR (Raft) or JSON (forwarding).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,7 @@ class PeerTransport:
         self._context = context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -73,6 +75,15 @@ class PeerTransport:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def reset(self) -> None:
+        """Drop pooled connections: they keep presenting the certificate they were opened
+        with, and peers refuse a node certificate once it has expired."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            task = asyncio.get_running_loop().create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _post(self, address: str, path: str, body: bytes, content_type: str) -> bytes:
         try:
