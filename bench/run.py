@@ -1,4 +1,4 @@
-"""Benchmark: one node's committed tx/s and commit latency, beside this machine's limits.
+"""Benchmark: committed tx/s and latency of one and three nodes, beside this machine's limits.
 
     .venv/bin/python bench/run.py [--seconds 5] [--concurrency 16]
 
@@ -7,7 +7,10 @@ Prints, measured in the same run:
   and fdatasync per second on the ledger's disk (the ceiling on group commits);
 * the ledger alone (in-process append + fsync), batches of 1, 10, 100 transactions;
 * a real node process over HTTPS with TLS client auth: committed tx/s and p50/p99 latency from
-  request to durable acknowledgement, for batches of 1, 10 and 100 transactions per request.
+  request to durable acknowledgement, for batches of 1, 10 and 100 transactions per request;
+* the same against the primary of a 3-node consortium (commit = majority fsync), then paced
+  (open-loop) load at half the best throughput for the latency at that load;
+* a cProfile summary of the primary under load: where the time goes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import pstats
 import ssl
 import statistics
 import sys
@@ -23,6 +27,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,6 +36,7 @@ import aiohttp
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tests.support.cluster import Cluster
 from tests.support.harness import LocalNode, make_identity, make_platform
 
 from consortium_node.common.timeutil import utcnow
@@ -117,7 +123,7 @@ def ledger_only(directory: Path, batch: int, seconds: float) -> dict[str, float]
         ledger.append(write_sets, EntryKind.PRIVATE)
         if ledger.signature_due():
             ledger.append_signature(signer)
-        ledger.sync()
+        ledger.sync_and_commit()
         latencies.append(time.perf_counter() - t0)
         count += batch
     elapsed = time.perf_counter() - start
@@ -202,30 +208,121 @@ def main() -> None:
 
         key, cert = make_platform(work / "platform")
         user = make_identity(work / "ids", "bench-user", "governor")
-        node = LocalNode(
-            work,
-            "node-0",
-            [user],
-            key,
-            cert,
-            overrides={"ledger": {"signature_interval_tx": 1000, "signature_interval_ms": 100}},
-        )
+        node = LocalNode(work, "node-0", [user], key, cert, overrides=BENCH_OVERRIDES)
         node.start()
         try:
             print(
                 f"\n== one node over HTTPS + TLS client auth, {args.concurrency} clients, "
                 f"{args.seconds:.0f}s each"
             )
-            print(f"  {'batch':>5}  {'tx/s':>10}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}")
-            for batch in (1, 10, 100):
-                r = asyncio.run(drive(node, user, batch, args.seconds, args.concurrency))
-                print(
-                    f"  {batch:5d}  {r['tx_per_s']:10,.0f}  {r['requests_per_s']:8,.0f}  "
-                    f"{r['p50_ms']:8.2f}  {r['p99_ms']:8.2f}"
-                )
-                print(f"         = {r['tx_per_s'] / bound:.1%} of the crypto bound")
+            closed_loop_table(node, user, args, bound)
         finally:
             node.stop()
+
+        cluster = Cluster.start(work / "three", 3, overrides=BENCH_OVERRIDES)
+        try:
+            leader = cluster.leader()
+            assert cluster.user is not None
+            print(
+                f"\n== three nodes (Raft, mTLS between nodes), writes to the primary, "
+                f"{args.concurrency} clients"
+            )
+            best = closed_loop_table(leader, cluster.user, args, bound)
+            for batch in (10, 100):
+                target = best / 2
+                r = asyncio.run(paced(leader, cluster.user, batch, target, args.seconds))
+                print(
+                    f"  at half load ({target:,.0f} tx/s offered, batches of {batch}): "
+                    f"{r['tx_per_s']:,.0f} tx/s committed, p50 {r['p50_ms']:.1f} ms, "
+                    f"p99 {r['p99_ms']:.1f} ms"
+                )
+        finally:
+            cluster.stop()
+        profile_primary(work, args)
+
+
+BENCH_OVERRIDES = {"ledger": {"signature_interval_tx": 1000, "signature_interval_ms": 100}}
+
+
+def closed_loop_table(node: LocalNode, user: Any, args: argparse.Namespace, bound: float) -> float:
+    """Committed tx/s and latency for batches of 1, 10, 100; returns the best tx/s."""
+    print(
+        f"  {'batch':>5}  {'tx/s':>10}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}  {'of bound':>8}"
+    )
+    best = 0.0
+    for batch in (1, 10, 100):
+        r = asyncio.run(drive(node, user, batch, args.seconds, args.concurrency))
+        best = max(best, r["tx_per_s"])
+        print(
+            f"  {batch:5d}  {r['tx_per_s']:10,.0f}  {r['requests_per_s']:8,.0f}  "
+            f"{r['p50_ms']:8.2f}  {r['p99_ms']:8.2f}  {r['tx_per_s'] / bound:8.1%}"
+        )
+    return best
+
+
+async def paced(
+    node: LocalNode, identity: Any, batch: int, target_tx_per_s: float, seconds: float
+) -> dict[str, float]:
+    """Open-loop load: one request every batch/target seconds, whatever the latency."""
+    context = ssl.create_default_context(cafile=str(node.service_cert))
+    context.load_cert_chain(identity.cert, identity.key)
+    body = {"transactions": [{"writes": {f"k{i}": "v" * 64}} for i in range(batch)]}
+    interval = batch / target_tx_per_s
+    latencies: list[float] = []
+    committed = 0
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        nonlocal committed
+        t0 = time.perf_counter()
+        async with session.post(node.url + "/app/transactions", json=body) as resp:
+            data = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {data}")
+        latencies.append(time.perf_counter() - t0)
+        committed += len(data["transactions"])
+
+    connector = aiohttp.TCPConnector(ssl=context, limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        tasks = []
+        n = 0
+        while (now := time.perf_counter()) - start < seconds:
+            due = start + n * interval
+            if now < due:
+                await asyncio.sleep(due - now)
+            tasks.append(asyncio.create_task(one(session)))
+            n += 1
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"tx_per_s": committed / elapsed, **percentiles(latencies)}
+
+
+def profile_primary(work: Path, args: argparse.Namespace) -> None:
+    """Where the primary's time goes: cProfile of the leader under batch-100 load."""
+    out = work / "primary.prof"
+    os.environ["CONSORTIUM_NODE_PROFILE"] = str(out)
+    try:
+        cluster = Cluster.start(work / "profiled", 1, overrides=BENCH_OVERRIDES)
+    finally:
+        del os.environ["CONSORTIUM_NODE_PROFILE"]
+    try:
+        for number in (1, 2):
+            cluster.add(number, BENCH_OVERRIDES)
+        cluster.wait_converged()
+        assert cluster.user is not None
+        asyncio.run(drive(cluster.nodes[0], cluster.user, 100, args.seconds, args.concurrency))
+    finally:
+        cluster.stop()
+    stats = pstats.Stats(str(out))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    print(
+        f"\n== where the primary's time goes (cProfile, batches of 100, 3 nodes; "
+        f"{total:.1f}s profiled)"
+    )
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+    for (filename, line, name), (_, _, tottime, cumtime, _) in rows[:15]:
+        where = f"{Path(filename).name}:{line}({name})"
+        print(f"  {tottime / total:6.1%} self  {cumtime:7.2f}s cum  {where}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Local demo: a genesis node on loopback, one transaction, its receipt verified offline.
+"""Local demo: a 3-node consortium on loopback, one transaction, its receipt verified offline.
 
 Runs the real command-line tools (``consortium-node``, ``consortiumctl``) as a user would, so
 every step printed here can be repeated by hand. Use ``--keep-running`` to leave the node up.
@@ -19,6 +19,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from subprocess import Popen
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -73,12 +75,17 @@ def node_config(work: Path, port: int, measurement: str) -> dict[str, object]:
     }
 
 
-def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path) -> None:
+def fetch_json(url: str, service_cert: Path) -> dict[str, Any]:
+    context = ssl.create_default_context(cafile=str(service_cert))
+    with urllib.request.urlopen(url, context=context, timeout=10) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path, receipt_url: str) -> None:
     """Steps 3 and 4: a transaction as user0, then its receipt verified offline."""
-    print("== 3. commit a transaction as user0 and fetch its receipt")
-    ident = [
-        "--node",
-        url,
+    print("== 3. commit a transaction as user0 (through a backup) and fetch its receipt")
+    identity = [
         "--service-cert",
         str(service_cert),
         "--cert",
@@ -86,25 +93,18 @@ def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path) -> Non
         "--key",
         str(work / "identities/user0_privk.pem"),
     ]
-    receipt_file = work / "receipt.json"
-    out = json.loads(
-        run(
-            ctl,
-            "tx",
-            "submit",
-            *ident,
-            "--set",
-            "greeting=hello consortium",
-            "--receipt-out",
-            str(receipt_file),
-        )
+    submitted = run(
+        ctl, "tx", "submit", "--node", url, *identity, "--set", "greeting=hello consortium"
     )
-    txid = out["transactions"][0]["txid"]
-    print(f"   committed transaction {txid}")
-
+    txid = json.loads(submitted)["transactions"][0]["txid"]
+    print(f"   committed transaction {txid} (sent to {url})")
+    receipt_file = work / "receipt.json"
+    run(
+        ctl, "tx", "get", "--node", receipt_url, *identity, txid, "--receipt-out", str(receipt_file)
+    )
     receipt = json.loads(receipt_file.read_text())
     print(
-        f"   receipt: txid {receipt['txid']}, leaf {receipt['leaf'][:16]}…, "
+        f"   receipt from {receipt_url}: txid {receipt['txid']}, leaf {receipt['leaf'][:16]}…, "
         f"{len(receipt['proof'])} proof steps to root {receipt['root'][:16]}…, "
         f"signed in {receipt['signature_txid']} by node {receipt['node_id'][:16]}…"
     )
@@ -117,6 +117,37 @@ def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path) -> Non
         f"   receipt for {verified['txid']} VERIFIED: root {verified['root'][:16]}… "
         f"signed by node {verified['node_id'][:16]}…"
     )
+
+
+def start_node(node_bin: str, work: Path, name: str, config: dict[str, object]) -> Popen:
+    (work / f"{name}.json").write_text(json.dumps(config, indent=2))
+    log = (work / f"{name}.log").open("w")
+    return subprocess.Popen(
+        [node_bin, "run", "--config", str(work / f"{name}.json")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def joiner_config(work: Path, name: str, port: int, genesis_url: str) -> dict[str, object]:
+    """A joining node: it learns the network from the genesis node's signed list."""
+    return {
+        "consortium": "demo",
+        "name": name,
+        "mode": "join",
+        "data_dir": str(work / name),
+        "listen": {"host": "127.0.0.1", "port": port},
+        "platform": {
+            "root_certificate": str(work / "platform/platform-root.pem"),
+            "root_key": str(work / "platform/platform-root.key"),
+            "chip_id": f"chip-{name}",
+        },
+        "join": {
+            "service_certificate": str(work / "node-0/service_cert.pem"),
+            "trusted_list": f"{genesis_url}/node/trusted-list",
+        },
+        "ledger": {"signature_interval_tx": 100, "signature_interval_ms": 50},
+    }
 
 
 def main() -> None:
@@ -136,39 +167,52 @@ def main() -> None:
     measurement = run(node_bin, "measure").strip()
     print(f"   this build's measurement: {measurement}")
 
-    port = free_port()
-    config = node_config(work, port, measurement)
-    (work / "node-0.json").write_text(json.dumps(config, indent=2))
-
-    print("== 2. start the genesis node")
-    log = (work / "node-0.log").open("w")
-    proc = subprocess.Popen(
-        [node_bin, "run", "--config", str(work / "node-0.json")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"https://127.0.0.1:{port}"
+    ports = [free_port() for _ in range(3)]
+    urls = [f"https://127.0.0.1:{port}" for port in ports]
     service_cert = work / "node-0" / "service_cert.pem"
+    procs: list[Popen] = []
     try:
-        deadline = time.monotonic() + 30
+        print("== 2. start the genesis node, then two nodes that join by attestation")
+        procs.append(start_node(node_bin, work, "node-0", node_config(work, ports[0], measurement)))
+        deadline = time.monotonic() + 60
         while not service_cert.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"node failed to start; see {work / 'node-0.log'}")
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"node-0 failed to start; see {work / 'node-0.log'}")
             time.sleep(0.1)
-        wait_ready(url, service_cert, deadline)
+        wait_ready(urls[0], service_cert, deadline)
         digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(service_cert.read_text())).hexdigest()
-        print(f"   node-0 ready at {url}")
         print(f"   service certificate sha256: {digest}")
+        for number in (1, 2):
+            name = f"node-{number}"
+            config = joiner_config(work, name, ports[number], urls[0])
+            procs.append(start_node(node_bin, work, name, config))
+        for number, url in enumerate(urls):
+            wait_ready(url, service_cert, deadline)
+            print(f"   node-{number} ready at {url}")
+        network = fetch_json(urls[2] + "/node/network", service_cert)
+        for node in network["nodes"]:
+            print(
+                f"   {node['name']}: {node['status']}, attested until "
+                f"{node['attestation_expires_at']}"
+            )
+        print(
+            f"   trusted-node list version {network['trusted_list_version']}, primary "
+            f"{network['primary']['address']}"
+        )
 
-        commit_and_verify(ctl, url, service_cert, work)
-        print(f"\nAll files are in {work}. Node log: {work / 'node-0.log'}")
+        # Written through a backup (forwarded to the primary), receipt from the other backup.
+        commit_and_verify(ctl, urls[1], service_cert, work, receipt_url=urls[2])
+        print(f"\nAll files are in {work}. Node logs: {work}/node-*.log")
         if args.keep_running:
-            print(f"Node still running (pid {proc.pid}); stop it with: kill {proc.pid}")
+            pids = " ".join(str(p.pid) for p in procs)
+            print(f"Nodes still running; stop them with: kill {pids}")
             return
     finally:
         if not args.keep_running:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=15)
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=15)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,3 +37,19 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
     c = start_consortium(tmp_path_factory.mktemp("consortium"))
     yield c
     c.node.stop()
+
+
+@pytest.fixture
+def fresh_consortium(tmp_path: Path) -> Iterator[Callable[..., Consortium]]:
+    """Start consortia private to one test; every node is stopped at teardown."""
+    made: list[Consortium] = []
+
+    def make(**overrides: object) -> Consortium:
+        consortium = start_consortium(tmp_path / f"c{len(made)}", **overrides)
+        made.append(consortium)
+        return consortium
+
+    yield make
+    for consortium in made:
+        if consortium.node.alive:
+            consortium.node.stop()

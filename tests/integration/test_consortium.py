@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -271,3 +272,34 @@ def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: An
     victim.kill()
     alive = [n for n in cluster.alive()]
     verify_all(Cluster(cluster.workdir, alive, cluster.user, cluster.member), writer.acknowledged)
+
+
+def test_7_without_auto_trust_a_joiner_waits_for_a_governor(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(1, overrides={"constitution": {"auto_trust_nodes": False}})
+    primary = cluster.nodes[0]
+    joiner = cluster.add(1, wait=False)
+
+    def pending() -> str | None:
+        _, lst = primary.get("/node/trusted-list?format=json")
+        return next(
+            (
+                n["node_id"]
+                for n in lst["nodes"]
+                if n["name"] == "node-1" and n["status"] == "Pending"
+            ),
+            None,
+        )
+
+    node_id = wait_for(pending, 20, "the joiner to be listed Pending")
+    assert joiner.alive and not (joiner.data_dir / "sealed" / "ledger-secret.sealed").exists()
+    body = json.dumps({"node_id": node_id}).encode()
+    headers = {"Content-Type": "application/json"}
+    status, raw, _ = primary.request("POST", "/gov/nodes/trust", body, cluster.user, headers)
+    assert status == 403 and b"only governors" in raw
+    status, raw, _ = primary.request("POST", "/gov/nodes/trust", body, cluster.member, headers)
+    assert status == 200, raw
+    joiner.wait_ready(30)
+    assert joiner.state()["status"] == "Trusted"
+    cluster.wait_converged()
+    status, raw, _ = primary.request("POST", "/gov/nodes/trust", body, cluster.member, headers)
+    assert status == 409, raw

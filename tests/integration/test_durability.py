@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import consortium_node
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
-from tests.integration.conftest import start_consortium
+from tests.integration.conftest import Consortium
 from tests.support.harness import wait_for
 
 
@@ -33,8 +34,10 @@ def _writer(c: Any, acknowledged: list[str], stop: threading.Event) -> None:
         i += 1
 
 
-def test_sigkill_under_load_keeps_every_acknowledged_transaction(tmp_path: Path) -> None:
-    c = start_consortium(tmp_path)
+def test_sigkill_under_load_keeps_every_acknowledged_transaction(
+    fresh_consortium: Callable[..., Consortium],
+) -> None:
+    c = fresh_consortium()
     _, before = c.node.get("/node/state")
     acknowledged: list[str] = []
     stop = threading.Event()
@@ -66,8 +69,10 @@ def test_sigkill_under_load_keeps_every_acknowledged_transaction(tmp_path: Path)
     c.node.stop()
 
 
-def test_corrupted_chunk_is_refused_with_file_and_offset(tmp_path: Path) -> None:
-    c = start_consortium(tmp_path)
+def test_corrupted_chunk_is_refused_with_file_and_offset(
+    fresh_consortium: Callable[..., Consortium],
+) -> None:
+    c = fresh_consortium()
     c.node.post_json(
         "/app/transactions", {"transactions": [{"writes": {"a": "b" * 100}}] * 50}, c.user
     )
@@ -85,8 +90,10 @@ def test_corrupted_chunk_is_refused_with_file_and_offset(tmp_path: Path) -> None
     assert chunks[-1].name in log and "ledger corrupt" in log, log[-2000:]
 
 
-def test_modified_code_cannot_unseal_the_node_secrets(tmp_path: Path) -> None:
-    c = start_consortium(tmp_path)
+def test_modified_code_cannot_unseal_the_node_secrets(
+    tmp_path: Path, fresh_consortium: Callable[..., Consortium]
+) -> None:
+    c = fresh_consortium()
     assert c.node.stop() == 0
     modified = tmp_path / "modified"
     shutil.copytree(
@@ -104,7 +111,7 @@ def test_modified_code_cannot_unseal_the_node_secrets(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    config = tmp_path / "node-0.json"
+    config = c.workdir / "node-0.json"
     result = subprocess.run(
         [sys.executable, "-m", "consortium_node.server.main", "run", "--config", str(config)],
         env=env,

@@ -33,11 +33,15 @@ class Cluster:
         genesis = LocalNode(
             workdir, "node-0", [member, user], key, cert, overrides=dict(overrides or {})
         )
-        genesis.start()
         cluster.nodes.append(genesis)
-        for i in range(1, size):
-            cluster.add(i, {**(overrides or {}), **(join_overrides or {})})
-        cluster.wait_converged()
+        try:
+            genesis.start()
+            for i in range(1, size):
+                cluster.add(i, {**(overrides or {}), **(join_overrides or {})})
+            cluster.wait_converged()
+        except BaseException:
+            cluster.stop()
+            raise
         return cluster
 
     def add(
@@ -53,9 +57,8 @@ class Cluster:
             overrides=dict(overrides or {}),
             join_from=self.leader() if self.nodes else genesis,
         )
-        # The joiner verifies the primary with the service certificate it is given.
+        self.nodes.append(node)  # appended first, so teardown stops it even if start fails
         node.start(wait=wait)
-        self.nodes.append(node)
         return node
 
     def alive(self) -> Iterator[LocalNode]:

@@ -6,6 +6,7 @@ file and port; nothing is mocked. Waiting is polling with a deadline, never a fi
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -25,6 +26,18 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import certificate_pem, self_signed_certificate
 
 NODE_BIN = [sys.executable, "-m", "consortium_node.server.main"]
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """No node outlives the test process, whatever failed (a safety net, not the teardown)."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 CTL_BIN = [sys.executable, "-m", "consortium_node.ctl.main"]
 
 
@@ -156,9 +169,14 @@ class LocalNode:
             stderr=subprocess.STDOUT,
             env=env,
         )
+        _STARTED.append(self.proc)
         log.close()
         if wait:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.kill()
+                raise
         return self
 
     def log(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -124,6 +125,18 @@ def _run(args: argparse.Namespace) -> int:
         log.exception("cannot start")
         print(f"consortium-node: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    profile = os.environ.get("CONSORTIUM_NODE_PROFILE")
+    if profile:  # a developer's switch: where does the node's time go (see bench/run.py)
+        import cProfile  # noqa: PLC0415
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(serve(node, config.listen_host, config.listen_port))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        return 0
     asyncio.run(serve(node, config.listen_host, config.listen_port))
     return 0
 

@@ -425,8 +425,8 @@ class Node:
 
     # ----------------------------------------------------------------- ledger views
     def public_value(self, table: str, key: str) -> Any:
-        """Committed value if any, else the latest value in the log (speculative)."""
-        found = self.ledger.get(table, key) or self.ledger.public_get(table, key)
+        """The newest value in this node's log (Raft uses the newest configuration too)."""
+        found = self.ledger.public_get(table, key) or self.ledger.get(table, key)
         return found[0] if found else None
 
     def policy_value(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.attestation import Reason, VerificationResult
+from consortium_node.attestation import Claims, Reason, VerificationResult
 from consortium_node.common.canonical import canonical_json
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_node.identity import keys
@@ -208,7 +208,7 @@ class Primary:
 
     # ------------------------------------------------------------------ join
     def join_nonce(self) -> dict[str, Any]:
-        self._require_leader()
+        """Any Trusted node issues nonces: it can answer re-joins of already-Trusted nodes."""
         return {"nonce": self.nonces.issue().hex(), "expires_in_seconds": 60}
 
     def _refuse(self, reason: str, detail: str) -> ApiError:
@@ -217,8 +217,13 @@ class Primary:
         return ApiError(403, "JoinRefused", reason, detail)
 
     async def join(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """Handle ``POST /node/join``: (HTTP status, JSON body)."""
-        self._require_leader()
+        """Handle ``POST /node/join``: (HTTP status, JSON body).
+
+        Trust changes need the primary; a node that is already Trusted (its answer was lost,
+        or the primary lost quorum before it could answer) is answered by any Trusted node,
+        since every one of them holds the secrets — otherwise a new voter could wait forever
+        for a primary that is waiting for it.
+        """
         request = parse_join(body)
         node_id = keys.node_id_of(keys.load_public_key(request.public_key_pem.encode()))
         check = self.nonces.consume(request.nonce)
@@ -245,7 +250,10 @@ class Primary:
         auto = bool(self.node.constitution()["auto_trust_nodes"])
         if existing is not None and existing.status is NodeStatus.TRUSTED:
             entry = existing  # a re-join after a crash: hand the secrets out again
+        elif existing is not None and existing.status is NodeStatus.PENDING:
+            entry = existing  # still waiting for members; nothing changes
         else:
+            self._require_leader()
             status = NodeStatus.TRUSTED if auto else NodeStatus.PENDING
             entry = self._entry(
                 None,
@@ -364,21 +372,23 @@ class Primary:
                 continue
             if entry.attestation_expires_at_datetime - now > renew_before:
                 continue
-            result, quote = await self._challenge(entry)
-            if result.ok and result.claims is not None:
+            challenge = await self._challenge(entry)
+            if challenge.claims is not None:
                 self.renewal_failures.pop(entry.node_id, None)
                 renewed = self._entry(
                     entry,
                     None,
                     status=NodeStatus.TRUSTED,
                     attested=utcnow(),
-                    measurement=result.claims.measurement,
-                    host_data=result.claims.host_data,
+                    measurement=challenge.claims.measurement,
+                    host_data=challenge.claims.host_data,
                 )
                 changes[entry.node_id] = renewed
-                records[entry.node_id] = self._record(renewed, quote, self._certificate(renewed))
+                records[entry.node_id] = self._record(
+                    renewed, challenge.quote, self._certificate(renewed)
+                )
                 continue
-            reason = f"{result.reason.value if result.reason else 'Unknown'}: {result.detail}"
+            reason = challenge.failure or "Unknown"
             self.renewal_failures[entry.node_id] = reason
             log.warning("re-attestation of %s failed: %s", entry.name, reason)
             if entry.attestation_expires_at_datetime <= now:
@@ -397,7 +407,8 @@ class Primary:
                 self.node.metrics.reattestations.labels(outcome).inc()
                 log.info("%s %s", outcome, node_id[:16])
 
-    async def _challenge(self, entry: NodeEntry) -> tuple[VerificationResult, dict[str, Any]]:
+    async def _challenge(self, entry: NodeEntry) -> Challenge:
+        """Ask ``entry`` for a quote over a fresh nonce and verify it against the policy."""
         nonce = os.urandom(32)
         public_der = keys.public_key_der(keys.load_public_key(entry.public_key_pem.encode()))
         if entry.node_id == self.node.node_id:
@@ -409,10 +420,23 @@ class Primary:
                 )
                 quote = answer["quote"]
             except (OSError, KeyError, TypeError) as exc:
-                return VerificationResult.failure(
-                    Reason.MALFORMED, f"no answer to the challenge: {exc}"
-                ), {}
-        return self.node.verify_quote(quote, public_der, nonce), quote
+                return Challenge(
+                    None, {}, f"NoAnswer: the node did not answer the challenge ({exc})"
+                )
+        result = self.node.verify_quote(quote, public_der, nonce)
+        if result.ok and result.claims is not None:
+            return Challenge(result.claims, quote, None)
+        reason = result.reason.value if result.reason else "Unknown"
+        return Challenge(None, quote, f"{reason}: {result.detail}")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The outcome of one re-attestation challenge: claims, or why not."""
+
+    claims: Claims | None
+    quote: dict[str, Any]
+    failure: str | None
 
 
 def not_leader(leader_address: str | None) -> ApiError:
