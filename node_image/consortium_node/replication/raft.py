@@ -30,7 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from consortium_node.ledger import EntryKind, Ledger, LedgerSigner, TxId, peek_position
+from consortium_node.ledger import (
+    EntryKind,
+    Ledger,
+    LedgerError,
+    LedgerSigner,
+    TxId,
+    WriteSetError,
+    peek_position,
+)
 from consortium_node.replication.messages import (
     AppendRequest,
     AppendResponse,
@@ -95,6 +103,7 @@ class _Peer:
     match_index: int = 0
     generation: int = 0  # bumped when next_index is reset; stale responses are ignored
     last_contact: float = 0.0
+    retry_at: float = 0.0  # after a failed RPC, wait a heartbeat before the next one
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -114,6 +123,12 @@ class Configuration:
 
     voters: dict[str, str]
     index: int
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (its failure is handled or deliberately dropped)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def majority_index(matches: Sequence[int]) -> int:
@@ -277,22 +292,22 @@ class RaftNode:
 
         peers = [(nid, addr) for nid, addr in voters.items() if nid != self.node_id]
         pending = {asyncio.create_task(ask(addr)): nid for nid, addr in peers}
-        while pending and len(votes) * 2 <= len(voters):
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                pending.pop(task)
-                response = task.result()
-                if response is None:
-                    continue
-                if response.term > term:
-                    for other in pending:
-                        other.cancel()
-                    self._become_follower(response.term)
-                    return
-                if response.granted and response.term == term:
-                    votes.add(response.node_id)
-        for task in pending:
-            task.cancel()
+        try:
+            while pending and len(votes) * 2 <= len(voters):
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.pop(task)
+                    response = task.result()
+                    if response is None:
+                        continue
+                    if response.term > term:
+                        self._become_follower(response.term)
+                        return
+                    if response.granted and response.term == term:
+                        votes.add(response.node_id)
+        finally:
+            for task in pending:  # no vote request outlives its election (or stop())
+                task.cancel()
         if self.role == "candidate" and self.term == term and len(votes) * 2 > len(voters):
             self._become_leader()
 
@@ -363,9 +378,17 @@ class RaftNode:
                 self._flush_round()
 
     def _flush_round(self) -> None:
-        batch, self._queue = self._queue, []
-        for submission in batch:
-            submission.txids = self.ledger.append(submission.write_sets, submission.kind)
+        queued, self._queue = self._queue, []
+        batch = []
+        for submission in queued:
+            try:
+                submission.txids = self.ledger.append(submission.write_sets, submission.kind)
+            except (WriteSetError, LedgerError) as exc:
+                # One bad submission fails alone; the flusher and the rest of the batch go on.
+                if not submission.future.done():
+                    submission.future.set_exception(exc)
+                continue
+            batch.append(submission)
             if submission.until_committed:
                 last = submission.txids[-1].index
                 self._waiters.append((last, submission.future, submission.txids))
@@ -413,14 +436,12 @@ class RaftNode:
             self._on_commit(committed)
 
     def _fail_waiters(self, error: Exception) -> None:
-        for submission in self._queue:
-            if not submission.future.done():
-                submission.future.set_exception(error)
-        self._queue = []
-        for _, future, _ in self._waiters:
+        futures = [s.future for s in self._queue] + [f for _, f, _ in self._waiters]
+        self._queue, self._waiters = [], []
+        for future in futures:
             if not future.done():
                 future.set_exception(error)
-        self._waiters = []
+                future.add_done_callback(_retrieve)  # internal ones (leader no-op) have no reader
 
     # ------------------------------------------------------------------ leader: replication
     def _sync_peers(self) -> None:
@@ -451,9 +472,13 @@ class RaftNode:
         while self.role == "leader" and self.term == term and peer.node_id in self.voters():
             now = time.monotonic()
             window = self.timing.max_inflight if peer.match_index + 1 >= peer.next_index else 1
-            while len(inflight) < window and (
-                peer.next_index <= self.ledger.last_index
-                or (not inflight and now - last_sent >= self.timing.heartbeat_interval)
+            while (
+                len(inflight) < window
+                and now >= peer.retry_at
+                and (
+                    peer.next_index <= self.ledger.last_index
+                    or (not inflight and now - last_sent >= self.timing.heartbeat_interval)
+                )
             ):
                 request = self._append_request(peer)
                 peer.next_index += len(request.entries)
@@ -469,15 +494,29 @@ class RaftNode:
             waits: set[asyncio.Future[Any]] = set(inflight)
             waker = asyncio.ensure_future(peer.wake.wait())
             waits.add(waker)
-            done, _ = await asyncio.wait(
-                waits, timeout=self.timing.heartbeat_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            waker.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    waits,
+                    timeout=self.timing.heartbeat_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except asyncio.CancelledError:
+                self._cancel_all(inflight)
+                raise
+            finally:
+                waker.cancel()
             for task in [t for t in done if t in inflight]:
                 generation, request = inflight.pop(task)
                 self._handle_append_result(peer, generation, request, task)
-        for task in inflight:
+        self._cancel_all(inflight)
+
+    @staticmethod
+    def _cancel_all(tasks: dict[asyncio.Task[AppendResponse], Any]) -> None:
+        """Cancel in-flight RPCs, retrieving any result so nothing is reported unretrieved."""
+        for task in tasks:
             task.cancel()
+            task.add_done_callback(_retrieve)
+        tasks.clear()
 
     def _append_request(self, peer: _Peer) -> AppendRequest:
         prev = peer.next_index - 1
@@ -508,6 +547,7 @@ class RaftNode:
         except (OSError, TimeoutError, ValueError, asyncio.CancelledError) as exc:
             log.debug("append to %s failed: %s", peer.node_id[:8], exc)
             self._reset_peer(peer, peer.match_index + 1)
+            peer.retry_at = time.monotonic() + self.timing.heartbeat_interval
             return
         peer.last_contact = time.monotonic()
         if response.term > self.term:
