@@ -139,6 +139,19 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
+async def post_batch(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], latencies: list[float]
+) -> int:
+    """POST one batch; record its latency to durable commit; return how many committed."""
+    t0 = time.perf_counter()
+    async with session.post(url + "/app/transactions", json=body) as resp:
+        data = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {data}")
+    latencies.append(time.perf_counter() - t0)
+    return len(data["transactions"])
+
+
 async def drive(
     node: LocalNode, identity: object, batch: int, seconds: float, concurrency: int
 ) -> dict[str, float]:
@@ -152,13 +165,7 @@ async def drive(
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal committed
         while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            async with session.post(node.url + "/app/transactions", json=body) as resp:
-                data = await resp.json()
-                if resp.status != 200:
-                    raise RuntimeError(f"HTTP {resp.status}: {data}")
-            latencies.append(time.perf_counter() - t0)
-            committed += len(data["transactions"])
+            committed += await post_batch(session, node.url, body, latencies)
 
     connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -273,13 +280,7 @@ async def paced(
 
     async def one(session: aiohttp.ClientSession) -> None:
         nonlocal committed
-        t0 = time.perf_counter()
-        async with session.post(node.url + "/app/transactions", json=body) as resp:
-            data = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"HTTP {resp.status}: {data}")
-        latencies.append(time.perf_counter() - t0)
-        committed += len(data["transactions"])
+        committed += await post_batch(session, node.url, body, latencies)
 
     connector = aiohttp.TCPConnector(ssl=context, limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:

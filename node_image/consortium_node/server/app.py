@@ -22,6 +22,7 @@ from aiohttp import web
 from consortium_node.ledger import ReceiptNotReadyError, TxId, UnknownTransactionError
 from consortium_node.replication.messages import (
     AppendRequest,
+    M,
     MessageError,
     VoteRequest,
     decode,
@@ -309,22 +310,23 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- raft
-async def raft_append(request: web.Request) -> web.Response:
+async def _raft_message(request: web.Request, cls: type[M]) -> M:
+    """A Raft RPC from an authenticated Trusted peer, decoded and validated (or a 400)."""
     _peer(request)
     try:
-        message = decode(await request.read(), AppendRequest)
+        return decode(await request.read(), cls)
     except MessageError as exc:
         raise ApiError(400, "BadRequest", exc.field, exc.reason) from exc
+
+
+async def raft_append(request: web.Request) -> web.Response:
+    message = await _raft_message(request, AppendRequest)
     response = await _services(request).raft.handle_append(message)
     return web.Response(body=encode(response), content_type=CBOR)
 
 
 async def raft_vote(request: web.Request) -> web.Response:
-    _peer(request)
-    try:
-        message = decode(await request.read(), VoteRequest)
-    except MessageError as exc:
-        raise ApiError(400, "BadRequest", exc.field, exc.reason) from exc
+    message = await _raft_message(request, VoteRequest)
     response = await _services(request).raft.handle_vote(message)
     return web.Response(body=encode(response), content_type=CBOR)
 
