@@ -165,7 +165,8 @@ async def drive(
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal committed
         while time.perf_counter() < deadline:
-            committed += await post_batch(session, node.url, body, latencies)
+            done = await post_batch(session, node.url, body, latencies)
+            committed += done  # not `+= await`: that reads `committed` before suspending
 
     connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -236,30 +237,36 @@ def main() -> None:
             )
             best = closed_loop_table(leader, cluster.user, args, bound)
             for batch in (10, 100):
-                target = best / 2
+                target = best[batch] / 2
                 r = asyncio.run(paced(leader, cluster.user, batch, target, args.seconds))
                 print(
                     f"  at half load ({target:,.0f} tx/s offered, batches of {batch}): "
                     f"{r['tx_per_s']:,.0f} tx/s committed, p50 {r['p50_ms']:.1f} ms, "
-                    f"p99 {r['p99_ms']:.1f} ms"
+                    f"p99 {r['p99_ms']:.1f} ms, {r['errors']:.0f} errors"
                 )
         finally:
             cluster.stop()
         profile_primary(work, args)
 
 
-BENCH_OVERRIDES = {"ledger": {"signature_interval_tx": 1000, "signature_interval_ms": 100}}
+BENCH_OVERRIDES = {
+    "ledger": {"signature_interval_tx": 1000, "signature_interval_ms": 100},
+    # production timings, not the tests' fast ones
+    "raft": {"election_timeout": "1s", "heartbeat_interval": "100ms", "commit_timeout": "10s"},
+}
 
 
-def closed_loop_table(node: LocalNode, user: Any, args: argparse.Namespace, bound: float) -> float:
-    """Committed tx/s and latency for batches of 1, 10, 100; returns the best tx/s."""
+def closed_loop_table(
+    node: LocalNode, user: Any, args: argparse.Namespace, bound: float
+) -> dict[int, float]:
+    """Committed tx/s and latency for batches of 1, 10, 100 (returned per batch size)."""
     print(
         f"  {'batch':>5}  {'tx/s':>10}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}  {'of bound':>8}"
     )
-    best = 0.0
+    best: dict[int, float] = {}
     for batch in (1, 10, 100):
         r = asyncio.run(drive(node, user, batch, args.seconds, args.concurrency))
-        best = max(best, r["tx_per_s"])
+        best[batch] = r["tx_per_s"]
         print(
             f"  {batch:5d}  {r['tx_per_s']:10,.0f}  {r['requests_per_s']:8,.0f}  "
             f"{r['p50_ms']:8.2f}  {r['p99_ms']:8.2f}  {r['tx_per_s'] / bound:8.1%}"
@@ -278,9 +285,16 @@ async def paced(
     latencies: list[float] = []
     committed = 0
 
+    errors = 0
+
     async def one(session: aiohttp.ClientSession) -> None:
-        nonlocal committed
-        committed += await post_batch(session, node.url, body, latencies)
+        nonlocal committed, errors
+        try:
+            done = await post_batch(session, node.url, body, latencies)
+        except (RuntimeError, aiohttp.ClientError):
+            errors += 1
+            return
+        committed += done
 
     connector = aiohttp.TCPConnector(ssl=context, limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -295,7 +309,7 @@ async def paced(
             n += 1
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return {"tx_per_s": committed / elapsed, **percentiles(latencies)}
+    return {"tx_per_s": committed / elapsed, "errors": errors, **percentiles(latencies)}
 
 
 def profile_primary(work: Path, args: argparse.Namespace) -> None:
