@@ -341,6 +341,11 @@ class Ledger:
         """Keys of a public table over the whole log, committed or not (speculative)."""
         return self._log.public.keys(table)
 
+    @property
+    def public_position(self) -> TxId | None:
+        """The newest public entry in the log: the public view changes only when this does."""
+        return self._log.public.last_txid
+
     def _committed_entry(self, txid: TxId) -> Entry:
         if not 1 <= txid.index <= self._commit_index:
             raise UnknownTransactionError(

@@ -54,6 +54,12 @@ class PublicView:
         return list(self._state.keys(table))
 
     @property
+    def last_txid(self) -> TxId | None:
+        """The newest public entry; it identifies the view's state (a truncated and rewritten
+        suffix carries a newer term, so the same index never names two states)."""
+        return self._entries[-1][0] if self._entries else None
+
+    @property
     def entry_count(self) -> int:
         """Number of PUBLIC entries in the log."""
         return len(self._entries)

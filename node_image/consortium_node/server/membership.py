@@ -17,7 +17,7 @@ from consortium_node.common.timeutil import utcnow
 from consortium_node.identity.errors import TrustedListError
 from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList, verify_trusted_list
 from consortium_node.identity.trusted_list_store import TrustedListStore
-from consortium_node.ledger import Ledger
+from consortium_node.ledger import Ledger, TxId
 from consortium_node.replication.raft import Configuration
 
 log = logging.getLogger("consortium_node.membership")
@@ -40,9 +40,14 @@ class Membership:
     def __init__(self, ledger: Ledger, store: TrustedListStore) -> None:
         self.ledger, self.store = ledger, store
         self._cache: LoggedList | None = None
+        self._cache_position: TxId | None = None
+        self._configuration: tuple[object, Configuration] | None = None
 
     def logged(self) -> LoggedList | None:
         """The newest list in the log (speculative: committed or not)."""
+        if self._cache is not None and self._cache_position == self.ledger.public_position:
+            return self._cache
+        self._cache_position = self.ledger.public_position
         keys = self.ledger.public_keys(T_LISTS)
         if not keys:
             self._cache = None
@@ -52,9 +57,9 @@ class Membership:
         if found is None:
             return None
         value, txid = found
-        if self._cache and self._cache.index == txid.index:
-            return self._cache
         envelope = base64.b64decode(value["cose"])
+        if self._cache and self._cache.index == txid.index and self._cache.envelope == envelope:
+            return self._cache  # another public entry changed, not the list: no re-verification
         lst = verify_trusted_list(
             envelope, self.store.service_certificate, consortium=self.store.consortium
         )
@@ -71,7 +76,20 @@ class Membership:
         return stored
 
     def configuration(self) -> Configuration:
-        """Raft voters: Trusted nodes of the newest list, and the index that defined them."""
+        """Raft voters: Trusted nodes of the newest list, and the index that defined them.
+
+        On Raft's hot path (every replication round), so it is derived again only when the
+        log's public entries or the accepted list change.
+        """
+        stored = self.store.current
+        key = (self.ledger.public_position, stored.version if stored else None)
+        if self._configuration is not None and self._configuration[0] == key:
+            return self._configuration[1]
+        configuration = self._derive_configuration()
+        self._configuration = (key, configuration)
+        return configuration
+
+    def _derive_configuration(self) -> Configuration:
         logged = self.logged()
         stored = self.store.current
         if logged is not None and (stored is None or logged.trusted_list.version >= stored.version):

@@ -395,3 +395,21 @@ def test_public_view_is_speculative_and_private_tables_are_not_in_it(
     assert ledger.get("public:cfg", "b") is None  # not committed
     ledger.sync_and_commit()
     assert ledger.get("public:cfg", "c") == ledger.public_get("public:cfg", "c") == (3, second)
+
+
+def test_public_position_names_the_public_view_state(open_ledger: OpenLedger) -> None:
+    ledger = open_ledger()
+    assert ledger.public_position is None
+    (first,) = ledger.append([{"public:t": {"k": 1}}], EntryKind.PUBLIC)
+    assert ledger.public_position == first
+    ledger.append([{"app": {"a": 1}}], EntryKind.PRIVATE)
+    assert ledger.public_position == first, "private entries do not change the public view"
+    (second,) = ledger.append([{"public:t": {"k": 2}}], EntryKind.PUBLIC)
+    assert ledger.public_position == second
+    ledger.truncate(second.index - 1)
+    assert ledger.public_position == first
+    ledger.term = 2
+    (rewritten,) = ledger.append([{"public:t": {"k": 3}}], EntryKind.PUBLIC)
+    assert rewritten.index == second.index and rewritten != second
+    assert ledger.public_position == rewritten
+    assert ledger.public_get("public:t", "k") == (3, rewritten)
