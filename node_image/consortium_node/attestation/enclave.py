@@ -97,18 +97,28 @@ class VirtualEnclave:
         self._measurement = _check_digest("measurement", measurement)
         self._host_data = _check_digest("host_data", host_data)
         self._chip = platform.chip(chip_id, tcb_version)
-        self._faults = frozenset(Fault(fault) for fault in faults)
+        self._faults: frozenset[Fault] = frozenset()
         self._clock = clock
         self._lock = threading.Lock()
         self._previous_nonce: bytes | None = None
-        if self._faults:
-            names = ", ".join(sorted(fault.value for fault in self._faults))
+        self.set_faults(faults)
+
+    def set_faults(self, faults: Iterable[Fault]) -> None:
+        """Replace the active test faults (a test-only switch; logged loudly when any is on)."""
+        new = frozenset(Fault(fault) for fault in faults)
+        if new == self._faults:
+            return
+        self._faults = new
+        if new:
+            names = ", ".join(sorted(fault.value for fault in new))
             log.warning(
                 "INSECURE TEST FAULTS ACTIVE: %s (chip %s); this enclave's quotes will be "
                 "rejected on purpose",
                 names,
-                chip_id,
+                self._chip.chip_id,
             )
+        else:
+            log.warning("insecure test faults cleared (chip %s)", self._chip.chip_id)
 
     @property
     def measurement(self) -> str:

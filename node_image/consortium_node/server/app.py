@@ -190,6 +190,10 @@ async def node_network(request: web.Request) -> web.Response:
             "primary": {"node_id": s.raft.leader_id, "address": s.raft.leader_address},
             "trusted_list_version": lst.version if lst else None,
             "nodes": nodes,
+            "members": [
+                {"member_id": m.member_id, "role": m.role, "status": m.status}
+                for m in sorted(s.node.members().values(), key=lambda m: m.member_id)
+            ],
         }
     )
 
@@ -210,10 +214,14 @@ async def join(request: web.Request) -> web.Response:
     return _json(body, status)
 
 
-async def trust_node(request: web.Request) -> web.Response:
+def _caller_in(request: web.Request, roles: tuple[str, ...], what: str) -> Member:
     member = _caller(request)
-    if member.role != "governor":
-        raise ApiError(403, "Forbidden", "client_certificate", "only governors trust nodes")
+    if member.role not in roles:
+        raise ApiError(403, "Forbidden", "client_certificate", f"only {what}")
+    return member
+
+
+async def _node_id_body(request: web.Request) -> str:
     body = parse_json_body(await request.read())
     if (
         not isinstance(body, dict)
@@ -221,7 +229,25 @@ async def trust_node(request: web.Request) -> web.Response:
         or not isinstance(body["node_id"], str)
     ):
         raise ApiError(400, "BadRequest", "node_id", 'expected {"node_id": "<hex>"}')
-    return _json(await _services(request).primary.trust(body["node_id"]))
+    return body["node_id"]
+
+
+async def trust_node(request: web.Request) -> web.Response:
+    _caller_in(request, ("governor",), "governors trust nodes")
+    return _json(await _services(request).primary.trust(await _node_id_body(request)))
+
+
+async def retire_node(request: web.Request) -> web.Response:
+    """Retire a node from the configuration (scale-down); governors or the operator."""
+    _caller_in(request, ("governor", "operator"), "governors and the operator retire nodes")
+    return _json(await _services(request).primary.retire(await _node_id_body(request)))
+
+
+async def reattest(request: web.Request) -> web.Response:
+    """Run a re-attestation round now (the operator's timer asks before renewBefore)."""
+    _caller_in(request, ("governor", "operator"), "governors and the operator ask for this")
+    parse_json_body(await request.read() or b"{}")
+    return _json(await _services(request).primary.reattest_now())
 
 
 # ---------------------------------------------------------------------- app
@@ -371,6 +397,8 @@ def build_app(services: Services) -> web.Application:
         ("GET", "/node/join/nonce", join_nonce),
         ("POST", "/node/join", join),
         ("POST", "/gov/nodes/trust", trust_node),
+        ("POST", "/gov/nodes/retire", retire_node),
+        ("POST", "/node/reattest", reattest),
         ("POST", "/app/transactions", post_transactions),
         ("GET", "/app/kv/{key}", get_kv),
         ("GET", "/app/receipt", get_receipt),

@@ -21,7 +21,7 @@ from consortium_node.common.timeutil import parse_duration
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 MODES = ("genesis", "join")
-ROLES = ("governor", "user")
+ROLES = ("governor", "user", "operator")
 
 
 class ConfigError(ValueError):
@@ -112,6 +112,8 @@ class NodeConfig:
     join: JoinConfig | None = None
     raft: RaftConfig = field(default_factory=RaftConfig)
     trusted_list_path: Path | None = None
+    peer_hosts_file: Path | None = None
+    insecure_test_faults_file: Path | None = None
 
 
 class _Reader:
@@ -286,6 +288,8 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
     if raft.heartbeat_interval * 2 > raft.election_timeout:
         raise ConfigError("raft.heartbeat_interval: must be at most half of election_timeout")
     watched = root.raw("trusted_list_path", None)
+    hosts = root.raw("peer_hosts_file", None)
+    faults_file = root.raw("insecure_test_faults_file", None)
     config = NodeConfig(
         consortium=consortium,
         name=name,
@@ -305,6 +309,10 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         join=join,
         raft=raft,
         trusted_list_path=root.path_("trusted_list_path") if watched is not None else None,
+        peer_hosts_file=root.path_("peer_hosts_file") if hosts is not None else None,
+        insecure_test_faults_file=(
+            root.path_("insecure_test_faults_file") if faults_file is not None else None
+        ),
     )
     root.done()
     return config

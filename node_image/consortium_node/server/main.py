@@ -1,6 +1,7 @@
 """``consortium-node``: run a node, or print the values an operator needs to configure one.
 
     consortium-node run --config node.yaml      start (genesis or restart) and serve the API
+    consortium-node kube [--config FILE]        the same, as a pod of the operator's StatefulSet
     consortium-node measure                     print this build's code measurement
     consortium-node host-data --consortium C --role genesis|join
     consortium-node platform-init --out DIR     create an insecure-virtual platform root
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,9 +25,11 @@ from aiohttp import web
 from consortium_node.attestation import VirtualPlatform, host_data_for, measure_installed
 from consortium_node.common.files import write_atomic
 from consortium_node.replication.raft import RaftNode, RaftTiming
+from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
 from consortium_node.server.config import MODES, ConfigError, load_config
 from consortium_node.server.joiner import JoinRefusedError
+from consortium_node.server.kube import load_pod_config
 from consortium_node.server.node import Node, NodeStartError
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
@@ -107,24 +111,39 @@ async def serve(node: Node, host: str, port: int) -> None:
     node.close()
 
 
+def _fail(message: str, code: int) -> int:
+    """Report a start-up failure on stderr and, in a pod, as its termination message.
+
+    Kubernetes shows the termination message in the pod's status, which is where the operator
+    reads why a node could not start (e.g. its measurement is not allowed).
+    """
+    print(f"consortium-node: {message}", file=sys.stderr)
+    termination_log = Path(os.environ.get("TERMINATION_LOG", "/dev/termination-log"))
+    if termination_log.exists():  # Kubernetes creates it in every container
+        with contextlib.suppress(OSError):
+            termination_log.write_text(message[:4000])
+    return code
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(Path(args.config))
+        if args.command == "kube":
+            config = load_pod_config(Path(args.config), os.environ)
+        else:
+            config = load_config(Path(args.config))
     except ConfigError as exc:
-        print(f"consortium-node: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {exc}", 2)
+    if config.peer_hosts_file is not None:
+        hosts.install(config.peer_hosts_file)
     try:
         node = Node.open(config)
     except JoinRefusedError as exc:
-        print(f"consortium-node: {exc}", file=sys.stderr)
-        return 3
+        return _fail(str(exc), 3)
     except (NodeStartError, SealedStoreError, ConfigError) as exc:
-        print(f"consortium-node: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"cannot start: {exc}", 1)
     except Exception as exc:
         log.exception("cannot start")
-        print(f"consortium-node: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
     profile = os.environ.get("CONSORTIUM_NODE_PROFILE")
     if profile:  # a developer's switch: where does the node's time go (see bench/run.py)
         import cProfile  # noqa: PLC0415
@@ -164,6 +183,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the node and serve its API")
     run.add_argument("--config", required=True, help="node configuration YAML")
+    kube = sub.add_parser("kube", help="start as a pod of the operator's StatefulSet")
+    kube.add_argument(
+        "--config",
+        default="/etc/consortium/config/node.yaml",
+        help="the operator's node configuration template (pod identity comes from env)",
+    )
     sub.add_parser("measure", help="print the code measurement of this installed node")
     hd = sub.add_parser("host-data", help="print host_data for a launch configuration")
     hd.add_argument("--consortium", required=True)
@@ -181,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "run":
+    if args.command in ("run", "kube"):
         return _run(args)
     if args.command == "measure":
         print(measure_installed())

@@ -58,6 +58,7 @@ from consortium_node.identity.trusted_list import (
     NodeStatus,
     TrustedNodeList,
     sign_trusted_list,
+    verify_trusted_list,
 )
 from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
@@ -72,6 +73,7 @@ from consortium_node.server.genesis import (
     T_LISTS,
     T_MEMBERS,
     T_NODES,
+    attestation_policy,
     genesis_writes,
 )
 from consortium_node.server.join_secrets import join_context
@@ -155,6 +157,9 @@ class Node:
     def open(cls, config: NodeConfig) -> Node:
         """Start a node from its configuration and data directory."""
         node = cls(config)
+        if node.sealed.exists("service-identity") and node._retired_by_published_list():
+            node._set_aside_retired_identity()
+            node = cls(config)
         if node.sealed.exists("service-identity"):
             node._restart()
         elif config.mode == "genesis":
@@ -169,6 +174,42 @@ class Node:
         )
         node.refresh_metrics()
         return node
+
+    def _retired_by_published_list(self) -> bool:
+        """Does the mounted, verified trusted-node list say this node was Retired?
+
+        A Retired node can never rejoin with its old identity; the operator replaces its pod
+        and the new pod must start fresh. The list is verified with the sealed service
+        certificate, so nobody but the service can make a node discard its identity.
+        """
+        path = self.config.trusted_list_path
+        if path is None or not path.is_file():
+            return False
+        try:
+            blob = json.loads(self.sealed.get("service-identity"))
+            lst = verify_trusted_list(
+                path.read_bytes(), blob["certificate"], consortium=self.config.consortium
+            )
+        except Exception as exc:
+            log.warning("cannot read the published trusted-node list %s: %s", path, exc)
+            return False
+        own = lst.node(self.node_id)
+        return own is not None and own.status is NodeStatus.RETIRED
+
+    def _set_aside_retired_identity(self) -> None:
+        """Move this Retired node's data aside (kept, never deleted) and start afresh."""
+        stamp = f"{utcnow():%Y%m%dT%H%M%SZ}"
+        aside = self.data_dir / f"retired-{stamp}-{self.node_id[:16]}"
+        aside.mkdir(parents=True)
+        for child in list(self.data_dir.iterdir()):
+            if child != aside and not child.name.startswith("retired-"):
+                child.rename(aside / child.name)
+        log.warning(
+            "this node (%s) is Retired in the published trusted-node list; its data is kept "
+            "at %s and the node starts with a fresh identity",
+            self.node_id[:16],
+            aside,
+        )
 
     def _node_key(self) -> keys.PrivateKey:
         if self.sealed.exists("node-key"):
@@ -217,6 +258,7 @@ class Node:
             load_member_certificate(m.certificate_pem, f"members[{i}].certificate")
             for i, m in enumerate(config.members)
         ]
+        self._check_own_attestation(attestation_policy(config))
         self.service = ServiceIdentity.create(config.consortium)
         self.ledger_secret = os.urandom(32)
         self.sealed.put("ledger-secret", self.ledger_secret)
@@ -244,6 +286,25 @@ class Node:
             config.consortium,
             self.service.certificate_sha256,
         )
+
+    def _check_own_attestation(self, policy: dict[str, Any]) -> None:
+        """Genesis: refuse to write anything if the configured policy rejects this very node.
+
+        A wrong ``measurements`` list would otherwise leave a sealed identity and a ledger
+        that no node (not even this one) can ever be trusted in.
+        """
+        nonce = os.urandom(32)
+        public_der = keys.public_key_der(self.node_key)
+        quote = self.enclave.quote(public_der, nonce).to_json()
+        result = self.verifiers.verify(
+            quote, public_key_der=public_der, nonce=nonce, policy=policy_from_value(policy)
+        )
+        if not result.ok:
+            raise NodeStartError(
+                "this node's own attestation is refused by the configured policy: "
+                f"{result.reason.value if result.reason else '?'}: {result.detail} "
+                f"(this node measures {self.measurement})"
+            )
 
     def _trust_self(self) -> None:
         """Genesis only: verify our own quote like a joiner's and issue list version 1."""
@@ -538,7 +599,28 @@ class Node:
             "started_at": rfc3339(self.started_at),
         }
 
+    def _refresh_test_faults(self) -> None:
+        """Test-only: re-read ``insecure_test_faults_file`` (comma-separated fault names).
+
+        Lets an end-to-end test make one running node fail its next re-attestation. Off unless
+        the configuration names the file; an unreadable or invalid file means no faults.
+        """
+        path = self.config.insecure_test_faults_file
+        if path is None:
+            return
+        try:
+            text = path.read_text()
+        except OSError:
+            text = ""
+        try:
+            faults = parse_faults(text.strip())
+        except ValueError as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            faults = frozenset()
+        self.enclave.set_faults(faults | parse_faults(self.config.insecure_test_faults))
+
     def quote(self, nonce: bytes) -> dict[str, Any]:
+        self._refresh_test_faults()
         quote = self.enclave.quote(keys.public_key_der(self.node_key), nonce)
         return {
             "node_id": self.node_id,

@@ -343,6 +343,45 @@ class Primary:
             raise ApiError(503, "RetryLater", None, str(exc)) from exc
         return {"node_id": node_id, "status": "Trusted"}
 
+    async def retire(self, node_id: str) -> dict[str, Any]:
+        """Retire a Trusted or Pending node (scale-down); answers once the list is committed."""
+        self._require_leader()
+        current = self.node.membership.current()
+        entry = current.node(node_id) if current else None
+        if entry is None:
+            raise ApiError(404, "NotFound", "node_id", f"node {node_id[:16]}… is not listed")
+        if entry.status is NodeStatus.RETIRED:
+            return {"node_id": node_id, "status": "Retired"}
+        voters = [n for n in current.nodes if n.status is NodeStatus.TRUSTED] if current else []
+        if entry.status is NodeStatus.TRUSTED and len(voters) <= 1:
+            raise ApiError(409, "Conflict", "node_id", "cannot retire the last Trusted node")
+        retired = replace(entry, status=NodeStatus.RETIRED)
+        record = {
+            **(self.node.node_record(node_id) or {}),
+            "status": "Retired",
+            "retired_reason": "Removed",
+        }
+        try:
+            await self.issue({node_id: retired}, {node_id: record})
+        except RetryLaterError as exc:
+            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        self.node.metrics.reattestations.labels("retired").inc()
+        log.info("retired %s (%s) on request", entry.name, node_id[:16])
+        return {"node_id": node_id, "status": "Retired"}
+
+    async def reattest_now(self) -> dict[str, Any]:
+        """One re-attestation round on request; what was renewed, retired, and what failed."""
+        self._require_leader()
+        try:
+            changes = await self.rotate_once()
+        except RetryLaterError as exc:
+            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        return {
+            "renewed": sorted(k for k, v in changes.items() if v.status is NodeStatus.TRUSTED),
+            "retired": sorted(k for k, v in changes.items() if v.status is NodeStatus.RETIRED),
+            "failures": dict(sorted(self.renewal_failures.items())),
+        }
+
     # ------------------------------------------------------------------ rotation
     async def run_rotation(self) -> None:
         """Check attestation expiry forever; acts only while this node leads."""
@@ -358,10 +397,11 @@ class Primary:
             except Exception:
                 log.exception("re-attestation round failed")
 
-    async def rotate_once(self) -> None:
+    async def rotate_once(self) -> dict[str, NodeEntry]:
+        """Challenge Trusted nodes inside ``renew_before``; the list changes it issued."""
         current = self.node.membership.current()
         if current is None:
-            return
+            return {}
         now = utcnow()
         policy = self.node.policy_value()
         renew_before = timedelta(seconds=policy["renew_before_seconds"])
@@ -406,6 +446,7 @@ class Primary:
                 outcome = "retired" if entry.status is NodeStatus.RETIRED else "renewed"
                 self.node.metrics.reattestations.labels(outcome).inc()
                 log.info("%s %s", outcome, node_id[:16])
+        return changes
 
     async def _challenge(self, entry: NodeEntry) -> Challenge:
         """Ask ``entry`` for a quote over a fresh nonce and verify it against the policy."""

@@ -1,0 +1,131 @@
+"""Condition types, reasons and bookkeeping, kept the way cert-manager keeps them.
+
+A condition's ``lastTransitionTime`` changes only when its ``status`` flips; ``reason`` and
+``message`` may change without a transition. Every condition carries ``observedGeneration``.
+Reasons are CamelCase constants from this module only, so alerts and tests can match them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Consortium condition types (DESIGN §8)
+READY = "Ready"
+BOOTSTRAPPED = "Bootstrapped"
+NODES_ATTESTED = "NodesAttested"
+LIST_DISTRIBUTED = "TrustedListDistributed"
+DEGRADED = "Degraded"
+CONSORTIUM_TYPES = (READY, BOOTSTRAPPED, NODES_ATTESTED, LIST_DISTRIBUTED, DEGRADED)
+
+# Member condition types
+ACCEPTED = "Accepted"
+ACTIVE = "Active"
+
+# Reasons
+INVALID_SPEC = "InvalidSpec"
+IMAGE_UNAVAILABLE = "ImageUnavailable"
+NODE_START_FAILED = "NodeStartFailed"
+ATTESTATION_REFUSED = "AttestationRefused"
+WAITING_FOR_GENESIS = "WaitingForGenesis"
+GENESIS_COMPLETE = "GenesisComplete"
+NODES_JOINING = "NodesJoining"
+ALL_NODES_ATTESTED = "AllNodesAttested"
+NODE_NOT_VERIFIED = "NodeNotVerified"
+LIST_PUBLISHED = "ListPublished"
+LIST_NOT_PUBLISHED = "ListNotPublished"
+LIST_UNVERIFIED = "ListUnverified"
+REATTESTATION_FAILING = "ReattestationFailing"
+NODE_RETIRED = "NodeRetired"
+NO_QUORUM = "NoQuorum"
+SCALING = "Scaling"
+AS_EXPECTED = "AsExpected"
+READY_REASON = "ConsortiumReady"
+NOT_READY = "NotReady"
+CONSORTIUM_NOT_FOUND = "ConsortiumNotFound"
+CERTIFICATE_INVALID = "CertificateInvalid"
+MEMBER_OF_GENESIS = "InGenesis"
+GOVERNANCE_PENDING = "GovernancePending"
+LEDGER_ACTIVE = "ActiveInLedger"
+LEDGER_UNKNOWN = "LedgerNotReachable"
+
+# Phases derived from conditions
+PHASE_PENDING = "Pending"
+PHASE_BOOTSTRAPPING = "Bootstrapping"
+PHASE_READY = "Ready"
+PHASE_DEGRADED = "Degraded"
+PHASE_FAILED = "Failed"
+PHASE_DELETING = "Deleting"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool | None  # None = Unknown
+    reason: str
+    message: str
+
+    @property
+    def status_text(self) -> str:
+        return "Unknown" if self.status is None else ("True" if self.status else "False")
+
+
+def merge(
+    existing: Sequence[Mapping[str, Any]] | None,
+    new: Iterable[Condition],
+    *,
+    now: str,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """New conditions as status dicts, keeping ``lastTransitionTime`` where status is unchanged.
+
+    Conditions not in ``new`` are kept as they are (another controller may own them).
+    """
+    old = {c.get("type"): c for c in existing or () if isinstance(c, Mapping)}
+    out: dict[str, dict[str, Any]] = {str(t): dict(c) for t, c in old.items() if isinstance(t, str)}
+    for cond in new:
+        previous = old.get(cond.type)
+        changed = previous is None or previous.get("status") != cond.status_text
+        out[cond.type] = {
+            "type": cond.type,
+            "status": cond.status_text,
+            "reason": cond.reason,
+            "message": cond.message or cond.reason,
+            "lastTransitionTime": now
+            if changed or previous is None
+            else previous.get("lastTransitionTime", now),
+            "observedGeneration": generation,
+        }
+    order = {t: i for i, t in enumerate((*CONSORTIUM_TYPES, ACCEPTED, ACTIVE))}
+    return sorted(out.values(), key=lambda c: (order.get(c["type"], 99), c["type"]))
+
+
+def find(conditions: Iterable[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def phase(conditions: Sequence[Condition], *, deleting: bool = False) -> str:
+    """The one-word phase shown by ``kubectl get``, derived only from the conditions."""
+    if deleting:
+        return PHASE_DELETING
+    ready = find(conditions, READY)
+    if (
+        ready is not None
+        and ready.status is False
+        and ready.reason
+        in (
+            INVALID_SPEC,
+            IMAGE_UNAVAILABLE,
+            ATTESTATION_REFUSED,
+            NODE_START_FAILED,
+        )
+    ):
+        return PHASE_FAILED
+    degraded = find(conditions, DEGRADED)
+    if ready is not None and ready.status:
+        return PHASE_DEGRADED if degraded is not None and degraded.status else PHASE_READY
+    boot = find(conditions, BOOTSTRAPPED)
+    if boot is None or not boot.status:
+        return PHASE_PENDING if boot is None else PHASE_BOOTSTRAPPING
+    return PHASE_DEGRADED if degraded is not None and degraded.status else PHASE_BOOTSTRAPPING

@@ -1,0 +1,174 @@
+"""kopf registration: when to reconcile, and the finalizer. Nothing else lives here.
+
+Reconciliation is level-based: a per-Consortium kopf timer ticks every second and runs a
+pass when one is due; watch events (the Consortium's spec, its pods, its Members) only make
+a pass due now. Timers and event handlers persist nothing, so a healthy Consortium costs
+reads only. The one changing handler is ``on.delete`` (the finalizer that honours
+``spec.storage.retainOnDelete``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import kopf
+
+from consortium_operator import builders, metrics
+from consortium_operator.k8s import Kube
+from consortium_operator.members import MemberView, reconcile_members
+from consortium_operator.names import GROUP, LABEL_CONSORTIUM, VERSION, Names
+from consortium_operator.reconcile import Memory, Settings, reconcile_consortium
+from consortium_operator.spec import SpecError, parse_consortium
+
+log = logging.getLogger("consortium_operator")
+
+_lock = threading.Lock()
+_memory: dict[tuple[str, str], Memory] = {}
+_generations: dict[tuple[str, str], int] = {}
+_state: dict[str, Any] = {}
+
+
+def memory_of(namespace: str, name: str) -> Memory:
+    with _lock:
+        return _memory.setdefault((namespace, name), Memory())
+
+
+def kube() -> Kube:
+    found = _state.get("kube")
+    if found is None:
+        found = _state["kube"] = Kube()
+    assert isinstance(found, Kube)
+    return found
+
+
+def settings() -> Settings:
+    return Settings(
+        cluster_domain=os.environ.get("CLUSTER_DOMAIN", "cluster.local"),
+        insecure_test_faults=os.environ.get("CONSORTIUM_OPERATOR_INSECURE_TEST_FAULTS") == "1",
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # Events are written by the reconciler, on transitions
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.execution.max_workers = int(os.environ.get("CONSORTIUM_OPERATOR_WORKERS", "16"))
+    settings.watching.server_timeout = 300
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if _settings_cache().insecure_test_faults:
+        log.warning("INSECURE TEST FAULTS: node pods may be made to fail attestation on purpose")
+
+
+def _settings_cache() -> Settings:
+    found = _state.get("settings")
+    if found is None:
+        found = _state["settings"] = settings()
+    assert isinstance(found, Settings)
+    return found
+
+
+@kopf.timer(GROUP, VERSION, "consortia", interval=1.0, sharp=False)
+def tick(body: kopf.Body, **_: Any) -> None:
+    """Run a pass when one is due (sync: kopf runs it in its thread pool)."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if body.metadata.get("deletionTimestamp"):
+        return
+    memory = memory_of(namespace, name)
+    if time.monotonic() < memory.due:
+        return
+    started = time.monotonic()
+    try:
+        delay = reconcile_consortium(kube(), body, memory, _settings_cache())
+    except Exception as exc:
+        metrics.RECONCILE_ERRORS.labels("Consortium", type(exc).__name__).inc()
+        log.exception("reconciling %s/%s failed", namespace, name)
+        delay = 5.0
+    finally:
+        metrics.RECONCILE_DURATION.labels("Consortium").observe(time.monotonic() - started)
+    memory.due = time.monotonic() + delay
+
+
+@kopf.on.event(GROUP, VERSION, "consortia")
+def consortium_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        with _lock:
+            _memory.pop(key, None)
+            _generations.pop(key, None)
+        metrics.forget(namespace, name)
+        return
+    generation = int(body.metadata.get("generation") or 0)
+    if _generations.get(key) != generation:  # spec changed (not our own status writes)
+        _generations[key] = generation
+        memory_of(namespace, name).due = 0.0
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_CONSORTIUM: kopf.PRESENT})
+def pod_changed(body: kopf.Body, **_: Any) -> None:
+    consortium = body.metadata.labels.get(LABEL_CONSORTIUM)
+    if consortium:
+        memory_of(body.metadata.namespace or "", consortium).due = 0.0
+
+
+@kopf.on.event(GROUP, VERSION, "members")
+def member_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
+    consortium = (body.get("spec") or {}).get("consortium")
+    if isinstance(consortium, str):
+        memory_of(namespace, consortium).due = 0.0
+    if event.get("type") == "DELETED":
+        return
+    view = MemberView.of(body)
+    target = (
+        kube().get("Consortium", namespace, consortium) if isinstance(consortium, str) else None
+    )
+    if target is None:  # nobody else will write this Member's status
+        reconcile_members(kube(), [view], None, None)
+
+
+@kopf.on.delete(GROUP, VERSION, "consortia")
+def finalize(body: kopf.Body, **_: Any) -> None:
+    """Honour ``spec.storage.retainOnDelete``; everything else goes by garbage collection."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    k = kube()
+    names = Names(name)
+    try:
+        spec = parse_consortium(name, body.get("spec") or {})
+        retain = spec.storage.retain_on_delete
+    except SpecError:
+        spec, retain = None, False
+    claims = k.list("PersistentVolumeClaim", namespace, names.selector())
+    claims += [
+        c
+        for c in k.list("PersistentVolumeClaim", namespace)
+        if c["metadata"]["name"].startswith(f"ledger-{name}-") and c not in claims
+    ]
+    if retain and spec is not None:
+        # Sealed ledger data is useless without the platform root (chips derive from it):
+        # keep the Secret too, released from the Consortium so GC leaves it.
+        live = k.get("Secret", namespace, names.platform_secret)
+        if live is not None:
+            k.apply(
+                builders.platform_secret(
+                    spec,
+                    namespace,
+                    None,
+                    base64.b64decode(live["data"]["root.key"]),
+                    base64.b64decode(live["data"]["root.pem"]),
+                )
+            )
+        log.info("%s/%s deleted; keeping %d ledger volume(s)", namespace, name, len(claims))
+        return
+    for claim in claims:
+        k.delete("PersistentVolumeClaim", namespace, claim["metadata"]["name"])
+    log.info("%s/%s deleted; removed %d ledger volume(s)", namespace, name, len(claims))

@@ -1,0 +1,60 @@
+"""``consortium-operator``: run the kopf operator with metrics and peering.
+
+    consortium-operator [--namespace NS]... [--peering NAME | --standalone]
+                        [--metrics-port 8080] [--liveness http://0.0.0.0:8081/healthz]
+
+Two replicas with the same peering name never both act: kopf's peering lets the one with
+the highest priority work while the other waits (a ClusterKopfPeering object must exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from consortium_operator import handlers, metrics
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="consortium-operator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--namespace", action="append", default=[], help="watch only these")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    mode.add_argument("--standalone", action="store_true", help="no peering (one replica)")
+    p.add_argument("--priority", type=int, default=0, help="peering priority")
+    p.add_argument("--metrics-port", type=int, default=8080)
+    p.add_argument("--metrics-address", default="0.0.0.0")  # noqa: S104 - a pod's interface
+    p.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8081/healthz")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.metrics_port:
+        start_http_server(args.metrics_port, args.metrics_address, registry=metrics.REGISTRY)
+    assert handlers.configure is not None  # registers the handlers on import
+    kopf.run(
+        standalone=args.standalone or args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Member CRs: validation and status (``memberId``, Accepted, Active).
+
+Before bootstrap, the Consortium's valid Members become the genesis members (the config
+ConfigMap carries their certificates). After bootstrap the ledger is authoritative: a Member
+added or removed later is a governance request for the members to decide (issue 6 lands
+proposals; until then the operator reports ``GovernancePending`` and changes nothing), and a
+Member is Active only when the ledger says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consortium_node.common.timeutil import rfc3339, utcnow
+from consortium_operator import conditions as c
+from consortium_operator.k8s import Kube
+from consortium_operator.spec import MemberSpec, SpecError, parse_member
+
+
+@dataclass(frozen=True)
+class MemberView:
+    body: Mapping[str, Any]
+    spec: MemberSpec | None
+    error: SpecError | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> MemberView:
+        try:
+            return cls(body, parse_member(body["metadata"]["name"], body.get("spec") or {}), None)
+        except SpecError as exc:
+            return cls(body, None, exc)
+
+    @classmethod
+    def list(cls, kube: Kube, namespace: str) -> list[MemberView]:
+        return [cls.of(b) for b in kube.list("Member", namespace)]
+
+
+def member_conditions(
+    view: MemberView,
+    consortium: Mapping[str, Any] | None,
+    ledger: Mapping[str, str] | None,
+) -> list[c.Condition]:
+    """Accepted: valid and its Consortium exists. Active: Active in the consortium's ledger."""
+    if view.error is not None:
+        return [
+            c.Condition(
+                c.ACCEPTED,
+                False,
+                c.CERTIFICATE_INVALID if view.error.field == "spec.certificate" else c.INVALID_SPEC,
+                str(view.error),
+            ),
+            c.Condition(c.ACTIVE, False, c.INVALID_SPEC, "fix the spec first"),
+        ]
+    assert view.spec is not None
+    if consortium is None:
+        return [
+            c.Condition(
+                c.ACCEPTED,
+                False,
+                c.CONSORTIUM_NOT_FOUND,
+                f"spec.consortium: no Consortium {view.spec.consortium!r} in this namespace",
+            ),
+            c.Condition(c.ACTIVE, False, c.CONSORTIUM_NOT_FOUND, "no such consortium"),
+        ]
+    bootstrapped = (consortium.get("status") or {}).get("serviceCertificate") is not None
+    accepted = c.Condition(
+        c.ACCEPTED,
+        True,
+        c.MEMBER_OF_GENESIS if not bootstrapped else c.AS_EXPECTED,
+        "certificate valid; consortium found",
+    )
+    if ledger is None:
+        return [accepted, c.Condition(c.ACTIVE, None, c.LEDGER_UNKNOWN, "ledger not read yet")]
+    state = ledger.get(view.spec.member_id)
+    if state == "Active":
+        return [accepted, c.Condition(c.ACTIVE, True, c.LEDGER_ACTIVE, "Active in the ledger")]
+    return [
+        accepted,
+        c.Condition(
+            c.ACTIVE,
+            False,
+            c.GOVERNANCE_PENDING,
+            "not a member in the ledger: joining after bootstrap needs the members' approval "
+            "(a governance proposal)"
+            if state is None
+            else f"{state} in the ledger",
+        ),
+    ]
+
+
+def member_status(
+    view: MemberView,
+    consortium: Mapping[str, Any] | None,
+    ledger: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    meta = view.body["metadata"]
+    existing = view.body.get("status") or {}
+    conds = member_conditions(view, consortium, ledger)
+    if ledger is None and existing.get("conditions"):  # keep the last known Active verdict
+        known = next((x for x in existing["conditions"] if x.get("type") == c.ACTIVE), None)
+        if known is not None:
+            conds = [
+                conds[0],
+                c.Condition(
+                    c.ACTIVE,
+                    _parse(known.get("status")),
+                    known.get("reason", ""),
+                    known.get("message", ""),
+                ),
+            ]
+    generation = int(meta.get("generation", 0))
+    body: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": c.merge(
+            existing.get("conditions"), conds, now=rfc3339(utcnow()), generation=generation
+        ),
+        "phase": "Active" if conds[1].status else ("Accepted" if conds[0].status else "Invalid"),
+    }
+    if view.spec is not None:
+        body["memberId"] = view.spec.member_id
+    if consortium is not None:
+        body["consortium"] = {
+            "name": consortium["metadata"]["name"],
+            "uid": consortium["metadata"]["uid"],
+        }
+    return body
+
+
+def _parse(text: Any) -> bool | None:
+    return True if text == "True" else (False if text == "False" else None)
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    def strip(st: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(st)
+        out["conditions"] = [
+            {k: v for k, v in x.items() if k != "lastTransitionTime"}
+            for x in st.get("conditions", [])
+        ]
+        return out
+
+    return strip(a) == strip(b)
+
+
+def reconcile_members(
+    kube: Kube,
+    members: Sequence[MemberView],
+    consortium: Mapping[str, Any] | None,
+    ledger: Mapping[str, str] | None,
+) -> None:
+    """Write each Member's status if it changed (zero writes otherwise)."""
+    for view in members:
+        new = member_status(view, consortium, ledger)
+        if _same(new, view.body.get("status") or {}):
+            continue
+        meta = view.body["metadata"]
+        old = {x.get("type"): x for x in (view.body.get("status") or {}).get("conditions", [])}
+        for cond in member_conditions(view, consortium, ledger):
+            prev = old.get(cond.type, {})
+            if prev.get("status") != cond.status_text and cond.status is not None:
+                kube.event(
+                    view.body,
+                    "Normal" if cond.status else "Warning",
+                    cond.reason,
+                    f"{cond.type}={cond.status_text}: {cond.message}",
+                    rfc3339(utcnow()),
+                )
+        kube.patch_status("Member", meta["namespace"], meta["name"], new)

@@ -1,0 +1,69 @@
+"""The operator's Prometheus metrics (DESIGN §9), served on ``/metrics`` by ``main``.
+
+Labels are bounded: namespace/consortium/node names of objects the operator manages, and
+enumerated reasons; never transaction ids or free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+RECONCILE_DURATION = Histogram(
+    "consortium_operator_reconcile_duration_seconds",
+    "Seconds one reconcile pass took.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "consortium_operator_reconcile_errors",
+    "Reconcile passes that failed, by kind and reason.",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+API_WRITES = Counter(
+    "consortium_operator_api_writes",
+    "Write calls the operator made to the Kubernetes API, by verb and kind.",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+NODES = Gauge(
+    "consortium_operator_nodes",
+    "Nodes of a consortium by trust status in the verified trusted-node list.",
+    ["namespace", "consortium", "status"],
+    registry=REGISTRY,
+)
+EXPIRY = Gauge(
+    "consortium_operator_attestation_expiry_seconds",
+    "Seconds until a Trusted node's attestation expires.",
+    ["namespace", "consortium", "node"],
+    registry=REGISTRY,
+)
+VERIFICATIONS = Counter(
+    "consortium_operator_attestation_verifications",
+    "Quotes the operator verified itself, by platform, result and reason.",
+    ["platform", "result", "reason"],
+    registry=REGISTRY,
+)
+LIST_VERSION = Gauge(
+    "consortium_operator_trusted_list_version",
+    "Version of the trusted-node list the operator last published.",
+    ["namespace", "consortium"],
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "consortium_operator_consortium_ready",
+    "1 if the Consortium's Ready condition is True.",
+    ["namespace", "consortium"],
+    registry=REGISTRY,
+)
+
+
+def forget(namespace: str, consortium: str) -> None:
+    """Drop the series of a deleted Consortium."""
+    for gauge in (NODES, EXPIRY, LIST_VERSION, READY):
+        for labels in list(gauge._metrics):
+            if labels[0] == namespace and labels[1] == consortium:
+                gauge.remove(*labels)

@@ -1,0 +1,625 @@
+"""One reconcile pass over one Consortium: observe → verify → build → apply → status.
+
+Thin by design: the decisions live in ``builders`` (manifests), ``status`` (conditions) and
+``verify`` (quotes, lists); this module sequences them and talks to the pods. Writes happen
+only when something differs (``Kube.apply_if_changed``, status compared before patching), so a
+pass over a healthy Consortium makes no API writes at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from consortium_node.attestation import VirtualPlatform
+from consortium_node.common.timeutil import rfc3339, utcnow
+from consortium_node.identity import keys
+from consortium_node.identity.certs import (
+    certificate_pem,
+    certificate_sha256,
+    load_certificate,
+    self_signed_certificate,
+)
+from consortium_node.identity.trusted_list import NodeStatus
+from consortium_operator import builders, conditions, metrics, status, verify
+from consortium_operator.k8s import Kube
+from consortium_operator.members import MemberView, reconcile_members
+from consortium_operator.names import Names
+from consortium_operator.nodeclient import NodeClient, NodeUnreachableError
+from consortium_operator.spec import ConsortiumSpec, SpecError, parse_consortium
+
+log = logging.getLogger("consortium_operator")
+
+FAST, SLOW = 2.0, 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster_domain: str = "cluster.local"
+    insecure_test_faults: bool = False
+    reverify_after: float = 60.0  # re-check a pod's quote at least this often (seconds)
+
+
+@dataclass
+class Memory:
+    """What the operator remembers about one Consortium between passes (not persisted)."""
+
+    checks: dict[str, tuple[str, float, status.NodeCheck]] = field(default_factory=dict)
+    trust: dict[str, tuple[str, str]] | None = None  # node_id → (status, attested_at)
+    refused: set[tuple[str, str]] = field(default_factory=set)  # (pod uid, reason)
+    failures: dict[str, str] = field(default_factory=dict)
+    due: float = 0.0
+
+
+@dataclass
+class Pass:
+    """Facts gathered during one pass."""
+
+    kube: Kube
+    body: Mapping[str, Any]
+    spec: ConsortiumSpec
+    memory: Memory
+    settings: Settings
+    now: datetime
+    namespace: str
+    uid: str
+    names: Names
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    platform_root: bytes = b""
+    operator_identity: tuple[bytes, bytes] | None = None
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.kube.event(self.body, type_, reason, message, rfc3339(self.now))
+
+
+def reconcile_consortium(
+    kube: Kube, body: Mapping[str, Any], memory: Memory, settings: Settings
+) -> float:
+    """Reconcile once; returns seconds until the next pass is wanted."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    generation = int(meta.get("generation", 0))
+    now = utcnow()
+    members = [m for m in MemberView.list(kube, namespace) if m.spec and m.spec.consortium == name]
+    try:
+        spec = parse_consortium(name, body.get("spec") or {})
+    except SpecError as exc:
+        obs = status.Observation(name, generation, now, 0, spec_error=exc)
+        _write_status(kube, body, obs, now, invalid=True)
+        return SLOW
+    p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
+    _secrets(p)
+    p.pods = kube.list("Pod", namespace, p.names.selector())
+    obs = _observe(p, generation, members)
+    _apply(p, obs, members)
+    _rotate(p, obs)
+    _replace_retired(p, obs)
+    _events(p, obs)
+    _metrics(p, obs)
+    ledger_members = memory_members(p, obs)
+    conds = _write_status(kube, body, obs, now)
+    reconcile_members(kube, members, body, ledger_members)
+    ready = conditions.find(conds, conditions.READY)
+    return SLOW if ready is not None and ready.status else FAST
+
+
+# ---------------------------------------------------------------------- secrets
+def _secrets(p: Pass) -> None:
+    """Create the platform root and the operator's identity once; never replace them."""
+    live = p.kube.get("Secret", p.namespace, p.names.platform_secret)
+    if live is None:
+        platform = VirtualPlatform.generate()
+        manifest = builders.platform_secret(
+            p.spec, p.namespace, p.uid, platform.root_key_pem(), platform.root_certificate_pem
+        )
+        live = p.kube.apply(manifest)
+        p.event("Normal", "PlatformRootCreated", "created the insecure-virtual platform root")
+    p.platform_root = base64.b64decode(live["data"]["root.pem"])
+    live = p.kube.get("Secret", p.namespace, p.names.operator_secret)
+    if live is None:
+        key = keys.generate_key("p256")
+        cert = self_signed_certificate(key, f"consortium-operator {p.spec.name}")
+        manifest = builders.operator_secret(
+            p.spec,
+            p.namespace,
+            p.uid,
+            keys.private_key_pem(key),
+            certificate_pem(cert).encode(),
+        )
+        live = p.kube.apply(manifest)
+    data = live["data"]
+    p.operator_identity = (base64.b64decode(data["tls.key"]), base64.b64decode(data["tls.crt"]))
+
+
+# ---------------------------------------------------------------------- observe
+def _pod_view(pod: Mapping[str, Any], names: Names) -> status.PodView | None:
+    ordinal = names.ordinal_of(pod["metadata"]["name"])
+    if ordinal is None:
+        return None
+    st = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", [])
+    )
+    waiting_reason = waiting_message = last = None
+    restarts = 0
+    for cs in st.get("containerStatuses") or []:
+        restarts += int(cs.get("restartCount", 0))
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        waiting_reason = waiting.get("reason") or waiting_reason
+        waiting_message = waiting.get("message") or waiting_message
+        term = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get(
+            "terminated"
+        )
+        if term:
+            last = term.get("message") or last
+    return status.PodView(
+        name=pod["metadata"]["name"],
+        ordinal=ordinal,
+        ip=st.get("podIP"),
+        ready=ready,
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+        last_termination_message=last,
+        restarts=restarts,
+        deleting=pod["metadata"].get("deletionTimestamp") is not None,
+    )
+
+
+def _fqdn(p: Pass, pod: str) -> str:
+    return f"{pod}.{p.names.service}.{p.namespace}.svc.{p.settings.cluster_domain}"
+
+
+def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None) -> None:
+    """Verify one pod's quote over a fresh nonce (cached per pod uid for a while)."""
+    name, pod_uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+    ip = (pod.get("status") or {}).get("podIP")
+    cached = p.memory.checks.get(name)
+    fresh = time.monotonic() - cached[1] < p.settings.reverify_after if cached else False
+    if cached and cached[0] == pod_uid and fresh and cached[2].verified:
+        return
+    if not ip:
+        p.memory.checks.pop(name, None)
+        return
+    nonce = os.urandom(32)
+    try:
+        reply = client.request(ip, _fqdn(p, name), "GET", f"/node/quote?nonce={nonce.hex()}")
+        if reply.status != 200:
+            raise NodeUnreachableError(f"{name}: HTTP {reply.status} for its quote")
+    except NodeUnreachableError as exc:
+        p.memory.checks[name] = (pod_uid, 0.0, status.NodeCheck(name, None, False, str(exc)))
+        return
+    answer = reply.json()
+    check, reason = verify.check_pod(
+        name,
+        answer,
+        nonce,
+        platform_root_pem=p.platform_root,
+        spec=p.spec,
+        tls_certificate_der=reply.peer_certificate_der,
+        service_certificate_pem=cert,
+    )
+    metrics.VERIFICATIONS.labels(
+        p.spec.attestation.platform, "ok" if check.verified else "refused", reason
+    ).inc()
+    p.memory.checks[name] = (pod_uid, time.monotonic(), check)
+    if not check.verified and (pod_uid, reason) not in p.memory.refused:
+        p.memory.refused.add((pod_uid, reason))
+        p.event("Warning", "AttestationRefused", f"{name}: {check.reason}")
+
+
+def _service_certificate(p: Pass) -> str | None:
+    """The published service certificate, or pod 0's once its quote and TLS key verify."""
+    live = p.kube.get("ConfigMap", p.namespace, p.names.service_identity)
+    if live is not None:
+        pem: str = live["data"]["service-certificate.pem"]
+        return pem
+    pod0 = next((x for x in p.pods if x["metadata"]["name"] == p.names.pod(0)), None)
+    ip = (pod0 or {}).get("status", {}).get("podIP")
+    if pod0 is None or not ip:
+        return None
+    client = NodeClient(None)
+    try:
+        network = client.get_json(ip, _fqdn(p, p.names.pod(0)), "/node/network")
+        candidate = network["service_certificate"]
+    except (NodeUnreachableError, KeyError, TypeError):
+        return None
+    p.memory.checks.pop(p.names.pod(0), None)
+    _check(p, client, pod0, candidate)  # the TLS certificate must chain to the candidate
+    found = p.memory.checks.get(p.names.pod(0))
+    return candidate if found is not None and found[2].verified else None
+
+
+def _observe(p: Pass, generation: int, members: list[MemberView]) -> status.Observation:
+    views = [v for v in (_pod_view(x, p.names) for x in p.pods) if v is not None]
+    obs = status.Observation(
+        consortium=p.spec.name,
+        generation=generation,
+        now=p.now,
+        desired=p.spec.nodes,
+        image=p.spec.image,
+        pods=tuple(sorted(views, key=lambda v: v.ordinal)),
+        members_total=len(members),
+    )
+    cert = _service_certificate(p)
+    if cert is None:
+        return replace(obs, checks={k: v[2] for k, v in p.memory.checks.items()})
+    client = NodeClient(cert, p.operator_identity)
+    running = [x for x in p.pods if (x.get("status") or {}).get("podIP")]
+    for pod in running:
+        _check(p, client, pod, cert)
+    live_names = {x["metadata"]["name"] for x in p.pods}
+    for gone in set(p.memory.checks) - live_names:
+        del p.memory.checks[gone]
+    checks = {k: v[2] for k, v in p.memory.checks.items()}
+    published = p.kube.get("ConfigMap", p.namespace, p.names.trusted_nodes)
+    published_version = (
+        int(published["metadata"]["annotations"]["consortium.tee.dev/list-version"])
+        if published
+        else None
+    )
+    obs = replace(
+        obs,
+        service_certificate_pem=cert,
+        service_certificate_sha256=certificate_sha256(load_certificate(cert)),
+        checks=checks,
+        published_version=published_version,
+    )
+    return _observe_ledger(p, obs, client, published_version, members)
+
+
+def _observe_ledger(
+    p: Pass,
+    obs: status.Observation,
+    client: NodeClient,
+    published_version: int | None,
+    members: list[MemberView],
+) -> status.Observation:
+    """The primary's network view, its signed list (verified) and its commit."""
+    ips = {
+        x["metadata"]["name"]: x["status"]["podIP"]
+        for x in p.pods
+        if (x.get("status") or {}).get("podIP")
+    }
+    by_node = {c.node_id: n for n, c in obs.checks.items() if c.verified and c.node_id}
+    network = None
+    errors = []
+    for name in sorted(ips, key=lambda n: p.names.ordinal_of(n) or 0):
+        check = obs.checks.get(name)
+        if check is None or not check.verified:
+            continue
+        try:
+            network = client.get_json(ips[name], _fqdn(p, name), "/node/network")
+        except NodeUnreachableError as exc:
+            errors.append(str(exc))
+            continue
+        primary_id = (network.get("primary") or {}).get("node_id")
+        if primary_id in by_node:
+            break
+    if network is None:
+        return replace(obs, list_error="; ".join(errors) or "no verified node answered")
+    primary_id = (network.get("primary") or {}).get("node_id")
+    primary = by_node.get(primary_id) if primary_id else None
+    source = primary or next(iter(sorted(by_node.values())), None)
+    if source is None or source not in ips:
+        return replace(obs, list_error="no verified node to read the list from")
+    try:
+        envelope = client.request(ips[source], _fqdn(p, source), "GET", "/node/trusted-list")
+        state = client.get_json(ips[source], _fqdn(p, source), "/node/state")
+        if source != primary:
+            network = client.get_json(ips[source], _fqdn(p, source), "/node/network")
+    except NodeUnreachableError as exc:
+        return replace(obs, list_error=str(exc))
+    assert obs.service_certificate_pem is not None
+    lst, error = verify.check_list(
+        envelope.body, obs.service_certificate_pem, p.spec.name, published_version
+    )
+    failures = {
+        n["node_id"]: n["renewal_failure"]
+        for n in network.get("nodes", [])
+        if isinstance(n, dict) and n.get("renewal_failure")
+    }
+    ledger_members = {
+        m["member_id"]: m["status"] for m in network.get("members", []) if isinstance(m, dict)
+    }
+    p.memory.failures = failures
+    member_ids = {m.spec.member_id for m in members if m.spec is not None}
+    return replace(
+        obs,
+        members_active=sum(1 for i in member_ids if ledger_members.get(i) == "Active"),
+        trusted_list=lst,
+        list_error=error,
+        list_sha256=hashlib.sha256(envelope.body).hexdigest() if lst else None,
+        renewal_failures=failures,
+        primary=primary,
+        term=state.get("term"),
+        commit_index=state.get("commit_index"),
+        ledger_members=ledger_members,
+        envelope=envelope.body if lst else None,
+    )
+
+
+def memory_members(p: Pass, obs: status.Observation) -> dict[str, str] | None:
+    return dict(obs.ledger_members) if obs.ledger_members is not None else None
+
+
+# ---------------------------------------------------------------------- apply
+def _replicas(p: Pass, obs: status.Observation) -> int:
+    """1 until bootstrapped; scale-down waits until the extra nodes are Retired."""
+    sts = p.kube.get("StatefulSet", p.namespace, p.names.statefulset)
+    current = int((sts or {}).get("spec", {}).get("replicas") or 1)
+    if obs.service_certificate_pem is None:
+        return 1
+    if p.spec.nodes >= current:
+        return p.spec.nodes
+    if obs.trusted_list is None:
+        return current
+    entries = obs.current_entries()
+    pending = []
+    for ordinal in range(current - 1, p.spec.nodes - 1, -1):
+        entry = entries.get(p.names.pod(ordinal))
+        if entry is not None and entry.status is not NodeStatus.RETIRED:
+            pending.append(entry)
+    if not pending:
+        return p.spec.nodes
+    _retire(p, obs, pending[0])  # one configuration change at a time, highest ordinal first
+    return current
+
+
+def _retire(p: Pass, obs: status.Observation, entry: Any) -> None:
+    primary = obs.primary
+    pod = next((x for x in p.pods if x["metadata"]["name"] == primary), None)
+    ip = (pod or {}).get("status", {}).get("podIP")
+    if primary is None or not ip or obs.service_certificate_pem is None:
+        return
+    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=15)
+    try:
+        reply = client.request(
+            ip, _fqdn(p, primary), "POST", "/gov/nodes/retire", {"node_id": entry.node_id}
+        )
+    except NodeUnreachableError as exc:
+        log.warning("retiring %s: %s", entry.name, exc)
+        return
+    if reply.status == 200:
+        p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: scale-down")
+    else:
+        log.warning("retiring %s: HTTP %d %s", entry.name, reply.status, reply.body[:200])
+
+
+def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
+    spec, ns, uid, k = p.spec, p.namespace, p.uid, p.kube
+    operator_cert = p.operator_identity[1].decode() if p.operator_identity else ""
+    node_yaml = builders.node_config(
+        spec,
+        [m.spec for m in members if m.spec is not None],
+        operator_cert,
+        test_faults=p.settings.insecure_test_faults,
+    )
+    desired = [
+        builders.config_map(spec, ns, uid, node_yaml),
+        builders.headless_service(spec, ns, uid),
+        builders.pod_disruption_budget(spec, ns, uid, k.pdb_api_version()),
+        builders.network_policy(spec, ns, uid),
+        builders.peers_config_map(
+            spec,
+            ns,
+            uid,
+            {
+                x["metadata"]["name"]: x["status"]["podIP"]
+                for x in p.pods
+                if (x.get("status") or {}).get("podIP")
+            },
+            p.settings.cluster_domain,
+        ),
+    ]
+    if obs.service_certificate_pem is not None:
+        desired.append(
+            builders.service_identity_config_map(
+                spec, ns, uid, obs.service_certificate_pem, obs.service_certificate_sha256 or ""
+            )
+        )
+    if obs.trusted_list is not None and obs.envelope is not None:
+        desired.append(
+            builders.trusted_nodes_config_map(
+                spec, ns, uid, obs.envelope, obs.trusted_list.to_json()
+            )
+        )
+    for manifest in desired:
+        meta = manifest["metadata"]
+        live = k.get(manifest["kind"], ns, meta["name"])
+        k.apply_if_changed(manifest, live)
+    sts = builders.statefulset(spec, ns, uid, _replicas(p, obs), p.settings.cluster_domain)
+    live_sts = k.get("StatefulSet", ns, p.names.statefulset)
+    if live_sts is not None:  # claim templates are immutable: keep the ones in place
+        sts["spec"]["volumeClaimTemplates"] = [
+            {
+                "metadata": {"name": t["metadata"]["name"], "labels": t["metadata"].get("labels")},
+                "spec": t["spec"],
+            }
+            for t in live_sts["spec"].get("volumeClaimTemplates", [])
+        ]
+    k.apply_if_changed(sts, live_sts)
+    _unstick(p, live_sts)
+    _cleanup_claims(p, obs)
+
+
+def _unstick(p: Pass, sts: Mapping[str, Any] | None) -> None:
+    """Delete pods that can never become Ready on an old revision (a StatefulSet rolling
+    update waits forever for a broken pod; the fixed spec should recover without help)."""
+    if sts is None:
+        return
+    update = (sts.get("status") or {}).get("updateRevision")
+    for pod in p.pods:
+        view = _pod_view(pod, p.names)
+        revision = pod["metadata"].get("labels", {}).get("controller-revision-hash")
+        if view is None or view.ready or view.deleting or update is None or revision == update:
+            continue
+        if view.waiting_reason in (*status.IMAGE_FAILURES, "CrashLoopBackOff"):
+            p.kube.delete("Pod", p.namespace, view.name, uid=pod["metadata"]["uid"])
+
+
+def _cleanup_claims(p: Pass, obs: status.Observation) -> None:
+    """Remove ledger volumes of ordinals scaled away (their nodes are Retired)."""
+    live = {x["metadata"]["name"] for x in p.pods}
+    for claim in p.kube.list("PersistentVolumeClaim", p.namespace, p.names.selector() | {}):
+        name = claim["metadata"]["name"]
+        prefix = f"ledger-{p.names.consortium}-"
+        if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+            continue
+        ordinal = int(name[len(prefix) :])
+        deleting = claim["metadata"].get("deletionTimestamp") is not None
+        if ordinal >= p.spec.nodes and p.names.pod(ordinal) not in live and not deleting:
+            p.kube.delete("PersistentVolumeClaim", p.namespace, name)
+
+
+# ---------------------------------------------------------------------- rotation
+def _rotate(p: Pass, obs: status.Observation) -> None:
+    """Ask the primary to re-attest nodes that entered their renewal window."""
+    lst, primary = obs.trusted_list, obs.primary
+    if lst is None or primary is None or obs.service_certificate_pem is None:
+        return
+    renew = p.spec.attestation.renew_before
+    due = [
+        e
+        for e in lst.nodes
+        if e.status is NodeStatus.TRUSTED and e.attestation_expires_at_datetime - p.now <= renew
+    ]
+    if not due:
+        return
+    pod = next((x for x in p.pods if x["metadata"]["name"] == primary), None)
+    ip = (pod or {}).get("status", {}).get("podIP")
+    if not ip:
+        return
+    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=20)
+    try:
+        reply = client.request(ip, _fqdn(p, primary), "POST", "/node/reattest", {})
+    except NodeUnreachableError as exc:
+        log.warning("re-attestation request: %s", exc)
+        return
+    if reply.status == 200:
+        answer = reply.json()
+        p.memory.failures = dict(answer.get("failures", {}))
+
+
+def _replace_retired(p: Pass, obs: status.Observation) -> None:
+    """A pod whose node was Retired (failed attestation) gets a new pod: fresh identity.
+
+    The new pod sees itself Retired in the published list and starts afresh (its old data
+    is kept aside on the volume, see ``Node._set_aside_retired_identity``)."""
+    if obs.trusted_list is None or obs.published_version != obs.trusted_list.version:
+        return  # the pod must see the list that retires it
+    for pod in p.pods:
+        name = pod["metadata"]["name"]
+        ordinal = p.names.ordinal_of(name)
+        check = obs.checks.get(name)
+        if ordinal is None or ordinal >= p.spec.nodes or check is None or check.node_id is None:
+            continue
+        entry = obs.trusted_list.node(check.node_id)
+        deleting = pod["metadata"].get("deletionTimestamp") is not None
+        if entry is not None and entry.status is NodeStatus.RETIRED and not deleting:
+            p.event("Normal", "NodeReplaced", f"{name}: node was retired; replacing its pod")
+            p.kube.delete("Pod", p.namespace, name, uid=pod["metadata"]["uid"])
+            p.memory.checks.pop(name, None)
+
+
+# ---------------------------------------------------------------------- events, metrics
+def _events(p: Pass, obs: status.Observation) -> None:
+    lst = obs.trusted_list
+    if lst is None:
+        return
+    now_trust = {e.node_id: (e.status.value, e.attested_at) for e in lst.nodes}
+    before = p.memory.trust
+    p.memory.trust = now_trust
+    if before is None:
+        return  # first pass after (re)start: nothing to compare with
+    for node_id, (st, attested) in sorted(now_trust.items()):
+        entry = lst.node(node_id)
+        assert entry is not None
+        old = before.get(node_id)
+        who = f"{entry.name} ({node_id[:16]})"
+        if old is None or old[0] != st:
+            if st == "Trusted":
+                p.event("Normal", "NodeTrusted", f"{who} is Trusted")
+            elif st == "Retired":
+                why = obs.renewal_failures.get(node_id) or p.memory.failures.get(node_id) or ""
+                p.event("Warning", "NodeRetired", f"{who} was retired {why}".strip())
+            elif st == "Pending":
+                p.event("Normal", "NodePending", f"{who} waits for members to trust it")
+        elif st == "Trusted" and old[1] != attested:
+            p.event(
+                "Normal",
+                "NodeReattested",
+                f"{who} re-attested; expires {entry.attestation_expires_at}",
+            )
+
+
+def _metrics(p: Pass, obs: status.Observation) -> None:
+    ns, name = p.namespace, p.spec.name
+    lst = obs.trusted_list
+    if lst is None:
+        return
+    counts = {s.value: 0 for s in NodeStatus}
+    for entry in lst.nodes:
+        counts[entry.status.value] += 1
+        if entry.status is NodeStatus.TRUSTED:
+            metrics.EXPIRY.labels(ns, name, entry.name).set(
+                (entry.attestation_expires_at_datetime - p.now).total_seconds()
+            )
+    for st, n in counts.items():
+        metrics.NODES.labels(ns, name, st).set(n)
+    if obs.published_version is not None:
+        metrics.LIST_VERSION.labels(ns, name).set(obs.published_version)
+
+
+# ---------------------------------------------------------------------- status
+def _write_status(
+    kube: Kube,
+    body: Mapping[str, Any],
+    obs: status.Observation,
+    now: datetime,
+    *,
+    invalid: bool = False,
+) -> list[conditions.Condition]:
+    meta = body["metadata"]
+    existing = body.get("status") or {}
+    conds = status.decide(obs)
+    new = status.status_body(obs, conds, existing, now)
+    if invalid:  # keep what was known; only the verdict changes
+        new = {**{k: v for k, v in existing.items() if k not in new}, **new}
+        new.pop("nodesReady", None)
+        new["nodesReady"] = existing.get("nodesReady", "0/0")
+    ready = conditions.find(conds, conditions.READY)
+    metrics.READY.labels(meta["namespace"], meta["name"]).set(
+        1 if ready is not None and ready.status else 0
+    )
+    if _without_times(new) == _without_times(existing):
+        return conds
+    old_ready: dict[str, Any] = next(
+        (c for c in existing.get("conditions", []) if c.get("type") == conditions.READY), {}
+    )
+    if ready is not None and (
+        old_ready.get("status") != ready.status_text or old_ready.get("reason") != ready.reason
+    ):
+        kube.event(
+            body,
+            "Normal" if ready.status else "Warning",
+            ready.reason,
+            ready.message,
+            rfc3339(now),
+        )
+    kube.patch_status("Consortium", meta["namespace"], meta["name"], new)
+    return conds
+
+
+def _without_times(st: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(st)
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in st.get("conditions", [])
+    ]
+    return out

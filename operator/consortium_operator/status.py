@@ -1,0 +1,393 @@
+"""Decide a Consortium's conditions and status from what one reconcile pass observed.
+
+Pure: an ``Observation`` in, conditions and a status dict out. The Ready condition is an
+ordered chain of small checks; the first that fails names the cause (and, for spec problems,
+the field), so a user reads one actionable message. Table-driven unit tests cover each link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consortium_node.common.timeutil import rfc3339
+from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
+from consortium_operator import conditions as c
+from consortium_operator.names import Names
+from consortium_operator.spec import SpecError
+
+IMAGE_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+POLICY_REFUSAL = "refused by the configured policy"
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator needs from one node pod's status."""
+
+    name: str
+    ordinal: int
+    ip: str | None = None
+    ready: bool = False
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    last_termination_message: str | None = None
+    restarts: int = 0
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """The operator's own verification of one pod's quote (fresh nonce, platform root)."""
+
+    pod: str
+    node_id: str | None
+    verified: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    consortium: str
+    generation: int
+    now: datetime
+    desired: int
+    spec_error: SpecError | None = None
+    image: str = ""
+    pods: tuple[PodView, ...] = ()
+    service_certificate_pem: str | None = None
+    service_certificate_sha256: str | None = None
+    trusted_list: TrustedNodeList | None = None
+    list_sha256: str | None = None
+    list_error: str | None = None
+    published_version: int | None = None
+    checks: Mapping[str, NodeCheck] = field(default_factory=dict)  # pod name → check
+    renewal_failures: Mapping[str, str] = field(default_factory=dict)  # node_id → reason
+    primary: str | None = None
+    term: int | None = None
+    commit_index: int | None = None
+    members_total: int = 0
+    members_active: int | None = None
+    ledger_members: Mapping[str, str] | None = None  # member_id → status in the ledger
+    envelope: bytes | None = None  # the verified COSE list
+
+    def current_entries(self) -> dict[str, NodeEntry]:
+        """Per pod name, the list entry of the node running there now.
+
+        The node the operator saw in the pod (by its quote) wins; else a non-Retired entry of
+        that name; else the most recently attested Retired one.
+        """
+        by_name: dict[str, list[NodeEntry]] = {}
+        for entry in self.trusted_list.nodes if self.trusted_list else ():
+            by_name.setdefault(entry.name, []).append(entry)
+        out: dict[str, NodeEntry] = {}
+        for name, entries in by_name.items():
+            check = self.checks.get(name)
+            seen = [e for e in entries if check is not None and e.node_id == check.node_id]
+            live = [e for e in entries if e.status is not NodeStatus.RETIRED]
+            newest = sorted(entries, key=lambda e: e.attested_at)
+            out[name] = (seen or live or newest)[-1]
+        return out
+
+    def trusted_pods(self) -> list[str]:
+        """Pods (ordinal < desired) running a node that is Trusted, unexpired and verified."""
+        names = Names(self.consortium)
+        out = []
+        for name, entry in self.current_entries().items():
+            ordinal = names.ordinal_of(name)
+            check = self.checks.get(name)
+            if (
+                ordinal is not None
+                and ordinal < self.desired
+                and entry.is_trusted(self.now)
+                and check is not None
+                and check.verified
+                and check.node_id == entry.node_id
+            ):
+                out.append(name)
+        return sorted(out, key=lambda n: names.ordinal_of(n) or 0)
+
+
+Check = Callable[[Observation], c.Condition | None]
+
+
+def _spec(o: Observation) -> c.Condition | None:
+    if o.spec_error is None:
+        return None
+    return c.Condition(c.READY, False, c.INVALID_SPEC, str(o.spec_error))
+
+
+def _image(o: Observation) -> c.Condition | None:
+    for pod in o.pods:
+        if pod.waiting_reason in IMAGE_FAILURES:
+            detail = pod.waiting_message or pod.waiting_reason
+            return c.Condition(
+                c.READY,
+                False,
+                c.IMAGE_UNAVAILABLE,
+                f"spec.image: {o.image} cannot be started on {pod.name}: {detail}",
+            )
+    return None
+
+
+def _node_start(o: Observation) -> c.Condition | None:
+    for pod in o.pods:
+        message = pod.last_termination_message
+        if not message or pod.ready:
+            continue
+        if POLICY_REFUSAL in message:
+            return c.Condition(
+                c.READY,
+                False,
+                c.ATTESTATION_REFUSED,
+                f"spec.attestation.measurements: {pod.name} does not match: {message.strip()}",
+            )
+        if pod.waiting_reason == "CrashLoopBackOff":
+            return c.Condition(
+                c.READY, False, c.NODE_START_FAILED, f"{pod.name}: {message.strip()[:500]}"
+            )
+    return None
+
+
+def _bootstrapped(o: Observation) -> c.Condition | None:
+    if o.service_certificate_pem is None:
+        return c.Condition(
+            c.READY, False, c.WAITING_FOR_GENESIS, f"waiting for {o.consortium}-0 to run genesis"
+        )
+    return None
+
+
+def _list(o: Observation) -> c.Condition | None:
+    if o.trusted_list is None:
+        why = o.list_error or "no node answered with its trusted-node list"
+        return c.Condition(c.READY, False, c.LIST_UNVERIFIED, why)
+    return None
+
+
+def _nodes(o: Observation) -> c.Condition | None:
+    trusted = o.trusted_pods()
+    if len(trusted) >= o.desired:
+        return None
+    reason = c.NODES_JOINING
+    if len(trusted) * 2 <= o.desired:
+        reason = c.NO_QUORUM if o.commit_index is None else c.NODES_JOINING
+    missing = [
+        Names(o.consortium).pod(i)
+        for i in range(o.desired)
+        if Names(o.consortium).pod(i) not in trusted
+    ]
+    return c.Condition(
+        c.READY,
+        False,
+        reason,
+        f"{len(trusted)}/{o.desired} nodes trusted and verified; waiting for {', '.join(missing)}",
+    )
+
+
+def _distributed(o: Observation) -> c.Condition | None:
+    if o.trusted_list is not None and o.published_version != o.trusted_list.version:
+        return c.Condition(
+            c.READY,
+            False,
+            c.LIST_NOT_PUBLISHED,
+            f"trusted-node list version {o.trusted_list.version} not yet published",
+        )
+    return None
+
+
+def _scaling(o: Observation) -> c.Condition | None:
+    extra = [p.name for p in o.pods if p.ordinal >= o.desired]
+    if extra:
+        return c.Condition(
+            c.READY, False, c.SCALING, f"retiring and removing {', '.join(sorted(extra))}"
+        )
+    return None
+
+
+READY_CHAIN: tuple[Check, ...] = (
+    _spec,
+    _image,
+    _node_start,
+    _bootstrapped,
+    _list,
+    _nodes,
+    _distributed,
+    _scaling,
+)
+
+
+def ready(o: Observation) -> c.Condition:
+    for check in READY_CHAIN:
+        found = check(o)
+        if found is not None:
+            return found
+    version = o.trusted_list.version if o.trusted_list else "?"
+    return c.Condition(
+        c.READY,
+        True,
+        c.READY_REASON,
+        f"{o.desired}/{o.desired} nodes trusted; trusted-node list version {version} published",
+    )
+
+
+def degraded(o: Observation) -> c.Condition:
+    entries = {e.node_id: e for e in o.trusted_list.nodes} if o.trusted_list else {}
+    problems = []
+    for node_id, reason in sorted(o.renewal_failures.items()):
+        entry = entries.get(node_id)
+        if entry is not None and entry.status is NodeStatus.TRUSTED:
+            problems.append(
+                (
+                    c.REATTESTATION_FAILING,
+                    f"{entry.name} failed re-attestation ({reason}); its attestation expires "
+                    f"at {entry.attestation_expires_at}",
+                )
+            )
+    current = o.current_entries()
+    for pod in o.pods:
+        entry = current.get(pod.name)
+        check = o.checks.get(pod.name)
+        runs_retired = (
+            entry is not None
+            and entry.status is NodeStatus.RETIRED
+            and check is not None
+            and check.node_id == entry.node_id
+        )
+        if runs_retired and pod.ordinal < o.desired:
+            problems.append((c.NODE_RETIRED, f"{pod.name} was retired; replacing its pod"))
+        if check is not None and not check.verified and check.reason and pod.ready:
+            problems.append((c.NODE_NOT_VERIFIED, f"{pod.name}: {check.reason}"))
+    if not problems:
+        return c.Condition(c.DEGRADED, False, c.AS_EXPECTED, "no node needs attention")
+    return c.Condition(c.DEGRADED, True, problems[0][0], "; ".join(m for _, m in problems))
+
+
+def decide(o: Observation) -> list[c.Condition]:
+    """All Consortium conditions, in a fixed order."""
+    if o.spec_error is not None:
+        return [ready(o)]  # nothing else can be judged against an invalid spec
+    boot = (
+        c.Condition(c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE, "service identity published")
+        if o.service_certificate_pem is not None
+        else c.Condition(
+            c.BOOTSTRAPPED, False, c.WAITING_FOR_GENESIS, f"waiting for {o.consortium}-0"
+        )
+    )
+    trusted = o.trusted_pods()
+    attested = (
+        c.Condition(
+            c.NODES_ATTESTED,
+            True,
+            c.ALL_NODES_ATTESTED,
+            f"{len(trusted)} nodes verified by the operator and Trusted in the list",
+        )
+        if len(trusted) >= o.desired
+        else c.Condition(
+            c.NODES_ATTESTED,
+            False,
+            c.NODES_JOINING,
+            f"{len(trusted)}/{o.desired} nodes verified and Trusted",
+        )
+    )
+    if o.trusted_list is None:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED, False, c.LIST_UNVERIFIED, o.list_error or "no list yet"
+        )
+    elif o.published_version == o.trusted_list.version:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED,
+            True,
+            c.LIST_PUBLISHED,
+            f"version {o.trusted_list.version} in ConfigMap {Names(o.consortium).trusted_nodes}",
+        )
+    else:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED,
+            False,
+            c.LIST_NOT_PUBLISHED,
+            f"version {o.trusted_list.version} not published yet",
+        )
+    return [ready(o), boot, attested, dist, degraded(o)]
+
+
+def node_statuses(o: Observation) -> list[dict[str, Any]]:
+    """``status.nodes``: one item per pod the Consortium runs (or should run)."""
+    names = Names(o.consortium)
+    entries = o.current_entries()
+    pods = {p.name: p for p in o.pods}
+    out = []
+    for name in sorted(set(entries) | set(pods), key=lambda n: names.ordinal_of(n) or 0):
+        ordinal = names.ordinal_of(name)
+        if ordinal is None:
+            continue
+        entry = entries.get(name)
+        pod = pods.get(name)
+        if pod is None and (entry is None or entry.status is NodeStatus.RETIRED):
+            continue
+        item: dict[str, Any] = {"name": name, "ordinal": ordinal}
+        if pod is not None and pod.ip:
+            item["podIP"] = pod.ip
+        if entry is not None:
+            item.update(
+                nodeId=entry.node_id,
+                status=entry.status.value,
+                measurement=entry.measurement,
+                attestedAt=entry.attested_at,
+                attestationExpiresAt=entry.attestation_expires_at,
+            )
+            failure = o.renewal_failures.get(entry.node_id)
+            if failure:
+                item["reattestationFailure"] = failure
+        else:
+            item["status"] = "Unknown"
+        out.append(item)
+    return out
+
+
+def status_body(
+    o: Observation,
+    conds: Sequence[c.Condition],
+    existing: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole ``status`` to write (compared with the current one before writing)."""
+    trusted = len(o.trusted_pods())
+    body: dict[str, Any] = {
+        "observedGeneration": o.generation,
+        "phase": c.phase(conds),
+        "conditions": c.merge(
+            existing.get("conditions"), conds, now=rfc3339(now), generation=o.generation
+        ),
+        "desiredNodes": o.desired,
+        "trustedNodes": trusted,
+        "nodesReady": f"{trusted}/{o.desired}",
+        "nodes": node_statuses(o),
+        "members": {
+            "total": o.members_total,
+            "active": o.members_active
+            if o.members_active is not None
+            else existing.get("members", {}).get("active", 0),
+        },
+    }
+    if o.service_certificate_pem is not None:
+        body["serviceCertificate"] = o.service_certificate_pem
+        body["serviceCertificateSha256"] = o.service_certificate_sha256
+    elif "serviceCertificate" in existing:
+        body["serviceCertificate"] = existing["serviceCertificate"]
+        body["serviceCertificateSha256"] = existing.get("serviceCertificateSha256")
+    if o.trusted_list is not None:
+        body["trustedNodeList"] = {
+            "version": o.trusted_list.version,
+            "sha256": o.list_sha256,
+            "issuedAt": o.trusted_list.issued_at,
+        }
+    elif "trustedNodeList" in existing:
+        body["trustedNodeList"] = existing["trustedNodeList"]
+    if o.commit_index is not None:
+        body["ledger"] = {"term": o.term, "commitIndex": o.commit_index}
+        if o.primary:  # no empty strings in custom resources (see the CRD notes)
+            body["ledger"]["primary"] = o.primary
+    return body

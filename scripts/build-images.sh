@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# build-images.sh - build the project's container images without an image registry.
+#
+# Why: the integration cluster (scripts/kube.sh) runs real pods but can reach no registry, so
+# images are built here from Debian packages and PyPI only, and handed over as docker-archive
+# tarballs that `ctr -n k8s.io images import` loads.
+#
+#   1. tools   buildah + runc (+ debootstrap, only when the base image must be made) from apt.
+#   2. base    localhost/consortium-base:bookworm: Debian bookworm minbase + python3, made once
+#              with debootstrap and cached as a rootfs tarball, so later runs (a fresh clone, CI)
+#              only import it (~seconds) instead of bootstrapping (~minutes).
+#   3. images  one function per image (build_node_image; an operator image goes next to it).
+#
+# usage: scripts/build-images.sh [node]...        (default: every image)
+#
+# Outputs (OUT_DIR, default build/images):
+#   consortium-node.tar          docker-archive of localhost/consortium-node:<version>
+#   consortium-node.measurement  the node's code measurement (put it in attestation.measurements)
+#   consortium-node.stamp        input hash; when it matches and the tarball exists, the build is
+#                                skipped (inputs: the Dockerfile, pyproject.toml, every *.py and
+#                                py.typed under node_image/consortium_node, and the base image id)
+#
+# Environment:
+#   OUT_DIR          output directory (default build/images)
+#   XDG_CACHE_HOME   the base tarball and containers.conf live in $XDG_CACHE_HOME/consortium-operator
+#   DEBIAN_MIRROR    debootstrap mirror (default http://deb.debian.org/debian)
+#   BUILD_CA_BUNDLE  host CA bundle bind-mounted over the build stage's trust store so pip trusts
+#                    the same TLS proxies the host does (default /etc/ssl/certs/ca-certificates.crt;
+#                    empty: use the base image's own store). Build-time only, never in an image.
+#   STORAGE_DRIVER   buildah's storage driver (buildah's default: overlay when supported, else vfs)
+#
+# Needs root: debootstrap does, and rootful buildah avoids the subuid set-up rootless needs.
+#
+# Fixes carried:
+#  - buildah needs `runtime = "runc"` and default_ulimits in containers.conf on this machine (no
+#    CAP_SYS_RESOURCE: the default ulimits cannot be raised). We do not edit /etc/containers:
+#    CONTAINERS_CONF points at a file under the cache dir (it replaces, not extends, the system
+#    containers.conf for the buildah processes this script starts).
+#  - --isolation=chroot: no OCI runtime namespaces are needed for RUN steps or the checks.
+#  - --pull=never: the base is local; a short outage or a typo must not send buildah to a registry.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+OUT_DIR=${OUT_DIR:-build/images}
+CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/consortium-operator
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BUILD_CA_BUNDLE=${BUILD_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
+
+# Bump BASE_REV when the base recipe below changes: it names the cached tarball and is part of
+# every image's input hash, so both are rebuilt.
+BASE_REV=v1
+BASE_IMAGE=localhost/consortium-base:bookworm
+BASE_TAR=$CACHE_DIR/base-bookworm-$BASE_REV.tar
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+die() { printf '[build-images] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Timings: every step goes through `step NAME CMD...`, and a summary is printed at the end.
+TIMINGS=()
+step() {
+  local name=$1; shift
+  local t0 t1 dt
+  t0=$(date +%s.%N)
+  log "$name ..."
+  "$@"
+  t1=$(date +%s.%N)
+  dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  log "$name: ${dt}s"
+  TIMINGS+=("$(printf '%-32s %7ss' "$name" "$dt")")
+}
+print_timings() {
+  log "timings:"
+  local line
+  for line in "${TIMINGS[@]}"; do log "  $line"; done
+}
+
+# --- 1. tools ---------------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_install() {  # apt_install PACKAGE... (only those whose command is missing are passed in)
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_tools() {
+  [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap and rootful buildah need it)"
+  local missing=()
+  command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
+    apt_install "${missing[@]}"
+  fi
+  mkdir -p "$CACHE_DIR"
+  # Written every run (cheap) so a changed recipe takes effect; see "Fixes carried" above.
+  cat >"$CACHE_DIR/containers.conf" <<'EOF'
+# Written by scripts/build-images.sh; used through CONTAINERS_CONF by the buildah it runs.
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"
+EOF
+  export CONTAINERS_CONF=$CACHE_DIR/containers.conf
+  # Debian's buildah package ships the default policy.json; a hand-installed one may not.
+  if [ ! -f /etc/containers/policy.json ]; then
+    mkdir -p /etc/containers
+    printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >/etc/containers/policy.json
+  fi
+}
+
+# --- 2. base image ----------------------------------------------------------------------------
+
+image_exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
+
+BOOTSTRAP_DIR=""
+cleanup_bootstrap() {
+  if [ -n "$BOOTSTRAP_DIR" ] && [ -d "$BOOTSTRAP_DIR" ]; then
+    umount -l "$BOOTSTRAP_DIR/proc" 2>/dev/null || true
+    umount -l "$BOOTSTRAP_DIR/sys" 2>/dev/null || true
+    rm -rf --one-file-system "$BOOTSTRAP_DIR"
+  fi
+}
+
+# debootstrap a minimal bookworm with python3, apply bookworm-updates and security updates, strip
+# what a runtime image does not need, and save it as a rootfs tarball ($BASE_TAR).
+bootstrap_base_tar() {
+  command -v debootstrap >/dev/null 2>&1 || { log "installing debootstrap (apt)"; apt_install debootstrap; }
+  BOOTSTRAP_DIR=$CACHE_DIR/base-rootfs.tmp
+  trap cleanup_bootstrap EXIT
+  cleanup_bootstrap
+  mkdir -p "$BOOTSTRAP_DIR"
+  local root=$BOOTSTRAP_DIR
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" "$DEBIAN_MIRROR" \
+    >"$CACHE_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
+
+  # Security updates: debootstrap only reads the release suite. deb.debian.org also serves
+  # debian-security; derive its URL from the mirror's.
+  cat >"$root/etc/apt/sources.list" <<EOF
+deb $DEBIAN_MIRROR bookworm main
+deb $DEBIAN_MIRROR bookworm-updates main
+deb ${DEBIAN_MIRROR%/debian}/debian-security bookworm-security main
+EOF
+  mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    sh -c 'apt-get update -qq && apt-get -y -qq -o Dpkg::Options::=--force-confold upgrade && apt-get clean' \
+    >>"$CACHE_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$CACHE_DIR/debootstrap.log" >&2; die "security upgrade in the base failed"; }
+  umount "$root/proc"
+
+  # Strip: package caches and lists, docs (copyright notices are kept: they are the licences),
+  # man/info pages, message translations (33 MB; locale.alias stays), logs, and host-specific
+  # files the container runtime provides itself.
+  # ${root:?} and --one-file-system: never the host's /dev, whatever goes wrong.
+  rm -rf --one-file-system \
+    "${root:?}"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
+    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/lintian/* \
+    "$root"/var/log/* "${root:?}"/dev/* "$root"/run/* "$root"/tmp/* "$root"/var/tmp/* \
+    "$root"/etc/resolv.conf "$root"/etc/hostname "$root"/etc/machine-id
+  find "$root/usr/share/doc" -mindepth 1 \( -type f -o -type l \) ! -name copyright -delete
+  find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+  find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+  : >"$root/etc/machine-id"
+  chmod 1777 "$root/tmp" "$root/var/tmp"
+
+  # Deterministic tar: sorted names, numeric owners, fixed mtimes (file contents still vary with
+  # package versions, which is the point of BASE_REV).
+  tar --sort=name --numeric-owner --mtime='2024-01-01 00:00:00Z' --xattrs \
+    -C "$root" -cf "$BASE_TAR.tmp" .
+  mv "$BASE_TAR.tmp" "$BASE_TAR"
+  cleanup_bootstrap
+  BOOTSTRAP_DIR=""
+  trap - EXIT
+}
+
+# Import $BASE_TAR as $BASE_IMAGE: a scratch container, the rootfs untarred into its mount, and
+# a commit with the config a python base needs.
+import_base() {
+  local ctr mnt
+  ctr=$(buildah from --pull=never scratch)
+  mnt=$(buildah mount "$ctr")
+  tar --numeric-owner --xattrs -xpf "$BASE_TAR" -C "$mnt"
+  buildah umount "$ctr" >/dev/null
+  buildah config \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env LANG=C.UTF-8 \
+    --cmd '["python3"]' \
+    --label org.opencontainers.image.title=consortium-base \
+    --label org.opencontainers.image.description="Debian bookworm minbase with python3 (debootstrap)" \
+    --label consortium.tee.dev/base-revision="$BASE_REV" \
+    "$ctr"
+  buildah commit --quiet --rm --timestamp 0 "$ctr" "$BASE_IMAGE" >/dev/null
+}
+
+ensure_base() {
+  if image_exists "$BASE_IMAGE"; then
+    log "base $BASE_IMAGE: present in buildah storage"
+    return
+  fi
+  if [ -f "$BASE_TAR" ]; then
+    log "base $BASE_IMAGE: loading the cached $BASE_TAR"
+  else
+    step "base: debootstrap bookworm" bootstrap_base_tar
+  fi
+  step "base: import" import_base
+}
+
+# --- 3. images --------------------------------------------------------------------------------
+
+VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+SOURCE_URL=$(git -C "$REPO" remote get-url origin 2>/dev/null || true)
+
+# sha256 over the listed files' paths and contents, plus extra strings (the base identity).
+input_hash() {  # input_hash "EXTRA" FILE...
+  local extra=$1; shift
+  {
+    printf 'extra %s\n' "$extra"
+    local f
+    for f in "$@"; do printf '%s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"; done
+  } | sha256sum | cut -d' ' -f1
+}
+
+# The node's measurement from the source tree, with the project's own measure_tree.
+source_measurement() {  # source_measurement PACKAGE_DIR
+  local code='import sys; from consortium_node.attestation.measurement import measure_tree; print(measure_tree(sys.argv[1]))'
+  if [ -x .venv/bin/python ]; then
+    .venv/bin/python -c "$code" "$1"
+  else
+    PYTHONPATH=node_image python3 -c "$code" "$1"
+  fi
+}
+
+buildah_build() {  # buildah_build IMAGE DOCKERFILE BUILD-ARGS...
+  local image=$1 dockerfile=$2; shift 2
+  local extra=()
+  if [ -n "$BUILD_CA_BUNDLE" ] && [ -f "$BUILD_CA_BUNDLE" ]; then
+    extra+=(--volume "$BUILD_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+  fi
+  [ -z "$SOURCE_URL" ] || extra+=(--build-arg "SOURCE=$SOURCE_URL")
+  buildah build --quiet --isolation=chroot --pull=never --layers=false \
+    --build-arg BASE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
+    "${extra[@]}" "$@" -t "$image" -f "$dockerfile" . >/dev/null
+}
+
+image_id() { buildah images --noheading --no-trunc --format '{{.ID}}' "$1" 2>/dev/null || true; }
+
+# A rebuild leaves the previous image untagged: remove it (if nothing else uses it) so storage
+# does not grow by one image per source change.
+drop_untagged() {  # drop_untagged PREVIOUS-ID IMAGE
+  if [ -n "$1" ] && [ "$1" != "$(image_id "$2")" ]; then
+    buildah rmi "$1" >/dev/null 2>&1 || true
+  fi
+}
+
+# Run a command in a throwaway container of IMAGE as the image's user; prints its stdout.
+run_in_image() {  # run_in_image IMAGE CMD...
+  local image=$1; shift
+  local ctr rc=0
+  ctr=$(buildah from --pull=never "$image")
+  buildah run --isolation=chroot "$ctr" -- "$@" || rc=$?
+  buildah rm "$ctr" >/dev/null
+  return "$rc"
+}
+
+export_archive() {  # export_archive IMAGE TARBALL
+  rm -f "$2.tmp"
+  buildah push --quiet "$1" "docker-archive:$2.tmp:$1" >/dev/null
+  mv "$2.tmp" "$2"
+}
+
+check_node_image() {  # check_node_image IMAGE MEASUREMENT
+  local image=$1 want=$2 got label uid
+  uid=$(run_in_image "$image" id -u)
+  [ "$uid" = 10001 ] || die "$image runs as uid $uid, expected 10001"
+  run_in_image "$image" consortium-node --help >/dev/null
+  run_in_image "$image" python -c '
+import importlib.util, sys
+import aiohttp, cbor2, cryptography, prometheus_client, yaml, consortium_node
+extra = [m for m in ("consortium_operator", "kopf", "kubernetes", "pip") if importlib.util.find_spec(m)]
+sys.exit(f"not part of the node image: {extra}" if extra else 0)'
+  got=$(run_in_image "$image" consortium-node measure)
+  label=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "consortium.tee.dev/measurement"}}' "$image")
+  if [ "$got" != "$want" ] || [ "$label" != "$want" ]; then
+    die "measurement mismatch: source $want, image says $got, label $label (did node_image/consortium_node change during the build? then run again)"
+  fi
+}
+
+build_node_image() {
+  local image=localhost/consortium-node:$VERSION
+  local tar=$OUT_DIR/consortium-node.tar stamp=$OUT_DIR/consortium-node.stamp
+  local measurement_file=$OUT_DIR/consortium-node.measurement
+  local files m hash
+  mapfile -t files < <(find node_image/consortium_node -type f \( -name '*.py' -o -name py.typed \) \
+    -not -path '*/__pycache__/*' | LC_ALL=C sort)
+  hash=$(input_hash "$BASE_IMAGE $BASE_REV $VERSION" node_image/Dockerfile pyproject.toml "${files[@]}")
+  m=$(source_measurement node_image/consortium_node)
+  [[ "$m" =~ ^[0-9a-f]{64}$ ]] || die "bad source measurement: $m"
+
+  if [ -f "$tar" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] \
+     && [ "$(cat "$measurement_file" 2>/dev/null)" = "$m" ]; then
+    log "node: $tar is up to date (input hash ${hash:0:16}), skipping the build"
+  else
+    ensure_base
+    rm -f "$stamp"
+    local previous
+    previous=$(image_id "$image")
+    step "node: buildah build" buildah_build "$image" node_image/Dockerfile \
+      --label "consortium.tee.dev/measurement=$m"
+    drop_untagged "$previous" "$image"
+    step "node: check image" check_node_image "$image" "$m"
+    step "node: export docker-archive" export_archive "$image" "$tar"
+    printf '%s\n' "$m" >"$measurement_file"
+    printf '%s\n' "$hash" >"$stamp"
+    log "node: $image: $(buildah images --format '{{.Size}}' "$image") in storage; $tar: $(du -h "$tar" | cut -f1)"
+  fi
+  echo "node image measurement: $m"
+}
+
+main() {
+  local images=("$@")
+  [ "${#images[@]}" -gt 0 ] || images=(node)
+  local t0=$SECONDS
+  mkdir -p "$OUT_DIR"
+  step "tools" ensure_tools
+  local name
+  for name in "${images[@]}"; do
+    case "$name" in
+      node) build_node_image ;;
+      *) die "unknown image '$name' (known: node)" ;;
+    esac
+  done
+  print_timings
+  log "total: $((SECONDS - t0))s"
+}
+
+main "$@"
