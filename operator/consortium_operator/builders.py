@@ -242,7 +242,10 @@ def statefulset(
         "spec": {
             "serviceName": names.service,
             "replicas": replicas,
-            "podManagementPolicy": "OrderedReady",
+            # Parallel: a lost pod is recreated even while the others are not Ready (with
+            # OrderedReady, two voters that lost one could never get it back). Genesis order
+            # is kept by the operator, which runs one replica until the service exists.
+            "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": names.selector()},
             "updateStrategy": {"type": "RollingUpdate"},
             "template": {

@@ -37,7 +37,8 @@ from consortium_operator.spec import ConsortiumSpec, SpecError, parse_consortium
 
 log = logging.getLogger("consortium_operator")
 
-FAST, SLOW = 2.0, 30.0
+FAST = 2.0
+SLOW = float(os.environ.get("CONSORTIUM_OPERATOR_RESYNC_SECONDS", "30"))
 
 
 @dataclass(frozen=True)
@@ -430,10 +431,12 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
                 spec, ns, uid, obs.envelope, obs.trusted_list.to_json()
             )
         )
+    config_changed = False
     for manifest in desired:
         meta = manifest["metadata"]
         live = k.get(manifest["kind"], ns, meta["name"])
-        k.apply_if_changed(manifest, live)
+        sent = k.apply_if_changed(manifest, live)
+        config_changed |= sent and meta["name"] == p.names.config and live is not None
     sts = builders.statefulset(spec, ns, uid, _replicas(p, obs), p.settings.cluster_domain)
     live_sts = k.get("StatefulSet", ns, p.names.statefulset)
     if live_sts is not None:  # claim templates are immutable: keep the ones in place
@@ -445,22 +448,24 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
             for t in live_sts["spec"].get("volumeClaimTemplates", [])
         ]
     k.apply_if_changed(sts, live_sts)
-    _unstick(p, live_sts)
+    _unstick(p, live_sts, config_changed)
     _cleanup_claims(p, obs)
 
 
-def _unstick(p: Pass, sts: Mapping[str, Any] | None) -> None:
-    """Delete pods that can never become Ready on an old revision (a StatefulSet rolling
-    update waits forever for a broken pod; the fixed spec should recover without help)."""
+def _unstick(p: Pass, sts: Mapping[str, Any] | None, config_changed: bool) -> None:
+    """Delete broken pods that a fixed spec would heal: a StatefulSet rolling update waits
+    forever for a pod that never became Ready, and a crash-looping pod would only see a
+    corrected configuration after its back-off (minutes). Healthy pods are never touched."""
     if sts is None:
         return
     update = (sts.get("status") or {}).get("updateRevision")
     for pod in p.pods:
         view = _pod_view(pod, p.names)
         revision = pod["metadata"].get("labels", {}).get("controller-revision-hash")
-        if view is None or view.ready or view.deleting or update is None or revision == update:
+        if view is None or view.ready or view.deleting:
             continue
-        if view.waiting_reason in (*status.IMAGE_FAILURES, "CrashLoopBackOff"):
+        outdated = (update is not None and revision != update) or config_changed
+        if outdated and view.waiting_reason in (*status.IMAGE_FAILURES, "CrashLoopBackOff"):
             p.kube.delete("Pod", p.namespace, view.name, uid=pod["metadata"]["uid"])
 
 

@@ -1,0 +1,696 @@
+"""Status decisions from constructed observations: each link of the Ready chain in order, the
+Degraded causes, which list entry a pod runs, and the status body written to the Consortium."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from consortium_node.common.timeutil import rfc3339
+from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
+from consortium_operator import conditions as c
+from consortium_operator.spec import SpecError
+from consortium_operator.status import (
+    POLICY_REFUSAL,
+    READY_CHAIN,
+    NodeCheck,
+    Observation,
+    PodView,
+    decide,
+    degraded,
+    node_statuses,
+    ready,
+    status_body,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)
+MEASUREMENT = "ab" * 32
+HOST_DATA = "cd" * 32
+SERVICE_PEM = "-----BEGIN CERTIFICATE-----\nservice\n-----END CERTIFICATE-----\n"
+SERVICE_SHA = "5e" * 32
+
+
+def nid(n: int) -> str:
+    """A fake node id (64 lowercase hex digits); NodeEntry does not check it against a key."""
+    return f"{n:064x}"
+
+
+def entry(
+    name: str,
+    node: int,
+    status: NodeStatus = NodeStatus.TRUSTED,
+    *,
+    attested: datetime = T0,
+    expires: datetime | None = None,
+) -> NodeEntry:
+    return NodeEntry(
+        node_id=nid(node),
+        name=name,
+        address=f"{name}.demo-nodes.ns.svc.cluster.local:8443",
+        public_key_pem="-----BEGIN PUBLIC KEY-----\nfake\n-----END PUBLIC KEY-----\n",
+        measurement=MEASUREMENT,
+        host_data=HOST_DATA,
+        status=status,
+        attested_at=rfc3339(attested),
+        attestation_expires_at=rfc3339(expires or attested + timedelta(hours=24)),
+    )
+
+
+def tlist(*entries: NodeEntry, version: int = 4) -> TrustedNodeList:
+    return TrustedNodeList(
+        consortium="demo",
+        version=version,
+        issued_at=rfc3339(T0),
+        service_certificate_sha256=SERVICE_SHA,
+        allowed_measurements=(MEASUREMENT,),
+        nodes=entries,
+    )
+
+
+def pod(ordinal: int, **kwargs: Any) -> PodView:
+    defaults: dict[str, Any] = {"ip": f"10.0.0.{ordinal + 1}", "ready": True}
+    return PodView(name=f"demo-{ordinal}", ordinal=ordinal, **{**defaults, **kwargs})
+
+
+def check(ordinal: int, node: int | None, verified: bool = True, reason: str = "") -> NodeCheck:
+    return NodeCheck(f"demo-{ordinal}", None if node is None else nid(node), verified, reason)
+
+
+def healthy(desired: int = 3, **overrides: Any) -> Observation:
+    """Every node Trusted, verified and published: Ready."""
+    obs = Observation(
+        consortium="demo",
+        generation=7,
+        now=NOW,
+        desired=desired,
+        image="localhost/consortium-node:1",
+        pods=tuple(pod(i) for i in range(desired)),
+        service_certificate_pem=SERVICE_PEM,
+        service_certificate_sha256=SERVICE_SHA,
+        trusted_list=tlist(*(entry(f"demo-{i}", i + 1) for i in range(desired))),
+        list_sha256="11" * 32,
+        published_version=4,
+        checks={f"demo-{i}": check(i, i + 1) for i in range(desired)},
+        primary="demo-0",
+        term=2,
+        commit_index=42,
+        members_total=2,
+        members_active=2,
+    )
+    return replace(obs, **overrides)
+
+
+# ---------------------------------------------------------------------------- Ready chain
+
+
+def test_healthy_is_ready() -> None:
+    cond = ready(healthy())
+    assert (cond.type, cond.status, cond.reason) == (c.READY, True, c.READY_REASON)
+    assert cond.message == "3/3 nodes trusted; trusted-node list version 4 published"
+    assert all(check_(healthy()) is None for check_ in READY_CHAIN)
+
+
+Fault = Callable[[Observation], Observation]
+
+
+def _with_pod(obs: Observation, ordinal: int, **changes: Any) -> Observation:
+    pods = tuple(replace(p, **changes) if p.ordinal == ordinal else p for p in obs.pods)
+    return replace(obs, pods=pods)
+
+
+def _untrust(obs: Observation) -> Observation:
+    checks = {**obs.checks, "demo-2": check(2, 3, verified=False, reason="BadSignature: x")}
+    return replace(obs, checks=checks)
+
+
+def _scale_down(obs: Observation) -> Observation:
+    return replace(obs, pods=(*obs.pods, pod(3)))
+
+
+# In READY_CHAIN order: with faults i.. applied, fault i names the cause.
+FAULTS: list[tuple[str, Fault, str]] = [
+    (
+        "spec",
+        lambda o: replace(o, spec_error=SpecError("spec.attestation.validity", "bad")),
+        c.INVALID_SPEC,
+    ),
+    (
+        "image",
+        lambda o: _with_pod(o, 0, ready=False, waiting_reason="ImagePullBackOff"),
+        c.IMAGE_UNAVAILABLE,
+    ),
+    (
+        "refused",
+        lambda o: _with_pod(
+            o,
+            1,
+            ready=False,
+            waiting_reason="CrashLoopBackOff",
+            last_termination_message=f"join failed: quote {POLICY_REFUSAL}: measurement\n",
+        ),
+        c.ATTESTATION_REFUSED,
+    ),
+    ("genesis", lambda o: replace(o, service_certificate_pem=None), c.WAITING_FOR_GENESIS),
+    ("list", lambda o: replace(o, trusted_list=None), c.LIST_UNVERIFIED),
+    ("joining", _untrust, c.NODES_JOINING),
+    ("published", lambda o: replace(o, published_version=3), c.LIST_NOT_PUBLISHED),
+    ("scaling", _scale_down, c.SCALING),
+]
+
+
+@pytest.mark.parametrize("first", range(len(FAULTS)), ids=[f[0] for f in FAULTS])
+def test_ready_chain_first_failure_wins(first: int) -> None:
+    obs = healthy()
+    for _, fault, _ in FAULTS[first:]:
+        obs = fault(obs)
+    cond = ready(obs)
+    assert (cond.type, cond.status, cond.reason) == (c.READY, False, FAULTS[first][2])
+    assert cond.message
+
+
+@pytest.mark.parametrize("index", range(len(FAULTS)), ids=[f[0] for f in FAULTS])
+def test_each_fault_alone(index: int) -> None:
+    name, fault, reason = FAULTS[index]
+    cond = ready(fault(healthy()))
+    assert (cond.status, cond.reason) == (False, reason)
+
+
+def test_ready_chain_order() -> None:
+    names = [check_.__name__ for check_ in READY_CHAIN]
+    assert names == [
+        "_spec",
+        "_image",
+        "_node_start",
+        "_bootstrapped",
+        "_list",
+        "_nodes",
+        "_distributed",
+        "_scaling",
+    ]
+
+
+def test_spec_error_names_its_field() -> None:
+    obs = healthy(spec_error=SpecError("spec.attestation.measurements[0]", "not hex"))
+    assert ready(obs).message == "spec.attestation.measurements[0]: not hex"
+
+
+@pytest.mark.parametrize(
+    "reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"]
+)
+def test_image_failures(reason: str) -> None:
+    obs = _with_pod(healthy(), 2, ready=False, waiting_reason=reason, waiting_message="no such")
+    cond = ready(obs)
+    assert cond.reason == c.IMAGE_UNAVAILABLE
+    assert cond.message == (
+        "spec.image: localhost/consortium-node:1 cannot be started on demo-2: no such"
+    )
+
+
+def test_image_failure_without_message_names_reason() -> None:
+    obs = _with_pod(healthy(), 0, ready=False, waiting_reason="ErrImagePull")
+    assert ready(obs).message.endswith("on demo-0: ErrImagePull")
+
+
+@pytest.mark.parametrize("waiting", ["ContainerCreating", "CrashLoopBackOff", None])
+def test_other_waiting_reasons_are_not_image_failures(waiting: str | None) -> None:
+    obs = _with_pod(healthy(), 0, ready=False, waiting_reason=waiting)
+    assert ready(obs).reason != c.IMAGE_UNAVAILABLE
+
+
+@pytest.mark.parametrize("waiting", ["CrashLoopBackOff", None, "ContainerCreating"])
+def test_policy_refusal_is_attestation_refused(waiting: str | None) -> None:
+    message = f"  the node's quote was {POLICY_REFUSAL} (measurement {MEASUREMENT})\n"
+    obs = _with_pod(
+        healthy(), 1, ready=False, waiting_reason=waiting, last_termination_message=message
+    )
+    cond = ready(obs)
+    assert cond.reason == c.ATTESTATION_REFUSED
+    assert cond.message.startswith("spec.attestation.measurements: demo-1 does not match: ")
+    assert cond.message.endswith(message.strip())
+
+
+def test_crash_loop_is_node_start_failed() -> None:
+    obs = _with_pod(
+        healthy(),
+        2,
+        ready=False,
+        waiting_reason="CrashLoopBackOff",
+        last_termination_message="config: members: a genesis node needs a governor\n" + "x" * 900,
+    )
+    cond = ready(obs)
+    assert cond.reason == c.NODE_START_FAILED
+    assert cond.message.startswith("demo-2: config: members")
+    assert len(cond.message) == len("demo-2: ") + 500  # long logs are cut
+
+
+def test_ready_pod_with_old_termination_message_is_ignored() -> None:
+    obs = _with_pod(
+        healthy(),
+        1,
+        ready=True,
+        waiting_reason=None,
+        last_termination_message=f"earlier: {POLICY_REFUSAL}",
+    )
+    assert ready(obs).status is True
+
+
+def test_waiting_for_genesis_names_pod_0() -> None:
+    cond = ready(healthy(service_certificate_pem=None))
+    assert cond.message == "waiting for demo-0 to run genesis"
+
+
+@pytest.mark.parametrize(
+    ("list_error", "message"),
+    [
+        (None, "no node answered with its trusted-node list"),
+        ("the trusted-node list was rejected: Rollback", "the trusted-node list was rejected: Rollback"),
+    ],
+)
+def test_list_unverified(list_error: str | None, message: str) -> None:
+    cond = ready(healthy(trusted_list=None, list_error=list_error))
+    assert (cond.reason, cond.message) == (c.LIST_UNVERIFIED, message)
+
+
+@pytest.mark.parametrize(
+    ("desired", "trusted", "commit_index", "reason"),
+    [
+        (3, 2, None, c.NODES_JOINING),
+        (3, 1, None, c.NO_QUORUM),
+        (3, 1, 10, c.NODES_JOINING),
+        (3, 0, None, c.NO_QUORUM),
+        (4, 2, None, c.NO_QUORUM),
+        (4, 3, None, c.NODES_JOINING),
+        (1, 0, None, c.NO_QUORUM),
+        (5, 2, 3, c.NODES_JOINING),
+    ],
+)
+def test_nodes_joining_or_no_quorum(
+    desired: int, trusted: int, commit_index: int | None, reason: str
+) -> None:
+    obs = healthy(desired, commit_index=commit_index)
+    checks = dict(obs.checks)
+    for i in range(trusted, desired):
+        checks[f"demo-{i}"] = check(i, None, verified=False, reason="Unreachable")
+    cond = ready(replace(obs, checks=checks))
+    assert cond.reason == reason
+    missing = ", ".join(f"demo-{i}" for i in range(trusted, desired))
+    assert cond.message == (
+        f"{trusted}/{desired} nodes trusted and verified; waiting for {missing}"
+    )
+
+
+def test_list_not_published() -> None:
+    cond = ready(healthy(published_version=None))
+    assert (cond.reason, cond.message) == (
+        c.LIST_NOT_PUBLISHED,
+        "trusted-node list version 4 not yet published",
+    )
+
+
+def test_scaling_names_extra_pods_sorted() -> None:
+    obs = replace(healthy(), pods=(*healthy().pods, pod(4), pod(3)))
+    cond = ready(obs)
+    assert (cond.reason, cond.message) == (c.SCALING, "retiring and removing demo-3, demo-4")
+
+
+# ---------------------------------------------------------------------------- decide
+
+
+def test_decide_with_spec_error_only_judges_ready() -> None:
+    conds = decide(healthy(spec_error=SpecError("spec.nodes", "bad")))
+    assert [(x.type, x.status, x.reason) for x in conds] == [(c.READY, False, c.INVALID_SPEC)]
+    assert c.phase(conds) == c.PHASE_FAILED
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {},
+            [
+                (c.READY, True, c.READY_REASON),
+                (c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE),
+                (c.NODES_ATTESTED, True, c.ALL_NODES_ATTESTED),
+                (c.LIST_DISTRIBUTED, True, c.LIST_PUBLISHED),
+                (c.DEGRADED, False, c.AS_EXPECTED),
+            ],
+        ),
+        (
+            {"service_certificate_pem": None, "trusted_list": None, "checks": {}},
+            [
+                (c.READY, False, c.WAITING_FOR_GENESIS),
+                (c.BOOTSTRAPPED, False, c.WAITING_FOR_GENESIS),
+                (c.NODES_ATTESTED, False, c.NODES_JOINING),
+                (c.LIST_DISTRIBUTED, False, c.LIST_UNVERIFIED),
+                (c.DEGRADED, False, c.AS_EXPECTED),
+            ],
+        ),
+        (
+            {"published_version": 2},
+            [
+                (c.READY, False, c.LIST_NOT_PUBLISHED),
+                (c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE),
+                (c.NODES_ATTESTED, True, c.ALL_NODES_ATTESTED),
+                (c.LIST_DISTRIBUTED, False, c.LIST_NOT_PUBLISHED),
+                (c.DEGRADED, False, c.AS_EXPECTED),
+            ],
+        ),
+    ],
+)
+def test_decide(overrides: dict[str, Any], expected: list[tuple[str, bool, str]]) -> None:
+    conds = decide(healthy(**overrides))
+    assert [(x.type, x.status, x.reason) for x in conds] == expected
+    assert all(x.message for x in conds)
+
+
+def test_decide_list_unverified_carries_list_error() -> None:
+    conds = decide(healthy(trusted_list=None, list_error="rejected: BadSignature"))
+    dist = c.find(conds, c.LIST_DISTRIBUTED)
+    assert dist is not None
+    assert dist.message == "rejected: BadSignature"
+
+
+# ---------------------------------------------------------------------------- Degraded
+
+
+def test_not_degraded_when_healthy() -> None:
+    cond = degraded(healthy())
+    assert (cond.type, cond.status, cond.reason) == (c.DEGRADED, False, c.AS_EXPECTED)
+
+
+def test_renewal_failure_on_trusted_node() -> None:
+    cond = degraded(healthy(renewal_failures={nid(2): "StaleTimestamp"}))
+    expires = rfc3339(T0 + timedelta(hours=24))
+    assert (cond.status, cond.reason) == (True, c.REATTESTATION_FAILING)
+    assert cond.message == (
+        f"demo-1 failed re-attestation (StaleTimestamp); its attestation expires at {expires}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "failing_node"),
+    [
+        (NodeStatus.PENDING, 2),
+        (NodeStatus.RETIRED, 2),
+        (NodeStatus.TRUSTED, 99),  # not in the list
+    ],
+)
+def test_renewal_failure_ignored_unless_trusted(status: NodeStatus, failing_node: int) -> None:
+    lst = tlist(entry("demo-0", 1), entry("demo-1", 2, status), entry("demo-2", 3))
+    obs = healthy(trusted_list=lst, renewal_failures={nid(failing_node): "Timeout"})
+    assert degraded(obs).reason != c.REATTESTATION_FAILING
+
+
+def test_pod_running_retired_node() -> None:
+    lst = tlist(entry("demo-0", 1), entry("demo-1", 2, NodeStatus.RETIRED), entry("demo-2", 3))
+    cond = degraded(healthy(trusted_list=lst))
+    assert (cond.status, cond.reason) == (True, c.NODE_RETIRED)
+    assert cond.message == "demo-1 was retired; replacing its pod"
+
+
+def test_retired_node_on_pod_being_scaled_away_is_expected() -> None:
+    obs = healthy(3)
+    lst = tlist(*obs.trusted_list.nodes, entry("demo-3", 4, NodeStatus.RETIRED))  # type: ignore[union-attr]
+    obs = replace(obs, trusted_list=lst, pods=(*obs.pods, pod(3)), checks={**obs.checks, "demo-3": check(3, 4)})
+    assert degraded(obs).status is False
+
+
+def test_retired_entry_of_a_replaced_node_is_not_degraded() -> None:
+    """The pod now runs a new node (the check saw it): the old Retired entry is history."""
+    lst = tlist(
+        entry("demo-0", 1),
+        entry("demo-1", 2, NodeStatus.RETIRED),
+        entry("demo-1", 12, attested=T0 + timedelta(minutes=5)),
+        entry("demo-2", 3),
+    )
+    obs = healthy(trusted_list=lst, checks={**healthy().checks, "demo-1": check(1, 12)})
+    assert degraded(obs).status is False
+    assert ready(obs).status is True
+
+
+@pytest.mark.parametrize(
+    ("pod_ready", "reason", "expected"),
+    [
+        (True, "TlsKeyMismatch: other key", c.NODE_NOT_VERIFIED),
+        (False, "TlsKeyMismatch: other key", c.AS_EXPECTED),
+        (True, "", c.AS_EXPECTED),
+    ],
+)
+def test_unverified_ready_pod(pod_ready: bool, reason: str, expected: str) -> None:
+    obs = _with_pod(healthy(), 2, ready=pod_ready)
+    obs = replace(obs, checks={**obs.checks, "demo-2": check(2, 3, verified=False, reason=reason)})
+    cond = degraded(obs)
+    assert cond.reason == expected
+    if expected == c.NODE_NOT_VERIFIED:
+        assert cond.message == f"demo-2: {reason}"
+
+
+def test_several_problems_first_reason_all_messages() -> None:
+    lst = tlist(entry("demo-0", 1), entry("demo-1", 2, NodeStatus.RETIRED), entry("demo-2", 3))
+    cond = degraded(healthy(trusted_list=lst, renewal_failures={nid(3): "Timeout"}))
+    assert cond.reason == c.REATTESTATION_FAILING
+    expires = rfc3339(T0 + timedelta(hours=24))
+    assert cond.message == (
+        f"demo-2 failed re-attestation (Timeout); its attestation expires at {expires}; "
+        "demo-1 was retired; replacing its pod"
+    )
+
+
+# ---------------------------------------------------------------------------- entries and pods
+
+
+@pytest.mark.parametrize(
+    ("entries", "seen", "expected"),
+    [
+        # the node the pod's check saw wins, whatever its status
+        ([("demo-1", 5, NodeStatus.TRUSTED, 0), ("demo-1", 6, NodeStatus.PENDING, 10)], 5, 5),
+        ([("demo-1", 5, NodeStatus.TRUSTED, 0), ("demo-1", 6, NodeStatus.PENDING, 10)], 6, 6),
+        ([("demo-1", 5, NodeStatus.RETIRED, 0), ("demo-1", 6, NodeStatus.TRUSTED, 10)], 5, 5),
+        # else a non-Retired entry
+        ([("demo-1", 5, NodeStatus.RETIRED, 10), ("demo-1", 6, NodeStatus.PENDING, 0)], None, 6),
+        ([("demo-1", 6, NodeStatus.RETIRED, 10), ("demo-1", 5, NodeStatus.TRUSTED, 0)], None, 5),
+        ([("demo-1", 6, NodeStatus.RETIRED, 10), ("demo-1", 5, NodeStatus.TRUSTED, 0)], 99, 5),
+        # else the most recently attested Retired entry (not the last by node id)
+        ([("demo-1", 5, NodeStatus.RETIRED, 10), ("demo-1", 6, NodeStatus.RETIRED, 0)], None, 5),
+        ([("demo-1", 5, NodeStatus.RETIRED, 0), ("demo-1", 6, NodeStatus.RETIRED, 10)], None, 6),
+        ([("demo-1", 5, NodeStatus.RETIRED, 0)], 5, 5),
+    ],
+)
+def test_current_entries(
+    entries: list[tuple[str, int, NodeStatus, int]], seen: int | None, expected: int
+) -> None:
+    lst = tlist(
+        *(entry(n, i, s, attested=T0 + timedelta(minutes=m)) for n, i, s, m in entries)
+    )
+    checks = {} if seen is None else {"demo-1": check(1, seen)}
+    obs = healthy(trusted_list=lst, checks=checks)
+    current = obs.current_entries()
+    assert set(current) == {"demo-1"}
+    assert current["demo-1"].node_id == nid(expected)
+
+
+def test_current_entries_without_list() -> None:
+    assert healthy(trusted_list=None).current_entries() == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "excluded"),
+    [
+        ({"entry_1": entry("demo-1", 2, expires=NOW)}, "demo-1"),  # expired at now
+        ({"entry_1": entry("demo-1", 2, expires=NOW - timedelta(seconds=1))}, "demo-1"),
+        ({"entry_1": entry("demo-1", 2, NodeStatus.PENDING)}, "demo-1"),
+        ({"check_1": check(1, 2, verified=False, reason="StaleTimestamp")}, "demo-1"),
+        ({"check_1": check(1, 7)}, "demo-1"),  # the pod answers as another node
+        ({"check_1": check(1, None, verified=False)}, "demo-1"),
+        ({"check_1": None}, "demo-1"),  # never checked
+        ({"desired": 2}, "demo-2"),  # ordinal beyond the desired size
+    ],
+)
+def test_trusted_pods_exclusions(change: dict[str, Any], excluded: str) -> None:
+    obs = healthy()
+    entries = {e.name: e for e in obs.trusted_list.nodes}  # type: ignore[union-attr]
+    checks: dict[str, NodeCheck | None] = dict(obs.checks)
+    if "entry_1" in change:
+        entries["demo-1"] = change["entry_1"]
+    if "check_1" in change:
+        checks["demo-1"] = change["check_1"]
+    obs = replace(
+        obs,
+        trusted_list=tlist(*entries.values()),
+        checks={k: v for k, v in checks.items() if v is not None},
+        desired=change.get("desired", obs.desired),
+    )
+    trusted = obs.trusted_pods()
+    assert excluded not in trusted
+    assert trusted == sorted({"demo-0", "demo-1", "demo-2"} - {excluded})
+
+
+def test_trusted_pods_sorted_by_ordinal_and_ignores_foreign_names() -> None:
+    names = ["demo-10", "demo-2", "demo-0", "other-1", "demo-x"]
+    lst = tlist(*(entry(n, i + 1) for i, n in enumerate(names)))
+    checks = {n: NodeCheck(n, nid(i + 1), True) for i, n in enumerate(names)}
+    obs = healthy(11, trusted_list=lst, checks=checks)
+    assert obs.trusted_pods() == ["demo-0", "demo-2", "demo-10"]
+
+
+# ---------------------------------------------------------------------------- node_statuses
+
+
+def test_node_statuses() -> None:
+    lst = tlist(
+        entry("demo-0", 1),
+        entry("demo-1", 2, NodeStatus.PENDING),
+        entry("demo-2", 3),  # no pod (yet): still shown
+        entry("demo-5", 6, NodeStatus.RETIRED),  # no pod and retired: gone
+        entry("other-0", 9),  # not ours
+    )
+    obs = healthy(
+        trusted_list=lst,
+        pods=(pod(1), pod(0, ip=None), pod(3)),
+        renewal_failures={nid(1): "Timeout"},
+    )
+    items = node_statuses(obs)
+    assert [i["name"] for i in items] == ["demo-0", "demo-1", "demo-2", "demo-3"]
+    by_name = {i["name"]: i for i in items}
+    assert by_name["demo-0"] == {
+        "name": "demo-0",
+        "ordinal": 0,
+        "nodeId": nid(1),
+        "status": "Trusted",
+        "measurement": MEASUREMENT,
+        "attestedAt": rfc3339(T0),
+        "attestationExpiresAt": rfc3339(T0 + timedelta(hours=24)),
+        "reattestationFailure": "Timeout",
+    }
+    assert by_name["demo-1"]["podIP"] == "10.0.0.2"
+    assert by_name["demo-1"]["status"] == "Pending"
+    assert "reattestationFailure" not in by_name["demo-1"]
+    assert "podIP" not in by_name["demo-2"]
+    assert by_name["demo-3"] == {
+        "name": "demo-3",
+        "ordinal": 3,
+        "podIP": "10.0.0.4",
+        "status": "Unknown",
+    }
+
+
+def test_node_statuses_numeric_order() -> None:
+    obs = healthy(trusted_list=None, pods=(pod(10), pod(2), pod(1)))
+    assert [i["ordinal"] for i in node_statuses(obs)] == [1, 2, 10]
+
+
+# ---------------------------------------------------------------------------- status_body
+
+
+def _body(obs: Observation, existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    return status_body(obs, decide(obs), existing or {}, NOW)
+
+
+def test_status_body_ready() -> None:
+    body = _body(healthy())
+    assert body["observedGeneration"] == 7
+    assert body["phase"] == c.PHASE_READY
+    assert (body["desiredNodes"], body["trustedNodes"], body["nodesReady"]) == (3, 3, "3/3")
+    assert body["serviceCertificate"] == SERVICE_PEM
+    assert body["serviceCertificateSha256"] == SERVICE_SHA
+    assert body["trustedNodeList"] == {
+        "version": 4,
+        "sha256": "11" * 32,
+        "issuedAt": rfc3339(T0),
+    }
+    assert body["ledger"] == {"term": 2, "commitIndex": 42, "primary": "demo-0"}
+    assert body["members"] == {"total": 2, "active": 2}
+    assert [x["type"] for x in body["conditions"]] == list(c.CONSORTIUM_TYPES)
+    assert {x["lastTransitionTime"] for x in body["conditions"]} == {rfc3339(NOW)}
+    assert [n["name"] for n in body["nodes"]] == ["demo-0", "demo-1", "demo-2"]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "desired", "text"), [(0, 3, "0/3"), (2, 3, "2/3"), (1, 1, "1/1"), (4, 5, "4/5")]
+)
+def test_nodes_ready_text(trusted: int, desired: int, text: str) -> None:
+    obs = healthy(desired)
+    checks = {
+        k: (v if int(k.rsplit("-", 1)[1]) < trusted else replace(v, verified=False))
+        for k, v in obs.checks.items()
+    }
+    body = _body(replace(obs, checks=checks))
+    assert body["nodesReady"] == text
+    assert body["trustedNodes"] == trusted
+
+
+@pytest.mark.parametrize(
+    ("primary", "commit_index", "expected"),
+    [
+        ("demo-1", 5, {"term": 2, "commitIndex": 5, "primary": "demo-1"}),
+        (None, 5, {"term": 2, "commitIndex": 5}),
+        ("", 5, {"term": 2, "commitIndex": 5}),
+        ("demo-1", None, None),
+    ],
+)
+def test_status_body_ledger(primary: str | None, commit_index: int | None, expected: Any) -> None:
+    body = _body(healthy(primary=primary, commit_index=commit_index))
+    assert body.get("ledger") == expected
+
+
+def test_status_body_keeps_what_was_not_observed() -> None:
+    existing = {
+        "serviceCertificate": "OLD PEM",
+        "serviceCertificateSha256": "00" * 32,
+        "trustedNodeList": {"version": 3, "sha256": "22" * 32, "issuedAt": "x"},
+        "members": {"total": 5, "active": 4},
+    }
+    obs = healthy(
+        service_certificate_pem=None,
+        service_certificate_sha256=None,
+        trusted_list=None,
+        members_active=None,
+    )
+    body = _body(obs, existing)
+    assert body["serviceCertificate"] == "OLD PEM"
+    assert body["serviceCertificateSha256"] == "00" * 32
+    assert body["trustedNodeList"] == existing["trustedNodeList"]
+    assert body["members"] == {"total": 2, "active": 4}
+
+
+def test_status_body_observed_values_replace_existing() -> None:
+    existing = {
+        "serviceCertificate": "OLD PEM",
+        "serviceCertificateSha256": "00" * 32,
+        "trustedNodeList": {"version": 3},
+    }
+    body = _body(healthy(), existing)
+    assert body["serviceCertificate"] == SERVICE_PEM
+    assert body["serviceCertificateSha256"] == SERVICE_SHA
+    assert body["trustedNodeList"]["version"] == 4
+
+
+def test_status_body_without_anything_observed() -> None:
+    obs = healthy(
+        service_certificate_pem=None,
+        trusted_list=None,
+        members_active=None,
+        commit_index=None,
+        checks={},
+    )
+    body = _body(obs)
+    for key in ("serviceCertificate", "serviceCertificateSha256", "trustedNodeList", "ledger"):
+        assert key not in body
+    assert body["members"] == {"total": 2, "active": 0}
+    assert body["phase"] == c.PHASE_BOOTSTRAPPING
+
+
+def test_status_body_keeps_transition_times() -> None:
+    first = _body(healthy())
+    later = status_body(healthy(), decide(healthy()), first, NOW + timedelta(minutes=5))
+    assert later["conditions"] == first["conditions"]
+    broken = healthy(published_version=1)
+    flipped = status_body(broken, decide(broken), first, NOW + timedelta(minutes=5))
+    times = {x["type"]: x["lastTransitionTime"] for x in flipped["conditions"]}
+    assert times[c.READY] == rfc3339(NOW + timedelta(minutes=5))
+    assert times[c.BOOTSTRAPPED] == rfc3339(NOW)
