@@ -228,6 +228,8 @@ class Kube:
 
 # ---------------------------------------------------------------------- comparison
 def _same_scalar(desired: Any, live: Any) -> bool:
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return type(desired) is type(live) and desired == live
     if desired == live:
         return True
     if isinstance(desired, (str, int)) and isinstance(live, (str, int)):

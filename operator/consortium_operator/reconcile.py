@@ -56,6 +56,7 @@ class Memory:
     trust: dict[str, tuple[str, str]] | None = None  # node_id → (status, attested_at)
     refused: set[tuple[str, str]] = field(default_factory=set)  # (pod uid, reason)
     failures: dict[str, str] = field(default_factory=dict)
+    known: dict[str, str] = field(default_factory=dict)  # pod uid → node_id last verified there
     due: float = 0.0
 
 
@@ -194,7 +195,10 @@ def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None
         if reply.status != 200:
             raise NodeUnreachableError(f"{name}: HTTP {reply.status} for its quote")
     except NodeUnreachableError as exc:
-        p.memory.checks[name] = (pod_uid, 0.0, status.NodeCheck(name, None, False, str(exc)))
+        # A node whose certificate expired with its attestation can no longer complete
+        # authenticated TLS, and is still that node: learn which one from its quote alone.
+        known = p.memory.known.get(pod_uid) or _identify(p, name, ip)
+        p.memory.checks[name] = (pod_uid, 0.0, status.NodeCheck(name, known, False, str(exc)))
         return
     answer = reply.json()
     check, reason = verify.check_pod(
@@ -210,9 +214,26 @@ def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None
         p.spec.attestation.platform, "ok" if check.verified else "refused", reason
     ).inc()
     p.memory.checks[name] = (pod_uid, time.monotonic(), check)
+    if check.verified and check.node_id:
+        p.memory.known[pod_uid] = check.node_id
     if not check.verified and (pod_uid, reason) not in p.memory.refused:
         p.memory.refused.add((pod_uid, reason))
         p.event("Warning", "AttestationRefused", f"{name}: {check.reason}")
+
+
+def _identify(p: Pass, name: str, ip: str) -> str | None:
+    """Which node a pod runs, proven by possession of its key only (no attestation): used
+    to recognise a node whose certificate expired or whose quotes fail, to replace it once
+    it is Retired. The node must terminate TLS with the key it claims."""
+    try:
+        reply = NodeClient(None).request(
+            ip, _fqdn(p, name), "GET", f"/node/quote?nonce={os.urandom(32).hex()}"
+        )
+    except NodeUnreachableError:
+        return None
+    return (
+        verify.key_holder(reply.json(), reply.peer_certificate_der) if reply.status == 200 else None
+    )
 
 
 def _service_certificate(p: Pass) -> str | None:
@@ -258,6 +279,9 @@ def _observe(p: Pass, generation: int, members: list[MemberView]) -> status.Obse
     live_names = {x["metadata"]["name"] for x in p.pods}
     for gone in set(p.memory.checks) - live_names:
         del p.memory.checks[gone]
+    live_uids = {x["metadata"]["uid"] for x in p.pods}
+    for uid in set(p.memory.known) - live_uids:
+        del p.memory.known[uid]
     checks = {k: v[2] for k, v in p.memory.checks.items()}
     published = p.kube.get("ConfigMap", p.namespace, p.names.trusted_nodes)
     published_version = (

@@ -122,6 +122,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     image = spec.get("image")
     if not isinstance(image, str) or not image.strip():
         raise SpecError("spec.image", "required: the node image (e.g. localhost/consortium-node)")
+    image = image.strip()
     if image.endswith(":latest") or ("@" not in image and ":" not in image.rsplit("/", 1)[-1]):
         raise SpecError("spec.image", f"{image!r}: pin a tag or digest (not :latest)")
     pull = spec.get("imagePullPolicy", "IfNotPresent")
@@ -167,13 +168,15 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     sc = sto.get("storageClassName") or None
     led = _obj(spec.get("ledger"), "spec.ledger")
     sig_tx = led.get("signatureIntervalTx", 100)
-    if isinstance(sig_tx, bool) or not isinstance(sig_tx, int) or sig_tx < 1:
-        raise SpecError("spec.ledger.signatureIntervalTx", "must be a positive integer")
+    if isinstance(sig_tx, bool) or not isinstance(sig_tx, int) or not 1 <= sig_tx <= 1_000_000:
+        raise SpecError("spec.ledger.signatureIntervalTx", "must be an integer in 1..1000000")
     sig = _duration(led.get("signatureInterval"), "spec.ledger.signatureInterval", "100ms")
+    if sig > timedelta(hours=1):
+        raise SpecError("spec.ledger.signatureInterval", "must be at most 1h")
     return ConsortiumSpec(
         name=name,
         nodes=nodes,
-        image=image.strip(),
+        image=image,
         image_pull_policy=pull,
         attestation=Attestation(
             platform=platform,

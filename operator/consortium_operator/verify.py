@@ -80,6 +80,19 @@ def check_pod(
     return NodeCheck(pod, node_id, True), ""
 
 
+def key_holder(answer: Mapping[str, Any], tls_certificate_der: bytes | None) -> str | None:
+    """The node_id claimed in a quote answer, if TLS was terminated with that very key."""
+    try:
+        public_der = keys.public_key_der(
+            keys.load_public_key(str(answer["public_key"]).encode("ascii"))
+        )
+        tls_cert = x509.load_der_x509_certificate(tls_certificate_der or b"")
+        tls_der = keys.public_key_der(tls_cert.public_key())  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError):
+        return None
+    return hashlib.sha256(public_der).hexdigest() if tls_der == public_der else None
+
+
 def check_list(
     envelope: bytes, service_certificate_pem: str, consortium: str, min_version: int | None
 ) -> tuple[TrustedNodeList | None, str | None]:

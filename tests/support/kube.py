@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = Path(os.environ.get("KUBE_RUN", "/tmp/consortium-kube"))  # noqa: S108 - kube.sh default
+RUN = Path(os.environ.get("KUBE_RUN", "/tmp/consortium-kube"))
 KUBECONFIG = RUN / "admin.kubeconfig"
 T = TypeVar("T")
 
@@ -46,9 +46,9 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
 
 def kube_bin() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return Path(
-        os.environ.get("KUBE_CACHE", cache / "consortium-operator" / "kube-v1.20.2")
-    ) / "bin"
+    return (
+        Path(os.environ.get("KUBE_CACHE", cache / "consortium-operator" / "kube-v1.20.2")) / "bin"
+    )
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Cluster:
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         result = subprocess.run(
             [str(kube_bin() / "kubectl"), *args],
+            check=False,
             input=stdin,
             capture_output=True,
             text=True,
@@ -96,9 +97,7 @@ class Cluster:
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return [
-            e
-            for e in self.items(namespace, "events")
-            if e["involvedObject"].get("name") == name
+            e for e in self.items(namespace, "events") if e["involvedObject"].get("name") == name
         ]
 
     def audit_writes(self, namespace: str, since: float) -> list[dict[str, Any]]:
@@ -135,7 +134,12 @@ def bring_up() -> Cluster:
         subprocess.run(["bash", str(ROOT / "scripts/kube.sh"), "up"], check=True, env=env)
     subprocess.run(["bash", str(ROOT / "scripts/build-images.sh")], check=True)
     subprocess.run(
-        ["bash", str(ROOT / "scripts/kube.sh"), "import", str(ROOT / "build/images/consortium-node.tar")],
+        [
+            "bash",
+            str(ROOT / "scripts/kube.sh"),
+            "import",
+            str(ROOT / "build/images/consortium-node.tar"),
+        ],
         check=True,
     )
     cluster = Cluster(started_here=not running)
@@ -179,9 +183,15 @@ class Operator:
             "CONSORTIUM_OPERATOR_RESYNC_SECONDS": "3",
         }
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603
-                [str(ROOT / ".venv/bin/consortium-operator"), "--standalone",
-                 "--metrics-port", str(self.port), "--metrics-address", "127.0.0.1"],
+            self.process = subprocess.Popen(
+                [
+                    str(ROOT / ".venv/bin/consortium-operator"),
+                    "--standalone",
+                    "--metrics-port",
+                    str(self.port),
+                    "--metrics-address",
+                    "127.0.0.1",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -207,7 +217,7 @@ class Operator:
 
     def metrics(self) -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
                 text: str = r.read().decode()
                 return text
         except OSError:

@@ -45,6 +45,11 @@ def pod_settings(base: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, A
     if match is None:
         raise ConfigError(f"environment: POD_NAME {env['POD_NAME']!r} is not <set>-<ordinal>")
     settings = copy.deepcopy(dict(base))
+    for section in ("listen", "platform"):
+        if settings.get(section) is None:
+            settings[section] = {}
+        elif not isinstance(settings[section], dict):
+            raise ConfigError(f"{section}: expected a mapping")
     kube = settings.pop("kubernetes", None)
     if not isinstance(kube, dict) or not isinstance(kube.get("service_certificate"), str):
         raise ConfigError("kubernetes.service_certificate: required (path of the mounted file)")

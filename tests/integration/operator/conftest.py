@@ -29,7 +29,9 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, operator: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    cluster: Cluster, operator: Operator, request: pytest.FixtureRequest
+) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
     name = f"{base}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)

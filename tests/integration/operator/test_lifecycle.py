@@ -23,9 +23,9 @@ def ready(cluster: Cluster, ns: str, name: str, nodes: int) -> dict[str, Any] | 
     obj = cluster.get(ns, "consortium", name) or {}
     st = obj.get("status") or {}
     cond = next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
-    if cond.get("status") == "True" and st.get("nodesReady") == f"{nodes}/{nodes}":
-        if st.get("observedGeneration") == obj["metadata"]["generation"]:
-            return obj
+    current = st.get("observedGeneration") == obj["metadata"]["generation"]
+    if current and cond.get("status") == "True" and st.get("nodesReady") == f"{nodes}/{nodes}":
+        return obj
     return None
 
 
@@ -34,9 +34,7 @@ def pycose_verifies(envelope: bytes, certificate_pem: str) -> TrustedNodeList:
     cert = x509.load_pem_x509_certificate(certificate_pem.encode())
     numbers = cert.public_key().public_numbers()  # type: ignore[union-attr]
     message = Sign1Message.decode(envelope)
-    message.key = EC2Key(
-        crv=P256, x=numbers.x.to_bytes(32, "big"), y=numbers.y.to_bytes(32, "big")
-    )
+    message.key = EC2Key(crv=P256, x=numbers.x.to_bytes(32, "big"), y=numbers.y.to_bytes(32, "big"))
     assert message.verify_signature()
     return TrustedNodeList.from_payload(message.payload)
 
@@ -44,7 +42,9 @@ def pycose_verifies(envelope: bytes, certificate_pem: str) -> TrustedNodeList:
 def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace: str) -> None:
     ns = namespace
     cluster.kubectl("-n", ns, "apply", "-f", str(ROOT / "crds/samples"))
-    obj = wait_for("Consortium demo Ready 3/3", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
+    obj = wait_for(
+        "Consortium demo Ready 3/3", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT
+    )
     st = obj["status"]
     assert st["phase"] == "Ready"
     types = {c["type"]: c["status"] for c in st["conditions"]}
@@ -78,9 +78,7 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
     assert {"NodeTrusted", "ConsortiumReady"} <= reasons
 
 
-def test_steady_state_makes_no_writes(
-    cluster: Cluster, operator: Operator, namespace: str
-) -> None:
+def test_steady_state_makes_no_writes(cluster: Cluster, operator: Operator, namespace: str) -> None:
     ns = namespace
     members, consortium = sample_docs()
     consortium["spec"]["nodes"] = 1
@@ -90,8 +88,9 @@ def test_steady_state_makes_no_writes(
     # settle: one more full pass after Ready (the status write that made it Ready)
     wait_for(
         "two more passes",
-        lambda: operator.sample("consortium_operator_reconcile_duration_seconds_count")
-        >= passes + 2,
+        lambda: (
+            operator.sample("consortium_operator_reconcile_duration_seconds_count") >= passes + 2
+        ),
         60,
     )
     writes = operator.sample("consortium_operator_api_writes_total")
@@ -99,8 +98,9 @@ def test_steady_state_makes_no_writes(
     since = time.time()
     wait_for(
         "five more reconcile passes",
-        lambda: operator.sample("consortium_operator_reconcile_duration_seconds_count")
-        >= passes + 5,
+        lambda: (
+            operator.sample("consortium_operator_reconcile_duration_seconds_count") >= passes + 5
+        ),
         90,
     )
     assert operator.sample("consortium_operator_api_writes_total") == writes
@@ -114,15 +114,19 @@ def test_scale_up_then_down_and_a_lost_pod(cluster: Cluster, namespace: str) -> 
     cluster.apply(ns, *members, consortium)
     wait_for("Ready 2/2", lambda: ready(cluster, ns, "demo", 2), READY_TIMEOUT)
 
-    cluster.kubectl("-n", ns, "patch", "consortium", "demo", "--type=merge", "-p",
-                    '{"spec":{"nodes":3}}')
+    cluster.kubectl(
+        "-n", ns, "patch", "consortium", "demo", "--type=merge", "-p", '{"spec":{"nodes":3}}'
+    )
     obj = wait_for("Ready 3/3 after scale-up", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
     assert [n["name"] for n in obj["status"]["nodes"]] == ["demo-0", "demo-1", "demo-2"]
     retired_id = obj["status"]["nodes"][2]["nodeId"]
 
-    cluster.kubectl("-n", ns, "patch", "consortium", "demo", "--type=merge", "-p",
-                    '{"spec":{"nodes":2}}')
-    obj = wait_for("Ready 2/2 after scale-down", lambda: ready(cluster, ns, "demo", 2), READY_TIMEOUT)
+    cluster.kubectl(
+        "-n", ns, "patch", "consortium", "demo", "--type=merge", "-p", '{"spec":{"nodes":2}}'
+    )
+    obj = wait_for(
+        "Ready 2/2 after scale-down", lambda: ready(cluster, ns, "demo", 2), READY_TIMEOUT
+    )
     wait_for("demo-2 gone", lambda: cluster.get(ns, "pod", "demo-2") is None, 60)
     wait_for("ledger-demo-2 gone", lambda: cluster.get(ns, "pvc", "ledger-demo-2") is None, 60)
     listed = cluster.get(ns, "configmap", "demo-trusted-nodes")
@@ -136,8 +140,10 @@ def test_scale_up_then_down_and_a_lost_pod(cluster: Cluster, namespace: str) -> 
     cluster.kubectl("-n", ns, "delete", "pod", "demo-1", "--wait=false")
     wait_for(
         "demo-1 replaced",
-        lambda: (cluster.get(ns, "pod", "demo-1") or {}).get("metadata", {}).get("uid")
-        not in (None, old_uid),
+        lambda: (
+            (cluster.get(ns, "pod", "demo-1") or {}).get("metadata", {}).get("uid")
+            not in (None, old_uid)
+        ),
         60,
     )
     obj = wait_for("Ready 2/2 after losing demo-1", lambda: ready(cluster, ns, "demo", 2), 120)
@@ -157,8 +163,15 @@ def test_deleting_the_consortium_leaves_nothing(cluster: Cluster, namespace: str
 
     def nothing_left() -> bool:
         left = []
-        for kind in ("statefulset", "pod", "service", "configmap", "secret", "pdb",
-                     "networkpolicy"):
+        for kind in (
+            "statefulset",
+            "pod",
+            "service",
+            "configmap",
+            "secret",
+            "pdb",
+            "networkpolicy",
+        ):
             left += [f"{kind}/{i['metadata']['name']}" for i in cluster.items(ns, kind, owned)]
         left += [f"pvc/{i['metadata']['name']}" for i in cluster.items(ns, "pvc")]
         return not left

@@ -29,9 +29,7 @@ def _by_type(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {cond["type"]: cond for cond in conditions}
 
 
-@pytest.mark.parametrize(
-    ("status", "text"), [(True, "True"), (False, "False"), (None, "Unknown")]
-)
+@pytest.mark.parametrize(("status", "text"), [(True, "True"), (False, "False"), (None, "Unknown")])
 def test_status_text(status: bool | None, text: str) -> None:
     assert Condition(c.READY, status, "R", "m").status_text == text
 
@@ -173,5 +171,7 @@ DEG_F = (c.DEGRADED, False, c.AS_EXPECTED)
     ],
 )
 def test_phase(conds: list[Any], deleting: bool, expected: str) -> None:
-    conditions = [x if isinstance(x, Condition) else Condition(x[0], x[1], x[2], "m") for x in conds]
+    conditions = [
+        x if isinstance(x, Condition) else Condition(x[0], x[1], x[2], "m") for x in conds
+    ]
     assert phase(conditions, deleting=deleting) == expected

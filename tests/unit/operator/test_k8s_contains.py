@@ -136,11 +136,6 @@ def test_contains_table(live: Any, desired: Any, expected: bool) -> None:
     assert contains(live, desired) is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: k8s.py _same_scalar returns True on `desired == live` before its bool guard, "
-    "and in Python True == 1 and False == 0, so a bool and an int compare equal",
-)
 @pytest.mark.parametrize(
     ("live", "desired"),
     [(1, True), (True, 1), (0, False), (False, 0), ({"optional": 1}, {"optional": True})],

@@ -188,11 +188,6 @@ def test_empty_storage_class_means_cluster_default() -> None:
     assert spec.storage.storage_class_name is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: spec.py parse_consortium checks ':latest' on the unstripped image, then stores "
-    "image.strip(); 'img:latest ' passes and the StatefulSet runs img:latest",
-)
 def test_padded_latest_image_is_refused() -> None:
     with pytest.raises(SpecError) as caught:
         parse_consortium("demo", spec_with("image", "localhost/consortium-node:latest "))

@@ -113,6 +113,7 @@ def test_healthy_is_ready() -> None:
     assert (cond.type, cond.status, cond.reason) == (c.READY, True, c.READY_REASON)
     assert cond.message == "3/3 nodes trusted; trusted-node list version 4 published"
     assert all(check_(healthy()) is None for check_ in READY_CHAIN)
+    assert len(FAULTS) == len(READY_CHAIN)  # one fault per link below
 
 
 Fault = Callable[[Observation], Observation]
@@ -175,23 +176,9 @@ def test_ready_chain_first_failure_wins(first: int) -> None:
 
 @pytest.mark.parametrize("index", range(len(FAULTS)), ids=[f[0] for f in FAULTS])
 def test_each_fault_alone(index: int) -> None:
-    name, fault, reason = FAULTS[index]
+    _, fault, reason = FAULTS[index]
     cond = ready(fault(healthy()))
     assert (cond.status, cond.reason) == (False, reason)
-
-
-def test_ready_chain_order() -> None:
-    names = [check_.__name__ for check_ in READY_CHAIN]
-    assert names == [
-        "_spec",
-        "_image",
-        "_node_start",
-        "_bootstrapped",
-        "_list",
-        "_nodes",
-        "_distributed",
-        "_scaling",
-    ]
 
 
 def test_spec_error_names_its_field() -> None:
@@ -268,7 +255,10 @@ def test_waiting_for_genesis_names_pod_0() -> None:
     ("list_error", "message"),
     [
         (None, "no node answered with its trusted-node list"),
-        ("the trusted-node list was rejected: Rollback", "the trusted-node list was rejected: Rollback"),
+        (
+            "the trusted-node list was rejected: Rollback",
+            "the trusted-node list was rejected: Rollback",
+        ),
     ],
 )
 def test_list_unverified(list_error: str | None, message: str) -> None:
@@ -416,7 +406,12 @@ def test_pod_running_retired_node() -> None:
 def test_retired_node_on_pod_being_scaled_away_is_expected() -> None:
     obs = healthy(3)
     lst = tlist(*obs.trusted_list.nodes, entry("demo-3", 4, NodeStatus.RETIRED))  # type: ignore[union-attr]
-    obs = replace(obs, trusted_list=lst, pods=(*obs.pods, pod(3)), checks={**obs.checks, "demo-3": check(3, 4)})
+    obs = replace(
+        obs,
+        trusted_list=lst,
+        pods=(*obs.pods, pod(3)),
+        checks={**obs.checks, "demo-3": check(3, 4)},
+    )
     assert degraded(obs).status is False
 
 
@@ -484,9 +479,7 @@ def test_several_problems_first_reason_all_messages() -> None:
 def test_current_entries(
     entries: list[tuple[str, int, NodeStatus, int]], seen: int | None, expected: int
 ) -> None:
-    lst = tlist(
-        *(entry(n, i, s, attested=T0 + timedelta(minutes=m)) for n, i, s, m in entries)
-    )
+    lst = tlist(*(entry(n, i, s, attested=T0 + timedelta(minutes=m)) for n, i, s, m in entries))
     checks = {} if seen is None else {"demo-1": check(1, seen)}
     obs = healthy(trusted_list=lst, checks=checks)
     current = obs.current_entries()

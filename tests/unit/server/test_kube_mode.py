@@ -23,7 +23,7 @@ def template(service_certificate: Path | str) -> dict[str, Any]:
     return {
         "consortium": "demo",
         "mode": "join",
-        "listen": {"host": "0.0.0.0", "port": 8443},  # noqa: S104
+        "listen": {"host": "0.0.0.0", "port": 8443},
         "data_dir": "/var/lib/consortium",
         "platform": {"root_certificate": "/p/root.pem", "root_key": "/p/root.key"},
         "members": [{"certificate": CERT, "role": "governor"}],
@@ -57,7 +57,7 @@ def test_required_env_list() -> None:
 
 @pytest.mark.parametrize("pod", ["demo", "demo-", "-0", "demo-x", "Demo-0", "demo_0", "demo-0a"])
 def test_bad_pod_name(tmp_path: Path, pod: str) -> None:
-    with pytest.raises(ConfigError, match="environment: POD_NAME .* is not <set>-<ordinal>"):
+    with pytest.raises(ConfigError, match=r"environment: POD_NAME .* is not <set>-<ordinal>"):
         pod_settings(template(tmp_path / "svc.pem"), env(pod))
 
 
@@ -71,7 +71,7 @@ def test_kubernetes_section_required(tmp_path: Path, kubernetes: Any, present: b
         base["kubernetes"] = kubernetes
     else:
         del base["kubernetes"]
-    with pytest.raises(ConfigError, match="kubernetes.service_certificate: required"):
+    with pytest.raises(ConfigError, match=r"kubernetes\.service_certificate: required"):
         pod_settings(base, env())
 
 
@@ -122,13 +122,15 @@ def test_join_without_join_section_gets_one(tmp_path: Path) -> None:
         ({}, 8443, "demo-1.demo-nodes.ledgers.svc.cluster.local"),
         ({"CLUSTER_DOMAIN": ""}, 8443, "demo-1.demo-nodes.ledgers.svc.cluster.local"),
         ({"CLUSTER_DOMAIN": "corp.internal"}, 8443, "demo-1.demo-nodes.ledgers.svc.corp.internal"),
-        ({"POD_NAMESPACE": "prod", "CONSORTIUM_SERVICE": "x"}, 8443, "demo-1.x.prod.svc.cluster.local"),
+        (
+            {"POD_NAMESPACE": "prod", "CONSORTIUM_SERVICE": "x"},
+            8443,
+            "demo-1.x.prod.svc.cluster.local",
+        ),
         ({"listen_port": "9443"}, 9443, "demo-1.demo-nodes.ledgers.svc.cluster.local"),
     ],
 )
-def test_address_and_names(
-    tmp_path: Path, overrides: dict[str, str], port: int, fqdn: str
-) -> None:
+def test_address_and_names(tmp_path: Path, overrides: dict[str, str], port: int, fqdn: str) -> None:
     base = template(tmp_path / "svc.pem")
     overrides = dict(overrides)
     if "listen_port" in overrides:
@@ -138,7 +140,7 @@ def test_address_and_names(
     assert settings["address"] == f"{fqdn}:{port}"
     assert settings["subject_alt_names"][0] == fqdn
     assert "10.1.2.3" in settings["subject_alt_names"]
-    short = fqdn.split(".svc.")[0]
+    short = fqdn.split(".svc.", maxsplit=1)[0]
     assert f"{short}.svc" in settings["subject_alt_names"]
     assert settings["platform"]["chip_id"] == "demo-1"
     assert settings["platform"]["root_key"] == "/p/root.key"
@@ -175,7 +177,11 @@ def test_load_pod_config(tmp_path: Path, pod: str, mode: str) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "cannot read"), (": : :\n  - [", "not valid YAML"), ("- a\n- b\n", "expected a mapping")],
+    [
+        (None, "cannot read"),
+        (": : :\n  - [", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping"),
+    ],
 )
 def test_load_pod_config_errors(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "node.yaml"
@@ -183,3 +189,16 @@ def test_load_pod_config_errors(tmp_path: Path, content: str | None, message: st
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_pod_config(path, env())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("listen", None), ("listen", "8443"), ("platform", None), ("platform", [])]
+)
+def test_malformed_sections_raise_config_error(tmp_path: Path, key: str, value: Any) -> None:
+    base = template(tmp_path / "svc.pem")
+    base[key] = value
+    try:
+        settings = pod_settings(base, env("demo-1"))
+    except ConfigError:
+        return
+    assert settings["address"].endswith(":8443")

@@ -1,0 +1,182 @@
+"""What goes wrong, on a real cluster: failed re-attestation, invalid specs, an operator
+crash mid-bootstrap, retained volumes. Every wait polls a condition with a deadline."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
+from tests.support.kube import Cluster, Operator, sample_docs, wait_for
+
+
+def _ready_reason(cluster: Cluster, ns: str, name: str = "demo") -> tuple[str, str, str]:
+    cond = cluster.condition(ns, "consortium", name, "Ready")
+    return cond.get("status", ""), cond.get("reason", ""), cond.get("message", "")
+
+
+def test_failed_reattestation_is_reported_then_retired_and_replaced(
+    cluster: Cluster, namespace: str
+) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 3
+    consortium["spec"]["attestation"].update(validity="75s", renewBefore="55s")
+    cluster.apply(ns, *members, consortium)
+    obj = wait_for("Ready 3/3", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
+    old_id = next(n["nodeId"] for n in obj["status"]["nodes"] if n["name"] == "demo-2")
+    # Test-only switch (the operator runs with insecure test faults enabled): demo-2's
+    # enclave now signs its quotes badly, so its next re-attestation fails.
+    cluster.kubectl(
+        "-n",
+        ns,
+        "exec",
+        "demo-2",
+        "--",
+        "python3",
+        "-c",
+        "open('/var/lib/consortium/insecure-test-faults','w').write('bad-signature')",
+    )
+
+    def degraded() -> str | None:
+        cond = cluster.condition(ns, "consortium", "demo", "Degraded")
+        if cond.get("status") == "True" and cond.get("reason") == "ReattestationFailing":
+            return str(cond["message"])
+        return None
+
+    message = wait_for("Degraded: ReattestationFailing", degraded, 90)
+    assert "demo-2" in message and "BadSignature" in message and "expires at" in message
+
+    def replaced() -> dict[str, object] | None:
+        obj = ready(cluster, ns, "demo", 3)
+        if obj is None:
+            return None
+        nodes = {n["name"]: n for n in obj["status"]["nodes"]}  # type: ignore[index]
+        return obj if nodes["demo-2"]["nodeId"] != old_id else None
+
+    wait_for("demo-2 retired and replaced by a fresh node", replaced, 240)
+    listed = cluster.get(ns, "configmap", "demo-trusted-nodes")
+    assert listed is not None
+    payload = json.loads(listed["data"]["trusted-nodes.json"])
+    assert {n["node_id"]: n["status"] for n in payload["nodes"]}[old_id] == "Retired"
+    reasons = [e["reason"] for e in cluster.events(ns, "demo")]
+    assert "NodeRetired" in reasons and "NodeReplaced" in reasons
+
+
+def test_invalid_specs_are_reported_and_fixing_them_recovers(
+    cluster: Cluster, namespace: str
+) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 1
+    good = copy.deepcopy(consortium)
+
+    # nodes 0: refused by the API server, naming the field; nothing is stored.
+    zero = copy.deepcopy(consortium)
+    zero["spec"]["nodes"] = 0
+    out = cluster.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(zero), check=False)
+    assert "spec.nodes" in out
+    assert cluster.get(ns, "consortium", "demo") is None
+
+    # renewBefore >= validity: only the operator can tell. Ready=False naming the field, an
+    # Event, and no partial resources.
+    bad = copy.deepcopy(consortium)
+    bad["spec"]["attestation"].update(validity="1h", renewBefore="2h")
+    cluster.apply(ns, *members, bad)
+    wait_for("InvalidSpec", lambda: _ready_reason(cluster, ns)[1] == "InvalidSpec", 60)
+    assert "spec.attestation.renewBefore" in _ready_reason(cluster, ns)[2]
+    assert cluster.get(ns, "consortium", "demo")["status"]["phase"] == "Failed"  # type: ignore[index]
+    assert any(e["reason"] == "InvalidSpec" for e in cluster.events(ns, "demo"))
+    owned = "consortium.tee.dev/consortium=demo"
+    for kind in ("statefulset", "configmap", "secret", "service"):
+        assert cluster.items(ns, kind, owned) == [], kind
+
+    # A measurement that is valid hex but not this image's: genesis refuses to start, the
+    # operator names spec.attestation.measurements; fixing it recovers without a restart.
+    wrong = copy.deepcopy(consortium)
+    wrong["spec"]["attestation"]["measurements"] = ["00" * 32]
+    cluster.apply(ns, wrong)
+    wait_for(
+        "AttestationRefused",
+        lambda: _ready_reason(cluster, ns)[1] == "AttestationRefused",
+        120,
+    )
+    assert "spec.attestation.measurements" in _ready_reason(cluster, ns)[2]
+    cluster.apply(ns, good)
+    wait_for("Ready 1/1 after fixing the measurement", lambda: ready(cluster, ns, "demo", 1), 180)
+
+    # An image that does not exist: ImageUnavailable naming spec.image; fixing it recovers.
+    missing = copy.deepcopy(good)
+    missing["spec"]["image"] = "localhost/consortium-node:does-not-exist"
+    missing["spec"]["nodes"] = 2
+    cluster.apply(ns, missing)
+    wait_for("ImageUnavailable", lambda: _ready_reason(cluster, ns)[1] == "ImageUnavailable", 120)
+    assert "spec.image" in _ready_reason(cluster, ns)[2]
+    fixed = copy.deepcopy(good)
+    fixed["spec"]["nodes"] = 2
+    cluster.apply(ns, fixed)
+    wait_for("Ready 2/2 after fixing the image", lambda: ready(cluster, ns, "demo", 2), 180)
+
+
+def test_member_of_an_unknown_consortium(cluster: Cluster, namespace: str) -> None:
+    ns = namespace
+    members, _ = sample_docs()
+    stray = copy.deepcopy(members[0])
+    stray["metadata"]["name"] = "stray"
+    stray["spec"]["consortium"] = "nowhere"
+    cluster.apply(ns, stray)
+
+    def accepted() -> dict[str, str] | None:
+        cond = cluster.condition(ns, "member", "stray", "Accepted")
+        return cond if cond.get("status") == "False" else None
+
+    cond = wait_for("Member Accepted=False", accepted, 60)
+    assert cond["reason"] == "ConsortiumNotFound"
+    assert "spec.consortium" in cond["message"]
+    member = cluster.get(ns, "member", "stray")
+    assert member is not None and len(member["status"]["memberId"]) == 64
+
+
+def test_operator_killed_mid_bootstrap_converges_without_duplicates(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    cluster.apply(ns, *members, consortium)
+    wait_for("pod demo-0 to exist", lambda: cluster.get(ns, "pod", "demo-0"), 60)
+    operator.kill()
+    try:
+        wait_for(
+            "demo-0 running genesis",
+            lambda: (cluster.get(ns, "pod", "demo-0") or {}).get("status", {}).get("podIP"),
+            60,
+        )
+    finally:
+        operator.start()
+    obj = wait_for("Ready 3/3 after the restart", lambda: ready(cluster, ns, "demo", 3), 240)
+    owned = "consortium.tee.dev/consortium=demo"
+    secrets = [s["metadata"]["name"] for s in cluster.items(ns, "secret", owned)]
+    assert sorted(secrets) == ["demo-operator-identity", "demo-platform-root"]
+    assert len(cluster.items(ns, "statefulset", owned)) == 1
+    identity = cluster.get(ns, "configmap", "demo-service-identity")
+    assert identity is not None
+    assert identity["data"]["sha256"] == obj["status"]["serviceCertificateSha256"]
+    listed = cluster.get(ns, "configmap", "demo-trusted-nodes")
+    assert listed is not None
+    nodes = json.loads(listed["data"]["trusted-nodes.json"])["nodes"]
+    trusted = sorted(n["name"] for n in nodes if n["status"] == "Trusted")
+    assert trusted == ["demo-0", "demo-1", "demo-2"]  # one node per pod, one genesis
+
+
+def test_retain_on_delete_keeps_the_ledger_volumes(cluster: Cluster, namespace: str) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 1
+    consortium["spec"]["storage"] = {"size": "1Gi", "retainOnDelete": True}
+    cluster.apply(ns, *members, consortium)
+    wait_for("Ready 1/1", lambda: ready(cluster, ns, "demo", 1), READY_TIMEOUT)
+    cluster.kubectl("-n", ns, "delete", "consortium", "demo", "--timeout=90s")
+    wait_for("the StatefulSet gone", lambda: not cluster.items(ns, "statefulset"), 90)
+    assert [c["metadata"]["name"] for c in cluster.items(ns, "pvc")] == ["ledger-demo-0"]
+    secret = cluster.get(ns, "secret", "demo-platform-root")
+    assert secret is not None and not secret["metadata"].get("ownerReferences")
