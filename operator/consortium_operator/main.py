@@ -10,7 +10,10 @@ the highest priority work while the other waits (a ClusterKopfPeering object mus
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
+import socket
 import sys
 
 import kopf
@@ -29,7 +32,13 @@ def parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--peering", default=None, help="kopf peering name (leader election)")
     mode.add_argument("--standalone", action="store_true", help="no peering (one replica)")
-    p.add_argument("--priority", type=int, default=0, help="peering priority")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: derived from the host name, so replicas differ; "
+        "kopf freezes all operators of equal priority)",
+    )
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--metrics-address", default="0.0.0.0")  # noqa: S104 - a pod's interface
     p.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8081/healthz")
@@ -45,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, args.metrics_address, registry=metrics.REGISTRY)
     assert handlers.configure is not None  # registers the handlers on import
+    priority = args.priority
+    if priority is None:
+        seed = f"{socket.gethostname()}/{os.getpid()}".encode()
+        priority = 1 + int.from_bytes(hashlib.sha256(seed).digest()[:4], "big") % 1_000_000
     kopf.run(
         standalone=args.standalone or args.peering is None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

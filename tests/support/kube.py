@@ -174,6 +174,7 @@ class Operator:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ("--standalone",)
 
     def start(self) -> None:
         env = {
@@ -186,7 +187,7 @@ class Operator:
             self.process = subprocess.Popen(
                 [
                     str(ROOT / ".venv/bin/consortium-operator"),
-                    "--standalone",
+                    *self.args,
                     "--metrics-port",
                     str(self.port),
                     "--metrics-address",
