@@ -64,18 +64,40 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _secret(
+    names: Names,
+    name: str,
+    namespace: str,
+    uid: str | None,
+    *,
+    component: str,
+    type_: str,
+    data: Mapping[str, bytes],
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(names, name, namespace, uid, component),
+        "type": type_,
+        "data": {key: _b64(value) for key, value in data.items()},
+    }
+
+
 def platform_secret(
     spec: ConsortiumSpec, namespace: str, uid: str | None, key_pem: bytes, cert_pem: bytes
 ) -> Manifest:
     """The insecure-virtual platform root (emulated vendor key; ``uid`` None = retained)."""
     names = Names(spec.name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _meta(names, names.platform_secret, namespace, uid, "platform-root"),
-        "type": "Opaque",
-        "data": {"root.key": _b64(key_pem), "root.pem": _b64(cert_pem)},
-    }
+    data = {"root.key": key_pem, "root.pem": cert_pem}
+    return _secret(
+        names,
+        names.platform_secret,
+        namespace,
+        uid,
+        component="platform-root",
+        type_="Opaque",
+        data=data,
+    )
 
 
 def operator_secret(
@@ -83,13 +105,16 @@ def operator_secret(
 ) -> Manifest:
     """The operator's client identity (a member with role ``operator``: retire, re-attest)."""
     names = Names(spec.name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _meta(names, names.operator_secret, namespace, uid, "operator-identity"),
-        "type": "kubernetes.io/tls",
-        "data": {"tls.key": _b64(key_pem), "tls.crt": _b64(cert_pem)},
-    }
+    data = {"tls.key": key_pem, "tls.crt": cert_pem}
+    return _secret(
+        names,
+        names.operator_secret,
+        namespace,
+        uid,
+        component="operator-identity",
+        type_="kubernetes.io/tls",
+        data=data,
+    )
 
 
 def node_config(

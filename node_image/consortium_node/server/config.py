@@ -336,12 +336,16 @@ def _join(root: _Reader, base: Path) -> JoinConfig:
     return join
 
 
-def load_config(path: Path) -> NodeConfig:
-    """Read and parse a YAML configuration file."""
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML at ``path``, or ConfigError saying why not."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(data, path.parent)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and parse a YAML configuration file."""
+    return parse_config(read_yaml(path), path.parent)

@@ -23,9 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from consortium_node.server.config import ConfigError, NodeConfig, parse_config
+from consortium_node.server.config import ConfigError, NodeConfig, parse_config, read_yaml
 
 ORDINAL_RE = re.compile(r"^(?P<set>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(?P<ordinal>\d+)$")
 REQUIRED_ENV = ("POD_NAME", "POD_NAMESPACE", "POD_IP", "CONSORTIUM_SERVICE")
@@ -79,12 +77,7 @@ def pod_settings(base: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, A
 
 def load_pod_config(path: Path, env: Mapping[str, str]) -> NodeConfig:
     """Read the operator's template at ``path`` and parse the pod's configuration."""
-    try:
-        base = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    base = read_yaml(path)
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: expected a mapping")
     return parse_config(pod_settings(base, env), path.parent)
