@@ -91,11 +91,14 @@ def main() -> None:
         namespaces.append(ns)
         cluster.kubectl("create", "namespace", ns)
         members, consortium = sample_docs()
-        docs = list(members)
+        docs = []
         for i in range(args.consortia):
-            doc = {**consortium, "metadata": {"name": f"c{i:03d}"}}
+            name = f"c{i:03d}"
+            member = {**members[0], "metadata": {"name": f"{name}-alice"}}
+            member["spec"] = {**members[0]["spec"], "consortium": name}
+            doc = {**consortium, "metadata": {"name": name}}
             doc["spec"] = {**consortium["spec"], "nodes": 1}
-            docs.append(doc)
+            docs += [member, doc]
         started = time.monotonic()
         cluster.apply(ns, *docs)
         wait_for(

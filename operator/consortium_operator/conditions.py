@@ -25,6 +25,7 @@ ACTIVE = "Active"
 
 # Reasons
 INVALID_SPEC = "InvalidSpec"
+NO_GOVERNOR = "NoGovernor"
 IMAGE_UNAVAILABLE = "ImageUnavailable"
 NODE_START_FAILED = "NodeStartFailed"
 ATTESTATION_REFUSED = "AttestationRefused"

@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_operator import builders, metrics
 from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
@@ -126,14 +127,33 @@ def member_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     consortium = (body.get("spec") or {}).get("consortium")
     if isinstance(consortium, str):
         memory_of(namespace, consortium).due = 0.0
-    if event.get("type") == "DELETED":
-        return
     view = MemberView.of(body)
+    if event.get("type") == "DELETED":
+        _member_removed(namespace, consortium, view)
+        return
     target = (
         kube().get("Consortium", namespace, consortium) if isinstance(consortium, str) else None
     )
     if target is None:  # nobody else will write this Member's status
         reconcile_members(kube(), [view], None, None)
+
+
+def _member_removed(namespace: str, consortium: Any, view: MemberView) -> None:
+    """The governance seam: removing a member of a bootstrapped consortium is the members'
+    decision (a proposal, issue 6); until then the operator reports the request."""
+    if not isinstance(consortium, str) or view.spec is None:
+        return
+    target = kube().get("Consortium", namespace, consortium)
+    if target is None or not (target.get("status") or {}).get("serviceCertificate"):
+        return
+    kube().event(
+        target,
+        "Warning",
+        "MemberRemovalRequested",
+        f"Member {view.spec.name} ({view.spec.member_id[:16]}) was deleted; removing it from "
+        "the ledger needs a governance proposal accepted by the members",
+        rfc3339(utcnow()),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, "consortia")

@@ -96,6 +96,23 @@ def reconcile_consortium(
         obs = status.Observation(name, generation, now, 0, spec_error=exc)
         _write_status(kube, body, obs, now, invalid=True)
         return SLOW
+    bootstrapped = (body.get("status") or {}).get("serviceCertificate") is not None
+    governors = [m for m in members if m.spec is not None and m.spec.role == "governor"]
+    if not governors and not bootstrapped:
+        obs = status.Observation(
+            name,
+            generation,
+            now,
+            spec.nodes,
+            spec_error=SpecError(
+                "Member",
+                f"no valid Member with spec.consortium={name} and role governor in this "
+                "namespace: genesis needs at least one",
+            ),
+            members_total=len(members),
+        )
+        _write_status(kube, body, obs, now, invalid=True, reason=conditions.NO_GOVERNOR)
+        return FAST
     p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
@@ -461,6 +478,13 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
         live = k.get(manifest["kind"], ns, meta["name"])
         sent = k.apply_if_changed(manifest, live)
         config_changed |= sent and meta["name"] == p.names.config and live is not None
+        if sent and meta["name"] == p.names.trusted_nodes and obs.trusted_list is not None:
+            p.event(
+                "Normal",
+                "TrustedListPublished",
+                f"trusted-node list version {obs.trusted_list.version} published in "
+                f"ConfigMap {meta['name']}",
+            )
     sts = builders.statefulset(spec, ns, uid, _replicas(p, obs), p.settings.cluster_domain)
     live_sts = k.get("StatefulSet", ns, p.names.statefulset)
     if live_sts is not None:  # claim templates are immutable: keep the ones in place
@@ -614,10 +638,13 @@ def _write_status(
     now: datetime,
     *,
     invalid: bool = False,
+    reason: str | None = None,
 ) -> list[conditions.Condition]:
     meta = body["metadata"]
     existing = body.get("status") or {}
     conds = status.decide(obs)
+    if reason is not None:
+        conds = [replace(c, reason=reason) if c.type == conditions.READY else c for c in conds]
     new = status.status_body(obs, conds, existing, now)
     if invalid:  # keep what was known; only the verdict changes
         new = {**{k: v for k, v in existing.items() if k not in new}, **new}

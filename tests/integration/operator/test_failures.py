@@ -180,3 +180,17 @@ def test_retain_on_delete_keeps_the_ledger_volumes(cluster: Cluster, namespace: 
     assert [c["metadata"]["name"] for c in cluster.items(ns, "pvc")] == ["ledger-demo-0"]
     secret = cluster.get(ns, "secret", "demo-platform-root")
     assert secret is not None and not secret["metadata"].get("ownerReferences")
+
+
+def test_no_governor_member_holds_genesis_until_one_exists(
+    cluster: Cluster, namespace: str
+) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 1
+    cluster.apply(ns, consortium)
+    wait_for("NoGovernor", lambda: _ready_reason(cluster, ns)[1] == "NoGovernor", 60)
+    assert "role governor" in _ready_reason(cluster, ns)[2]
+    assert cluster.items(ns, "statefulset") == []
+    cluster.apply(ns, *members)
+    wait_for("Ready 1/1 once members exist", lambda: ready(cluster, ns, "demo", 1), READY_TIMEOUT)

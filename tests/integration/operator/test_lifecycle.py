@@ -75,7 +75,22 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
     for member in ("alice", "bob"):
         assert cluster.condition(ns, "member", member, "Active")["status"] == "True"
     reasons = {e["reason"] for e in cluster.events(ns, "demo")}
-    assert {"NodeTrusted", "ConsortiumReady"} <= reasons
+    assert {"NodeTrusted", "ConsortiumReady", "TrustedListPublished"} <= reasons
+    # Removing a member after bootstrap is a governance request, reported, not acted on.
+    cluster.kubectl("-n", ns, "delete", "member", "bob")
+    wait_for(
+        "the removal reported as a governance request",
+        lambda: any(e["reason"] == "MemberRemovalRequested" for e in cluster.events(ns, "demo")),
+        60,
+    )
+    wait_for(
+        "members.total 1 (the ledger still has both)",
+        lambda: (
+            (cluster.get(ns, "consortium", "demo") or {}).get("status", {}).get("members")
+            == {"total": 1, "active": 1}
+        ),
+        60,
+    )
 
 
 def test_steady_state_makes_no_writes(cluster: Cluster, operator: Operator, namespace: str) -> None:
