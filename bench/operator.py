@@ -5,7 +5,8 @@
 Prints, measured in the same run:
 * seconds from ``kubectl apply`` of the 3-node sample Consortium to ``Ready`` (3/3 nodes
   attested, verified by the operator and the signed list published);
-* with N Consortia (1 node each, so N pods fit on this 2-core machine): seconds until all are
+* with N Consortia (1 node each, so N pods fit on this 2-core machine; a pass over each Ready
+  one every ``--resync`` seconds, the operator's default 30): seconds until all are
   Ready, then the API writes per minute in steady state, counted twice — by the operator's
   own ``consortium_operator_api_writes_total`` and by the API server's audit log (writes by
   anything but kubectl and the cluster's own components, in the benchmark's namespaces) —
@@ -68,11 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--consortia", type=int, default=50)
     parser.add_argument("--steady-seconds", type=float, default=120.0)
+    parser.add_argument("--resync", type=float, default=30.0, help="seconds between passes")
     args = parser.parse_args()
     cluster = bring_up()
     log = Path("/tmp/consortium-bench-operator.log")
     operator = Operator(log)
     operator.args = ("--standalone",)
+    operator.resync_seconds = str(args.resync)
     operator.start()
     namespaces: list[str] = []
     try:

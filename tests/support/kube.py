@@ -175,13 +175,14 @@ class Operator:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ("--standalone",)
+    resync_seconds: str = "3"  # passes over Ready Consortia; the operator's default is 30
 
     def start(self) -> None:
         env = {
             **os.environ,
             "KUBECONFIG": str(KUBECONFIG),
             "CONSORTIUM_OPERATOR_INSECURE_TEST_FAULTS": "1",
-            "CONSORTIUM_OPERATOR_RESYNC_SECONDS": "3",
+            "CONSORTIUM_OPERATOR_RESYNC_SECONDS": self.resync_seconds,
         }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
