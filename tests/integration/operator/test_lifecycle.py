@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
 import time
 from typing import Any
 
@@ -192,3 +194,31 @@ def test_deleting_the_consortium_leaves_nothing(cluster: Cluster, namespace: str
         return not left
 
     wait_for("everything the Consortium owned to be gone", nothing_left, 120)
+
+
+def test_operator_metrics_pass_promtool_and_report_the_consortium(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 1
+    cluster.apply(ns, *members, consortium)
+    wait_for("Ready 1/1", lambda: ready(cluster, ns, "demo", 1), READY_TIMEOUT)
+    labels = {"namespace": ns, "consortium": "demo"}
+    wait_for(
+        "the Ready gauge",
+        lambda: operator.sample("consortium_operator_consortium_ready", **labels) == 1,
+        30,
+    )
+    body = operator.metrics() or ""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus; scripts/setup-env.sh)"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert operator.sample("consortium_operator_nodes", status="Trusted", **labels) == 1
+    assert operator.sample("consortium_operator_attestation_expiry_seconds", **labels) > 3600
+    assert operator.sample("consortium_operator_trusted_list_version", **labels) >= 1
+    assert operator.sample("consortium_operator_attestation_verifications_total", result="ok") >= 1
+    assert operator.sample("consortium_operator_reconcile_duration_seconds_count") >= 1
