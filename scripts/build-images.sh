@@ -9,9 +9,9 @@
 #   2. base    localhost/consortium-base:bookworm: Debian bookworm minbase + python3, made once
 #              with debootstrap and cached as a rootfs tarball, so later runs (a fresh clone, CI)
 #              only import it (~seconds) instead of bootstrapping (~minutes).
-#   3. images  one function per image (build_node_image; an operator image goes next to it).
+#   3. images  one function per image: build_node_image, build_operator_image.
 #
-# usage: scripts/build-images.sh [node]...        (default: every image)
+# usage: scripts/build-images.sh [node|operator]...   (default: every image)
 #
 # Outputs (OUT_DIR, default build/images):
 #   consortium-node.tar          docker-archive of localhost/consortium-node:<version>
@@ -19,6 +19,10 @@
 #   consortium-node.stamp        input hash; when it matches and the tarball exists, the build is
 #                                skipped (inputs: the Dockerfile, pyproject.toml, every *.py and
 #                                py.typed under node_image/consortium_node, and the base image id)
+#   consortium-operator.tar      docker-archive of localhost/consortium-operator:<version>
+#   consortium-operator.stamp    input hash, as above (inputs: operator/Dockerfile, pyproject.toml,
+#                                every *.py and py.typed under node_image/consortium_node and
+#                                operator/consortium_operator, and the base image id)
 #
 # Environment:
 #   OUT_DIR          output directory (default build/images)
@@ -323,9 +327,46 @@ build_node_image() {
   echo "node image measurement: $m"
 }
 
+check_operator_image() {  # check_operator_image IMAGE
+  local image=$1 uid
+  uid=$(run_in_image "$image" id -u)
+  [ "$uid" = 10001 ] || die "$image runs as uid $uid, expected 10001"
+  run_in_image "$image" consortium-operator --help >/dev/null
+  run_in_image "$image" python -c '
+import importlib.util, sys
+import aiohttp, cbor2, cryptography, kopf, kubernetes, prometheus_client, yaml
+import consortium_node, consortium_operator, consortium_operator.handlers, consortium_operator.main
+extra = [m for m in ("pip", "setuptools", "kubernetes.aio") if importlib.util.find_spec(m)]
+sys.exit(f"not part of the operator image: {extra}" if extra else 0)'
+}
+
+build_operator_image() {
+  local image=localhost/consortium-operator:$VERSION
+  local tar=$OUT_DIR/consortium-operator.tar stamp=$OUT_DIR/consortium-operator.stamp
+  local files hash
+  mapfile -t files < <(find node_image/consortium_node operator/consortium_operator -type f \
+    \( -name '*.py' -o -name py.typed \) -not -path '*/__pycache__/*' | LC_ALL=C sort)
+  hash=$(input_hash "$BASE_IMAGE $BASE_REV $VERSION" operator/Dockerfile pyproject.toml "${files[@]}")
+
+  if [ -f "$tar" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
+    log "operator: $tar is up to date (input hash ${hash:0:16}), skipping the build"
+  else
+    ensure_base
+    rm -f "$stamp"
+    local previous
+    previous=$(image_id "$image")
+    step "operator: buildah build" buildah_build "$image" operator/Dockerfile
+    drop_untagged "$previous" "$image"
+    step "operator: check image" check_operator_image "$image"
+    step "operator: export docker-archive" export_archive "$image" "$tar"
+    printf '%s\n' "$hash" >"$stamp"
+    log "operator: $image: $(buildah images --format '{{.Size}}' "$image") in storage; $tar: $(du -h "$tar" | cut -f1)"
+  fi
+}
+
 main() {
   local images=("$@")
-  [ "${#images[@]}" -gt 0 ] || images=(node)
+  [ "${#images[@]}" -gt 0 ] || images=(node operator)
   local t0=$SECONDS
   mkdir -p "$OUT_DIR"
   step "tools" ensure_tools
@@ -333,7 +374,8 @@ main() {
   for name in "${images[@]}"; do
     case "$name" in
       node) build_node_image ;;
-      *) die "unknown image '$name' (known: node)" ;;
+      operator) build_operator_image ;;
+      *) die "unknown image '$name' (known: node, operator)" ;;
     esac
   done
   print_timings

@@ -61,6 +61,13 @@ READY = Gauge(
 )
 
 
+def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
+    """Drop the expiry series of nodes of a Consortium that are no longer Trusted."""
+    for labels in list(EXPIRY._metrics):
+        if labels[0] == namespace and labels[1] == consortium and labels[2] not in keep:
+            EXPIRY.remove(*labels)
+
+
 def forget(namespace: str, consortium: str) -> None:
     """Drop the series of a deleted Consortium."""
     for gauge in (NODES, EXPIRY, LIST_VERSION, READY):

@@ -618,12 +618,15 @@ def _metrics(p: Pass, obs: status.Observation) -> None:
     if lst is None:
         return
     counts = {s.value: 0 for s in NodeStatus}
+    trusted = set()
     for entry in lst.nodes:
         counts[entry.status.value] += 1
         if entry.status is NodeStatus.TRUSTED:
+            trusted.add(entry.name)
             metrics.EXPIRY.labels(ns, name, entry.name).set(
                 (entry.attestation_expires_at_datetime - p.now).total_seconds()
             )
+    metrics.forget_nodes(ns, name, keep=trusted)  # a retired node's expiry is no longer news
     for st, n in counts.items():
         metrics.NODES.labels(ns, name, st).set(n)
     if obs.published_version is not None:

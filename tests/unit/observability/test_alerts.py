@@ -1,0 +1,502 @@
+"""charts/consortium-operator/files/alerts.yaml, checked and unit-tested by the real promtool.
+
+The file is a YAML list of rule groups (a PrometheusRule's ``spec.groups``); wrapped as
+``groups:`` it is a Prometheus rules file, which ``promtool check rules`` validates. Every alert
+then gets at least one scenario where it fires (exact labels and rendered annotations) and one
+where it must not, run by ``promtool test rules`` on synthetic series shaped like the
+Prometheus Operator's scrapes (see promql.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.observability.promql import (
+    CHART_FILES,
+    NODE_JOB,
+    OPERATOR_TARGET,
+    known_metric_names,
+    metric_names,
+    node_target,
+    run_promtool,
+    selector,
+    write_yaml,
+)
+
+ALERTS = CHART_FILES / "alerts.yaml"
+SEVERITIES = {"warning", "critical"}
+
+
+@cache
+def groups() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load(ALERTS.read_text())
+    assert isinstance(loaded, list), "alerts.yaml must be a YAML list of rule groups"
+    return loaded
+
+
+@cache
+def alert_rules() -> dict[str, dict[str, Any]]:
+    rules: dict[str, dict[str, Any]] = {}
+    for group in groups():
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["alert"] not in rules, f"duplicate alert {rule['alert']}"
+                rules[rule["alert"]] = rule
+    return rules
+
+
+def rules_file(tmp_path: Path) -> Path:
+    """alerts.yaml as a rules file, by text (as a chart template embeds it under `groups:`)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("groups:\n" + ALERTS.read_text())
+    return path
+
+
+# ---------------------------------------------------------------------------- scenarios
+def operator_series(metric: str, values: str, /, **labels: str) -> dict[str, str]:
+    """An operator metric as stored with honorLabels: its own namespace label wins."""
+    return {"series": selector(metric, {**OPERATOR_TARGET, **labels}), "values": values}
+
+
+def node_series(
+    metric: str,
+    values: str,
+    /,
+    *,
+    node: str,
+    ordinal: int,
+    namespace: str = "ledger",
+    **labels: str,
+) -> dict[str, str]:
+    """A node metric with the node pod's target labels."""
+    return {
+        "series": selector(metric, {**node_target(node, ordinal, namespace), **labels}),
+        "values": values,
+    }
+
+
+def node_info(
+    node: str, ordinal: int, consortium: str, namespace: str = "ledger"
+) -> dict[str, str]:
+    return node_series(
+        "consortium_node_info",
+        "1x60",
+        node=node,
+        ordinal=ordinal,
+        namespace=namespace,
+        consortium=consortium,
+        node_id=f"{ordinal:02x}" * 32,
+        name=node,
+        platform="insecure-virtual",
+        version="0.1.0",
+    )
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One expected firing alert: its labels (alertname and severity added from the rule) and
+    how the value-dependent template snippets render."""
+
+    labels: dict[str, str]
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    alert: str
+    series: list[dict[str, str]]
+    eval_time: str
+    fired: list[Fired]
+
+
+DEMO = {"namespace": "ledger", "consortium": "demo"}
+OPERATOR_UP = selector("up", OPERATOR_TARGET)
+OPERATOR_DOWN_TRAPS = [
+    # Node targets up, including one whose job contains "consortium-operator" (a chart would
+    # name a node monitor <release>-consortium-operator-nodes): none of them is the operator.
+    {"series": f'up{{job="{NODE_JOB}", instance="10.2.0.10:8443"}}', "values": "1x30"},
+    {
+        "series": 'up{job="ledger/rel-consortium-operator-nodes", instance="10.2.0.11:8443"}',
+        "values": "1x30",
+    },
+]
+
+SCENARIOS = [
+    # -- ConsortiumAttestationExpiringSoon
+    Scenario(
+        "expiring-fires-for-the-counting-down-node-only",
+        "ConsortiumAttestationExpiringSoon",
+        [
+            # 9000 s left at t=0, one minute less each minute: under 2h from 31m, firing at 41m.
+            operator_series(
+                "consortium_operator_attestation_expiry_seconds",
+                "9000-60x60",
+                **DEMO,
+                node="demo-1",
+            ),
+            operator_series(
+                "consortium_operator_attestation_expiry_seconds",
+                "80000-60x60",
+                **DEMO,
+                node="demo-0",
+            ),
+        ],
+        "45m",
+        [Fired({**DEMO, "node": "demo-1"}, {"{{ $value | humanizeDuration }}": "1h 45m 0s"})],
+    ),
+    Scenario(
+        "expiring-quiet-for-healthy-and-for-a-frozen-retired-node",
+        "ConsortiumAttestationExpiringSoon",
+        [
+            operator_series(
+                "consortium_operator_attestation_expiry_seconds",
+                "80000-60x60",
+                **DEMO,
+                node="demo-0",
+            ),
+            # A node retired with 50 min left: the operator keeps exporting its last value.
+            operator_series(
+                "consortium_operator_attestation_expiry_seconds", "3000x60", **DEMO, node="demo-2"
+            ),
+        ],
+        "45m",
+        [],
+    ),
+    # -- ConsortiumNodeRetired
+    Scenario(
+        "retired-fires-after-an-increase",
+        "ConsortiumNodeRetired",
+        [
+            operator_series("consortium_operator_nodes", "0x20 1x20", **DEMO, status="Retired"),
+            operator_series("consortium_operator_nodes", "3x20 2x20", **DEMO, status="Trusted"),
+            # Another consortium with old retirements only.
+            operator_series(
+                "consortium_operator_nodes",
+                "2x40",
+                namespace="ledger",
+                consortium="other",
+                status="Retired",
+            ),
+        ],
+        "25m",
+        [Fired(DEMO, {"{{ $value }}": "1"})],
+    ),
+    Scenario(
+        "retired-quiet-for-old-retirements-and-removals",
+        "ConsortiumNodeRetired",
+        [
+            operator_series("consortium_operator_nodes", "2x40", **DEMO, status="Retired"),
+            operator_series(
+                "consortium_operator_nodes",
+                "1x20 0x20",
+                namespace="ledger",
+                consortium="other",
+                status="Retired",
+            ),
+        ],
+        "25m",
+        [],
+    ),
+    Scenario(
+        "retired-resolves-15m-after-the-increase",
+        "ConsortiumNodeRetired",
+        [operator_series("consortium_operator_nodes", "0x20 1x30", **DEMO, status="Retired")],
+        "40m",
+        [],
+    ),
+    # -- ConsortiumNotReady
+    Scenario(
+        "not-ready-fires-after-10m",
+        "ConsortiumNotReady",
+        [
+            operator_series("consortium_operator_consortium_ready", "1x5 0x30", **DEMO),
+            operator_series(
+                "consortium_operator_consortium_ready", "1x35", namespace="ledger", consortium="ok"
+            ),
+        ],
+        "20m",
+        [Fired(DEMO)],
+    ),
+    Scenario(
+        "not-ready-quiet-when-ready-or-recovered",
+        "ConsortiumNotReady",
+        [
+            operator_series("consortium_operator_consortium_ready", "1x35", **DEMO),
+            # Not ready for 8 minutes (genesis), then Ready: never 10 minutes in a row.
+            operator_series(
+                "consortium_operator_consortium_ready",
+                "0x8 1x30",
+                namespace="ledger",
+                consortium="young",
+            ),
+        ],
+        "20m",
+        [],
+    ),
+    # -- ConsortiumTrustedListDistributionStuck
+    Scenario(
+        "distribution-fires-when-the-nodes-are-ahead",
+        "ConsortiumTrustedListDistributionStuck",
+        [
+            operator_series("consortium_operator_trusted_list_version", "3x40", **DEMO),
+            node_series("consortium_trusted_list_version", "3x10 4x30", node="demo-0", ordinal=0),
+            node_series("consortium_trusted_list_version", "3x10 4x30", node="demo-1", ordinal=1),
+            node_info("demo-0", 0, "demo"),
+            node_info("demo-1", 1, "demo"),
+            # Same consortium name in another namespace, in sync at version 7: must neither
+            # fire nor mask ledger/demo.
+            operator_series(
+                "consortium_operator_trusted_list_version",
+                "7x40",
+                namespace="other",
+                consortium="demo",
+            ),
+            node_series(
+                "consortium_trusted_list_version",
+                "7x40",
+                node="demo-0",
+                ordinal=5,
+                namespace="other",
+            ),
+            node_info("demo-0", 5, "demo", namespace="other"),
+        ],
+        "25m",
+        [Fired(DEMO, {"{{ $value }}": "1"})],
+    ),
+    Scenario(
+        "distribution-quiet-when-published-in-time-or-nodes-behind",
+        "ConsortiumTrustedListDistributionStuck",
+        [
+            # ledger/demo: published 2 minutes after the nodes got version 4.
+            operator_series("consortium_operator_trusted_list_version", "3x12 4x30", **DEMO),
+            node_series("consortium_trusted_list_version", "3x10 4x30", node="demo-0", ordinal=0),
+            node_info("demo-0", 0, "demo"),
+            # other/demo: a node still on an older list than the published one.
+            operator_series(
+                "consortium_operator_trusted_list_version",
+                "7x40",
+                namespace="other",
+                consortium="demo",
+            ),
+            node_series(
+                "consortium_trusted_list_version",
+                "6x40",
+                node="demo-0",
+                ordinal=5,
+                namespace="other",
+            ),
+            node_info("demo-0", 5, "demo", namespace="other"),
+        ],
+        "25m",
+        [],
+    ),
+    # -- ConsortiumOperatorReconcileErrors
+    Scenario(
+        "reconcile-errors-fire-when-continuous",
+        "ConsortiumOperatorReconcileErrors",
+        [
+            operator_series(
+                "consortium_operator_reconcile_errors_total",
+                "0+2x40",
+                kind="Consortium",
+                reason="ApiException",
+            )
+        ],
+        "30m",
+        [
+            Fired(
+                {
+                    "namespace": OPERATOR_TARGET["namespace"],
+                    "job": OPERATOR_TARGET["job"],
+                    "kind": "Consortium",
+                    "reason": "ApiException",
+                },
+                {"{{ $value | humanize }}": "33.33m"},
+            )
+        ],
+    ),
+    Scenario(
+        "reconcile-errors-quiet-once-they-stop",
+        "ConsortiumOperatorReconcileErrors",
+        [
+            operator_series(
+                "consortium_operator_reconcile_errors_total",
+                "0+1x10 10x30",
+                kind="Consortium",
+                reason="ApiException",
+            )
+        ],
+        "35m",
+        [],
+    ),
+    # -- ConsortiumOperatorDown
+    Scenario(
+        "operator-down-fires-when-its-target-is-down",
+        "ConsortiumOperatorDown",
+        [
+            {"series": OPERATOR_UP, "values": "0x30"},
+            *OPERATOR_DOWN_TRAPS,
+        ],
+        "10m",
+        [Fired({})],
+    ),
+    Scenario(
+        "operator-down-fires-when-there-is-no-target",
+        "ConsortiumOperatorDown",
+        OPERATOR_DOWN_TRAPS,
+        "10m",
+        [Fired({})],
+    ),
+    Scenario(
+        "operator-down-quiet-when-up",
+        "ConsortiumOperatorDown",
+        [
+            {"series": OPERATOR_UP, "values": "1x30"},
+            *OPERATOR_DOWN_TRAPS,
+        ],
+        "10m",
+        [],
+    ),
+    Scenario(
+        "operator-down-quiet-when-one-replica-of-two-is-up",
+        "ConsortiumOperatorDown",
+        [
+            {"series": OPERATOR_UP, "values": "0x30"},
+            # jobLabel: app.kubernetes.io/name gives the job "consortium-operator".
+            {
+                "series": 'up{job="consortium-operator", instance="10.1.0.6:8080"}',
+                "values": "1x30",
+            },
+        ],
+        "10m",
+        [],
+    ),
+]
+
+_LABEL_REF = re.compile(r"\{\{\s*\$labels\.(\w+)\s*\}\}")
+
+
+def render(template: str, labels: dict[str, str], values: dict[str, str]) -> str:
+    """Render the small template subset the alerts use: $labels.x, and the value snippets the
+    scenario spells out (so a changed formatting is noticed)."""
+    out = _LABEL_REF.sub(lambda m: labels[m.group(1)], template)
+    for snippet, rendered in values.items():
+        out = out.replace(snippet, rendered)
+    assert "{{" not in out, f"unrendered template left in {out!r}"
+    return out
+
+
+def expected_alert(rule: dict[str, Any], fired: Fired) -> dict[str, Any]:
+    labels = {**fired.labels, **rule.get("labels", {})}
+    all_labels = {**labels, "alertname": rule["alert"]}
+    return {
+        "exp_labels": labels,
+        "exp_annotations": {
+            key: render(text, all_labels, fired.values)
+            for key, text in rule.get("annotations", {}).items()
+        },
+    }
+
+
+def test_rules_file_passes_promtool_check(tmp_path: Path) -> None:
+    output = run_promtool("check", "rules", str(rules_file(tmp_path)), cwd=tmp_path)
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups())} rules found" in output
+
+
+def test_also_valid_when_reserialised_under_groups(tmp_path: Path) -> None:
+    """A template that does `fromYamlArray | toYaml` instead of embedding the text."""
+    path = write_yaml(tmp_path / "rules.yaml", {"groups": groups()})
+    run_promtool("check", "rules", str(path), cwd=tmp_path)
+
+
+def test_group_and_alert_conventions() -> None:
+    assert [g["name"] for g in groups()], "at least one group"
+    assert len({g["name"] for g in groups()}) == len(groups()), "group names are unique"
+    for name, rule in alert_rules().items():
+        assert re.fullmatch(r"Consortium[A-Z][A-Za-z]+", name), name
+        assert rule.get("for"), f"{name}: needs a `for:`"
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, f"{name}: severity"
+        annotations = rule.get("annotations", {})
+        assert {"summary", "description"} <= annotations.keys(), f"{name}: annotations"
+        if not rule["expr"].lstrip().startswith("absent("):  # absent() keeps no labels
+            for key in ("summary", "description"):
+                assert "$labels." in annotations[key], f"{name}: {key} names no $labels"
+
+
+def test_alerts_use_only_exported_metrics() -> None:
+    known = known_metric_names() | {"up"}
+    for name, rule in alert_rules().items():
+        used = metric_names(rule["expr"])
+        assert used, f"{name}: no metric found in {rule['expr']!r}"
+        assert used <= known, f"{name}: unknown metrics {sorted(used - known)}"
+
+
+def test_every_alert_has_a_firing_and_a_quiet_scenario() -> None:
+    for name in alert_rules():
+        mine = [s for s in SCENARIOS if s.alert == name]
+        assert any(s.fired for s in mine), f"{name}: no scenario where it fires"
+        assert any(not s.fired for s in mine), f"{name}: no scenario where it stays quiet"
+    assert {s.alert for s in SCENARIOS} <= alert_rules().keys()
+    assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
+
+
+def test_all_scenarios_with_promtool(tmp_path: Path) -> None:
+    """All scenarios in one `promtool test rules` run (one process: fast); on failure promtool
+    names the scenario (test group name) and shows got/expected."""
+    rules_file(tmp_path)
+    tests = []
+    for scenario in SCENARIOS:
+        rule = alert_rules()[scenario.alert]
+        tests.append(
+            {
+                "name": scenario.id,
+                "interval": "1m",
+                "input_series": scenario.series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": scenario.eval_time,
+                        "alertname": scenario.alert,
+                        "exp_alerts": [expected_alert(rule, f) for f in scenario.fired],
+                    }
+                ],
+            }
+        )
+    test_file = write_yaml(
+        tmp_path / "alerts_test.yaml",
+        {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests},
+    )
+    output = run_promtool("test", "rules", str(test_file), cwd=tmp_path)
+    assert "SUCCESS" in output
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.fired], ids=lambda s: s.id)
+def test_firing_scenario_is_not_vacuous(scenario: Scenario, tmp_path: Path) -> None:
+    """Guard against a scenario that passes because exp_alerts matches nothing: expecting no
+    alert where one fires must make promtool fail."""
+    rules_file(tmp_path)
+    test_file = write_yaml(
+        tmp_path / "alerts_test.yaml",
+        {
+            "rule_files": ["rules.yaml"],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "1m",
+                    "input_series": scenario.series,
+                    "alert_rule_test": [
+                        {"eval_time": scenario.eval_time, "alertname": scenario.alert}
+                    ],
+                }
+            ],
+        },
+    )
+    with pytest.raises(AssertionError, match="FAILED"):
+        run_promtool("test", "rules", str(test_file), cwd=tmp_path)
