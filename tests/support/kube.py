@@ -127,21 +127,15 @@ def _epoch(stamp: str) -> float:
 
 
 def bring_up() -> Cluster:
-    """Start the cluster (unless running), build and import the node image, apply the CRDs."""
+    """Start the cluster (unless running), build and import the images, apply the CRDs."""
     running = (RUN / "apiserver.pid").exists() and _alive(RUN / "apiserver.pid")
     env = {**os.environ, "KUBE_CRDS": str(ROOT / "crds")}
     if not running:
         subprocess.run(["bash", str(ROOT / "scripts/kube.sh"), "up"], check=True, env=env)
     subprocess.run(["bash", str(ROOT / "scripts/build-images.sh")], check=True)
-    subprocess.run(
-        [
-            "bash",
-            str(ROOT / "scripts/kube.sh"),
-            "import",
-            str(ROOT / "build/images/consortium-node.tar"),
-        ],
-        check=True,
-    )
+    for image in ("consortium-node.tar", "consortium-operator.tar"):
+        tar = ROOT / "build/images" / image
+        subprocess.run(["bash", str(ROOT / "scripts/kube.sh"), "import", str(tar)], check=True)
     cluster = Cluster(started_here=not running)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     return cluster
