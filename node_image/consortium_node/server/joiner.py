@@ -16,7 +16,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,7 @@ def join(
     trusted_list_source: str,
     retry_interval: float = 1.0,
     timeout: float | None = None,
+    subject_alt_names: Sequence[str] = (),
 ) -> JoinAnswer:
     """Join through the primary; retries unreachable/Pending answers until ``timeout``."""
     context = ssl.create_default_context(cadata=certificate_pem(service_certificate))
@@ -103,6 +104,7 @@ def join(
                     address=address,
                     public_key_pem=public_key_pem,
                     quote_for=quote_for,
+                    sans=subject_alt_names,
                 )
                 if isinstance(outcome, JoinAnswer):
                     return outcome
@@ -124,6 +126,7 @@ def _attempt(
     address: str,
     public_key_pem: str,
     quote_for: Callable[[bytes], dict[str, Any]],
+    sans: Sequence[str] = (),
 ) -> JoinAnswer | str | None:
     """One try at ``target``: the answer, a leader address to try next, or None."""
     status, body = _fetch(f"https://{target}/node/join/nonce", context)
@@ -136,6 +139,7 @@ def _attempt(
         "public_key": public_key_pem,
         "quote": quote_for(nonce),
         "nonce": nonce.hex(),
+        **({"subject_alt_names": list(sans)} if sans else {}),
     }
     status, body = _fetch(f"https://{target}/node/join", context, request)
     if status == 200:

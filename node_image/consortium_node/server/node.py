@@ -417,6 +417,7 @@ class Node:
             trusted_list_source=settings.trusted_list,
             retry_interval=settings.retry_interval,
             timeout=settings.timeout,
+            subject_alt_names=self.config.subject_alt_names,
         )
         assert isinstance(self.node_key, ec.EllipticCurvePrivateKey)
         secrets = json.loads(

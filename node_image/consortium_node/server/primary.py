@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import logging
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +66,30 @@ class JoinRequest:
     public_key_der: bytes
     quote: dict[str, Any]
     nonce: bytes
+    subject_alt_names: tuple[str, ...] = ()
+
+
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
+MAX_SANS = 16
+
+
+def parse_sans(value: Any) -> tuple[str, ...]:
+    """``subject_alt_names`` of a join request: ≤16 DNS names or IP addresses."""
+    if not isinstance(value, list) or len(value) > MAX_SANS:
+        raise bad_request("subject_alt_names", f"expected a list of at most {MAX_SANS} names")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise bad_request(f"subject_alt_names[{i}]", "expected a string")
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            if not _DNS_NAME.match(item):
+                raise bad_request(
+                    f"subject_alt_names[{i}]", f"{item!r} is neither a DNS name nor an IP"
+                ) from None
+    return tuple(value)
 
 
 def parse_join(body: Any) -> JoinRequest:
@@ -70,7 +97,7 @@ def parse_join(body: Any) -> JoinRequest:
     if not isinstance(body, dict):
         raise bad_request("body", "expected a JSON object")
     fields = {"name", "address", "public_key", "quote", "nonce"}
-    check_keys(body, "", fields, fields)
+    check_keys(body, "", fields | {"subject_alt_names"}, fields)
     for name in ("name", "address", "public_key", "nonce"):
         if not isinstance(body[name], str) or not body[name]:
             raise bad_request(name, "expected a non-empty string")
@@ -90,6 +117,7 @@ def parse_join(body: Any) -> JoinRequest:
         keys.public_key_der(public),
         body["quote"],
         nonce,
+        parse_sans(body.get("subject_alt_names", [])),
     )
 
 
@@ -180,7 +208,11 @@ class Primary:
         )
 
     def _record(
-        self, entry: NodeEntry, quote: dict[str, Any], certificate: str | None
+        self,
+        entry: NodeEntry,
+        quote: dict[str, Any],
+        certificate: str | None,
+        sans: Sequence[str] = (),
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "name": entry.name,
@@ -194,14 +226,21 @@ class Primary:
         }
         if certificate is not None:
             record["certificate"] = certificate
+        if sans:
+            record["subject_alt_names"] = list(sans)
         return record
 
-    def _certificate(self, entry: NodeEntry) -> str:
+    def _sans(self, node_id: str) -> list[str]:
+        """The names a node asked for at join (kept in its record for renewals)."""
+        found = (self.node.node_record(node_id) or {}).get("subject_alt_names", [])
+        return [str(n) for n in found] if isinstance(found, list) else []
+
+    def _certificate(self, entry: NodeEntry, sans: Sequence[str] = ()) -> str:
         host = entry.address.rsplit(":", 1)[0].strip("[]")
         cert = issue_node_certificate(
             self.node.service,
             keys.load_public_key(entry.public_key_pem.encode()),
-            subject_alt_names=[host, "localhost"],
+            subject_alt_names=list(dict.fromkeys([host, *sans, "localhost"])),
             not_after=entry.attestation_expires_at_datetime,
         )
         return certificate_pem(cert)
@@ -263,12 +302,13 @@ class Primary:
                 measurement=result.claims.measurement,
                 host_data=result.claims.host_data,
             )
-            certificate = self._certificate(entry) if status is NodeStatus.TRUSTED else None
+            sans = request.subject_alt_names
+            certificate = self._certificate(entry, sans) if status is NodeStatus.TRUSTED else None
             try:
                 # A new voter: answer once durable here; it commits when the joiner catches up.
                 await self.issue(
                     {node_id: entry},
-                    {node_id: self._record(entry, request.quote, certificate)},
+                    {node_id: self._record(entry, request.quote, certificate, sans)},
                     until_committed=status is not NodeStatus.TRUSTED,
                 )
             except RetryLaterError as exc:
@@ -334,7 +374,7 @@ class Primary:
                     node_id: {
                         **record,
                         "status": "Trusted",
-                        "certificate": self._certificate(trusted),
+                        "certificate": self._certificate(trusted, self._sans(node_id)),
                     }
                 },
                 until_committed=False,  # a new voter: commits once it has joined and caught up
@@ -424,8 +464,9 @@ class Primary:
                     host_data=challenge.claims.host_data,
                 )
                 changes[entry.node_id] = renewed
+                sans = self._sans(entry.node_id)
                 records[entry.node_id] = self._record(
-                    renewed, challenge.quote, self._certificate(renewed)
+                    renewed, challenge.quote, self._certificate(renewed, sans), sans
                 )
                 continue
             reason = challenge.failure or "Unknown"
