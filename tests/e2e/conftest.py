@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.kube import ROOT, Cluster, bring_up, tear_down
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    c = bring_up()
-    yield c
-    tear_down(c)
+from tests.support.kube import ROOT
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kube import Cluster, Operator, bring_up, tear_down
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    c = bring_up()
-    yield c
-    tear_down(c)
+from tests.support.kube import Cluster, Operator
 
 
 @pytest.fixture(scope="session")
