@@ -11,7 +11,9 @@
 #              only import it (~seconds) instead of bootstrapping (~minutes).
 #   3. images  one function per image: build_node_image, build_operator_image.
 #
-# usage: scripts/build-images.sh [node|operator]...   (default: every image)
+# usage: scripts/build-images.sh [--load] [node|operator]...   (default: every image)
+#   --load   also import the built archives into the local cluster's containerd
+#            (scripts/kube.sh import), so one command builds and loads both images
 #
 # Outputs (OUT_DIR, default build/images):
 #   consortium-node.tar          docker-archive of localhost/consortium-node:<version>
@@ -365,6 +367,8 @@ build_operator_image() {
 }
 
 main() {
+  local load=0
+  if [ "${1:-}" = "--load" ]; then load=1; shift; fi
   local images=("$@")
   [ "${#images[@]}" -gt 0 ] || images=(node operator)
   local t0=$SECONDS
@@ -378,6 +382,12 @@ main() {
       *) die "unknown image '$name' (known: node, operator)" ;;
     esac
   done
+  if [ "$load" = 1 ]; then
+    for name in "${images[@]}"; do
+      step "$name: load into the local cluster" \
+        bash "$(dirname "$0")/kube.sh" import "$OUT_DIR/consortium-$name.tar"
+    done
+  fi
   print_timings
   log "total: $((SECONDS - t0))s"
 }
