@@ -21,6 +21,7 @@ from consortium_operator.names import (
     API_VERSION,
     DATA_DIR,
     LABEL_CLIENT,
+    LABEL_SCRAPE,
     MOUNT_CONFIG,
     MOUNT_LIST,
     MOUNT_PEERS,
@@ -330,7 +331,11 @@ def pod_disruption_budget(
 
 
 def network_policy(spec: ConsortiumSpec, namespace: str, uid: str) -> Manifest:
-    """The node port only from peers, the operator and labelled clients."""
+    """The node port only from peers, the operator, labelled clients and opted-in scrapers.
+
+    Scrapers (pods labelled ``consortium.tee.dev/scrape: "true"`` in any namespace) reach the
+    same port as everyone else; ``/metrics`` is public, everything else still needs a
+    member's certificate or a node certificate."""
     names = Names(spec.name)
     clients = spec.client_selector or {"matchLabels": {LABEL_CLIENT: spec.name}}
     return {
@@ -350,6 +355,10 @@ def network_policy(spec: ConsortiumSpec, namespace: str, uid: str) -> Manifest:
                             "podSelector": {
                                 "matchLabels": {"app.kubernetes.io/name": "consortium-operator"}
                             },
+                        },
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {LABEL_SCRAPE: "true"}},
                         },
                     ],
                     "ports": [{"port": NODE_PORT, "protocol": "TCP"}],

@@ -14,6 +14,7 @@ NODE_PORT = 8443
 LABEL_CONSORTIUM = f"{GROUP}/consortium"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_CLIENT = f"{GROUP}/client"
+LABEL_SCRAPE = f"{GROUP}/scrape"  # metrics scrapers (e.g. Prometheus pods) opt in with "true"
 ANNOTATION_SPEC_HASH = f"{GROUP}/applied-hash"
 
 # Paths inside a node pod (the ConfigMap template refers to them).

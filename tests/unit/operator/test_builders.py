@@ -358,7 +358,11 @@ def test_network_policy(client_selector: Any, expected_clients: dict[str, Any]) 
     assert "egress" not in policy
     [rule] = policy["ingress"]
     assert rule["ports"] == [{"port": 8443, "protocol": "TCP"}]
-    peers, clients, operator = rule["from"]
+    peers, clients, operator, scrapers = rule["from"]
+    assert scrapers == {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"consortium.tee.dev/scrape": "true"}},
+    }
     assert peers == {"podSelector": {"matchLabels": selector}}
     assert clients == {"podSelector": expected_clients}
     assert operator["namespaceSelector"] == {}
