@@ -404,9 +404,7 @@ def peers_config_map(
 ) -> Manifest:
     """DNS name → pod IP, for clusters without cluster DNS (see ``server/hosts.py``)."""
     names = Names(spec.name)
-    mapping = {
-        f"{pod}.{names.service}.{namespace}.svc.{domain}": ip for pod, ip in sorted(pod_ips.items())
-    }
+    mapping = {names.pod_fqdn(pod, namespace, domain): ip for pod, ip in sorted(pod_ips.items())}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

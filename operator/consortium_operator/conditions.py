@@ -102,6 +102,16 @@ def merge(
     return sorted(out.values(), key=lambda c: (order.get(c["type"], 99), c["type"]))
 
 
+def without_transition_times(st: Mapping[str, Any]) -> dict[str, Any]:
+    """A status with its conditions' ``lastTransitionTime`` dropped: what decides whether a
+    status write is needed (a time alone never justifies one)."""
+    out = dict(st)
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in st.get("conditions", [])
+    ]
+    return out
+
+
 def find(conditions: Iterable[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 

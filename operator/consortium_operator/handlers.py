@@ -167,11 +167,12 @@ def finalize(body: kopf.Body, **_: Any) -> None:
         retain = spec.storage.retain_on_delete
     except SpecError:
         spec, retain = None, False
-    claims = k.list("PersistentVolumeClaim", namespace, names.selector())
-    claims += [
+    selector = names.selector().items()
+    claims = [
         c
         for c in k.list("PersistentVolumeClaim", namespace)
-        if c["metadata"]["name"].startswith(f"ledger-{name}-") and c not in claims
+        if names.claim_ordinal(c["metadata"]["name"]) is not None
+        or selector <= (c["metadata"].get("labels") or {}).items()
     ]
     if retain and spec is not None:
         # Sealed ledger data is useless without the platform root (chips derive from it):

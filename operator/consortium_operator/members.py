@@ -132,18 +132,6 @@ def _parse(text: Any) -> bool | None:
     return True if text == "True" else (False if text == "False" else None)
 
 
-def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    def strip(st: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(st)
-        out["conditions"] = [
-            {k: v for k, v in x.items() if k != "lastTransitionTime"}
-            for x in st.get("conditions", [])
-        ]
-        return out
-
-    return strip(a) == strip(b)
-
-
 def reconcile_members(
     kube: Kube,
     members: Sequence[MemberView],
@@ -153,7 +141,9 @@ def reconcile_members(
     """Write each Member's status if it changed (zero writes otherwise)."""
     for view in members:
         new = member_status(view, consortium, ledger)
-        if _same(new, view.body.get("status") or {}):
+        if c.without_transition_times(new) == c.without_transition_times(
+            view.body.get("status") or {}
+        ):
             continue
         meta = view.body["metadata"]
         old = {x.get("type"): x for x in (view.body.get("status") or {}).get("conditions", [])}

@@ -6,6 +6,8 @@ enumerated reasons; never transaction ids or free text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -61,16 +63,18 @@ READY = Gauge(
 )
 
 
+def _remove(gauge: Gauge, match: Callable[[tuple[str, ...]], bool]) -> None:
+    for labels in list(gauge._metrics):
+        if match(tuple(labels)):
+            gauge.remove(*labels)
+
+
 def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
     """Drop the expiry series of nodes of a Consortium that are no longer Trusted."""
-    for labels in list(EXPIRY._metrics):
-        if labels[0] == namespace and labels[1] == consortium and labels[2] not in keep:
-            EXPIRY.remove(*labels)
+    _remove(EXPIRY, lambda lb: lb[:2] == (namespace, consortium) and lb[2] not in keep)
 
 
 def forget(namespace: str, consortium: str) -> None:
     """Drop the series of a deleted Consortium."""
     for gauge in (NODES, EXPIRY, LIST_VERSION, READY):
-        for labels in list(gauge._metrics):
-            if labels[0] == namespace and labels[1] == consortium:
-                gauge.remove(*labels)
+        _remove(gauge, lambda lb: lb[:2] == (namespace, consortium))

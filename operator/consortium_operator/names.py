@@ -79,6 +79,16 @@ class Names:
     def pvc(self, ordinal: int) -> str:
         return f"ledger-{self.consortium}-{ordinal}"
 
+    def pod_fqdn(self, pod: str, namespace: str, domain: str) -> str:
+        """A pod's stable DNS name through the headless Service (its address, its TLS name)."""
+        return f"{pod}.{self.service}.{namespace}.svc.{domain}"
+
+    def claim_ordinal(self, claim: str) -> int | None:
+        """The ordinal of a ledger PVC (``ledger-<consortium>-<ordinal>``), if it is one."""
+        prefix = f"ledger-{self.consortium}-"
+        rest = claim[len(prefix) :] if claim.startswith(prefix) else ""
+        return int(rest) if rest.isdigit() else None
+
     def ordinal_of(self, pod_name: str) -> int | None:
         prefix = f"{self.consortium}-"
         rest = pod_name[len(prefix) :] if pod_name.startswith(prefix) else ""

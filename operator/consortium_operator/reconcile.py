@@ -32,7 +32,7 @@ from consortium_operator import builders, conditions, metrics, status, verify
 from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
 from consortium_operator.names import Names
-from consortium_operator.nodeclient import NodeClient, NodeUnreachableError
+from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
 from consortium_operator.spec import ConsortiumSpec, SpecError, parse_consortium
 
 log = logging.getLogger("consortium_operator")
@@ -77,8 +77,28 @@ class Pass:
     platform_root: bytes = b""
     operator_identity: tuple[bytes, bytes] | None = None
 
+    _live: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+
     def event(self, type_: str, reason: str, message: str) -> None:
         self.kube.event(self.body, type_, reason, message, rfc3339(self.now))
+
+    def live(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The live object, read at most once per pass (later steps compare against it)."""
+        key = (kind, name)
+        if key not in self._live:
+            self._live[key] = self.kube.get(kind, self.namespace, name)
+        return self._live[key]
+
+    def pod_ips(self) -> dict[str, str]:
+        """Pod name → IP of this Consortium's pods that have one."""
+        return {
+            x["metadata"]["name"]: x["status"]["podIP"]
+            for x in self.pods
+            if (x.get("status") or {}).get("podIP")
+        }
+
+    def fqdn(self, pod: str) -> str:
+        return self.names.pod_fqdn(pod, self.namespace, self.settings.cluster_domain)
 
 
 def reconcile_consortium(
@@ -122,9 +142,8 @@ def reconcile_consortium(
     _replace_retired(p, obs)
     _events(p, obs)
     _metrics(p, obs)
-    ledger_members = memory_members(p, obs)
     conds = _write_status(kube, body, obs, now)
-    reconcile_members(kube, members, body, ledger_members)
+    reconcile_members(kube, members, body, obs.ledger_members)
     ready = conditions.find(conds, conditions.READY)
     return SLOW if ready is not None and ready.status else FAST
 
@@ -191,10 +210,6 @@ def _pod_view(pod: Mapping[str, Any], names: Names) -> status.PodView | None:
     )
 
 
-def _fqdn(p: Pass, pod: str) -> str:
-    return f"{pod}.{p.names.service}.{p.namespace}.svc.{p.settings.cluster_domain}"
-
-
 def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None) -> None:
     """Verify one pod's quote over a fresh nonce (cached per pod uid for a while)."""
     name, pod_uid = pod["metadata"]["name"], pod["metadata"]["uid"]
@@ -208,7 +223,7 @@ def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None
         return
     nonce = os.urandom(32)
     try:
-        reply = client.request(ip, _fqdn(p, name), "GET", f"/node/quote?nonce={nonce.hex()}")
+        reply = client.request(ip, p.fqdn(name), "GET", f"/node/quote?nonce={nonce.hex()}")
         if reply.status != 200:
             raise NodeUnreachableError(f"{name}: HTTP {reply.status} for its quote")
     except NodeUnreachableError as exc:
@@ -244,7 +259,7 @@ def _identify(p: Pass, name: str, ip: str) -> str | None:
     it is Retired. The node must terminate TLS with the key it claims."""
     try:
         reply = NodeClient(None).request(
-            ip, _fqdn(p, name), "GET", f"/node/quote?nonce={os.urandom(32).hex()}"
+            ip, p.fqdn(name), "GET", f"/node/quote?nonce={os.urandom(32).hex()}"
         )
     except NodeUnreachableError:
         return None
@@ -255,17 +270,17 @@ def _identify(p: Pass, name: str, ip: str) -> str | None:
 
 def _service_certificate(p: Pass) -> str | None:
     """The published service certificate, or pod 0's once its quote and TLS key verify."""
-    live = p.kube.get("ConfigMap", p.namespace, p.names.service_identity)
+    live = p.live("ConfigMap", p.names.service_identity)
     if live is not None:
         pem: str = live["data"]["service-certificate.pem"]
         return pem
     pod0 = next((x for x in p.pods if x["metadata"]["name"] == p.names.pod(0)), None)
-    ip = (pod0 or {}).get("status", {}).get("podIP")
+    ip = p.pod_ips().get(p.names.pod(0))
     if pod0 is None or not ip:
         return None
     client = NodeClient(None)
     try:
-        network = client.get_json(ip, _fqdn(p, p.names.pod(0)), "/node/network")
+        network = client.get_json(ip, p.fqdn(p.names.pod(0)), "/node/network")
         candidate = network["service_certificate"]
     except (NodeUnreachableError, KeyError, TypeError):
         return None
@@ -300,7 +315,7 @@ def _observe(p: Pass, generation: int, members: list[MemberView]) -> status.Obse
     for uid in set(p.memory.known) - live_uids:
         del p.memory.known[uid]
     checks = {k: v[2] for k, v in p.memory.checks.items()}
-    published = p.kube.get("ConfigMap", p.namespace, p.names.trusted_nodes)
+    published = p.live("ConfigMap", p.names.trusted_nodes)
     published_version = (
         int(published["metadata"]["annotations"]["consortium.tee.dev/list-version"])
         if published
@@ -324,11 +339,7 @@ def _observe_ledger(
     members: list[MemberView],
 ) -> status.Observation:
     """The primary's network view, its signed list (verified) and its commit."""
-    ips = {
-        x["metadata"]["name"]: x["status"]["podIP"]
-        for x in p.pods
-        if (x.get("status") or {}).get("podIP")
-    }
+    ips = p.pod_ips()
     by_node = {c.node_id: n for n, c in obs.checks.items() if c.verified and c.node_id}
     network = None
     errors = []
@@ -337,7 +348,7 @@ def _observe_ledger(
         if check is None or not check.verified:
             continue
         try:
-            network = client.get_json(ips[name], _fqdn(p, name), "/node/network")
+            network = client.get_json(ips[name], p.fqdn(name), "/node/network")
         except NodeUnreachableError as exc:
             errors.append(str(exc))
             continue
@@ -352,10 +363,10 @@ def _observe_ledger(
     if source is None or source not in ips:
         return replace(obs, list_error="no verified node to read the list from")
     try:
-        envelope = client.request(ips[source], _fqdn(p, source), "GET", "/node/trusted-list")
-        state = client.get_json(ips[source], _fqdn(p, source), "/node/state")
+        envelope = client.request(ips[source], p.fqdn(source), "GET", "/node/trusted-list")
+        state = client.get_json(ips[source], p.fqdn(source), "/node/state")
         if source != primary:
-            network = client.get_json(ips[source], _fqdn(p, source), "/node/network")
+            network = client.get_json(ips[source], p.fqdn(source), "/node/network")
     except NodeUnreachableError as exc:
         return replace(obs, list_error=str(exc))
     assert obs.service_certificate_pem is not None
@@ -387,14 +398,10 @@ def _observe_ledger(
     )
 
 
-def memory_members(p: Pass, obs: status.Observation) -> dict[str, str] | None:
-    return dict(obs.ledger_members) if obs.ledger_members is not None else None
-
-
 # ---------------------------------------------------------------------- apply
 def _replicas(p: Pass, obs: status.Observation) -> int:
     """1 until bootstrapped; scale-down waits until the extra nodes are Retired."""
-    sts = p.kube.get("StatefulSet", p.namespace, p.names.statefulset)
+    sts = p.live("StatefulSet", p.names.statefulset)
     current = int((sts or {}).get("spec", {}).get("replicas") or 1)
     if obs.service_certificate_pem is None:
         return 1
@@ -414,19 +421,25 @@ def _replicas(p: Pass, obs: status.Observation) -> int:
     return current
 
 
-def _retire(p: Pass, obs: status.Observation, entry: Any) -> None:
-    primary = obs.primary
-    pod = next((x for x in p.pods if x["metadata"]["name"] == primary), None)
-    ip = (pod or {}).get("status", {}).get("podIP")
-    if primary is None or not ip or obs.service_certificate_pem is None:
-        return
-    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=15)
+def _ask_primary(
+    p: Pass, obs: status.Observation, path: str, body: Mapping[str, Any], timeout: float
+) -> Reply | None:
+    """POST to the primary as the operator (a member with role ``operator``); None if no
+    primary is known or it did not answer (logged; the next pass tries again)."""
+    ip = p.pod_ips().get(obs.primary) if obs.primary else None
+    if obs.primary is None or not ip or obs.service_certificate_pem is None:
+        return None
+    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=timeout)
     try:
-        reply = client.request(
-            ip, _fqdn(p, primary), "POST", "/gov/nodes/retire", {"node_id": entry.node_id}
-        )
+        return client.request(ip, p.fqdn(obs.primary), "POST", path, dict(body))
     except NodeUnreachableError as exc:
-        log.warning("retiring %s: %s", entry.name, exc)
+        log.warning("%s on the primary: %s", path, exc)
+        return None
+
+
+def _retire(p: Pass, obs: status.Observation, entry: Any) -> None:
+    reply = _ask_primary(p, obs, "/gov/nodes/retire", {"node_id": entry.node_id}, timeout=15)
+    if reply is None:
         return
     if reply.status == 200:
         p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: scale-down")
@@ -448,17 +461,7 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
         builders.headless_service(spec, ns, uid),
         builders.pod_disruption_budget(spec, ns, uid, k.pdb_api_version()),
         builders.network_policy(spec, ns, uid),
-        builders.peers_config_map(
-            spec,
-            ns,
-            uid,
-            {
-                x["metadata"]["name"]: x["status"]["podIP"]
-                for x in p.pods
-                if (x.get("status") or {}).get("podIP")
-            },
-            p.settings.cluster_domain,
-        ),
+        builders.peers_config_map(spec, ns, uid, p.pod_ips(), p.settings.cluster_domain),
     ]
     if obs.service_certificate_pem is not None:
         desired.append(
@@ -475,7 +478,7 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
     config_changed = False
     for manifest in desired:
         meta = manifest["metadata"]
-        live = k.get(manifest["kind"], ns, meta["name"])
+        live = p.live(manifest["kind"], meta["name"])
         sent = k.apply_if_changed(manifest, live)
         config_changed |= sent and meta["name"] == p.names.config and live is not None
         if sent and meta["name"] == p.names.trusted_nodes and obs.trusted_list is not None:
@@ -486,7 +489,7 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
                 f"ConfigMap {meta['name']}",
             )
     sts = builders.statefulset(spec, ns, uid, _replicas(p, obs), p.settings.cluster_domain)
-    live_sts = k.get("StatefulSet", ns, p.names.statefulset)
+    live_sts = p.live("StatefulSet", p.names.statefulset)
     if live_sts is not None:  # claim templates are immutable: keep the ones in place
         sts["spec"]["volumeClaimTemplates"] = [
             {
@@ -520,12 +523,11 @@ def _unstick(p: Pass, sts: Mapping[str, Any] | None, config_changed: bool) -> No
 def _cleanup_claims(p: Pass, obs: status.Observation) -> None:
     """Remove ledger volumes of ordinals scaled away (their nodes are Retired)."""
     live = {x["metadata"]["name"] for x in p.pods}
-    for claim in p.kube.list("PersistentVolumeClaim", p.namespace, p.names.selector() | {}):
+    for claim in p.kube.list("PersistentVolumeClaim", p.namespace, p.names.selector()):
         name = claim["metadata"]["name"]
-        prefix = f"ledger-{p.names.consortium}-"
-        if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+        ordinal = p.names.claim_ordinal(name)
+        if ordinal is None:
             continue
-        ordinal = int(name[len(prefix) :])
         deleting = claim["metadata"].get("deletionTimestamp") is not None
         if ordinal >= p.spec.nodes and p.names.pod(ordinal) not in live and not deleting:
             p.kube.delete("PersistentVolumeClaim", p.namespace, name)
@@ -534,8 +536,8 @@ def _cleanup_claims(p: Pass, obs: status.Observation) -> None:
 # ---------------------------------------------------------------------- rotation
 def _rotate(p: Pass, obs: status.Observation) -> None:
     """Ask the primary to re-attest nodes that entered their renewal window."""
-    lst, primary = obs.trusted_list, obs.primary
-    if lst is None or primary is None or obs.service_certificate_pem is None:
+    lst = obs.trusted_list
+    if lst is None:
         return
     renew = p.spec.attestation.renew_before
     due = [
@@ -545,17 +547,8 @@ def _rotate(p: Pass, obs: status.Observation) -> None:
     ]
     if not due:
         return
-    pod = next((x for x in p.pods if x["metadata"]["name"] == primary), None)
-    ip = (pod or {}).get("status", {}).get("podIP")
-    if not ip:
-        return
-    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=20)
-    try:
-        reply = client.request(ip, _fqdn(p, primary), "POST", "/node/reattest", {})
-    except NodeUnreachableError as exc:
-        log.warning("re-attestation request: %s", exc)
-        return
-    if reply.status == 200:
+    reply = _ask_primary(p, obs, "/node/reattest", {}, timeout=20)
+    if reply is not None and reply.status == 200:
         answer = reply.json()
         p.memory.failures = dict(answer.get("failures", {}))
 
@@ -651,13 +644,12 @@ def _write_status(
     new = status.status_body(obs, conds, existing, now)
     if invalid:  # keep what was known; only the verdict changes
         new = {**{k: v for k, v in existing.items() if k not in new}, **new}
-        new.pop("nodesReady", None)
         new["nodesReady"] = existing.get("nodesReady", "0/0")
     ready = conditions.find(conds, conditions.READY)
     metrics.READY.labels(meta["namespace"], meta["name"]).set(
         1 if ready is not None and ready.status else 0
     )
-    if _without_times(new) == _without_times(existing):
+    if conditions.without_transition_times(new) == conditions.without_transition_times(existing):
         return conds
     old_ready: dict[str, Any] = next(
         (c for c in existing.get("conditions", []) if c.get("type") == conditions.READY), {}
@@ -674,11 +666,3 @@ def _write_status(
         )
     kube.patch_status("Consortium", meta["namespace"], meta["name"], new)
     return conds
-
-
-def _without_times(st: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(st)
-    out["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in st.get("conditions", [])
-    ]
-    return out

@@ -171,9 +171,8 @@ def _nodes(o: Observation) -> c.Condition | None:
     trusted = o.trusted_pods()
     if len(trusted) >= o.desired:
         return None
-    reason = c.NODES_JOINING
-    if len(trusted) * 2 <= o.desired:
-        reason = c.NO_QUORUM if o.commit_index is None else c.NODES_JOINING
+    no_quorum = len(trusted) * 2 <= o.desired and o.commit_index is None
+    reason = c.NO_QUORUM if no_quorum else c.NODES_JOINING
     missing = [
         Names(o.consortium).pod(i)
         for i in range(o.desired)

@@ -14,7 +14,6 @@ from typing import Any
 from cryptography import x509
 
 from consortium_node.attestation import InsecureVirtualVerifier, Policy, VerifierRegistry
-from consortium_node.common.timeutil import utcnow
 from consortium_node.identity import keys
 from consortium_node.identity.certs import verify_node_certificate
 from consortium_node.identity.errors import TrustedListError
@@ -104,8 +103,3 @@ def check_list(
     except TrustedListError as exc:
         return None, f"the trusted-node list was rejected: {exc}"
     return lst, None
-
-
-def is_expired(lst: TrustedNodeList, node_id: str) -> bool:
-    entry = lst.node(node_id)
-    return entry is None or entry.attestation_expires_at_datetime <= utcnow()
