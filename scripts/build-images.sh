@@ -11,9 +11,12 @@
 #              only import it (~seconds) instead of bootstrapping (~minutes).
 #   3. images  one function per image: build_node_image, build_operator_image.
 #
-# usage: scripts/build-images.sh [--load] [node|operator]...   (default: every image)
-#   --load   also import the built archives into the local cluster's containerd
-#            (scripts/kube.sh import), so one command builds and loads both images
+# usage: scripts/build-images.sh [--load] [--kind [CLUSTER]] [node|operator]...   (default: both)
+#   --load          also import the built archives into the local cluster's containerd
+#                   (scripts/kube.sh import), so one command builds and loads both images
+#   --kind CLUSTER  also load them into a kind cluster (`kind load image-archive --name
+#                   CLUSTER`; default CLUSTER: consortium, as in kind-config.yaml). Needs `kind`
+#                   and Docker; the images are the same archives the local cluster imports.
 #
 # Outputs (OUT_DIR, default build/images):
 #   consortium-node.tar          docker-archive of localhost/consortium-node:<version>
@@ -366,9 +369,29 @@ build_operator_image() {
   fi
 }
 
+load_into_kind() {  # load_into_kind CLUSTER TARBALL
+  command -v kind >/dev/null 2>&1 || die "--kind: the kind command is not installed (https://kind.sigs.k8s.io)"
+  kind get clusters 2>/dev/null | grep -qx "$1" \
+    || die "--kind: no kind cluster named '$1' (kind create cluster --config kind-config.yaml)"
+  kind load image-archive --name "$1" "$2"
+}
+
 main() {
-  local load=0
-  if [ "${1:-}" = "--load" ]; then load=1; shift; fi
+  local load=0 kind_cluster=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --load) load=1; shift ;;
+      --kind)
+        shift
+        if [ $# -gt 0 ] && [[ "$1" != -* ]] && [ "$1" != node ] && [ "$1" != operator ]; then
+          kind_cluster=$1; shift
+        else
+          kind_cluster=consortium
+        fi ;;
+      -*) die "unknown option '$1' (known: --load, --kind [CLUSTER])" ;;
+      *) break ;;
+    esac
+  done
   local images=("$@")
   [ "${#images[@]}" -gt 0 ] || images=(node operator)
   local t0=$SECONDS
@@ -386,6 +409,12 @@ main() {
     for name in "${images[@]}"; do
       step "$name: load into the local cluster" \
         bash "$(dirname "$0")/kube.sh" import "$OUT_DIR/consortium-$name.tar"
+    done
+  fi
+  if [ -n "$kind_cluster" ]; then
+    for name in "${images[@]}"; do
+      step "$name: load into kind cluster $kind_cluster" \
+        load_into_kind "$kind_cluster" "$OUT_DIR/consortium-$name.tar"
     done
   fi
   print_timings

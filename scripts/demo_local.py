@@ -119,7 +119,7 @@ def commit_and_verify(ctl: str, url: str, service_cert: Path, work: Path, receip
     )
 
 
-def start_node(node_bin: str, work: Path, name: str, config: dict[str, object]) -> Popen:
+def start_node(node_bin: str, work: Path, name: str, config: dict[str, object]) -> Popen[bytes]:
     (work / f"{name}.json").write_text(json.dumps(config, indent=2))
     log = (work / f"{name}.log").open("w")
     return subprocess.Popen(
@@ -170,7 +170,7 @@ def main() -> None:
     ports = [free_port() for _ in range(3)]
     urls = [f"https://127.0.0.1:{port}" for port in ports]
     service_cert = work / "node-0" / "service_cert.pem"
-    procs: list[Popen] = []
+    procs: list[Popen[bytes]] = []
     try:
         print("== 2. start the genesis node, then two nodes that join by attestation")
         procs.append(start_node(node_bin, work, "node-0", node_config(work, ports[0], measurement)))

@@ -13,16 +13,17 @@ import os
 import shutil
 import sys
 import time
+from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 CLASS = "local-test"
 PROVISIONER = "consortium.tee.dev/local-test"
 
 
 def ensure_class(storage: client.StorageV1Api) -> None:
-    body = {
+    body: Any = {  # the client accepts plain dicts as bodies
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
         "metadata": {
@@ -40,49 +41,57 @@ def ensure_class(storage: client.StorageV1Api) -> None:
             raise
 
 
-def provision(core: client.CoreV1Api, root: str, pvc: client.V1PersistentVolumeClaim) -> None:
-    name = f"pv-{pvc.metadata.uid}"
+def as_dicts(items: list[Any]) -> list[dict[str, Any]]:
+    """API objects as plain JSON-shaped dicts (the typed models make every field optional)."""
+    found: list[dict[str, Any]] = client.ApiClient().sanitize_for_serialization(items)  # type: ignore[no-untyped-call]
+    return found
+
+
+def provision(core: client.CoreV1Api, root: str, pvc: dict[str, Any]) -> None:
+    meta = pvc["metadata"]
+    name = f"pv-{meta['uid']}"
     path = os.path.join(root, name)
     os.makedirs(path, exist_ok=True)
     os.chmod(path, 0o777)  # noqa: S103 - test cluster volumes, any pod UID may write
-    size = pvc.spec.resources.requests.get("storage", "1Gi")
-    body = {
+    size = pvc["spec"].get("resources", {}).get("requests", {}).get("storage", "1Gi")
+    body: Any = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
         "spec": {
             "capacity": {"storage": size},
-            "accessModes": pvc.spec.access_modes,
+            "accessModes": pvc["spec"].get("accessModes", ["ReadWriteOnce"]),
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": CLASS,
             "hostPath": {"path": path, "type": "Directory"},
             "claimRef": {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
-                "namespace": pvc.metadata.namespace,
-                "name": pvc.metadata.name,
-                "uid": pvc.metadata.uid,
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
             },
         },
     }
     try:
         core.create_persistent_volume(body)
-        print(f"provisioned {name} for {pvc.metadata.namespace}/{pvc.metadata.name}", flush=True)
+        print(f"provisioned {name} for {meta['namespace']}/{meta['name']}", flush=True)
     except ApiException as exc:
         if exc.status != 409:
             raise
 
 
 def reclaim(core: client.CoreV1Api, root: str) -> None:
-    for pv in core.list_persistent_volume().items:
-        annotations = pv.metadata.annotations or {}
+    for pv in as_dicts(core.list_persistent_volume().items):
+        name = pv["metadata"]["name"]
+        annotations = pv["metadata"].get("annotations") or {}
         if annotations.get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
             continue
-        if pv.status.phase in ("Released", "Failed"):
-            shutil.rmtree(os.path.join(root, pv.metadata.name), ignore_errors=True)
+        if pv.get("status", {}).get("phase") in ("Released", "Failed"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             try:
-                core.delete_persistent_volume(pv.metadata.name)
-                print(f"deleted {pv.metadata.name}", flush=True)
+                core.delete_persistent_volume(name)
+                print(f"deleted {name}", flush=True)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -91,14 +100,16 @@ def reclaim(core: client.CoreV1Api, root: str) -> None:
 def main() -> None:
     kubeconfig, root = sys.argv[1], sys.argv[2]
     os.makedirs(root, exist_ok=True)
-    config.load_kube_config(kubeconfig)
+    config.load_kube_config(kubeconfig)  # type: ignore[no-untyped-call]
     core, storage = client.CoreV1Api(), client.StorageV1Api()
     ensure_class(storage)
     while True:
         try:
-            for pvc in core.list_persistent_volume_claim_for_all_namespaces().items:
-                cls = pvc.spec.storage_class_name
-                if pvc.status.phase == "Pending" and cls == CLASS and not pvc.spec.volume_name:
+            claims = core.list_persistent_volume_claim_for_all_namespaces().items
+            for pvc in as_dicts(claims):
+                spec, phase = pvc["spec"], pvc.get("status", {}).get("phase")
+                unbound = phase == "Pending" and not spec.get("volumeName")
+                if unbound and spec.get("storageClassName") == CLASS:
                     provision(core, root, pvc)
             reclaim(core, root)
         except Exception as exc:  # keep serving; the API server may be restarting

@@ -9,8 +9,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,lint]'
+  # Build-backend warnings are noise on every run: keep them in a log, show it on failure.
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q -e '.[test,lint]'; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "pip install failed (full log: $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 if ! command -v promtool >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ scripts/setup-env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .
 echo "== mypy --strict" && mypy
+mypy --strict scripts/*.py   # standalone scripts: not packages, so not in mypy's config
 echo "== import-linter" && lint-imports
 echo "== pytest"
 set +e

@@ -17,3 +17,23 @@ def cluster() -> Iterator[Cluster]:
     c = bring_up()
     yield c
     tear_down(c)
+
+
+# -- Seconds per tier (setup + call + teardown of its tests), printed at the end of a run so a
+# full run reports what each tier costs. The session cluster's start-up is charged to the
+# first test that asked for it; its teardown to the last.
+_tier_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("::")[0].split("/")  # tests/<tier>/[<group>/]test_x.py
+    tier = "/".join(parts[1:3]) if parts[1] == "integration" and len(parts) > 3 else parts[1]
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _tier_seconds:
+        return
+    terminalreporter.section("seconds per tier")
+    for tier, seconds in sorted(_tier_seconds.items()):
+        terminalreporter.write_line(f"{tier:<28} {seconds:8.1f}")

@@ -21,6 +21,7 @@ from consortium_operator.names import (
     API_VERSION,
     DATA_DIR,
     LABEL_CLIENT,
+    LABEL_OPERATOR,
     LABEL_SCRAPE,
     MOUNT_CONFIG,
     MOUNT_LIST,
@@ -352,9 +353,7 @@ def network_policy(spec: ConsortiumSpec, namespace: str, uid: str) -> Manifest:
                         {"podSelector": clients},
                         {
                             "namespaceSelector": {},
-                            "podSelector": {
-                                "matchLabels": {"app.kubernetes.io/name": "consortium-operator"}
-                            },
+                            "podSelector": {"matchLabels": {LABEL_OPERATOR: "true"}},
                         },
                         {
                             "namespaceSelector": {},

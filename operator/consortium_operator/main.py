@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kopf's liveness endpoint logs every probe (one line per 10 s) at INFO: keep it for DEBUG.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, args.metrics_address, registry=metrics.REGISTRY)
     assert handlers.configure is not None  # registers the handlers on import

@@ -21,8 +21,14 @@ RECONCILE_DURATION = Histogram(
 )
 RECONCILE_ERRORS = Counter(
     "consortium_operator_reconcile_errors",
-    "Reconcile passes that failed, by kind and reason.",
-    ["kind", "reason"],
+    "Reconcile passes that failed, by object and reason (the exception's class).",
+    ["kind", "namespace", "consortium", "reason"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "consortium_operator_last_successful_reconcile_timestamp_seconds",
+    "Unix time of the last reconcile pass of a Consortium that completed without error.",
+    ["namespace", "consortium"],
     registry=REGISTRY,
 )
 API_WRITES = Counter(
@@ -45,8 +51,8 @@ EXPIRY = Gauge(
 )
 VERIFICATIONS = Counter(
     "consortium_operator_attestation_verifications",
-    "Quotes the operator verified itself, by platform, result and reason.",
-    ["platform", "result", "reason"],
+    "Quotes the operator verified itself, by consortium, platform, result and reason.",
+    ["namespace", "consortium", "platform", "result", "reason"],
     registry=REGISTRY,
 )
 LIST_VERSION = Gauge(
@@ -63,10 +69,10 @@ READY = Gauge(
 )
 
 
-def _remove(gauge: Gauge, match: Callable[[tuple[str, ...]], bool]) -> None:
-    for labels in list(gauge._metrics):
+def _remove(metric: Gauge | Counter, match: Callable[[tuple[str, ...]], bool]) -> None:
+    for labels in list(metric._metrics):
         if match(tuple(labels)):
-            gauge.remove(*labels)
+            metric.remove(*labels)
 
 
 def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
@@ -76,5 +82,6 @@ def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
 
 def forget(namespace: str, consortium: str) -> None:
     """Drop the series of a deleted Consortium."""
-    for gauge in (NODES, EXPIRY, LIST_VERSION, READY):
+    for gauge in (NODES, EXPIRY, LIST_VERSION, READY, LAST_SUCCESS, VERIFICATIONS):
         _remove(gauge, lambda lb: lb[:2] == (namespace, consortium))
+    _remove(RECONCILE_ERRORS, lambda lb: lb[1:3] == (namespace, consortium))

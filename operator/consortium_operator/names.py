@@ -15,6 +15,9 @@ LABEL_CONSORTIUM = f"{GROUP}/consortium"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_CLIENT = f"{GROUP}/client"
 LABEL_SCRAPE = f"{GROUP}/scrape"  # metrics scrapers (e.g. Prometheus pods) opt in with "true"
+# On the operator's own pods (the chart sets it whatever nameOverride says): the NetworkPolicy
+# admits the operator by it.
+LABEL_OPERATOR = f"{GROUP}/operator"
 ANNOTATION_SPEC_HASH = f"{GROUP}/applied-hash"
 
 # Paths inside a node pod (the ConfigMap template refers to them).

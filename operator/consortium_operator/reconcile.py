@@ -80,6 +80,9 @@ class Pass:
     _live: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
 
     def event(self, type_: str, reason: str, message: str) -> None:
+        """An Event on the Consortium, and the same line in the operator's log."""
+        level = logging.WARNING if type_ == "Warning" else logging.INFO
+        log.log(level, "%s/%s %s: %s", self.namespace, self.names.consortium, reason, message)
         self.kube.event(self.body, type_, reason, message, rfc3339(self.now))
 
     def live(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -243,7 +246,11 @@ def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None
         service_certificate_pem=cert,
     )
     metrics.VERIFICATIONS.labels(
-        p.spec.attestation.platform, "ok" if check.verified else "refused", reason
+        p.namespace,
+        p.names.consortium,
+        p.spec.attestation.platform,
+        "ok" if check.verified else "refused",
+        reason,
     ).inc()
     p.memory.checks[name] = (pod_uid, time.monotonic(), check)
     if check.verified and check.node_id:

@@ -17,6 +17,7 @@ class Consortium:
     member: Identity
     user: Identity
     stranger: Identity
+    operator: Identity
     workdir: Path
 
 
@@ -25,11 +26,17 @@ def start_consortium(workdir: Path, **overrides: object) -> Consortium:
     member = make_identity(workdir / "ids", "member0", "governor")
     user = make_identity(workdir / "ids", "user0", "user", kind="ed25519")
     stranger = make_identity(workdir / "ids", "stranger", "user")
+    operator = make_identity(workdir / "ids", "operator0", "operator")
     node = LocalNode(
-        workdir, "node-0", [member, user], platform_key, platform_cert, overrides=dict(overrides)
+        workdir,
+        "node-0",
+        [member, user, operator],
+        platform_key,
+        platform_cert,
+        overrides=dict(overrides),
     )
     node.start()
-    return Consortium(node, member, user, stranger, workdir)
+    return Consortium(node, member, user, stranger, operator, workdir)
 
 
 @pytest.fixture(scope="module")

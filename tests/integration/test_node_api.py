@@ -195,6 +195,35 @@ def test_app_endpoints_need_a_registered_client_certificate(consortium: Consorti
         )
 
 
+def test_operator_identity_keeps_the_network_running_but_never_touches_app_data(
+    consortium: Consortium,
+) -> None:
+    c = consortium
+    txid = write(c, {"secret": "for members only"})[0]
+    for method, path in (
+        ("POST", "/app/transactions"),
+        ("GET", "/app/kv/secret"),
+        ("GET", f"/app/receipt?txid={txid}"),
+        ("GET", f"/app/transaction?txid={txid}"),
+    ):
+        if method == "POST":
+            status, body = c.node.post_json(
+                path, {"transactions": [{"writes": {"x": "1"}}]}, c.operator
+            )
+        else:
+            status, body = c.node.get(path, c.operator)
+        assert status == 403, (path, body)
+        assert body["error"]["field"] == "client_certificate"
+        assert "not the operator identity" in body["error"]["reason"]
+    status, body = c.node.get("/app/kv/x", c.user)
+    assert status == 404, body  # the refused write changed nothing
+    # What it is for: asking for a re-attestation round. Trusting nodes is for governors.
+    status, body = c.node.post_json("/node/reattest", {}, c.operator)
+    assert status == 200, body
+    status, body = c.node.post_json("/gov/nodes/trust", {"node_id": "00" * 32}, c.operator)
+    assert status == 403 and "governors" in body["error"]["reason"]
+
+
 def test_member_with_p256_and_user_with_ed25519_can_both_write(consortium: Consortium) -> None:
     status, _ = consortium.node.post_json(
         "/app/transactions", {"transactions": [{"writes": {"by": "member"}}]}, consortium.member

@@ -221,6 +221,17 @@ def _caller_in(request: web.Request, roles: tuple[str, ...], what: str) -> Membe
     return member
 
 
+# The operator's identity is a member so that it can keep the network running (retire nodes,
+# ask for re-attestation); it must not be able to read or write application data, or anyone
+# who can read its Kubernetes Secret could.
+APP_ROLES = ("governor", "user")
+APP_ONLY = "members and users read and write application data (not the operator identity)"
+
+
+def _app_caller(request: web.Request) -> Member:
+    return _caller_in(request, APP_ROLES, APP_ONLY)
+
+
 async def _node_id_body(request: web.Request) -> str:
     body = parse_json_body(await request.read())
     if (
@@ -258,7 +269,7 @@ async def _submit_as(services: Services, member_id: str, body: Any) -> dict[str,
 
 
 async def post_transactions(request: web.Request) -> web.Response:
-    member = _caller(request)
+    member = _app_caller(request)
     s = _services(request)
     parse_query(request.query, set(), set())
     body = parse_json_body(await request.read())
@@ -289,11 +300,13 @@ async def forwarded_transactions(request: web.Request) -> web.Response:
     member = s.node.members().get(str(data["member_id"]))
     if member is None or member.status != "Active":
         raise ApiError(403, "Forbidden", "member_id", "not an Active member or user")
+    if member.role not in APP_ROLES:
+        raise ApiError(403, "Forbidden", "member_id", f"only {APP_ONLY}")
     return _json(await _submit_as(s, member.member_id, data["body"]))
 
 
 async def get_kv(request: web.Request) -> web.Response:
-    _caller(request)
+    _app_caller(request)
     node = _services(request).node
     parse_query(request.query, set(), set())
     key = check_key_param(request.match_info["key"], node.config.limits)
@@ -308,7 +321,7 @@ async def get_kv(request: web.Request) -> web.Response:
 
 
 async def get_receipt(request: web.Request) -> web.Response:
-    _caller(request)
+    _app_caller(request)
     node = _services(request).node
     txid = _txid(request)
     try:
@@ -328,7 +341,7 @@ async def get_receipt(request: web.Request) -> web.Response:
 
 
 async def get_transaction(request: web.Request) -> web.Response:
-    _caller(request)
+    _app_caller(request)
     try:
         return _json(_services(request).node.transaction(_txid(request)))
     except UnknownTransactionError as exc:

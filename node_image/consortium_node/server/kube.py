@@ -57,11 +57,16 @@ def pod_settings(base: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, A
     fqdn = f"{pod}.{svc}.{ns}.svc.{domain}"
     settings["name"] = pod
     settings["address"] = f"{fqdn}:{port}"
+    # This pod's names, its IP at join time, and the headless Service's names, which every
+    # node carries: a client (or a Prometheus scrape with one tls server_name) can address any
+    # node through the Service, or by an IP that changed since, and still verify the name.
     settings["subject_alt_names"] = [
         fqdn,
         f"{pod}.{svc}.{ns}.svc",
         f"{pod}.{svc}",
         env["POD_IP"],
+        f"{svc}.{ns}.svc.{domain}",
+        f"{svc}.{ns}.svc",
     ]
     settings.setdefault("platform", {})["chip_id"] = pod
     published = Path(kube["service_certificate"])

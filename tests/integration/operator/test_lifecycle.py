@@ -220,5 +220,25 @@ def test_operator_metrics_pass_promtool_and_report_the_consortium(
     assert operator.sample("consortium_operator_nodes", status="Trusted", **labels) == 1
     assert operator.sample("consortium_operator_attestation_expiry_seconds", **labels) > 3600
     assert operator.sample("consortium_operator_trusted_list_version", **labels) >= 1
-    assert operator.sample("consortium_operator_attestation_verifications_total", result="ok") >= 1
+    verified = "consortium_operator_attestation_verifications_total"
+    assert operator.sample(verified, result="ok", **labels) >= 1
     assert operator.sample("consortium_operator_reconcile_duration_seconds_count") >= 1
+    last = "consortium_operator_last_successful_reconcile_timestamp_seconds"
+    assert time.time() - 120 < operator.sample(last, **labels) <= time.time()
+
+    # A deleted Consortium's series go with it (no stale per-consortium series).
+    cluster.kubectl("-n", ns, "delete", "consortium", "demo", "--timeout=120s")
+    per_consortium = (
+        "consortium_operator_consortium_ready",
+        "consortium_operator_nodes",
+        "consortium_operator_trusted_list_version",
+        verified,
+        last,
+    )
+
+    def forgotten() -> bool:
+        lines = (operator.metrics() or "").splitlines()
+        families = tuple(m.removesuffix("_total") for m in per_consortium)
+        return not [ln for ln in lines if ln.startswith(families) and f'namespace="{ns}"' in ln]
+
+    wait_for("the deleted Consortium's series to be dropped", forgotten, 60)

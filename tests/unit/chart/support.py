@@ -51,7 +51,7 @@ def render(
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     args += ["--kube-version", f"{kube_version}.0"]
     if values is not None:
-        args += ["-f", str(VALUES_DIR / values)]
+        args += ["-f", str(values_path(values))]
     out = helm(helm_bin, *args, *extra)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -67,5 +67,13 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+# Values files users are pointed at (README, scripts/demo.sh), rendered like the test ones.
+SHIPPED_VALUES = ("deploy/local-cluster-values.yaml",)
+
+
 def values_files() -> list[str]:
-    return sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
+    return sorted(p.name for p in VALUES_DIR.glob("*.yaml")) + list(SHIPPED_VALUES)
+
+
+def values_path(name: str) -> Path:
+    return REPO / name if name in SHIPPED_VALUES else VALUES_DIR / name

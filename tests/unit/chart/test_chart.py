@@ -18,10 +18,10 @@ from tests.unit.chart.support import (
     KUBE_VERSIONS,
     RELEASE,
     REPO,
-    VALUES_DIR,
     helm,
     render,
     values_files,
+    values_path,
 )
 
 pytestmark = [
@@ -54,7 +54,7 @@ def test_helm_lint(helm_bin: str, strict: bool) -> None:
 
 @pytest.mark.parametrize("values", values_files())
 def test_helm_lint_strict_with_values(helm_bin: str, values: str) -> None:
-    out = helm(helm_bin, "lint", str(CHART), "--strict", "-f", str(VALUES_DIR / values))
+    out = helm(helm_bin, "lint", str(CHART), "--strict", "-f", str(values_path(values)))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout
 

@@ -25,12 +25,13 @@ from tests.unit.chart.support import (
     KUBE_VERSIONS,
     NAMESPACE,
     RELEASE,
-    VALUES_DIR,
+    REPO,
     helm,
     of_kind,
     one,
     render,
     values_files,
+    values_path,
 )
 
 # kubernetes-validate 1.28.3 (the last release with 1.20 schemas) uses jsonschema's RefResolver.
@@ -151,7 +152,7 @@ def test_operator_flags(helm_bin: str, values: str) -> None:
     assert container["command"] == ["consortium-operator"]
     args = container["args"]
     source = yaml.safe_load((CHART / "values.yaml").read_text())
-    given = yaml.safe_load((VALUES_DIR / values).read_text())
+    given = yaml.safe_load(values_path(values).read_text())
     peering = (given or {}).get("peering", {}).get("name", source["peering"]["name"])
     assert args[args.index("--peering") + 1] == peering
     assert not any(a.startswith("--priority") for a in args), "replicas must not share a priority"
@@ -207,17 +208,37 @@ def test_host_network_only_when_asked(helm_bin: str, values: str) -> None:
     docs = render(helm_bin, values)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     env = _env(_container(docs))
-    if values == "hostnetwork-test.yaml":
+    if values in ("hostnetwork-test.yaml", "deploy/local-cluster-values.yaml"):
         assert pod["hostNetwork"] is True
         assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
         assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
         assert env["KUBERNETES_SERVICE_PORT"] == "6443"
-        assert env["CONSORTIUM_OPERATOR_INSECURE_TEST_FAULTS"] == "1"
+        # Test faults only in the tests' values, never in what the demo installs.
+        faults = env.get("CONSORTIUM_OPERATOR_INSECURE_TEST_FAULTS")
+        assert faults == ("1" if values == "hostnetwork-test.yaml" else None)
         strategy = one(docs, "Deployment")["spec"]["strategy"]["rollingUpdate"]
         assert strategy == {"maxSurge": 0, "maxUnavailable": 1}
     else:
         assert "hostNetwork" not in pod and "dnsPolicy" not in pod
         assert "KUBERNETES_SERVICE_HOST" not in env and "KUBERNETES_SERVICE_PORT" not in env
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_node_network_policy_admits_the_operator_pods(helm_bin: str, values: str) -> None:
+    """Whatever the values (nameOverride included), the operator's pods carry the label every
+    Consortium's NetworkPolicy admits the operator by."""
+    from consortium_operator import builders  # noqa: PLC0415
+    from consortium_operator.spec import parse_consortium  # noqa: PLC0415
+
+    sample = yaml.safe_load((REPO / "crds/samples/consortium.yaml").read_text())
+    policy = builders.network_policy(parse_consortium("demo", sample["spec"]), "ns", "uid")
+    labels = one(render(helm_bin, values), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    admitted = [
+        peer["podSelector"]["matchLabels"]
+        for peer in policy["spec"]["ingress"][0]["from"]
+        if "namespaceSelector" in peer
+    ]
+    assert any(match.items() <= labels.items() for match in admitted), (admitted, labels)
 
 
 def test_namespaced_watch(helm_bin: str) -> None:

@@ -153,7 +153,7 @@ SCENARIOS = [
         [Fired({**DEMO, "node": "demo-1"}, {"{{ $value | humanizeDuration }}": "1h 45m 0s"})],
     ),
     Scenario(
-        "expiring-quiet-for-healthy-and-for-a-frozen-retired-node",
+        "expiring-quiet-for-healthy-and-for-a-retired-node",
         "ConsortiumAttestationExpiringSoon",
         [
             operator_series(
@@ -162,9 +162,12 @@ SCENARIOS = [
                 **DEMO,
                 node="demo-0",
             ),
-            # A node retired with 50 min left: the operator keeps exporting its last value.
+            # A node retired at 20m with 1h left: the operator drops its series.
             operator_series(
-                "consortium_operator_attestation_expiry_seconds", "3000x60", **DEMO, node="demo-2"
+                "consortium_operator_attestation_expiry_seconds",
+                "4800-60x20 _x40",
+                **DEMO,
+                node="demo-2",
             ),
         ],
         "45m",
@@ -308,13 +311,14 @@ SCENARIOS = [
                 "0+2x40",
                 kind="Consortium",
                 reason="ApiException",
+                **DEMO,
             )
         ],
         "30m",
         [
             Fired(
                 {
-                    "namespace": OPERATOR_TARGET["namespace"],
+                    **DEMO,
                     "job": OPERATOR_TARGET["job"],
                     "kind": "Consortium",
                     "reason": "ApiException",
@@ -332,6 +336,7 @@ SCENARIOS = [
                 "0+1x10 10x30",
                 kind="Consortium",
                 reason="ApiException",
+                **DEMO,
             )
         ],
         "35m",

@@ -366,9 +366,7 @@ def test_network_policy(client_selector: Any, expected_clients: dict[str, Any]) 
     assert peers == {"podSelector": {"matchLabels": selector}}
     assert clients == {"podSelector": expected_clients}
     assert operator["namespaceSelector"] == {}
-    assert operator["podSelector"] == {
-        "matchLabels": {"app.kubernetes.io/name": "consortium-operator"}
-    }
+    assert operator["podSelector"] == {"matchLabels": {"consortium.tee.dev/operator": "true"}}
 
 
 # ---------------------------------------------------------------------------- ConfigMaps

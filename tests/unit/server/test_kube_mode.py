@@ -142,6 +142,10 @@ def test_address_and_names(tmp_path: Path, overrides: dict[str, str], port: int,
     assert "10.1.2.3" in settings["subject_alt_names"]
     short = fqdn.split(".svc.", maxsplit=1)[0]
     assert f"{short}.svc" in settings["subject_alt_names"]
+    # Every node also answers to the headless Service's names (scrapes and clients by Service).
+    service = fqdn.split(".", maxsplit=1)[1]
+    assert service in settings["subject_alt_names"]
+    assert service.split(".svc.", maxsplit=1)[0] + ".svc" in settings["subject_alt_names"]
     assert settings["platform"]["chip_id"] == "demo-1"
     assert settings["platform"]["root_key"] == "/p/root.key"
 
