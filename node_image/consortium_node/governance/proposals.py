@@ -1,0 +1,196 @@
+"""The proposal state machine, as pure functions of (proposal, document, constitution, now).
+
+States (CCF's, minus "Dropped", which is Rejected with an ``Invalidated`` reason here)::
+
+    Open ──approvals ≥ needed──────────────▶ Accepted   (then applied, atomically)
+      │ ──rejections make it unreachable───▶ Rejected
+      │ ──another applied proposal touched─▶ Rejected   (reason "Invalidated: …")
+      │   the same state
+      │ ──its proposer withdrew it─────────▶ Withdrawn
+      └ ──proposal_expiry_seconds passed───▶ Expired
+
+Only ballots of governors who are Active *when the tally is taken* count: a member removed
+after voting no longer counts, and a removed member's later ballot is refused at signature
+check (documents.py). One ballot per governor; a second one is refused.
+
+Ledger value of ``public:consortium.proposals[<proposal_id>]`` (``Proposal.to_json``)::
+
+    {"proposal_id", "proposer", "actions", "created_at", "expires_at", "state", "reason",
+     "ballots": {member_id: "approve" | "reject"}, "subjects": [...]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from consortium_node.common.timeutil import parse_rfc3339, rfc3339
+from consortium_node.governance.actions import Action, parse_actions, subjects_of
+from consortium_node.governance.constitution import Constitution
+from consortium_node.governance.documents import SignedDocument
+from consortium_node.governance.errors import GovernanceError
+
+STATES = ("Open", "Accepted", "Rejected", "Withdrawn", "Expired")
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Tally:
+    approve: int
+    reject: int
+    needed: int
+    governors: int
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "approve": self.approve,
+            "reject": self.reject,
+            "needed": self.needed,
+            "governors": self.governors,
+        }
+
+
+@dataclass(frozen=True)
+class Proposal:
+    proposal_id: str
+    proposer: str
+    actions: tuple[Action, ...]
+    created_at: datetime
+    expires_at: datetime
+    state: str = "Open"
+    reason: str = ""
+    ballots: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def subjects(self) -> frozenset[str]:
+        return subjects_of(self.actions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "proposal_id": self.proposal_id,
+            "proposer": self.proposer,
+            "actions": [a.to_json() for a in self.actions],
+            "created_at": rfc3339(self.created_at),
+            "expires_at": rfc3339(self.expires_at),
+            "state": self.state,
+            "reason": self.reason,
+            "ballots": dict(sorted(self.ballots.items())),
+            "subjects": sorted(self.subjects),
+        }
+
+    @staticmethod
+    def from_json(value: Mapping[str, Any]) -> Proposal:
+        """Read back what ``to_json`` wrote (a ledger value: trusted, but re-validated)."""
+        return Proposal(
+            proposal_id=value["proposal_id"],
+            proposer=value["proposer"],
+            actions=parse_actions(value["actions"]),
+            created_at=parse_rfc3339(value["created_at"]),
+            expires_at=parse_rfc3339(value["expires_at"]),
+            state=value["state"],
+            reason=value["reason"],
+            ballots=dict(value["ballots"]),
+        )
+
+
+def open_proposal(doc: SignedDocument, constitution: Constitution, now: datetime) -> Proposal:
+    """A new Open proposal from a verified proposal document (actions validated here)."""
+    if doc.kind != "proposal":
+        raise ValueError("open_proposal needs a proposal document")
+    actions = parse_actions(doc.payload["actions"], "payload.actions")
+    try:
+        created = parse_rfc3339(doc.payload["created_at"])
+    except (ValueError, TypeError) as exc:
+        raise GovernanceError("payload.created_at", f"expected an RFC 3339 time: {exc}") from exc
+    # Whole seconds: the ledger stores RFC 3339 at second precision, and every node must
+    # compute the same expiry from what it stored.
+    created = created.replace(microsecond=0)
+    if created > now + CLOCK_SKEW:
+        raise GovernanceError("payload.created_at", f"{rfc3339(created)} is in the future")
+    expires = created + timedelta(seconds=constitution.proposal_expiry_seconds)
+    if expires <= now:
+        raise GovernanceError(
+            "payload.created_at", f"too old: it would have expired at {rfc3339(expires)}"
+        )
+    return Proposal(doc.document_id, doc.signer, actions, created, expires)
+
+
+def tally(p: Proposal, constitution: Constitution, governors: Iterable[str]) -> Tally:
+    """Count the ballots of the governors Active now."""
+    active = set(governors)
+    votes = [v for member, v in p.ballots.items() if member in active]
+    return Tally(
+        approve=votes.count("approve"),
+        reject=votes.count("reject"),
+        needed=constitution.votes_needed(len(active)),
+        governors=len(active),
+    )
+
+
+def decide(
+    p: Proposal, constitution: Constitution, governors: Iterable[str], now: datetime
+) -> Proposal:
+    """Move an Open proposal to the state its ballots, the constitution and the clock give."""
+    if p.state != "Open":
+        return p
+    if now >= p.expires_at:
+        return replace(p, state="Expired", reason=f"no decision by {rfc3339(p.expires_at)}")
+    if constitution.auto_approves([a.name for a in p.actions]):
+        return replace(p, state="Accepted", reason="auto-approved by the constitution")
+    t = tally(p, constitution, governors)
+    if t.needed <= t.governors and t.approve >= t.needed:
+        return replace(p, state="Accepted", reason=f"{t.approve} of {t.governors} approved")
+    # An integer threshold above the number of governors cannot be met: such a proposal
+    # stays Open (until it expires) rather than being rejected by nobody's vote.
+    if t.needed <= t.governors and t.reject > t.governors - t.needed:
+        return replace(
+            p, state="Rejected", reason=f"{t.reject} of {t.governors} rejected; {t.needed} needed"
+        )
+    return p
+
+
+def cast_ballot(
+    p: Proposal,
+    ballot: SignedDocument,
+    constitution: Constitution,
+    governors: Iterable[str],
+    now: datetime,
+) -> Proposal:
+    """Record a verified ballot and decide; refuse it when the proposal is not Open."""
+    if ballot.kind != "ballot" or ballot.payload["proposal_id"] != p.proposal_id:
+        raise GovernanceError("payload.proposal_id", f"not a ballot on {p.proposal_id}")
+    current = decide(p, constitution, governors, now)
+    if current.state != "Open":
+        raise GovernanceError("proposal", f"is {current.state} ({current.reason}): no more ballots")
+    if ballot.signer not in set(governors):
+        raise GovernanceError("document.kid", "only an Active governor's ballot counts")
+    if ballot.signer in current.ballots:
+        raise GovernanceError("ballot", f"member {ballot.signer[:16]}… has already voted")
+    ballots = {**current.ballots, ballot.signer: ballot.payload["vote"]}
+    return decide(replace(current, ballots=ballots), constitution, governors, now)
+
+
+def withdraw(p: Proposal, withdrawal: SignedDocument, now: datetime) -> Proposal:
+    if withdrawal.kind != "withdrawal" or withdrawal.payload["proposal_id"] != p.proposal_id:
+        raise GovernanceError("payload.proposal_id", f"not a withdrawal of {p.proposal_id}")
+    if withdrawal.signer != p.proposer:
+        raise GovernanceError("document.kid", "only the proposer can withdraw a proposal")
+    if p.state != "Open" or now >= p.expires_at:
+        state = p.state if p.state != "Open" else "Expired"
+        raise GovernanceError("proposal", f"is {state}: only an Open proposal can be withdrawn")
+    return replace(p, state="Withdrawn", reason="withdrawn by its proposer")
+
+
+def invalidated_by(applied: Proposal, others: Iterable[Proposal]) -> list[Proposal]:
+    """The Open proposals that touch state ``applied`` changed, now Rejected (Invalidated)."""
+    out = []
+    for other in others:
+        if other.state != "Open" or other.proposal_id == applied.proposal_id:
+            continue
+        common = sorted(other.subjects & applied.subjects)
+        if common:
+            reason = f"Invalidated: {applied.proposal_id[:16]}… changed {', '.join(common)} first"
+            out.append(replace(other, state="Rejected", reason=reason))
+    return out
