@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,6 +58,7 @@ class NodeClient:
         if parsed.scheme != "https" or not parsed.hostname:
             raise CtlError(f"--node {base_url!r}: expected https://HOST:PORT", EXIT_USAGE)
         self.base = base_url.rstrip("/")
+        self.service_cert_pem = service_cert_pem
         self.timeout = timeout
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -69,13 +71,20 @@ class NodeClient:
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
 
     def request(
-        self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
     ) -> Response:
+        """``body`` is sent as JSON; ``raw`` bytes as a COSE document (governance)."""
         url = self.base + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        data = json.dumps(body).encode() if body is not None else None
+        data = json.dumps(body).encode() if body is not None else raw
         req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https checked
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            kind = "application/json" if body is not None else "application/cose"
+            req.add_header("Content-Type", kind)
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 return Response(resp.status, resp.read(), dict(resp.headers))
@@ -121,3 +130,18 @@ def describe_error(resp: Response) -> str:
         return f"HTTP {resp.status} {error.get('code', '')}: {where}{error.get('reason', '')}"
     except (ValueError, KeyError, TypeError):
         return f"HTTP {resp.status}: {resp.body[:200]!r}"
+
+
+def read_input(path: str, what: str) -> bytes:
+    """A file's bytes, or standard input for ``-``; a usage error naming the option if not."""
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CtlError(f"{what}: cannot read {path}: {exc}", EXIT_USAGE) from exc
+
+
+def load_json_input(path: str, what: str) -> Any:
+    try:
+        return json.loads(read_input(path, what))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CtlError(f"{what}: {path} is not JSON: {exc}", EXIT_USAGE) from exc

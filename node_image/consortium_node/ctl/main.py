@@ -6,6 +6,8 @@
     verify-receipt         verify a transaction receipt offline with only the service certificate
     tx submit | tx get     write transactions / fetch one with its verified receipt
     kv get                 read a key
+    propose | vote | withdraw | ack | proposals show
+                           sign governance documents with your member key (ctl/gov.py)
 
 Exit codes: 0 success, 1 verification or request failed, 2 usage error, 3 node unreachable.
 """
@@ -27,7 +29,15 @@ from consortium_node.attestation import (
     VerifierRegistry,
 )
 from consortium_node.common.timeutil import parse_duration
-from consortium_node.ctl.client import EXIT_USAGE, CtlError, NodeClient, describe_error
+from consortium_node.ctl import gov
+from consortium_node.ctl.client import (
+    EXIT_USAGE,
+    CtlError,
+    NodeClient,
+    describe_error,
+    load_json_input,
+    read_input,
+)
 from consortium_node.identity import keys
 from consortium_node.identity.certs import (
     certificate_der,
@@ -41,22 +51,8 @@ from consortium_node.ledger.errors import ReceiptError
 from consortium_node.ledger.receipt import verify_receipt
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise CtlError(f"{what}: cannot read {path}: {exc}", EXIT_USAGE) from exc
-
-
-def _load_json(path: str, what: str) -> Any:
-    try:
-        return json.loads(_read(path, what))
-    except json.JSONDecodeError as exc:
-        raise CtlError(f"{what}: {path} is not JSON: {exc}", EXIT_USAGE) from exc
-
-
 def _service_cert_pem(path: str) -> str:
-    pem = _read(path, "--service-cert")
+    pem = read_input(path, "--service-cert")
     try:
         return certificate_pem(load_certificate(pem, "--service-cert"))
     except IdentityError as exc:
@@ -95,7 +91,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- quote
 def cmd_quote_verify(args: argparse.Namespace) -> int:
-    root = _read(args.platform_root, "--platform-root")
+    root = read_input(args.platform_root, "--platform-root")
     if args.node:
         if not args.service_cert:
             raise CtlError("--node needs --service-cert", EXIT_USAGE)
@@ -105,7 +101,7 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
     else:
         if not args.quote or not args.nonce:
             raise CtlError("give --node, or --quote FILE and --nonce HEX", EXIT_USAGE)
-        response = _load_json(args.quote, "--quote")
+        response = load_json_input(args.quote, "--quote")
         try:
             nonce = bytes.fromhex(args.nonce)
         except ValueError as exc:
@@ -115,7 +111,7 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
     quote = response.get("quote", response)
     public_pem = response.get("public_key")
     if args.public_key:
-        public_pem = _read(args.public_key, "--public-key").decode()
+        public_pem = read_input(args.public_key, "--public-key").decode()
     if not public_pem:
         raise CtlError("the node's public key is needed: --public-key FILE", EXIT_USAGE)
     try:
@@ -155,7 +151,7 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- lists, receipts
 def cmd_verify_trusted_list(args: argparse.Namespace) -> int:
     cert = load_certificate(_service_cert_pem(args.service_cert), "--service-cert")
-    envelope = _read(args.list, "--list")
+    envelope = read_input(args.list, "--list")
     try:
         lst = verify_trusted_list(
             envelope, cert, consortium=args.consortium, min_version=args.min_version
@@ -199,7 +195,7 @@ def _verify_receipt(receipt: Any, service_pem: str) -> dict[str, Any]:
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    receipt = _load_json(args.receipt, "receipt")
+    receipt = load_json_input(args.receipt, "receipt")
     _out(_verify_receipt(receipt, _service_cert_pem(args.service_cert)))
     return 0
 
@@ -244,7 +240,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def cmd_tx_submit(args: argparse.Namespace) -> int:
     client, service_pem = _client(args)
     if args.json:
-        body = _load_json(args.json, "--json")
+        body = load_json_input(args.json, "--json")
     else:
         writes = _parse_sets(args.set or [])
         for key in args.delete or []:
@@ -359,6 +355,7 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     _node_args(kvg)
     kvg.add_argument("name", metavar="KEY", help="the key to read")
     kvg.set_defaults(func=cmd_kv_get)
+    gov.add_commands(sub)
     return p
 
 

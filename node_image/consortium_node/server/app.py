@@ -29,6 +29,8 @@ from consortium_node.replication.messages import (
     encode,
 )
 from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError, RaftNode
+from consortium_node.server import gov_api
+from consortium_node.server.governance import Governance
 from consortium_node.server.node import Member, Node, node_json
 from consortium_node.server.peers import CBOR, PeerRejectedError, PeerTransport, authenticate_peer
 from consortium_node.server.primary import Primary, not_leader
@@ -53,6 +55,7 @@ class Services:
     raft: RaftNode
     primary: Primary
     transport: PeerTransport
+    governance: Governance
 
 
 SERVICES = web.AppKey("services", Services)
@@ -401,6 +404,7 @@ def build_app(services: Services) -> web.Application:
         client_max_size=services.node.config.limits.max_body_bytes, middlewares=[errors_middleware]
     )
     app[SERVICES] = services
+    app[gov_api.GOVERNANCE] = services.governance
     routes = [
         ("GET", "/node/state", node_state),
         ("GET", "/node/quote", node_quote),
@@ -412,6 +416,7 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/gov/nodes/trust", trust_node),
         ("POST", "/gov/nodes/retire", retire_node),
         ("POST", "/node/reattest", reattest),
+        *gov_api.ROUTES,
         ("POST", "/app/transactions", post_transactions),
         ("GET", "/app/kv/{key}", get_kv),
         ("GET", "/app/receipt", get_receipt),

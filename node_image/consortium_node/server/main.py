@@ -28,6 +28,7 @@ from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
 from consortium_node.server.config import MODES, ConfigError, load_config
+from consortium_node.server.governance import Governance
 from consortium_node.server.joiner import JoinRefusedError
 from consortium_node.server.kube import load_pod_config
 from consortium_node.server.node import Node, NodeStartError
@@ -86,7 +87,7 @@ async def serve(node: Node, host: str, port: int) -> None:
         transport.reset()
 
     node.on_certificate_change = reload_certificates
-    app = build_app(Services(node, raft, primary, transport))
+    app = build_app(Services(node, raft, primary, transport, Governance(node, raft, primary)))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_tls, reuse_address=True)

@@ -141,8 +141,15 @@ class Primary:
         records: dict[str, dict[str, Any]],
         *,
         until_committed: bool = True,
+        extra_writes: dict[str, dict[str, Any]] | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> TrustedNodeList:
-        """Write the next list version with ``changes`` applied, plus node ``records``."""
+        """Write the next list version with ``changes`` applied, plus node ``records``.
+
+        ``extra_writes`` go into the same ledger transaction (a governance outcome and its
+        effects), and ``policy`` is the attestation policy that transaction writes, so the
+        list's allowed measurements are the new ones.
+        """
         async with self._issue_lock:
             if not self.raft.configuration_committed():
                 raise RetryLaterError("the previous trusted-node list is not committed yet")
@@ -150,7 +157,7 @@ class Primary:
             assert current is not None
             nodes = {n.node_id: n for n in current.nodes}
             nodes.update(changes)
-            policy = self.node.policy_value()
+            policy = policy or self.node.policy_value()
             lst = TrustedNodeList(
                 consortium=current.consortium,
                 version=current.version + 1,
@@ -161,6 +168,7 @@ class Primary:
             )
             envelope = self.node.sign_list(lst)
             writes = {
+                **(extra_writes or {}),
                 T_NODES: records,
                 T_LISTS: {
                     str(lst.version): {
@@ -352,6 +360,25 @@ class Primary:
             "trusted_list": base64.b64encode(envelope).decode("ascii"),
         }
 
+    def trusted_change(self, entry: NodeEntry) -> tuple[NodeEntry, dict[str, Any]]:
+        """A Pending node made Trusted: its list entry and node record (with certificate)."""
+        trusted = replace(entry, status=NodeStatus.TRUSTED)
+        record = {
+            **(self.node.node_record(entry.node_id) or {}),
+            "status": "Trusted",
+            "certificate": self._certificate(trusted, self._sans(entry.node_id)),
+        }
+        return trusted, record
+
+    def retired_change(self, entry: NodeEntry, reason: str) -> tuple[NodeEntry, dict[str, Any]]:
+        retired = replace(entry, status=NodeStatus.RETIRED)
+        record = {
+            **(self.node.node_record(entry.node_id) or {}),
+            "status": "Retired",
+            "retired_reason": reason,
+        }
+        return retired, record
+
     async def trust(self, node_id: str) -> dict[str, Any]:
         """Seam for governance: make a Pending node Trusted (a governor's call for now)."""
         self._require_leader()
@@ -365,18 +392,11 @@ class Primary:
                 f"node {node_id[:16]}… is {entry.status.value if entry else 'unknown'}"
                 ", not Pending",
             )
-        trusted = replace(entry, status=NodeStatus.TRUSTED)
-        record = self.node.node_record(node_id) or {}
+        trusted, record = self.trusted_change(entry)
         try:
             await self.issue(
                 {node_id: trusted},
-                {
-                    node_id: {
-                        **record,
-                        "status": "Trusted",
-                        "certificate": self._certificate(trusted, self._sans(node_id)),
-                    }
-                },
+                {node_id: record},
                 until_committed=False,  # a new voter: commits once it has joined and caught up
             )
         except RetryLaterError as exc:
@@ -395,12 +415,7 @@ class Primary:
         voters = [n for n in current.nodes if n.status is NodeStatus.TRUSTED] if current else []
         if entry.status is NodeStatus.TRUSTED and len(voters) <= 1:
             raise ApiError(409, "Conflict", "node_id", "cannot retire the last Trusted node")
-        retired = replace(entry, status=NodeStatus.RETIRED)
-        record = {
-            **(self.node.node_record(node_id) or {}),
-            "status": "Retired",
-            "retired_reason": "Removed",
-        }
+        retired, record = self.retired_change(entry, "Removed")
         try:
             await self.issue({node_id: retired}, {node_id: record})
         except RetryLaterError as exc:

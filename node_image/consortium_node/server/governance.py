@@ -1,0 +1,244 @@
+"""Governance on the primary: record signed proposals, ballots, withdrawals and acks on the
+ledger, decide with the constitution, and apply accepted actions atomically.
+
+Everything a member sends is a COSE_Sign1 document (``governance/documents.py``) checked
+against the members *in the ledger*; the TLS client does not matter, so the operator (or
+anyone) can relay a document but never forge one. Each request is one read-decide-write under
+a lock, written as one public ledger transaction that carries:
+
+* ``public:consortium.proposals[<proposal_id>]``: the proposal's state (``Proposal.to_json``),
+  its tally, and every document that shaped it (base64 COSE), so receipts prove the outcome
+  and anyone can re-verify the signatures offline;
+* when a proposal is accepted, its effects (``gov_apply.py``) and the other open proposals it
+  invalidates; node trust changes and new measurements also issue the next trusted-node list
+  in the same transaction.
+
+An accepted proposal whose actions can no longer apply (say, the member was removed since)
+ends Rejected with reason "Failed: …" and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from consortium_node.common.timeutil import utcnow
+from consortium_node.governance.actions import KNOWN
+from consortium_node.governance.constitution import Constitution, parse_constitution
+from consortium_node.governance.documents import SignedDocument, Signer, verify_document
+from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
+from consortium_node.governance.proposals import (
+    Proposal,
+    cast_ballot,
+    decide,
+    invalidated_by,
+    open_proposal,
+    tally,
+    withdraw,
+)
+from consortium_node.ledger import EntryKind
+from consortium_node.server.genesis import T_MEMBERS
+from consortium_node.server.gov_apply import GovState, active_governors, effects_of
+from consortium_node.server.primary import RetryLaterError, not_leader
+from consortium_node.server.validation import ApiError
+
+if TYPE_CHECKING:
+    from consortium_node.replication.raft import RaftNode
+    from consortium_node.server.node import Node
+    from consortium_node.server.primary import Primary
+
+log = logging.getLogger("consortium_node.governance")
+
+T_PROPOSALS = "public:consortium.proposals"
+
+
+def _b64(envelope: bytes) -> str:
+    return base64.b64encode(envelope).decode("ascii")
+
+
+def refused(exc: GovernanceError) -> ApiError:
+    """403 for a signature or signer refusal, 400 for a malformed document."""
+    if isinstance(exc, SignatureRefusedError):
+        return ApiError(403, "SignatureRefused", exc.field, exc.reason)
+    return ApiError(400, "BadRequest", exc.field, exc.reason)
+
+
+class Governance:
+    def __init__(self, node: Node, raft: RaftNode, primary: Primary) -> None:
+        self.node, self.raft, self.primary = node, raft, primary
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ reading state
+    def consortium(self) -> str:
+        return self.node.config.consortium
+
+    def members(self) -> dict[str, dict[str, Any]]:
+        return {
+            m.member_id: {"certificate": m.certificate_pem, "role": m.role, "status": m.status}
+            for m in self.node.members().values()
+        }
+
+    def signers(self) -> dict[str, Signer]:
+        return {
+            mid: Signer(mid, v["certificate"], v["role"], v["status"])
+            for mid, v in self.members().items()
+        }
+
+    def constitution(self) -> Constitution:
+        return parse_constitution(self.node.constitution(), KNOWN)
+
+    def record(self, proposal_id: str) -> dict[str, Any] | None:
+        value = self.node.public_value(T_PROPOSALS, proposal_id)
+        return value if isinstance(value, dict) else None
+
+    def records(self) -> list[dict[str, Any]]:
+        found = (self.record(pid) for pid in self.node.ledger.public_keys(T_PROPOSALS))
+        return sorted((r for r in found if r), key=lambda r: r["proposal"]["created_at"])
+
+    def view(self, proposal_id: str) -> dict[str, Any]:
+        """A proposal as the API shows it: state now (expiry applied), tally, documents."""
+        record = self.record(proposal_id)
+        if record is None:
+            raise ApiError(404, "NotFound", "proposal_id", f"no proposal {proposal_id}")
+        found = self.node.ledger.public_get(T_PROPOSALS, proposal_id)
+        p = decide(
+            Proposal.from_json(record["proposal"]), self.constitution(), self._governors(), utcnow()
+        )
+        return {
+            **p.to_json(),
+            "tally": tally(p, self.constitution(), self._governors()).to_json(),
+            "documents": record["documents"],
+            "txid": str(found[1]) if found else None,
+        }
+
+    def _governors(self) -> set[str]:
+        return active_governors(self.members())
+
+    def _verify(self, envelope: bytes, kind: str) -> SignedDocument:
+        try:
+            return verify_document(envelope, kind, self.consortium(), self.signers())
+        except GovernanceError as exc:
+            raise refused(exc) from exc
+
+    def _require_leader(self) -> None:
+        if self.raft.role != "leader":
+            raise not_leader(self.raft.leader_address)
+
+    # ------------------------------------------------------------------ requests
+    async def propose(self, envelope: bytes) -> dict[str, Any]:
+        self._require_leader()
+        async with self._lock:
+            doc = self._verify(envelope, "proposal")
+            if self.record(doc.document_id) is not None:
+                raise ApiError(409, "Conflict", "proposal", "this proposal was already submitted")
+            try:
+                p = open_proposal(doc, self.constitution(), utcnow())
+            except GovernanceError as exc:
+                raise refused(exc) from exc
+            documents: dict[str, Any] = {"proposal": _b64(envelope), "ballots": {}}
+            return await self._settle(p, documents)
+
+    async def ballot(self, proposal_id: str, envelope: bytes) -> dict[str, Any]:
+        self._require_leader()
+        async with self._lock:
+            doc = self._verify(envelope, "ballot")
+            p, documents = self._load(proposal_id)
+            try:
+                voted = cast_ballot(p, doc, self.constitution(), self._governors(), utcnow())
+            except GovernanceError as exc:
+                raise ApiError(409, "Conflict", exc.field, exc.reason) from exc
+            documents["ballots"][doc.signer] = _b64(envelope)
+            return await self._settle(voted, documents)
+
+    async def withdraw(self, proposal_id: str, envelope: bytes) -> dict[str, Any]:
+        self._require_leader()
+        async with self._lock:
+            doc = self._verify(envelope, "withdrawal")
+            p, documents = self._load(proposal_id)
+            try:
+                done = withdraw(p, doc, utcnow())
+            except GovernanceError as exc:
+                raise ApiError(409, "Conflict", exc.field, exc.reason) from exc
+            documents["withdrawal"] = _b64(envelope)
+            return await self._settle(done, documents)
+
+    async def ack(self, envelope: bytes) -> dict[str, Any]:
+        """A new member's signed acknowledgement: Accepted → Active."""
+        self._require_leader()
+        async with self._lock:
+            doc = self._verify(envelope, "ack")
+            member = self.members()[doc.signer]
+            writes = {T_MEMBERS: {doc.signer: {**member, "status": "Active"}}}
+            txids = await self.raft.submit([writes], EntryKind.PUBLIC)
+            log.info("member %s… acknowledged: Active", doc.signer[:16])
+            return {"member_id": doc.signer, "status": "Active", "txid": str(txids[-1])}
+
+    # ------------------------------------------------------------------ writing
+    def _load(self, proposal_id: str) -> tuple[Proposal, dict[str, Any]]:
+        record = self.record(proposal_id)
+        if record is None:
+            raise ApiError(404, "NotFound", "proposal_id", f"no proposal {proposal_id}")
+        documents = {**record["documents"], "ballots": dict(record["documents"]["ballots"])}
+        return Proposal.from_json(record["proposal"]), documents
+
+    async def _settle(self, p: Proposal, documents: dict[str, Any]) -> dict[str, Any]:
+        """Decide, apply if accepted, and write it all as one ledger transaction."""
+        constitution, governors = self.constitution(), self._governors()
+        p = decide(p, constitution, governors, utcnow())
+        writes: dict[str, dict[str, Any]] = {}
+        changes: dict[str, Any] = {}
+        records: dict[str, dict[str, Any]] = {}
+        policy = None
+        if p.state == "Accepted":
+            p, writes, changes, records, policy = self._apply(p)
+        tallied = tally(p, constitution, governors).to_json()
+        writes.setdefault(T_PROPOSALS, {})[p.proposal_id] = {
+            "proposal": p.to_json(),
+            "tally": tallied,
+            "documents": documents,
+        }
+        try:
+            if changes or policy is not None:
+                await self.primary.issue(changes, records, extra_writes=writes, policy=policy)
+            else:
+                await self.raft.submit([writes], EntryKind.PUBLIC)
+        except RetryLaterError as exc:
+            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        log.info("proposal %s…: %s %s", p.proposal_id[:16], p.state, p.reason)
+        return self.view(p.proposal_id)
+
+    def _apply(
+        self, p: Proposal
+    ) -> tuple[Proposal, dict[str, dict[str, Any]], dict[str, Any], dict[str, Any], Any]:
+        current = self.node.membership.current()
+        nodes = {n.node_id: n.status.value for n in current.nodes} if current else {}
+        state = GovState(self.members(), self.node.policy_value(), self.constitution(), nodes)
+        try:
+            effects = effects_of(p.actions, state)
+        except GovernanceError as exc:
+            failed = replace(p, state="Rejected", reason=f"Failed: {exc}")
+            return failed, {}, {}, {}, None
+        writes = dict(effects.writes)
+        others = [Proposal.from_json(r["proposal"]) for r in self.records()]
+        for dropped in invalidated_by(p, others):
+            old = self.record(dropped.proposal_id) or {}
+            writes.setdefault(T_PROPOSALS, {})[dropped.proposal_id] = {
+                **old,
+                "proposal": dropped.to_json(),
+            }
+        changes: dict[str, Any] = {}
+        records: dict[str, dict[str, Any]] = {}
+        entries = {n.node_id: n for n in current.nodes} if current else {}
+        for node_id in effects.trust:
+            changes[node_id], records[node_id] = self.primary.trusted_change(entries[node_id])
+        for node_id in effects.retire:
+            changes[node_id], records[node_id] = self.primary.retired_change(
+                entries[node_id], "RetiredByGovernance"
+            )
+        policy = writes.get("public:consortium.attestation", {}).get("policy")
+        if not (effects.measurements_changed or changes):
+            policy = None  # no new list needed; the policy write is in ``writes``
+        return p, writes, changes, records, policy

@@ -1,0 +1,157 @@
+"""gov_apply.effects_of: what an accepted proposal writes, and what it refuses to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consortium_node.governance.actions import parse_actions
+from consortium_node.governance.constitution import Constitution
+from consortium_node.governance.errors import GovernanceError
+from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
+from consortium_node.server.gov_apply import GovState, effects_of
+
+G = [f"{i:064x}" for i in range(1, 4)]  # three Active governors
+M1, M2, H1 = "aa" * 32, "bb" * 32, "cc" * 32
+N_TRUSTED, N_PENDING, N_RETIRED = "d1" * 32, "d2" * 32, "d3" * 32
+
+
+def state(threshold: str | int = "majority", trusted: int = 2) -> GovState:
+    members = {g: {"certificate": "PEM", "role": "governor", "status": "Active"} for g in G}
+    members["ee" * 32] = {"certificate": "PEM", "role": "user", "status": "Active"}
+    nodes = {N_PENDING: "Pending", N_RETIRED: "Retired", N_TRUSTED: "Trusted"}
+    if trusted > 1:
+        nodes["d4" * 32] = "Trusted"
+    policy = {
+        "measurements": [M1],
+        "host_data": [H1],
+        "validity_seconds": 86400,
+        "renew_before_seconds": 3600,
+    }
+    return GovState(members, policy, Constitution(threshold=threshold), nodes)
+
+
+def act(name: str, **args: Any) -> dict[str, Any]:
+    return {"name": name, "args": args}
+
+
+def effects(*actions: dict[str, Any], **kw: Any) -> Any:
+    return effects_of(parse_actions(list(actions)), state(**kw))
+
+
+def test_measurements_host_data_and_validity_rewrite_the_policy() -> None:
+    out = effects(
+        act("add_measurement", measurement=M2),
+        act("add_host_data", host_data="dd" * 32),
+        act("set_attestation_validity", validity_seconds=7200, renew_before_seconds=600),
+    )
+    policy = out.writes[T_ATTESTATION]["policy"]
+    assert policy["measurements"] == sorted([M1, M2])
+    assert policy["host_data"] == sorted([H1, "dd" * 32])
+    assert (policy["validity_seconds"], policy["renew_before_seconds"]) == (7200, 600)
+    assert out.measurements_changed and set(out.writes) == {T_ATTESTATION}
+
+
+def test_members_added_accepted_and_removed_deleted() -> None:
+    out = effects(act("remove_member", member_id=G[2]))
+    assert out.writes == {T_MEMBERS: {G[2]: None}}
+
+
+def test_node_trust_and_retirement_become_list_changes() -> None:
+    out = effects(act("trust_node", node_id=N_PENDING), act("retire_node", node_id=N_TRUSTED))
+    assert (out.trust, out.retire) == ([N_PENDING], [N_TRUSTED])
+    assert out.writes == {}
+
+
+def test_constitution_is_written_in_full_form() -> None:
+    out = effects(act("set_constitution", constitution={"threshold": 2}))
+    assert out.writes[T_CONSTITUTION]["constitution"]["threshold"] == 2
+    assert out.writes[T_CONSTITUTION]["constitution"]["auto_approve"] == []
+
+
+@pytest.mark.parametrize(
+    ("actions", "kw", "reason"),
+    [
+        pytest.param(
+            [act("add_measurement", measurement=M1)],
+            {},
+            "already in measurements",
+            id="dup-measurement",
+        ),
+        pytest.param(
+            [act("remove_measurement", measurement=M2)],
+            {},
+            "not in measurements",
+            id="absent-measurement",
+        ),
+        pytest.param(
+            [act("remove_measurement", measurement=M1)], {}, "empty", id="last-measurement"
+        ),
+        pytest.param([act("remove_host_data", host_data=H1)], {}, "empty", id="last-host-data"),
+        pytest.param(
+            [act("remove_member", member_id="ff" * 32)], {}, "not a member", id="unknown-member"
+        ),
+        pytest.param(
+            [act("remove_member", member_id=G[0])],
+            {"threshold": 3},
+            "threshold of 3",
+            id="threshold-unreachable",
+        ),
+        pytest.param(
+            [act("set_constitution", constitution={"threshold": 4})],
+            {},
+            "threshold of 4",
+            id="constitution-unreachable",
+        ),
+        pytest.param(
+            [act("trust_node", node_id=N_TRUSTED)],
+            {},
+            "is Trusted, not Pending",
+            id="trust-trusted",
+        ),
+        pytest.param(
+            [act("retire_node", node_id=N_RETIRED)], {}, "is Retired", id="retire-retired"
+        ),
+        pytest.param([act("trust_node", node_id="ab" * 32)], {}, "unknown", id="unknown-node"),
+        pytest.param(
+            [act("retire_node", node_id=N_TRUSTED)],
+            {"trusted": 1},
+            "last Trusted",
+            id="last-trusted",
+        ),
+        pytest.param([act("rotate_ledger_secret")], {}, "not implemented", id="rotation"),
+    ],
+)
+def test_what_cannot_apply_names_the_action(
+    actions: list[dict[str, Any]], kw: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(GovernanceError) as caught:
+        effects(
+            act("set_attestation_validity", validity_seconds=7200, renew_before_seconds=600),
+            *actions,
+            **kw,
+        )
+    assert caught.value.field == "actions[1]"
+    assert reason in caught.value.reason
+
+
+def test_removing_every_governor_is_refused() -> None:
+    with pytest.raises(GovernanceError) as caught:
+        effects(*(act("remove_member", member_id=g) for g in G))
+    assert caught.value.field == "actions[2]" and "no Active governor" in caught.value.reason
+
+
+def test_add_member_of_an_existing_member_is_refused() -> None:
+    from consortium_node.identity import keys  # noqa: PLC0415
+    from consortium_node.identity.certs import certificate_pem, self_signed_certificate  # noqa: PLC0415
+
+    pem = certificate_pem(self_signed_certificate(keys.generate_key("p256"), "new"))
+    first = effects(act("add_member", certificate=pem, role="user"))
+    [(member_id, record)] = first.writes[T_MEMBERS].items()
+    assert record == {"certificate": pem, "role": "user", "status": "Accepted"}
+    s = state()
+    members = {**s.members, member_id: record}
+    again = GovState(members, s.policy, s.constitution, s.nodes)
+    with pytest.raises(GovernanceError, match="already a member"):
+        effects_of(parse_actions([act("add_member", certificate=pem, role="user")]), again)
