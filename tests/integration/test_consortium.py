@@ -303,3 +303,57 @@ def test_7_without_auto_trust_a_joiner_waits_for_a_governor(cluster_factory: Any
     cluster.wait_converged()
     status, raw, _ = primary.request("POST", "/gov/nodes/trust", body, cluster.member, headers)
     assert status == 409, raw
+
+
+def test_8_without_auto_trust_governance_trusts_and_retires_a_node(cluster_factory: Any) -> None:
+    """trust_node / retire_node as proposals: accepted by the (single) governor's ballot, the
+    node's trust changes in the same ledger entry as the outcome."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from consortium_node.common.timeutil import rfc3339  # noqa: PLC0415
+    from consortium_node.governance.documents import sign_document  # noqa: PLC0415
+    from consortium_node.identity import keys  # noqa: PLC0415
+
+    cluster: Cluster = cluster_factory(1, overrides={"constitution": {"auto_trust_nodes": False}})
+    primary, member = cluster.nodes[0], cluster.member
+    assert member is not None
+    key = keys.load_private_key(member.key.read_bytes())
+
+    def post(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        envelope = sign_document(key, member.cert.read_text(), {"consortium": "test", **payload})
+        status, raw, _ = primary.request(
+            "POST", path, envelope, None, {"Content-Type": "application/cose"}
+        )
+        assert status == 200, raw
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
+
+    def decide(action: str, node_id: str) -> dict[str, Any]:
+        proposal = {
+            "type": "proposal",
+            "created_at": rfc3339(datetime.now(UTC)),
+            "actions": [{"name": action, "args": {"node_id": node_id}}],
+        }
+        pid = post("/gov/proposals", proposal)["proposal_id"]
+        ballot = {"type": "ballot", "proposal_id": pid, "vote": "approve"}
+        return post(f"/gov/proposals/{pid}/ballots", ballot)
+
+    def status_of(name: str) -> str | None:
+        _, lst = primary.get("/node/trusted-list?format=json")
+        return next((n["status"] for n in lst["nodes"] if n["name"] == name), None)
+
+    joiner = cluster.add(1, wait=False)
+    wait_for(lambda: status_of("node-1") == "Pending", 20, "the joiner to be listed Pending")
+    _, lst = primary.get("/node/trusted-list?format=json")
+    node_id = next(n["node_id"] for n in lst["nodes"] if n["name"] == "node-1")
+    outcome = decide("trust_node", node_id)
+    assert outcome["state"] == "Accepted", outcome
+    joiner.wait_ready(30)
+    assert joiner.state()["status"] == "Trusted"
+    cluster.wait_converged()
+    # The same node cannot be trusted twice: the proposal fails and changes nothing.
+    again = decide("trust_node", node_id)
+    assert again["state"] == "Rejected" and "is Trusted, not Pending" in again["reason"]
+    retired = decide("retire_node", node_id)
+    assert retired["state"] == "Accepted", retired
+    wait_for(lambda: status_of("node-1") == "Retired", 20, "the node to be Retired")
