@@ -217,11 +217,10 @@ def test_operator_identity_keeps_the_network_running_but_never_touches_app_data(
         assert "not the operator identity" in body["error"]["reason"]
     status, body = c.node.get("/app/kv/x", c.user)
     assert status == 404, body  # the refused write changed nothing
-    # What it is for: asking for a re-attestation round. Trusting nodes is for governors.
+    # What it is for: asking for a re-attestation round. Trusting nodes is for governance
+    # proposals, which only governors sign (tests/integration/test_governance.py).
     status, body = c.node.post_json("/node/reattest", {}, c.operator)
     assert status == 200, body
-    status, body = c.node.post_json("/gov/nodes/trust", {"node_id": "00" * 32}, c.operator)
-    assert status == 403 and "governors" in body["error"]["reason"]
 
 
 def test_member_with_p256_and_user_with_ed25519_can_both_write(consortium: Consortium) -> None:

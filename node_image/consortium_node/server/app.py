@@ -246,11 +246,6 @@ async def _node_id_body(request: web.Request) -> str:
     return body["node_id"]
 
 
-async def trust_node(request: web.Request) -> web.Response:
-    _caller_in(request, ("governor",), "governors trust nodes")
-    return _json(await _services(request).primary.trust(await _node_id_body(request)))
-
-
 async def retire_node(request: web.Request) -> web.Response:
     """Retire a node from the configuration (scale-down); governors or the operator."""
     _caller_in(request, ("governor", "operator"), "governors and the operator retire nodes")
@@ -413,7 +408,6 @@ def build_app(services: Services) -> web.Application:
         ("GET", "/node/commit", node_commit),
         ("GET", "/node/join/nonce", join_nonce),
         ("POST", "/node/join", join),
-        ("POST", "/gov/nodes/trust", trust_node),
         ("POST", "/gov/nodes/retire", retire_node),
         ("POST", "/node/reattest", reattest),
         *gov_api.ROUTES,

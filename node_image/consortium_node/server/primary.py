@@ -379,30 +379,6 @@ class Primary:
         }
         return retired, record
 
-    async def trust(self, node_id: str) -> dict[str, Any]:
-        """Seam for governance: make a Pending node Trusted (a governor's call for now)."""
-        self._require_leader()
-        current = self.node.membership.current()
-        entry = current.node(node_id) if current else None
-        if entry is None or entry.status is not NodeStatus.PENDING:
-            raise ApiError(
-                409,
-                "Conflict",
-                "node_id",
-                f"node {node_id[:16]}… is {entry.status.value if entry else 'unknown'}"
-                ", not Pending",
-            )
-        trusted, record = self.trusted_change(entry)
-        try:
-            await self.issue(
-                {node_id: trusted},
-                {node_id: record},
-                until_committed=False,  # a new voter: commits once it has joined and caught up
-            )
-        except RetryLaterError as exc:
-            raise ApiError(503, "RetryLater", None, str(exc)) from exc
-        return {"node_id": node_id, "status": "Trusted"}
-
     async def retire(self, node_id: str) -> dict[str, Any]:
         """Retire a Trusted or Pending node (scale-down); answers once the list is committed."""
         self._require_leader()
