@@ -35,7 +35,7 @@ from consortium_node.ctl.client import (
     load_json_input,
     read_input,
 )
-from consortium_node.governance.actions import parse_actions
+from consortium_node.governance.actions import is_sha256_hex, parse_actions
 from consortium_node.governance.documents import (
     KINDS,
     Signer,
@@ -61,7 +61,10 @@ BY_ID = {
 }
 
 
-def _identity(args: argparse.Namespace) -> tuple[keys.PrivateKey, str]:
+Identity = tuple[keys.PrivateKey, str, str]  # key, certificate PEM, member_id
+
+
+def _identity(args: argparse.Namespace) -> Identity:
     try:
         key = keys.load_private_key(read_input(args.key, "--key"))
         cert = load_certificate(read_input(args.cert, "--cert"), "--cert")
@@ -69,7 +72,7 @@ def _identity(args: argparse.Namespace) -> tuple[keys.PrivateKey, str]:
         raise CtlError(str(exc), EXIT_USAGE) from exc
     if keys.public_key_der(key) != keys.public_key_der(cert.public_key()):  # type: ignore[arg-type]
         raise CtlError("--key is not the private key of --cert", EXIT_USAGE)
-    return key, certificate_pem(cert)
+    return key, certificate_pem(cert), keys.member_id_of(certificate_der(cert))
 
 
 def _write(path: str, envelope: bytes) -> None:
@@ -117,13 +120,19 @@ def _path(payload: dict[str, Any]) -> str:
     return f"/gov/proposals/{payload['proposal_id']}/{action}"
 
 
-def _sign(args: argparse.Namespace, payload: dict[str, Any]) -> int:
+def _require_sink(args: argparse.Namespace) -> None:
     if not args.out and not args.node:
         raise CtlError(
             "give --out FILE (keep the signed document), --node URL (submit it), or both",
             EXIT_USAGE,
         )
-    key, pem = _identity(args)
+
+
+def _sign(
+    args: argparse.Namespace, payload: dict[str, Any], identity: Identity | None = None
+) -> int:
+    _require_sink(args)
+    key, pem, _ = identity or _identity(args)
     envelope = sign_document(key, pem, payload)
     if args.out:
         _write(args.out, envelope)
@@ -211,7 +220,7 @@ def _proposal_id(args: argparse.Namespace) -> str:
     if args.proposal:
         return document_id(read_input(args.proposal, "--proposal"))
     pid = str(args.proposal_id)
-    if len(pid) != 64 or any(c not in "0123456789abcdef" for c in pid):
+    if not is_sha256_hex(pid):
         raise CtlError("--proposal-id: expected 64 lowercase hex digits", EXIT_USAGE)
     return pid
 
@@ -237,9 +246,10 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    _, pem = _identity(args)
-    member_id = keys.member_id_of(certificate_der(load_certificate(pem)))
-    return _sign(args, {"type": "ack", "consortium": args.consortium, "member_id": member_id})
+    _require_sink(args)
+    identity = _identity(args)
+    payload = {"type": "ack", "consortium": args.consortium, "member_id": identity[2]}
+    return _sign(args, payload, identity)
 
 
 def _summary(p: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +272,7 @@ def cmd_proposals_list(args: argparse.Namespace) -> int:
 def cmd_proposals_show(args: argparse.Namespace) -> int:
     if args.node:
         pid = args.document
-        if len(pid) != 64 or any(c not in "0123456789abcdef" for c in pid):
+        if not is_sha256_hex(pid):
             raise CtlError("with --node, give the proposal id (64 lowercase hex)", EXIT_USAGE)
         print(
             json.dumps(_client(args).json("GET", f"/gov/proposals/{pid}"), indent=2, sort_keys=True)

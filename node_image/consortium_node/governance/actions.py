@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from consortium_node.governance.constitution import parse_constitution
 from consortium_node.governance.errors import GovernanceError
@@ -37,6 +37,11 @@ ROLES = ("governor", "user")
 MAX_ACTIONS = 16
 MIN_VALIDITY_SECONDS = 300
 MAX_VALIDITY_SECONDS = 366 * 24 * 3600
+
+
+def is_sha256_hex(value: object) -> TypeGuard[str]:
+    """64 lowercase hex digits (a SHA-256): member, node and proposal ids, measurements."""
+    return isinstance(value, str) and HEX64.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def _only(args: Mapping[str, Any], field: str, allowed: set[str]) -> None:
 
 def _hex64(args: Mapping[str, Any], field: str, name: str) -> str:
     value = args[name]
-    if not isinstance(value, str) or not HEX64.fullmatch(value):
+    if not is_sha256_hex(value):
         raise GovernanceError(f"{field}.{name}", "expected 64 lowercase hex digits (a SHA-256)")
     return value
 

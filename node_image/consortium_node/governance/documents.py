@@ -31,6 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from consortium_node.common.canonical import canonical_json
+from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
 from consortium_node.identity.certs import certificate_der, load_certificate
 from consortium_node.identity.cose import decode_sign1, sign1, verify_sign1
@@ -153,14 +154,8 @@ def verify_document(
     payload = _payload(message.payload, kind, consortium)
     if kind == "ack" and payload["member_id"] != signer.member_id:
         raise SignatureRefusedError("payload.member_id", "a member acknowledges only itself")
-    if kind in ("ballot", "withdrawal"):
-        pid = payload["proposal_id"]
-        if (
-            not isinstance(pid, str)
-            or len(pid) != 64
-            or not all(c in "0123456789abcdef" for c in pid)
-        ):
-            raise GovernanceError("payload.proposal_id", "expected 64 lowercase hex digits")
+    if kind in ("ballot", "withdrawal") and not is_sha256_hex(payload["proposal_id"]):
+        raise GovernanceError("payload.proposal_id", "expected 64 lowercase hex digits")
     if kind == "ballot" and payload["vote"] not in VOTES:
         raise GovernanceError("payload.vote", f"expected one of {list(VOTES)}")
     return SignedDocument(kind, signer.member_id, payload, bytes(envelope), document_id(envelope))

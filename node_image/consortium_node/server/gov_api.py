@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.server.governance import Governance
 from consortium_node.server.validation import ApiError, parse_query
 
@@ -30,7 +31,7 @@ async def _document(request: web.Request) -> bytes:
 
 def _proposal_id(request: web.Request) -> str:
     pid = request.match_info["proposal_id"]
-    if len(pid) != 64 or any(c not in "0123456789abcdef" for c in pid):
+    if not is_sha256_hex(pid):
         raise ApiError(400, "BadRequest", "proposal_id", "expected 64 lowercase hex digits")
     return pid
 
@@ -60,10 +61,7 @@ async def get_proposal(request: web.Request) -> web.Response:
 
 async def list_proposals(request: web.Request) -> web.Response:
     parse_query(request.query, set(), set())
-    gov = request.app[GOVERNANCE]
-    return web.json_response(
-        {"proposals": [gov.view(r["proposal"]["proposal_id"]) for r in gov.records()]}
-    )
+    return web.json_response({"proposals": request.app[GOVERNANCE].views()})
 
 
 ROUTES = [

@@ -40,7 +40,7 @@ from consortium_node.governance.proposals import (
     withdraw,
 )
 from consortium_node.ledger import EntryKind
-from consortium_node.server.genesis import T_MEMBERS
+from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
 from consortium_node.server.primary import RetryLaterError, not_leader
 from consortium_node.server.validation import ApiError
@@ -90,9 +90,17 @@ class Governance:
     def constitution(self) -> Constitution:
         return parse_constitution(self.node.constitution(), KNOWN)
 
+    def _found(self, proposal_id: str) -> tuple[dict[str, Any], str] | None:
+        """The proposal's ledger record and the txid that wrote it (one read)."""
+        ledger = self.node.ledger
+        found = ledger.public_get(T_PROPOSALS, proposal_id) or ledger.get(T_PROPOSALS, proposal_id)
+        if not found or not isinstance(found[0], dict):
+            return None
+        return found[0], str(found[1])
+
     def record(self, proposal_id: str) -> dict[str, Any] | None:
-        value = self.node.public_value(T_PROPOSALS, proposal_id)
-        return value if isinstance(value, dict) else None
+        found = self._found(proposal_id)
+        return found[0] if found else None
 
     def records(self) -> list[dict[str, Any]]:
         found = (self.record(pid) for pid in self.node.ledger.public_keys(T_PROPOSALS))
@@ -100,18 +108,28 @@ class Governance:
 
     def view(self, proposal_id: str) -> dict[str, Any]:
         """A proposal as the API shows it: state now (expiry applied), tally, documents."""
-        record = self.record(proposal_id)
-        if record is None:
+        found = self._found(proposal_id)
+        if found is None:
             raise ApiError(404, "NotFound", "proposal_id", f"no proposal {proposal_id}")
-        found = self.node.ledger.public_get(T_PROPOSALS, proposal_id)
-        p = decide(
-            Proposal.from_json(record["proposal"]), self.constitution(), self._governors(), utcnow()
-        )
+        return self._show(*found, self.constitution(), self._governors())
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every proposal, oldest first, as ``view`` shows one."""
+        constitution, governors = self.constitution(), self._governors()
+        found = (self._found(pid) for pid in self.node.ledger.public_keys(T_PROPOSALS))
+        shown = [self._show(*f, constitution, governors) for f in found if f]
+        return sorted(shown, key=lambda p: p["created_at"])
+
+    @staticmethod
+    def _show(
+        record: dict[str, Any], txid: str, constitution: Constitution, governors: set[str]
+    ) -> dict[str, Any]:
+        p = decide(Proposal.from_json(record["proposal"]), constitution, governors, utcnow())
         return {
             **p.to_json(),
-            "tally": tally(p, self.constitution(), self._governors()).to_json(),
+            "tally": tally(p, constitution, governors).to_json(),
             "documents": record["documents"],
-            "txid": str(found[1]) if found else None,
+            "txid": txid,
         }
 
     def _governors(self) -> set[str]:
@@ -238,7 +256,7 @@ class Governance:
             changes[node_id], records[node_id] = self.primary.retired_change(
                 entries[node_id], "RetiredByGovernance"
             )
-        policy = writes.get("public:consortium.attestation", {}).get("policy")
+        policy = writes.get(T_ATTESTATION, {}).get("policy")
         if not (effects.measurements_changed or changes):
             policy = None  # no new list needed; the policy write is in ``writes``
         return p, writes, changes, records, policy
