@@ -95,7 +95,7 @@ class Runner:
             self.env["KUBECONFIG"] = kubeconfig
         self.kubectl_bin = str(KUBE_BIN / "kubectl") if (KUBE_BIN / "kubectl").exists() else ""
         self.kubectl_bin = self.kubectl_bin or shutil.which("kubectl") or "kubectl"
-        self.helm_bin = "helm"
+        self.helm_bin = ""  # scripts/install-helm.sh's binary, found on first use
 
     def run(
         self, *args: str, stdin: str | None = None, quiet: bool = False, check: bool = True
@@ -121,6 +121,14 @@ class Runner:
         return self.run(self.kubectl_bin, *args, **kw)
 
     def helm(self, *args: str, **kw: Any) -> str:
+        if not self.helm_bin:
+            out = subprocess.run(
+                ["bash", str(ROOT / "scripts/install-helm.sh")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            self.helm_bin = out.stdout.strip().splitlines()[-1]
         return self.run(self.helm_bin, *args, **kw)
 
 
@@ -226,13 +234,6 @@ def _version() -> str:
 
 def install_operator(r: Runner, platform: str) -> None:
     step("The operator: helm install (CRDs, RBAC, the operator Deployment, metrics Service)")
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts/install-helm.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r.helm_bin = out.stdout.strip().splitlines()[-1]
     values = ["-f", str(ROOT / "deploy/local-cluster-values.yaml")] if platform == "local" else []
     r.helm(
         "upgrade", "--install", RELEASE, str(ROOT / "charts/consortium-operator"),
@@ -579,10 +580,6 @@ def down(args: argparse.Namespace) -> None:
     step("Stopping the demo")
     stop_prometheus(state)
     r.kubectl("delete", "namespace", state.namespace, "--ignore-not-found", "--timeout=180s")
-    helm = subprocess.run(
-        ["bash", str(ROOT / "scripts/install-helm.sh")], capture_output=True, text=True, check=True
-    )
-    r.helm_bin = helm.stdout.strip().splitlines()[-1]
     if r.helm("status", RELEASE, "-n", SYSTEM, quiet=True, check=False):
         r.helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s")
         selector = f"app.kubernetes.io/instance={RELEASE}"

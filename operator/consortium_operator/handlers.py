@@ -91,7 +91,7 @@ def tick(body: kopf.Body, **_: Any) -> None:
         delay = reconcile_consortium(kube(), body, memory, _settings_cache())
         metrics.LAST_SUCCESS.labels(namespace, name).set(time.time())
     except Exception as exc:
-        metrics.RECONCILE_ERRORS.labels("Consortium", namespace, name, type(exc).__name__).inc()
+        metrics.RECONCILE_ERRORS.labels(namespace, name, "Consortium", type(exc).__name__).inc()
         log.exception("reconciling %s/%s failed", namespace, name)
         delay = 5.0
     finally:

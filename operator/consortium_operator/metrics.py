@@ -22,7 +22,7 @@ RECONCILE_DURATION = Histogram(
 RECONCILE_ERRORS = Counter(
     "consortium_operator_reconcile_errors",
     "Reconcile passes that failed, by object and reason (the exception's class).",
-    ["kind", "namespace", "consortium", "reason"],
+    ["namespace", "consortium", "kind", "reason"],
     registry=REGISTRY,
 )
 LAST_SUCCESS = Gauge(
@@ -82,6 +82,6 @@ def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
 
 def forget(namespace: str, consortium: str) -> None:
     """Drop the series of a deleted Consortium."""
-    for gauge in (NODES, EXPIRY, LIST_VERSION, READY, LAST_SUCCESS, VERIFICATIONS):
-        _remove(gauge, lambda lb: lb[:2] == (namespace, consortium))
-    _remove(RECONCILE_ERRORS, lambda lb: lb[1:3] == (namespace, consortium))
+    per_consortium = (NODES, EXPIRY, LIST_VERSION, READY, LAST_SUCCESS, VERIFICATIONS)
+    for metric in (*per_consortium, RECONCILE_ERRORS):  # all labelled (namespace, consortium, …)
+        _remove(metric, lambda lb: lb[:2] == (namespace, consortium))
