@@ -9,14 +9,23 @@
 #   2. base    localhost/consortium-base:bookworm: Debian bookworm minbase + python3, made once
 #              with debootstrap and cached as a rootfs tarball, so later runs (a fresh clone, CI)
 #              only import it (~seconds) instead of bootstrapping (~minutes).
-#   3. images  one function per image: build_node_image, build_operator_image.
+#   3. images  one function per image: build_node_image, build_operator_image, and
+#              build_node_variant (derived from the node image, see --node-variant).
 #
-# usage: scripts/build-images.sh [--load] [--kind [CLUSTER]] [node|operator]...   (default: both)
+# usage: scripts/build-images.sh [--load] [--kind [CLUSTER]] [--node-variant NAME]...
+#                                [node|operator]...
+#   (no image named: both, or only the variants when --node-variant is given)
 #   --load          also import the built archives into the local cluster's containerd
 #                   (scripts/kube.sh import), so one command builds and loads both images
 #   --kind CLUSTER  also load them into a kind cluster (`kind load image-archive --name
 #                   CLUSTER`; default CLUSTER: consortium, as in kind-config.yaml). Needs `kind`
 #                   and Docker; the images are the same archives the local cluster imports.
+#   --node-variant NAME
+#                   also build localhost/consortium-node:<version>-NAME (NAME: [a-z0-9-]{1,20};
+#                   repeatable): the node image (built first if needed) plus one module,
+#                   consortium_node/_variant.py, so its code measurement differs from the node
+#                   image's; for code-upgrade tests. --load and --kind load it too (the node
+#                   image itself only when `node` is named as well).
 #
 # Outputs (OUT_DIR, default build/images):
 #   consortium-node.tar          docker-archive of localhost/consortium-node:<version>
@@ -24,6 +33,10 @@
 #   consortium-node.stamp        input hash; when it matches and the tarball exists, the build is
 #                                skipped (inputs: the Dockerfile, pyproject.toml, every *.py and
 #                                py.typed under node_image/consortium_node, and the base image id)
+#   consortium-node-NAME.tar          docker-archive of localhost/consortium-node:<version>-NAME
+#   consortium-node-NAME.measurement  the variant's code measurement
+#   consortium-node-NAME.stamp        input hash: the node image's stamp, NAME and the variant
+#                                     recipe (VARIANT_REV, the module's text)
 #   consortium-operator.tar      docker-archive of localhost/consortium-operator:<version>
 #   consortium-operator.stamp    input hash, as above (inputs: operator/Dockerfile, pyproject.toml,
 #                                every *.py and py.typed under node_image/consortium_node and
@@ -301,6 +314,7 @@ sys.exit(f"not part of the node image: {extra}" if extra else 0)'
   fi
 }
 
+NODE_BUILT=0  # build_node_image ran in this invocation (a variant does not run it again)
 build_node_image() {
   local image=localhost/consortium-node:$VERSION
   local tar=$OUT_DIR/consortium-node.tar stamp=$OUT_DIR/consortium-node.stamp
@@ -329,7 +343,127 @@ build_node_image() {
     printf '%s\n' "$hash" >"$stamp"
     log "node: $image: $(buildah images --format '{{.Size}}' "$image") in storage; $tar: $(du -h "$tar" | cut -f1)"
   fi
+  NODE_BUILT=1
   echo "node image measurement: $m"
+}
+
+# --- node variants: the node image plus one module, for a second code measurement -------------
+
+# Bump VARIANT_REV when the variant recipe below changes (it is part of every variant's stamp).
+VARIANT_REV=v1
+VARIANT_NAME_RE='^[a-z0-9-]{1,20}$'
+
+variant_module() {  # variant_module NAME: the text of consortium_node/_variant.py
+  printf '"""Build variant %s (a distinct code measurement, for upgrade tests)."""\n\nVARIANT = "%s"\n' \
+    "$1" "$1"
+}
+
+image_label() {  # image_label IMAGE KEY (empty when the image or the label is missing)
+  buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
+}
+
+# The variant's measurement from the source tree: a copy of node_image/consortium_node with the
+# module added (what the derived image holds, since check_node_image proved the node image
+# measures as its source does).
+variant_source_measurement() {  # variant_source_measurement MODULE-FILE
+  local tmp m rc=0
+  tmp=$(mktemp -d)
+  { cp -r node_image/consortium_node "$tmp/consortium_node" \
+    && cp "$1" "$tmp/consortium_node/_variant.py" \
+    && m=$(source_measurement "$tmp/consortium_node"); } || rc=$?
+  rm -rf "$tmp"
+  [ "$rc" = 0 ] || return "$rc"
+  printf '%s\n' "$m"
+}
+
+# The node image in buildah storage must be the one in consortium-node.tar (same measurement):
+# when it is missing or another build replaced it, load it from the archive (a local transport,
+# no registry).
+ensure_node_in_storage() {  # ensure_node_in_storage IMAGE TARBALL MEASUREMENT
+  local image=$1 tar=$2 want=$3
+  if [ "$(image_label "$image" consortium.tee.dev/measurement)" != "$want" ]; then
+    log "node: $image is not in buildah storage with measurement ${want:0:16}; loading $tar"
+    buildah pull --quiet "docker-archive:$tar" >/dev/null
+    [ "$(image_label "$image" consortium.tee.dev/measurement)" = "$want" ] \
+      || die "$tar does not hold $image with measurement $want"
+  fi
+}
+
+# A working container of the node image; the module is added as root (the image's user, 10001,
+# cannot write site-packages), compiled like the Dockerfile does (checked-hash .pyc: a
+# read-only root filesystem never needs a bytecode write), and committed. The image config,
+# USER 10001:10001 included, is kept: `buildah run --user` does not change it.
+build_variant_image() {  # build_variant_image BASE-IMAGE IMAGE NAME MODULE-FILE MEASUREMENT
+  local base=$1 image=$2 name=$3 module=$4 m=$5 ctr site rc=0
+  ctr=$(buildah from --pull=never "$base")
+  {
+    site=$(buildah run --isolation=chroot --user 0:0 "$ctr" -- \
+      python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+    && [ -n "$site" ] \
+    && buildah run --isolation=chroot --user 0:0 "$ctr" -- test -f "$site/consortium_node/__init__.py" \
+    && buildah copy --quiet --chown 0:0 --chmod 0644 "$ctr" "$module" \
+      "$site/consortium_node/_variant.py" >/dev/null \
+    && buildah run --isolation=chroot --user 0:0 "$ctr" -- \
+      python -m compileall -q --invalidation-mode checked-hash "$site/consortium_node/_variant.py" \
+    && buildah config \
+      --label "consortium.tee.dev/measurement=$m" \
+      --label "consortium.tee.dev/variant=$name" \
+      --label "org.opencontainers.image.description=consortium-node build variant $name (a distinct code measurement, for upgrade tests)" \
+      "$ctr" \
+    && buildah commit --quiet --rm "$ctr" "$image" >/dev/null
+  } || rc=$?
+  if [ "$rc" != 0 ]; then
+    buildah rm "$ctr" >/dev/null 2>&1 || true
+    die "building $image from $base failed"
+  fi
+}
+
+check_node_variant_image() {  # check_node_variant_image IMAGE NAME MEASUREMENT
+  check_node_image "$1" "$3"
+  # The module is importable, says its name, and its bytecode is present (checked-hash).
+  run_in_image "$1" python -c '
+import importlib.util, os, sys
+import consortium_node._variant as v
+pyc = importlib.util.cache_from_source(v.__file__)
+if v.VARIANT != sys.argv[1]:
+    sys.exit(f"_variant.VARIANT is {v.VARIANT!r}, expected {sys.argv[1]!r}")
+if not os.path.isfile(pyc) or (open(pyc, "rb").read(8)[4] & 0b11) != 0b11:
+    sys.exit(f"no checked-hash bytecode at {pyc}")' "$2"
+}
+
+build_node_variant() {  # build_node_variant NAME
+  local name=$1
+  local base=localhost/consortium-node:$VERSION image=localhost/consortium-node:$VERSION-$1
+  local base_tar=$OUT_DIR/consortium-node.tar base_stamp=$OUT_DIR/consortium-node.stamp
+  local tar=$OUT_DIR/consortium-node-$name.tar stamp=$OUT_DIR/consortium-node-$name.stamp
+  local measurement_file=$OUT_DIR/consortium-node-$name.measurement
+  local module=$CACHE_DIR/variant-$name.py base_m m hash
+  [ "$NODE_BUILT" = 1 ] || build_node_image >/dev/null
+  base_m=$(cat "$OUT_DIR/consortium-node.measurement")
+  variant_module "$name" >"$module"
+  m=$(variant_source_measurement "$module") || die "could not measure the variant's source"
+  [[ "$m" =~ ^[0-9a-f]{64}$ ]] || die "bad variant measurement: $m"
+  [ "$m" != "$base_m" ] || die "variant $name measures as the node image ($m)"
+  hash=$(printf 'variant %s %s %s\n%s' "$name" "$VARIANT_REV" "$(cat "$base_stamp")" "$(cat "$module")" \
+    | sha256sum | cut -d' ' -f1)
+
+  if [ -f "$tar" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] \
+     && [ "$(cat "$measurement_file" 2>/dev/null)" = "$m" ]; then
+    log "node-$name: $tar is up to date (input hash ${hash:0:16}), skipping the build"
+  else
+    rm -f "$stamp"
+    ensure_node_in_storage "$base" "$base_tar" "$base_m"
+    local previous
+    previous=$(image_id "$image")
+    step "node-$name: derive" build_variant_image "$base" "$image" "$name" "$module" "$m"
+    drop_untagged "$previous" "$image"
+    step "node-$name: check" check_node_variant_image "$image" "$name" "$m"
+    step "node-$name: export" export_archive "$image" "$tar"
+    printf '%s\n' "$m" >"$measurement_file"
+    printf '%s\n' "$hash" >"$stamp"
+    log "node-$name: $image: $(buildah images --format '{{.Size}}' "$image") in storage; $tar: $(du -h "$tar" | cut -f1)"
+  fi
+  echo "node variant $name image: $image measurement: $m (node image: $base_m)"
 }
 
 check_operator_image() {  # check_operator_image IMAGE
@@ -377,10 +511,16 @@ load_into_kind() {  # load_into_kind CLUSTER TARBALL
 }
 
 main() {
-  local load=0 kind_cluster=""
+  local load=0 kind_cluster="" variants=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --load) load=1; shift ;;
+      --node-variant)
+        if [ $# -lt 2 ] || [[ "$2" == -* ]]; then die "--node-variant needs a NAME ([a-z0-9-]{1,20})"; fi
+        [[ "$2" =~ $VARIANT_NAME_RE ]] \
+          || die "--node-variant: bad NAME '$2' (want 1 to 20 of a-z, 0-9 and -)"
+        variants+=("$2"); shift 2 ;;
+      --node-variant=*) die "use --node-variant NAME (a space, not '=')" ;;
       --kind)
         shift
         if [ $# -gt 0 ] && [[ "$1" != -* ]] && [ "$1" != node ] && [ "$1" != operator ]; then
@@ -388,31 +528,36 @@ main() {
         else
           kind_cluster=consortium
         fi ;;
-      -*) die "unknown option '$1' (known: --load, --kind [CLUSTER])" ;;
+      -*) die "unknown option '$1' (known: --load, --kind [CLUSTER], --node-variant NAME)" ;;
       *) break ;;
     esac
   done
   local images=("$@")
-  [ "${#images[@]}" -gt 0 ] || images=(node operator)
+  [ "${#images[@]}" -gt 0 ] || [ "${#variants[@]}" -gt 0 ] || images=(node operator)
   local t0=$SECONDS
   mkdir -p "$OUT_DIR"
   step "tools" ensure_tools
-  local name
+  local name archives=()
   for name in "${images[@]}"; do
     case "$name" in
       node) build_node_image ;;
       operator) build_operator_image ;;
       *) die "unknown image '$name' (known: node, operator)" ;;
     esac
+    archives+=("$name")
+  done
+  for name in "${variants[@]}"; do
+    build_node_variant "$name"
+    archives+=("node-$name")
   done
   if [ "$load" = 1 ]; then
-    for name in "${images[@]}"; do
+    for name in "${archives[@]}"; do
       step "$name: load into the local cluster" \
         bash "$(dirname "$0")/kube.sh" import "$OUT_DIR/consortium-$name.tar"
     done
   fi
   if [ -n "$kind_cluster" ]; then
-    for name in "${images[@]}"; do
+    for name in "${archives[@]}"; do
       step "$name: load into kind cluster $kind_cluster" \
         load_into_kind "$kind_cluster" "$OUT_DIR/consortium-$name.tar"
     done

@@ -34,7 +34,11 @@ from consortium_node.identity.trusted_list import ListRejection, NodeStatus  # n
 from consortium_node.server.metrics import ROLES, NodeMetrics  # noqa: E402
 from consortium_operator.metrics import REGISTRY  # noqa: E402
 
-CRDS = ("crds/consortia.consortium.tee.dev.yaml", "crds/members.consortium.tee.dev.yaml")
+CRDS = (
+    "crds/consortia.consortium.tee.dev.yaml",
+    "crds/members.consortium.tee.dev.yaml",
+    "crds/proposals.consortium.tee.dev.yaml",
+)
 CHART = "charts/consortium-operator/"
 VALUES, SCHEMA = CHART + "values.yaml", CHART + "values.schema.json"
 ALERTS, DASHBOARD = CHART + "files/alerts.yaml", CHART + "files/dashboard.json"

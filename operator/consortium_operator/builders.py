@@ -274,7 +274,9 @@ def statefulset(
             # is kept by the operator, which runs one replica until the service exists.
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": names.selector()},
-            "updateStrategy": {"type": "RollingUpdate"},
+            # OnDelete: the operator replaces pods itself, one at a time, after the members
+            # approved new code, retiring each old node first (upgrade.py).
+            "updateStrategy": {"type": "OnDelete"},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {

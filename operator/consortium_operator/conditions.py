@@ -18,10 +18,18 @@ NODES_ATTESTED = "NodesAttested"
 LIST_DISTRIBUTED = "TrustedListDistributed"
 DEGRADED = "Degraded"
 CONSORTIUM_TYPES = (READY, BOOTSTRAPPED, NODES_ATTESTED, LIST_DISTRIBUTED, DEGRADED)
+# Once bootstrapped: the nodes run spec.image and the ledger allows what the spec asks.
+UP_TO_DATE = "UpToDate"
 
 # Member condition types
 ACCEPTED = "Accepted"
 ACTIVE = "Active"
+
+# Proposal condition types
+SUBMITTED = "Submitted"
+DECIDED = "Decided"
+BALLOTS_ACCEPTED = "BallotsAccepted"
+PROPOSAL_TYPES = (SUBMITTED, DECIDED, BALLOTS_ACCEPTED)
 
 # Reasons
 INVALID_SPEC = "InvalidSpec"
@@ -50,6 +58,20 @@ MEMBER_OF_GENESIS = "InGenesis"
 GOVERNANCE_PENDING = "GovernancePending"
 LEDGER_ACTIVE = "ActiveInLedger"
 LEDGER_UNKNOWN = "LedgerNotReachable"
+ACK_NEEDED = "AcknowledgementNeeded"
+# Upgrades and other spec changes that need the members (UpToDate)
+WAITING_FOR_APPROVAL = "WaitingForApproval"
+PROPOSAL_REJECTED = "ProposalRejected"
+ROLLING_NODES = "RollingNodes"
+UP_TO_DATE_REASON = "UpToDate"
+# Proposals
+RECORDED = "RecordedInLedger"
+NOT_RELAYED = "NotRelayed"
+DOCUMENT_INVALID = "DocumentInvalid"
+REFUSED_BY_NODES = "RefusedByNodes"
+OPEN = "Open"
+BALLOT_REFUSED = "BallotRefused"
+ALL_BALLOTS_RECORDED = "AllBallotsRecorded"
 
 # Phases derived from conditions
 PHASE_PENDING = "Pending"
@@ -98,7 +120,8 @@ def merge(
             else previous.get("lastTransitionTime", now),
             "observedGeneration": generation,
         }
-    order = {t: i for i, t in enumerate((*CONSORTIUM_TYPES, ACCEPTED, ACTIVE))}
+    known = (*CONSORTIUM_TYPES, UP_TO_DATE, ACCEPTED, ACTIVE, *PROPOSAL_TYPES)
+    order = {t: i for i, t in enumerate(known)}
     return sorted(out.values(), key=lambda c: (order.get(c["type"], 99), c["type"]))
 
 

@@ -1,10 +1,11 @@
 """kopf registration: when to reconcile, and the finalizer. Nothing else lives here.
 
 Reconciliation is level-based: a per-Consortium kopf timer ticks every second and runs a
-pass when one is due; watch events (the Consortium's spec, its pods, its Members) only make
-a pass due now. Timers and event handlers persist nothing, so a healthy Consortium costs
-reads only. The one changing handler is ``on.delete`` (the finalizer that honours
-``spec.storage.retainOnDelete``).
+pass when one is due; watch events (the Consortium's spec, its pods, its Members, its
+Proposals) only make a pass due now. Timers and event handlers persist nothing, so a healthy
+Consortium costs reads only. The changing handlers are the two ``on.delete`` finalizers: a
+Consortium's (honours ``spec.storage.retainOnDelete``) and a Member's (its removal becomes a
+Proposal for the members).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
 from consortium_operator.names import GROUP, LABEL_CONSORTIUM, VERSION, Names
 from consortium_operator.reconcile import Memory, Settings, reconcile_consortium
+from consortium_operator.relay import operator_signer, propose_removal
 from consortium_operator.spec import SpecError, parse_consortium
 
 log = logging.getLogger("consortium_operator")
@@ -128,31 +130,54 @@ def member_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     consortium = (body.get("spec") or {}).get("consortium")
     if isinstance(consortium, str):
         memory_of(namespace, consortium).due = 0.0
-    view = MemberView.of(body)
     if event.get("type") == "DELETED":
-        _member_removed(namespace, consortium, view)
         return
     target = (
         kube().get("Consortium", namespace, consortium) if isinstance(consortium, str) else None
     )
     if target is None:  # nobody else will write this Member's status
-        reconcile_members(kube(), [view], None, None)
+        reconcile_members(kube(), [MemberView.of(body)], None, None)
 
 
-def _member_removed(namespace: str, consortium: Any, view: MemberView) -> None:
-    """The governance seam: removing a member of a bootstrapped consortium is the members'
-    decision (a proposal, issue 6); until then the operator reports the request."""
-    if not isinstance(consortium, str) or view.spec is None:
+@kopf.on.event(GROUP, VERSION, "proposals")
+def proposal_changed(body: kopf.Body, **_: Any) -> None:
+    """A new Proposal or an appended ballot: relay it in the Consortium's next pass."""
+    consortium = (body.get("spec") or {}).get("consortium")
+    if isinstance(consortium, str):
+        memory_of(body.metadata.namespace or "", consortium).due = 0.0
+
+
+@kopf.on.delete(GROUP, VERSION, "members")
+def member_deleted(body: kopf.Body, **_: Any) -> None:
+    """A Member deleted after bootstrap: put its removal to the members (a Proposal), then let
+    the Member go. The ledger changes only if the governors accept it."""
+    namespace = body.metadata.namespace or ""
+    view = MemberView.of(body)
+    consortium = (body.get("spec") or {}).get("consortium")
+    if view.spec is None or not isinstance(consortium, str):
         return
-    target = kube().get("Consortium", namespace, consortium)
-    if target is None or not (target.get("status") or {}).get("serviceCertificate"):
-        return
-    kube().event(
+    k = kube()
+    target = k.get("Consortium", namespace, consortium)
+    if (
+        target is None
+        or target["metadata"].get("deletionTimestamp")
+        or not (target.get("status") or {}).get("serviceCertificate")
+    ):
+        return  # not bootstrapped, or going away with its ledger
+    known = memory_of(namespace, consortium).ledger_members
+    if known is not None and view.spec.member_id not in known:
+        return  # never reached the ledger: its add-member proposal is withdrawn instead
+    signer = operator_signer(k, namespace, Names(consortium).operator_secret)
+    name = propose_removal(k, target, view.spec, signer, utcnow())
+    if name is None:
+        raise kopf.TemporaryError("the operator's member identity is not created yet", delay=5)
+    memory_of(namespace, consortium).due = 0.0
+    k.event(
         target,
-        "Warning",
-        "MemberRemovalRequested",
-        f"Member {view.spec.name} ({view.spec.member_id[:16]}) was deleted; removing it from "
-        "the ledger needs a governance proposal accepted by the members",
+        "Normal",
+        "MemberRemovalProposed",
+        f"Member {view.spec.name} ({view.spec.member_id[:16]}) was deleted; Proposal {name} "
+        "asks the members to remove it from the ledger",
         rfc3339(utcnow()),
     )
 

@@ -50,6 +50,7 @@ KINDS: dict[str, Kind] = {
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     "Consortium": Kind(f"{GROUP}/{VERSION}", "consortia"),
     "Member": Kind(f"{GROUP}/{VERSION}", "members"),
+    "Proposal": Kind(f"{GROUP}/{VERSION}", "proposals"),
 }
 
 
@@ -198,7 +199,7 @@ class Kube:
         message: str,
         now: str,
     ) -> None:
-        """Record a core/v1 Event on ``involved`` (a Consortium or Member body)."""
+        """Record a core/v1 Event on ``involved`` (a Consortium, Member or Proposal body)."""
         meta = involved["metadata"]
         self._write("create", "Event")
         body = {

@@ -2,9 +2,10 @@
 
 Before bootstrap, the Consortium's valid Members become the genesis members (the config
 ConfigMap carries their certificates). After bootstrap the ledger is authoritative: a Member
-added or removed later is a governance request for the members to decide (issue 6 lands
-proposals; until then the operator reports ``GovernancePending`` and changes nothing), and a
-Member is Active only when the ledger says so.
+added later becomes an add_member proposal (``intents.py``) and shows ``GovernancePending``
+naming it, then ``AcknowledgementNeeded`` once the members accepted it, and is Active only when
+the ledger says so (after its own signed ack). A deleted Member becomes a remove_member
+proposal (the finalizer in ``handlers.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def member_conditions(
     view: MemberView,
     consortium: Mapping[str, Any] | None,
     ledger: Mapping[str, str] | None,
+    proposal: str | None = None,
 ) -> list[c.Condition]:
     """Accepted: valid and its Consortium exists. Active: Active in the consortium's ledger."""
     if view.error is not None:
@@ -76,14 +78,25 @@ def member_conditions(
     state = ledger.get(view.spec.member_id)
     if state == "Active":
         return [accepted, c.Condition(c.ACTIVE, True, c.LEDGER_ACTIVE, "Active in the ledger")]
+    if state == "Accepted":
+        return [
+            accepted,
+            c.Condition(
+                c.ACTIVE,
+                False,
+                c.ACK_NEEDED,
+                "the members accepted it; it becomes Active when it acknowledges with its own "
+                "key: consortiumctl ack --identity <its key and certificate> --node … ",
+            ),
+        ]
     return [
         accepted,
         c.Condition(
             c.ACTIVE,
             False,
             c.GOVERNANCE_PENDING,
-            "not a member in the ledger: joining after bootstrap needs the members' approval "
-            "(a governance proposal)"
+            "not a member in the ledger yet: the members vote on adding it"
+            + (f" ({proposal})" if proposal else "")
             if state is None
             else f"{state} in the ledger",
         ),
@@ -94,10 +107,11 @@ def member_status(
     view: MemberView,
     consortium: Mapping[str, Any] | None,
     ledger: Mapping[str, str] | None,
+    proposal: str | None = None,
 ) -> dict[str, Any]:
     meta = view.body["metadata"]
     existing = view.body.get("status") or {}
-    conds = member_conditions(view, consortium, ledger)
+    conds = member_conditions(view, consortium, ledger, proposal)
     if ledger is None and existing.get("conditions"):  # keep the last known Active verdict
         known = next((x for x in existing["conditions"] if x.get("type") == c.ACTIVE), None)
         if known is not None:
@@ -137,17 +151,21 @@ def reconcile_members(
     members: Sequence[MemberView],
     consortium: Mapping[str, Any] | None,
     ledger: Mapping[str, str] | None,
+    proposals: Mapping[str, str] | None = None,
 ) -> None:
-    """Write each Member's status if it changed (zero writes otherwise)."""
+    """Write each Member's status if it changed (zero writes otherwise). ``proposals``:
+    Member name → where its add-member proposal stands."""
     for view in members:
-        new = member_status(view, consortium, ledger)
+        name = view.spec.name if view.spec is not None else ""
+        proposal = (proposals or {}).get(name)
+        new = member_status(view, consortium, ledger, proposal)
         if c.without_transition_times(new) == c.without_transition_times(
             view.body.get("status") or {}
         ):
             continue
         meta = view.body["metadata"]
         old = {x.get("type"): x for x in (view.body.get("status") or {}).get("conditions", [])}
-        for cond in member_conditions(view, consortium, ledger):
+        for cond in member_conditions(view, consortium, ledger, proposal):
             prev = old.get(cond.type, {})
             if prev.get("status") != cond.status_text and cond.status is not None:
                 kube.event(

@@ -6,6 +6,7 @@ certificate. Before bootstrap there is no service certificate yet: the genesis p
 read without server authentication, and trust comes only from its quote, which binds the
 key that terminates TLS (``verify.check_pod``). The operator's own client certificate (a
 member with role ``operator``) authenticates the few calls it may make: retire, re-attest.
+Governance documents (``relay.py``) carry their own signatures; the TLS client is irrelevant.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ class Reply:
             return json.loads(self.body)
         except ValueError:
             return {"error": {"reason": self.body[:200].decode("utf-8", "replace")}}
+
+    def error(self) -> str:
+        """The node's error as one line: ``field: reason`` (HTTP status if it said nothing)."""
+        found = self.json()
+        err = found.get("error") if isinstance(found, dict) else None
+        if not isinstance(err, dict):
+            return f"HTTP {self.status}"
+        reason = str(err.get("reason") or f"HTTP {self.status}")
+        return f"{err['field']}: {reason}" if err.get("field") else reason
 
 
 class NodeClient:
@@ -75,19 +85,25 @@ class NodeClient:
         method: str,
         path: str,
         body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Reply:
-        """One HTTPS request to ``ip``; TLS verifies ``server_name`` when authenticated."""
-        data = None if body is None else json.dumps(body).encode()
+        """One HTTPS request to ``ip``; TLS verifies ``server_name`` when authenticated.
+
+        ``body`` is sent as JSON; ``raw`` bytes as they are (e.g. a signed governance
+        document, ``content_type="application/cose"``)."""
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         try:
-            with socket.create_connection((ip, NODE_PORT), timeout=self.timeout) as raw:
+            with socket.create_connection((ip, NODE_PORT), timeout=self.timeout) as sock:
                 hostname = server_name if self.authenticated else None
-                with self._context.wrap_socket(raw, server_hostname=hostname) as tls:
+                with self._context.wrap_socket(sock, server_hostname=hostname) as tls:
                     peer = tls.getpeercert(binary_form=True)
                     conn = http.client.HTTPConnection(server_name, NODE_PORT, timeout=self.timeout)
                     conn.sock = tls
                     headers = {"Host": f"{server_name}:{NODE_PORT}", "Accept": "*/*"}
                     if data is not None:
-                        headers["Content-Type"] = "application/json"
+                        headers["Content-Type"] = content_type
                     conn.request(method, path, body=data, headers=headers)
                     response = conn.getresponse()
                     return Reply(response.status, response.read(), peer)

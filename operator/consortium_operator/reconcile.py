@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from consortium_node.attestation import VirtualPlatform
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_node.identity import keys
@@ -28,11 +30,13 @@ from consortium_node.identity.certs import (
     self_signed_certificate,
 )
 from consortium_node.identity.trusted_list import NodeStatus
-from consortium_operator import builders, conditions, metrics, status, verify
+from consortium_operator import builders, conditions, metrics, status, upgrade, verify
+from consortium_operator import intents as gov
 from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
 from consortium_operator.names import Names
 from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
+from consortium_operator.relay import Primary, Relay, RelayMemory, operator_signer
 from consortium_operator.spec import ConsortiumSpec, SpecError, parse_consortium
 
 log = logging.getLogger("consortium_operator")
@@ -58,6 +62,10 @@ class Memory:
     failures: dict[str, str] = field(default_factory=dict)
     known: dict[str, str] = field(default_factory=dict)  # pod uid → node_id last verified there
     due: float = 0.0
+    relay: RelayMemory = field(default_factory=RelayMemory)
+    allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
+    ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
+    asked: tuple[upgrade.Asked, ...] = ()  # operator proposals the spec waits for
 
 
 @dataclass
@@ -140,13 +148,15 @@ def reconcile_consortium(
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
     obs = _observe(p, generation, members)
+    obs = _governance(p, obs, members)
     _apply(p, obs, members)
     _rotate(p, obs)
     _replace_retired(p, obs)
+    obs = _roll(p, obs)
     _events(p, obs)
     _metrics(p, obs)
     conds = _write_status(kube, body, obs, now)
-    reconcile_members(kube, members, body, obs.ledger_members)
+    reconcile_members(kube, members, body, obs.ledger_members, _member_proposals(p))
     ready = conditions.find(conds, conditions.READY)
     return SLOW if ready is not None and ready.status else FAST
 
@@ -241,7 +251,7 @@ def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None
         answer,
         nonce,
         platform_root_pem=p.platform_root,
-        spec=p.spec,
+        spec=_verification_spec(p),
         tls_certificate_der=reply.peer_certificate_der,
         service_certificate_pem=cert,
     )
@@ -315,8 +325,10 @@ def _observe(p: Pass, generation: int, members: list[MemberView]) -> status.Obse
     running = [x for x in p.pods if (x.get("status") or {}).get("podIP")]
     for pod in running:
         _check(p, client, pod, cert)
-    live_names = {x["metadata"]["name"] for x in p.pods}
-    for gone in set(p.memory.checks) - live_names:
+    # A check belongs to one pod (uid): a replacement pod with the same name that has no IP
+    # yet must not inherit its predecessor's node (it would be taken for a Retired node).
+    uid_of = {x["metadata"]["name"]: x["metadata"]["uid"] for x in p.pods}
+    for gone in [n for n, v in p.memory.checks.items() if uid_of.get(n) != v[0]]:
         del p.memory.checks[gone]
     live_uids = {x["metadata"]["uid"] for x in p.pods}
     for uid in set(p.memory.known) - live_uids:
@@ -389,6 +401,10 @@ def _observe_ledger(
         m["member_id"]: m["status"] for m in network.get("members", []) if isinstance(m, dict)
     }
     p.memory.failures = failures
+    ledger = gov.LedgerGovernance.from_network(network)
+    if ledger is not None:
+        p.memory.allowed = ledger.measurements()
+        p.memory.ledger_members = frozenset(ledger.members)
     member_ids = {m.spec.member_id for m in members if m.spec is not None}
     return replace(
         obs,
@@ -402,6 +418,7 @@ def _observe_ledger(
         commit_index=state.get("commit_index"),
         ledger_members=ledger_members,
         envelope=envelope.body if lst else None,
+        network=network,
     )
 
 
@@ -444,12 +461,12 @@ def _ask_primary(
         return None
 
 
-def _retire(p: Pass, obs: status.Observation, entry: Any) -> None:
+def _retire(p: Pass, obs: status.Observation, entry: Any, why: str = "scale-down") -> None:
     reply = _ask_primary(p, obs, "/gov/nodes/retire", {"node_id": entry.node_id}, timeout=15)
     if reply is None:
         return
     if reply.status == 200:
-        p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: scale-down")
+        p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: {why}")
     else:
         log.warning("retiring %s: HTTP %d %s", entry.name, reply.status, reply.body[:200])
 
@@ -495,7 +512,10 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
                 f"trusted-node list version {obs.trusted_list.version} published in "
                 f"ConfigMap {meta['name']}",
             )
-    sts = builders.statefulset(spec, ns, uid, _replicas(p, obs), p.settings.cluster_domain)
+    image = obs.running_image or spec.image
+    sts = builders.statefulset(
+        replace(spec, image=image), ns, uid, _replicas(p, obs), p.settings.cluster_domain
+    )
     live_sts = p.live("StatefulSet", p.names.statefulset)
     if live_sts is not None:  # claim templates are immutable: keep the ones in place
         sts["spec"]["volumeClaimTemplates"] = [
@@ -673,3 +693,137 @@ def _write_status(
         )
     kube.patch_status("Consortium", meta["namespace"], meta["name"], new)
     return conds
+
+
+# ---------------------------------------------------------------------- governance, upgrades
+def _verification_spec(p: Pass) -> ConsortiumSpec:
+    """The spec to verify quotes against: its measurements plus those the ledger allows (old
+    nodes keep running the approved code until they are replaced)."""
+    allowed = tuple(sorted(set(p.spec.attestation.measurements) | p.memory.allowed))
+    return replace(p.spec, attestation=replace(p.spec.attestation, measurements=allowed))
+
+
+def _member_names(p: Pass, members: list[MemberView]) -> dict[str, str]:
+    names = {m.spec.member_id: m.spec.name for m in members if m.spec is not None}
+    if p.operator_identity is not None:
+        cert = load_certificate(p.operator_identity[1])
+        names[keys.member_id_of(cert.public_bytes(serialization.Encoding.DER))] = "operator"
+    return names
+
+
+def _governance(p: Pass, obs: status.Observation, members: list[MemberView]) -> status.Observation:
+    """Relay every Proposal CR, propose what the spec and Member CRs still need, and decide
+    the image the nodes may run (``upgrade.node_image``)."""
+    primary = None
+    ip = p.pod_ips().get(obs.primary) if obs.primary else None
+    if obs.primary and ip and obs.service_certificate_pem is not None:
+        client = NodeClient(obs.service_certificate_pem, p.operator_identity)
+        primary = Primary(client, ip, p.fqdn(obs.primary))
+    signer = operator_signer(p.kube, p.namespace, p.names.operator_secret)
+    relay = Relay(p.kube, p.namespace, p.body, primary, p.memory.relay, p.now, signer)
+    bodies = relay.proposals()
+    ledger = gov.LedgerGovernance.from_network(obs.network) if obs.network else None
+    wanted: list[gov.Intent] = []
+    if ledger is not None and obs.trusted_list is not None:
+        verified = {c.node_id for c in obs.checks.values() if c.verified and c.node_id}
+        specs = [m.spec for m in members if m.spec is not None]
+        wanted = [
+            *gov.member_intents(specs, ledger),
+            *gov.policy_intents(p.spec, ledger, obs.trusted_list),
+            *gov.trust_intents(obs.trusted_list, verified),
+        ]
+        relay.propose(wanted, {b["metadata"]["name"]: b for b in bodies})
+    names = _member_names(p, members)
+    statuses = {}
+    for body in bodies:
+        name = body["metadata"]["name"]
+        try:
+            statuses[name] = relay.mirror(body, relay.relay(body), names)
+        except Exception as exc:  # one Proposal must not stop the Consortium's reconcile
+            metrics.RECONCILE_ERRORS.labels(
+                p.namespace, p.spec.name, "Proposal", type(exc).__name__
+            ).inc()
+            log.exception("%s/%s: relaying Proposal %s failed", p.namespace, p.spec.name, name)
+            statuses[name] = body.get("status") or {}
+    asked = upgrade.asked_for(
+        {i.cr_name(p.spec.name): (i.category, i.subject) for i in wanted}, statuses
+    )
+    p.memory.asked = tuple(asked)
+    live = p.live("StatefulSet", p.names.statefulset)
+    image = upgrade.node_image(
+        p.spec.image, _node_image(live), obs.service_certificate_pem is not None, asked
+    )
+    return replace(obs, running_image=image, waiting_proposals=tuple(a.name for a in asked))
+
+
+def _node_image(workload: Mapping[str, Any] | None) -> str | None:
+    """The node container's image in a StatefulSet or Pod (None if there is none)."""
+    if workload is None:
+        return None
+    spec = workload.get("spec") or {}
+    pod_spec = spec.get("template", {}).get("spec") if "template" in spec else spec
+    for container in (pod_spec or {}).get("containers", []):
+        if container.get("name") == "node":
+            return str(container.get("image"))
+    return None
+
+
+def _member_proposals(p: Pass) -> dict[str, str]:
+    """Member name → what its add-member proposal waits for (for its Active condition)."""
+    out = {}
+    for a in p.memory.asked:
+        if a.category == "add-member":
+            votes = f", {a.votes} approvals" if a.votes else ""
+            out[a.subject] = f"Proposal {a.name} is {a.state}{votes}"
+    return out
+
+
+def _roll(p: Pass, obs: status.Observation) -> status.Observation:
+    """Replace one outdated pod when the consortium is settled; decide UpToDate."""
+    if obs.service_certificate_pem is None or obs.running_image is None or obs.network is None:
+        return obs
+    trusted = set(obs.trusted_pods())
+    checks = obs.checks
+    facts = []
+    for pod in p.pods:
+        view = _pod_view(pod, p.names)
+        if view is None:
+            continue
+        check = checks.get(view.name)
+        facts.append(
+            upgrade.PodFacts(
+                name=view.name,
+                ordinal=view.ordinal,
+                image=_node_image(pod) or "",
+                revision=pod["metadata"].get("labels", {}).get("controller-revision-hash"),
+                ready=view.ready,
+                deleting=view.deleting,
+                node_id=check.node_id if check is not None else None,
+                trusted=view.name in trusted,
+            )
+        )
+    sts = p.live("StatefulSet", p.names.statefulset) or {}
+    lst = obs.trusted_list
+    step = upgrade.next_step(
+        facts,
+        template_image=obs.running_image,
+        update_revision=(sts.get("status") or {}).get("updateRevision"),
+        desired=p.spec.nodes,
+        primary=obs.primary,
+        list_published=lst is not None and obs.published_version == lst.version,
+    )
+    entry = obs.current_entries().get(step.pod) if step is not None else None
+    if step is not None and step.action == "retire" and entry is not None:
+        _retire(p, obs, entry, why=f"replaced by a node running {obs.running_image}")
+    elif step is not None and step.action == "delete":
+        pod = next(x for x in p.pods if x["metadata"]["name"] == step.pod)
+        p.event("Normal", "NodeRestarted", f"{step.pod}: the pod template changed; restarting")
+        p.kube.delete("Pod", p.namespace, step.pod, uid=pod["metadata"]["uid"])
+    cond = upgrade.up_to_date(
+        p.memory.asked,
+        facts,
+        obs.running_image,
+        p.spec.nodes,
+        (sts.get("status") or {}).get("updateRevision"),
+    )
+    return replace(obs, up_to_date=cond)

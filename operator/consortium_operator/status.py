@@ -73,6 +73,10 @@ class Observation:
     members_active: int | None = None
     ledger_members: Mapping[str, str] | None = None  # member_id → status in the ledger
     envelope: bytes | None = None  # the verified COSE list
+    network: Mapping[str, Any] | None = None  # the primary's /node/network (ledger decisions)
+    up_to_date: c.Condition | None = None  # decided by upgrade.py once bootstrapped
+    running_image: str | None = None  # the StatefulSet's image (spec.image once approved)
+    waiting_proposals: tuple[str, ...] = ()  # operator Proposal CRs the spec waits for
 
     def current_entries(self) -> dict[str, NodeEntry]:
         """Per pod name, the list entry of the node running there now.
@@ -309,7 +313,8 @@ def decide(o: Observation) -> list[c.Condition]:
             c.LIST_NOT_PUBLISHED,
             f"version {o.trusted_list.version} not published yet",
         )
-    return [ready(o), boot, attested, dist, degraded(o)]
+    found = [ready(o), boot, attested, dist, degraded(o)]
+    return found if o.up_to_date is None else [*found, o.up_to_date]
 
 
 def node_statuses(o: Observation) -> list[dict[str, Any]]:
@@ -385,6 +390,10 @@ def status_body(
         }
     elif "trustedNodeList" in existing:
         body["trustedNodeList"] = existing["trustedNodeList"]
+    if o.running_image is not None:
+        body["runningImage"] = o.running_image
+    if o.up_to_date is not None:
+        body["waitingProposals"] = list(o.waiting_proposals)
     if o.commit_index is not None:
         body["ledger"] = {"term": o.term, "commitIndex": o.commit_index}
         if o.primary:  # no empty strings in custom resources (see the CRD notes)

@@ -34,8 +34,11 @@ class Gov:
         self.user = make_identity(ids, "user0", "user", kind="ed25519")
         self.outsider = make_identity(ids, "outsider", "governor")
         key, cert = make_platform(workdir / "platform")
-        self.node = LocalNode(workdir, "node-0", [*self.governors, self.user], key, cert)
+        self.node = LocalNode(workdir, "node-0", self.members_at_genesis(), key, cert)
         self.node.start()
+
+    def members_at_genesis(self) -> list[Identity]:
+        return [*self.governors, self.user]
 
     def sign(self, who: Identity, payload: dict[str, Any]) -> bytes:
         key = keys.load_private_key(who.key.read_bytes())

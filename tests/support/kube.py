@@ -14,12 +14,13 @@ import re
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -39,7 +40,7 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
         except Exception as exc:
             last = exc
         if last and not isinstance(last, Exception):
-            return last
+            return cast(T, last)
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
@@ -139,6 +140,32 @@ def bring_up() -> Cluster:
     cluster = Cluster(started_here=not running)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     return cluster
+
+
+def build_node_variant(name: str) -> tuple[str, str]:
+    """Build node image variant ``name`` and import it into the cluster: (image, measurement).
+
+    ``scripts/build-images.sh --node-variant NAME`` derives ``localhost/consortium-node:
+    <version>-NAME`` from the node image (building that first if its sources changed) by adding
+    one module, so its code measurement differs from the node image's; an unchanged variant is
+    not rebuilt, only imported again. ``name``: 1 to 20 of a-z, 0-9 and ``-``.
+    """
+    if not re.fullmatch(r"[a-z0-9-]{1,20}", name):
+        raise ValueError(f"build_node_variant: bad name {name!r} (1 to 20 of a-z, 0-9 and -)")
+    subprocess.run(
+        ["bash", str(ROOT / "scripts/build-images.sh"), "--node-variant", name], check=True
+    )
+    out = ROOT / os.environ.get("OUT_DIR", "build/images")
+    tar = out / f"consortium-node-{name}.tar"
+    measurement = (out / f"consortium-node-{name}.measurement").read_text().strip()
+    # The reference the archive carries is the one containerd imports it under.
+    with tarfile.open(tar) as archive:
+        manifest = archive.extractfile("manifest.json")
+        assert manifest is not None, f"{tar}: no manifest.json"
+        [entry] = json.load(manifest)
+    [image] = entry["RepoTags"]
+    subprocess.run(["bash", str(ROOT / "scripts/kube.sh"), "import", str(tar)], check=True)
+    return str(image), measurement
 
 
 def tear_down(cluster: Cluster) -> None:

@@ -15,7 +15,10 @@ code the nodes run, so a member learns about a bad action here and not after a v
     proposals show FILE [--signer-cert PEM]             decode a document; verify its signature
 
 SINK is ``--out FILE`` (keep the document), ``--node URL --service-cert PEM`` (submit it to any
-node; a backup's NotLeader answer is followed to the primary once), or both.
+node; a backup's NotLeader answer is followed to the primary once), ``--kube NAME
+[--namespace NS]`` (into the Kubernetes ``Proposal`` NAME, for the operator to relay; see
+``kube_sink.py``), or several. With ``--kube``, vote and withdraw take the proposal id from the
+Proposal object when neither ``--proposal`` nor ``--proposal-id`` is given.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from consortium_node.common.timeutil import parse_duration, rfc3339, utcnow
+from consortium_node.ctl import kube_sink
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
@@ -121,9 +125,10 @@ def _path(payload: dict[str, Any]) -> str:
 
 
 def _require_sink(args: argparse.Namespace) -> None:
-    if not args.out and not args.node:
+    if not args.out and not args.node and not args.kube:
         raise CtlError(
-            "give --out FILE (keep the signed document), --node URL (submit it), or both",
+            "give --out FILE (keep the signed document), --node URL (submit it), --kube NAME "
+            "(put it into a Kubernetes Proposal), or several",
             EXIT_USAGE,
         )
 
@@ -139,7 +144,13 @@ def _sign(
     if args.node:
         answer = submit(_client(args), _path(payload), envelope)
         print(json.dumps(answer, indent=2, sort_keys=True))
-    elif args.out != "-":
+    if args.kube:
+        obj = kube_sink.put(args.kube, args.namespace, payload, envelope)
+        meta = obj["metadata"]
+        shown = {"proposal": f"{meta['namespace']}/{meta['name']}", "type": payload["type"]}
+        shown["id"] = document_id(envelope)
+        print(json.dumps(shown, indent=2, sort_keys=True))
+    elif not args.node and args.out != "-":
         summary = {"type": payload["type"], "id": document_id(envelope), "out": args.out}
         if payload["type"] == "proposal":
             summary["proposal_id"] = summary.pop("id")
@@ -215,6 +226,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _proposal_id(args: argparse.Namespace) -> str:
+    if args.kube and not args.proposal and not args.proposal_id:
+        return kube_sink.proposal_id_of(kube_sink.read_proposal(args.kube, args.namespace))
     if bool(args.proposal) == bool(args.proposal_id):
         raise CtlError("give exactly one of --proposal FILE and --proposal-id ID", EXIT_USAGE)
     if args.proposal:
@@ -323,6 +336,8 @@ def _signing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="where to write the signed document (- for stdout)")
     p.add_argument("--node", help="submit it to this node (https://HOST:PORT; any node)")
     p.add_argument("--service-cert", help="the consortium's service certificate, with --node")
+    p.add_argument("--kube", metavar="NAME", help="put it into the Kubernetes Proposal NAME")
+    p.add_argument("--namespace", help="the Proposal's namespace, with --kube (else kubectl's)")
 
 
 def add_commands(sub: Any) -> None:

@@ -14,10 +14,12 @@ Each is a COSE_Sign1 (``identity/cose.py``) signed by a member's key, with:
     ack        {"type": "ack", "consortium": C, "member_id": M}
 
 A document's id is the lowercase hex SHA-256 of its whole envelope; a proposal's id is the
-proposal_id ballots refer to. Proposals, ballots and withdrawals must come from an Active
-governor; an ack from the member it names, while that member is Accepted (not yet Active), as
-in CCF. The ``consortium`` field stops a document signed for one consortium from being
-replayed into another that shares a member.
+proposal_id ballots refer to. Ballots must come from an Active governor; proposals and
+withdrawals from an Active governor or the Active ``operator`` member (so the Kubernetes
+operator can put a Member CR or a code upgrade to the members: proposing decides nothing, only
+governors' ballots or the members' own constitution do); an ack from the member it names,
+while that member is Accepted (not yet Active), as in CCF. The ``consortium`` field stops a
+document signed for one consortium from being replayed into another that shares a member.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ FIELDS = {
     "ack": {"type", "consortium", "member_id"},
 }
 MAX_DOCUMENT_BYTES = 256 * 1024
+SIGNER_ROLES = {
+    "proposal": ("governor", "operator"),
+    "withdrawal": ("governor", "operator"),  # only ever the proposer's own (proposals.py)
+    "ballot": ("governor",),
+}
 
 
 @dataclass(frozen=True)
@@ -147,9 +154,11 @@ def verify_document(
             raise SignatureRefusedError(
                 "document.kid", f"member {signer.member_id[:16]}… is {signer.status}, not Active"
             )
-        if signer.role != "governor":
+        if signer.role not in SIGNER_ROLES[kind]:
             raise SignatureRefusedError(
-                "document.kid", f"only governors sign a {kind}; this member is a {signer.role}"
+                "document.kid",
+                f"only {' and '.join(SIGNER_ROLES[kind])} members sign a {kind}; "
+                f"this member is a {signer.role}",
             )
     payload = _payload(message.payload, kind, consortium)
     if kind == "ack" and payload["member_id"] != signer.member_id:

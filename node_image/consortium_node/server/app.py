@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consortium_node.ledger import ReceiptNotReadyError, TxId, UnknownTransactionError
+from consortium_node.ledger import TxId, UnknownTransactionError
 from consortium_node.replication.messages import (
     AppendRequest,
     M,
@@ -34,6 +34,7 @@ from consortium_node.server.governance import Governance
 from consortium_node.server.node import Member, Node, node_json
 from consortium_node.server.peers import CBOR, PeerRejectedError, PeerTransport, authenticate_peer
 from consortium_node.server.primary import Primary, not_leader
+from consortium_node.server.receipts import receipt_response
 from consortium_node.server.validation import (
     APP_TABLE,
     ApiError,
@@ -197,6 +198,10 @@ async def node_network(request: web.Request) -> web.Response:
                 {"member_id": m.member_id, "role": m.role, "status": m.status}
                 for m in sorted(s.node.members().values(), key=lambda m: m.member_id)
             ],
+            # What the members decided, so the operator can tell which parts of its
+            # Consortium spec still need their approval (a proposal).
+            "attestation_policy": s.node.policy_value(),
+            "constitution": s.node.constitution(),
         }
     )
 
@@ -321,21 +326,7 @@ async def get_kv(request: web.Request) -> web.Response:
 async def get_receipt(request: web.Request) -> web.Response:
     _app_caller(request)
     node = _services(request).node
-    txid = _txid(request)
-    try:
-        return _json(node.ledger.receipt(txid))
-    except UnknownTransactionError as exc:
-        raise ApiError(404, "NotFound", "txid", str(exc)) from exc
-    except ReceiptNotReadyError as exc:
-        return _json(
-            {
-                "status": "Pending",
-                "txid": str(txid),
-                "reason": str(exc),
-                "retry_after_ms": node.config.ledger.signature_interval_ms,
-            },
-            202,
-        )
+    return receipt_response(node.ledger, _txid(request), node.config.ledger.signature_interval_ms)
 
 
 async def get_transaction(request: web.Request) -> web.Response:

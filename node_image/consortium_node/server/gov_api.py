@@ -10,8 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from consortium_node.governance.actions import is_sha256_hex
+from consortium_node.ledger import TxId
 from consortium_node.server.governance import Governance
-from consortium_node.server.validation import ApiError, parse_query
+from consortium_node.server.receipts import receipt_response
+from consortium_node.server.validation import ApiError, parse_query, parse_txid
 
 GOVERNANCE = web.AppKey("governance", Governance)
 MAX_DOCUMENT = 256 * 1024
@@ -59,6 +61,19 @@ async def get_proposal(request: web.Request) -> web.Response:
     return web.json_response(request.app[GOVERNANCE].view(_proposal_id(request)))
 
 
+async def get_proposal_receipt(request: web.Request) -> web.Response:
+    """The receipt of the transaction that recorded the proposal's current state (for a
+    decided proposal, its outcome; for an Expired one, its last ballot or its opening)."""
+    parse_query(request.query, set(), set())
+    governance = request.app[GOVERNANCE]
+    view = governance.view(_proposal_id(request))
+    term, index = parse_txid(view["txid"])
+    node = governance.node
+    return receipt_response(
+        node.ledger, TxId(term, index), node.config.ledger.signature_interval_ms
+    )
+
+
 async def list_proposals(request: web.Request) -> web.Response:
     parse_query(request.query, set(), set())
     return web.json_response({"proposals": request.app[GOVERNANCE].views()})
@@ -68,6 +83,7 @@ ROUTES = [
     ("POST", "/gov/proposals", post_proposal),
     ("GET", "/gov/proposals", list_proposals),
     ("GET", "/gov/proposals/{proposal_id}", get_proposal),
+    ("GET", "/gov/proposals/{proposal_id}/receipt", get_proposal_receipt),
     ("POST", "/gov/proposals/{proposal_id}/ballots", post_ballot),
     ("POST", "/gov/proposals/{proposal_id}/withdraw", post_withdrawal),
     ("POST", "/gov/members/ack", post_ack),

@@ -79,7 +79,7 @@ from consortium_node.server.genesis import (
 from consortium_node.server.join_secrets import join_context
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
-from consortium_node.server.sealed import SealedStore
+from consortium_node.server.sealed import SealedStore, SealedStoreError
 
 log = logging.getLogger("consortium_node.node")
 
@@ -104,6 +104,17 @@ def policy_from_value(value: dict[str, Any]) -> Policy:
         min_tcb_version=value["min_tcb_version"],
         revoked_chip_ids=frozenset(value["revoked_chip_ids"]),
     )
+
+
+def set_aside(data_dir: Path, tag: str) -> Path:
+    """Move everything in ``data_dir`` into ``retired-<UTC stamp>-<tag>/`` (never deleted:
+    no data is lost) so the node can start with a fresh identity."""
+    aside = data_dir / f"retired-{utcnow():%Y%m%dT%H%M%SZ}-{tag}"
+    aside.mkdir(parents=True)
+    for child in list(data_dir.iterdir()):
+        if child != aside and not child.name.startswith("retired-"):
+            child.rename(aside / child.name)
+    return aside
 
 
 class Node:
@@ -156,7 +167,20 @@ class Node:
     @classmethod
     def open(cls, config: NodeConfig) -> Node:
         """Start a node from its configuration and data directory."""
-        node = cls(config)
+        try:
+            node = cls(config)
+        except SealedStoreError as exc:
+            # Sealed by other code (a code upgrade: sealing keys derive from the measurement)
+            # or another chip. This code can never use that identity; keep it and join afresh
+            # (never as a second genesis: that would be a second network).
+            if config.mode == "genesis":
+                raise NodeStartError(
+                    f"{exc}; a genesis node will not start a second network "
+                    "over it: start this node as a joiner"
+                ) from exc
+            aside = set_aside(config.data_dir, "sealed-elsewhere")
+            log.warning("%s; the data is kept at %s and the node starts afresh", exc, aside)
+            node = cls(config)
         if node.sealed.exists("service-identity") and node._retired_by_published_list():
             node._set_aside_retired_identity()
             node = cls(config)
@@ -198,12 +222,7 @@ class Node:
 
     def _set_aside_retired_identity(self) -> None:
         """Move this Retired node's data aside (kept, never deleted) and start afresh."""
-        stamp = f"{utcnow():%Y%m%dT%H%M%SZ}"
-        aside = self.data_dir / f"retired-{stamp}-{self.node_id[:16]}"
-        aside.mkdir(parents=True)
-        for child in list(self.data_dir.iterdir()):
-            if child != aside and not child.name.startswith("retired-"):
-                child.rename(aside / child.name)
+        aside = set_aside(self.data_dir, self.node_id[:16])
         log.warning(
             "this node (%s) is Retired in the published trusted-node list; its data is kept "
             "at %s and the node starts with a fresh identity",

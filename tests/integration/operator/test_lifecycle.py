@@ -56,6 +56,7 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
         "NodesAttested": "True",
         "TrustedListDistributed": "True",
         "Degraded": "False",
+        "UpToDate": "True",
     }
     assert st["members"] == {"total": 2, "active": 2}
     assert [n["status"] for n in st["nodes"]] == ["Trusted"] * 3
@@ -78,13 +79,22 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
         assert cluster.condition(ns, "member", member, "Active")["status"] == "True"
     reasons = {e["reason"] for e in cluster.events(ns, "demo")}
     assert {"NodeTrusted", "ConsortiumReady", "TrustedListPublished"} <= reasons
-    # Removing a member after bootstrap is a governance request, reported, not acted on.
-    cluster.kubectl("-n", ns, "delete", "member", "bob")
-    wait_for(
-        "the removal reported as a governance request",
-        lambda: any(e["reason"] == "MemberRemovalRequested" for e in cluster.events(ns, "demo")),
+    # Removing a member after bootstrap is the members' decision: a Proposal, not an act.
+    cluster.kubectl("-n", ns, "delete", "member", "bob", "--timeout=60s")
+    proposal = wait_for(
+        "the removal put to the members as a Proposal",
+        lambda: next(
+            (
+                p
+                for p in cluster.items(ns, "proposals", "consortium.tee.dev/intent=remove-member")
+                if (p.get("status") or {}).get("state") == "Open"
+            ),
+            None,
+        ),
         60,
     )
+    assert proposal["status"]["actions"][0]["name"] == "remove_member"
+    assert any(e["reason"] == "MemberRemovalProposed" for e in cluster.events(ns, "demo"))
     wait_for(
         "members.total 1 (the ledger still has both)",
         lambda: (

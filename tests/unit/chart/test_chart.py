@@ -34,6 +34,7 @@ OPERATOR = REPO / "operator" / "consortium_operator"
 CRD_FILES = {
     "consortia.consortium.tee.dev.yaml": REPO / "crds" / "consortia.consortium.tee.dev.yaml",
     "members.consortium.tee.dev.yaml": REPO / "crds" / "members.consortium.tee.dev.yaml",
+    "proposals.consortium.tee.dev.yaml": REPO / "crds" / "proposals.consortium.tee.dev.yaml",
     "1-peering-crds.yaml": REPO / "crds" / "kopf" / "1-peering-crds.yaml",
 }
 
@@ -99,7 +100,7 @@ def test_crds_validate(kube_version: str) -> None:
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{path.name}: {doc['metadata']['name']}: {exc.message}")
             kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Consortium", "Member", "ClusterKopfPeering", "KopfPeering"}
+    assert kinds == {"Consortium", "Member", "Proposal", "ClusterKopfPeering", "KopfPeering"}
 
 
 # ---------------------------------------------------------------------------- values schema
@@ -258,7 +259,8 @@ def _needed() -> dict[tuple[str, str], set[str]]:
         group, plural = kinds[kind]
         needed.setdefault((group, plural + sub), set()).update(verbs)
 
-    for kind in re.findall(r'"kind": "(\w+)"', sources["builders.py"]):
+    built = sources["builders.py"] + sources["intents.py"] + sources["relay.py"]
+    for kind in re.findall(r'"kind": "(\w+)"', built):
         if kind != "Consortium":  # the owner reference, not an applied object
             need(kind, "get", "create", "patch")  # get the live object, then server-side apply
     calls = r'\b(?:kube\(\)|kube|k)\.(get|list|delete)\(\s*"([A-Z]\w+)"'
@@ -274,8 +276,10 @@ def _needed() -> dict[tuple[str, str], set[str]]:
     ):
         key = ("consortium.tee.dev" if group == "GROUP" else "", plural)
         needed.setdefault(key, set()).update({"list", "watch"})
-    if "kopf.on.delete(" in sources["handlers.py"]:  # the finalizer is added with a patch
-        needed.setdefault(("consortium.tee.dev", "consortia"), set()).add("patch")
+    for plural in re.findall(
+        r'kopf\.on\.delete\(\s*GROUP\s*,\s*VERSION\s*,\s*"(\w+)"', sources["handlers.py"]
+    ):
+        needed.setdefault(("consortium.tee.dev", plural), set()).add("patch")  # the finalizer
     return needed
 
 
@@ -294,7 +298,7 @@ def test_rbac_covers_what_the_operator_calls(helm_bin: str, values: str) -> None
         if (group, plural) != ("consortium.tee.dev", "consortia/finalizers"):
             assert "update" not in verbs, (group, plural)
         if "delete" in verbs:
-            assert plural in {"pods", "persistentvolumeclaims"}, plural
+            assert plural in {"pods", "persistentvolumeclaims", "proposals"}, plural
     for plural in ("secrets", "configmaps", "services"):
         assert not {"list", "watch"} & grants[("", plural)], plural
     assert ("events.k8s.io", "events") not in grants

@@ -37,7 +37,11 @@ def _load_crd(plural: str) -> dict[str, Any]:
     return crd
 
 
-CRD = {"Consortium": _load_crd("consortia"), "Member": _load_crd("members")}
+CRD = {
+    "Consortium": _load_crd("consortia"),
+    "Member": _load_crd("members"),
+    "Proposal": _load_crd("proposals"),
+}
 
 
 def _version(kind: str) -> dict[str, Any]:
@@ -157,7 +161,11 @@ def _first_error_path(kind: str, obj: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(
     ("kind", "plural", "singular", "short"),
-    [("Consortium", "consortia", "consortium", "cons"), ("Member", "members", "member", "mem")],
+    [
+        ("Consortium", "consortia", "consortium", "cons"),
+        ("Member", "members", "member", "mem"),
+        ("Proposal", "proposals", "proposal", "prop"),
+    ],
 )
 def test_names_scope_and_version(kind: str, plural: str, singular: str, short: str) -> None:
     crd = CRD[kind]
@@ -205,6 +213,15 @@ PRINTER_COLUMNS = {
         ("Role", "string", ".spec.role", 0),
         ("Member ID", "string", ".status.memberId", 1),
         ("Active", "string", '.status.conditions[?(@.type=="Active")].status', 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+    ],
+    "Proposal": [
+        ("Consortium", "string", ".spec.consortium", 0),
+        ("Action", "string", ".status.action", 0),
+        ("State", "string", ".status.state", 0),
+        ("Votes", "string", ".status.votes", 0),
+        ("Proposal ID", "string", ".status.proposalId", 1),
+        ("Reason", "string", ".status.reason", 1),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ],
 }

@@ -83,3 +83,53 @@ def test_own_measurement_not_allowed_refuses_to_start(config: NodeConfig) -> Non
     bad = replace(config, attestation=replace(config.attestation, measurements=("0" * 64,)))
     with pytest.raises(NodeStartError, match="MeasurementNotAllowed"):
         Node.open(bad)
+
+
+class _JoinStartedError(Exception):
+    pass
+
+
+def _other_code(monkeypatch: pytest.MonkeyPatch) -> str:
+    other = "ab" * 32
+    monkeypatch.setattr("consortium_node.server.node.measure_installed", lambda: other)
+    return other
+
+
+def test_identity_sealed_by_other_code_is_set_aside_and_the_node_joins_afresh(
+    config: NodeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code upgrade: the new measurement cannot unseal the old identity (sealing keys derive
+    from it), so the node keeps the old data aside and starts as a joiner with a new key."""
+    node = Node.open(config)
+    old_id = node.node_id
+    node.close()
+    data_dir = config.data_dir
+    old_files = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file())
+    _other_code(monkeypatch)
+    joiner = replace(config, mode="join")
+    opened: list[Node] = []
+
+    def join(self: Node) -> None:  # no primary to join here: stop where the join would start
+        opened.append(self)
+        raise _JoinStartedError
+
+    monkeypatch.setattr(Node, "_join", join)
+    with pytest.raises(_JoinStartedError):
+        Node.open(joiner)
+    (fresh,) = opened
+    assert fresh.node_id != old_id
+    (aside,) = data_dir.glob("retired-*-sealed-elsewhere")
+    kept = sorted(p.relative_to(aside) for p in aside.rglob("*") if p.is_file())
+    assert kept == old_files, "everything sealed by the old code is kept, nothing deleted"
+
+
+def test_genesis_over_identity_sealed_by_other_code_is_refused(
+    config: NodeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node.open(config)
+    node.close()
+    before = sorted(p.relative_to(config.data_dir) for p in config.data_dir.rglob("*"))
+    _other_code(monkeypatch)
+    with pytest.raises(NodeStartError, match="will not start a second network"):
+        Node.open(config)
+    assert sorted(p.relative_to(config.data_dir) for p in config.data_dir.rglob("*")) == before
