@@ -15,22 +15,42 @@ Write set [entries.validate_write_set]
 
 Entry payload [entries.Entry.encode, entries.decode_entry]
     Canonical CBOR (RFC 8949 core deterministic encoding, ``cbor2.dumps(canonical=True)``) of
-    the 6-element array ``[1, term, index, kind, write_set_digest, body]`` where ``1`` is the
-    format version, ``kind`` is 1 PUBLIC (governance), 2 PRIVATE (application), 3 SIGNATURE,
-    ``write_set_digest`` is a 32-byte string and ``body`` a byte string:
+    the 6-element array ``[format, term, index, kind, write_set_digest, body]`` where
+    ``format`` is 1 or 2 (below), ``kind`` is 1 PUBLIC (governance), 2 PRIVATE (application),
+    3 SIGNATURE, ``write_set_digest`` is a 32-byte string and ``body`` a byte string:
 
     * PUBLIC:    ``body = canonical_json({"salt": "", "writes": ws})``
     * PRIVATE:   ``plaintext = canonical_json({"salt": s, "writes": ws})`` with ``s`` = 32 hex
-      digits of 16 random bytes, ``body = nonce(12 random bytes) || AES-256-GCM(ledger_secret,
-      nonce, plaintext, aad)`` (ciphertext then the 16-byte tag), ``aad = b"CLE1" ||
-      u64be(term) || u64be(index) || u8(kind)`` — a ciphertext cannot be moved to another
-      position or kind.
+      digits of 16 random bytes, encrypted with the ledger secret version ``v`` in force at
+      ``index`` (see Ledger secrets):
+
+      - ``v = 1``, format 1: ``body = nonce(12 random bytes) || AES-256-GCM(secret_1, nonce,
+        plaintext, aad)`` (ciphertext then the 16-byte tag), ``aad = b"CLE1" || u64be(term) ||
+        u64be(index) || u8(kind)``. This is the only format ledgers written before secret
+        rotation contain; such entries read as version 1, unchanged.
+      - ``v >= 2``, format 2: ``body = u32be(v) || nonce(12) || AES-256-GCM(secret_v, nonce,
+        plaintext, aad)``, ``aad = b"CLE2" || u64be(term) || u64be(index) || u8(kind) ||
+        u32be(v)``. Format 2 is refused for other kinds and for ``v < 2``, so every entry has
+        exactly one encoding (followers compare bytes), and ``v`` is inside ``body``, so the
+        leaf (``body_sha256``) and receipts commit to it without changing the leaf format.
+
+      Either way a ciphertext cannot be moved to another position, kind or secret version.
     * SIGNATURE: ``body = canonical_json({"node_id", "root": hex, "tree_size", "signature":
       hex of DER ECDSA, "node_certificate": PEM, "term"})``.
 
     ``write_set_digest = SHA-256(plaintext body)`` (for PUBLIC and SIGNATURE the plaintext is
     ``body``). The random salt keeps a low-entropy private value from being guessed by hashing
     candidates against the public digest.
+
+Ledger secrets [secrets.LedgerSecrets]
+    Version 1 is in force from index 1 (created at genesis). A *rotation entry* is a PUBLIC
+    entry at index ``r`` writing exactly ``{"public:consortium.ledger_secrets": {"<v>":
+    {"version": v, "applies_from": r + 1, "wrapped": {node_id: base64 blob}}}}`` with ``v``
+    the previous version + 1; version ``v`` is in force from ``r + 1``. A PRIVATE entry must
+    name the version in force at its index (``UnknownSecretVersionError`` otherwise: refused on
+    append and replay). Each node unwraps its own blob when the entry is appended, replicated
+    or replayed; a node that is no recipient keeps the entry and the log but cannot decrypt
+    later private entries (``SecretUnavailableError`` on private reads).
 
 Leaf [entries.Entry.leaf_components, entries.leaf_of]
     ``leaf_components = {"txid": "<term>.<index>", "kind": int, "write_set_sha256": hex of
@@ -71,11 +91,12 @@ Log positions [ledger.Ledger, entry_log.EntryLog]
       and committed signatures serve ``read`` and ``receipt``.
 
     ``Ledger.open`` replays and verifies every chunk (tree, terms, signature roots and
-    keys, decryption) but commits nothing: ``commit_index`` is 0 and the KV state empty until
-    consensus calls ``advance_commit`` (entries are then read back from disk and decrypted on
-    demand). ``close()`` syncs, it does not commit. The speculative public view
-    (``public_get``, ``public_keys``) covers every appended entry, committed or not, because
-    Raft uses the latest configuration in its log.
+    keys, secret versions, decryption with every version held) but commits nothing:
+    ``commit_index`` is 0 and the KV state empty until consensus calls ``advance_commit``
+    (entries are then read back from disk and decrypted on demand). ``close()`` syncs, it
+    does not commit. The speculative public view (``public_get``, ``public_keys``) covers
+    every appended entry, committed or not, because Raft uses the latest configuration in
+    its log.
 
 Truncation [ledger.Ledger.truncate, storage.ChunkStore.truncate]
     ``truncate(last_kept)`` drops every entry with index ``> last_kept`` from memory, disk,
@@ -103,6 +124,8 @@ from consortium_node.ledger.errors import (
     LedgerError,
     ReceiptError,
     ReceiptNotReadyError,
+    SecretUnavailableError,
+    UnknownSecretVersionError,
     UnknownTransactionError,
     WriteSetError,
 )
@@ -114,24 +137,38 @@ from consortium_node.ledger.ledger import (
     TransactionView,
 )
 from consortium_node.ledger.receipt import VerifiedReceipt, verify_receipt
+from consortium_node.ledger.secrets import (
+    T_LEDGER_SECRETS,
+    HeldSecret,
+    LedgerSecrets,
+    Rotation,
+    rotation_record,
+)
 
 __all__ = [
+    "T_LEDGER_SECRETS",
     "EntryFormatError",
     "EntryKind",
+    "HeldSecret",
     "Ledger",
     "LedgerConfig",
     "LedgerCorruptionError",
     "LedgerError",
+    "LedgerSecrets",
     "LedgerSigner",
     "NodeKeySigner",
     "ReceiptError",
     "ReceiptNotReadyError",
+    "Rotation",
+    "SecretUnavailableError",
     "TransactionView",
     "TxId",
+    "UnknownSecretVersionError",
     "UnknownTransactionError",
     "VerifiedReceipt",
     "WriteSet",
     "WriteSetError",
     "peek_position",
+    "rotation_record",
     "verify_receipt",
 ]

@@ -28,14 +28,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from consortium_node.common.canonical import CanonicalJSONError, canonical_json
 from consortium_node.ledger.errors import EntryFormatError, WriteSetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # every entry kind; a PRIVATE entry in this format uses secret version 1
+FORMAT_VERSIONED = 2  # PRIVATE entries only: the body names the secret version (>= 2)
 AAD_MAGIC = b"CLE1"
+AAD_MAGIC_VERSIONED = b"CLE2"
+SECRET_VERSION_SIZE = 4
+TAG_SIZE = 16
 NONCE_SIZE = 12
 SECRET_SIZE = 32
 DIGEST_SIZE = 32
 SALT_BYTES = 16
 PUBLIC_PREFIX = "public:"
 _U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
 
 # A JSON value (null, bool, int, str, list, object; no floats). Typed as Any on purpose: a
 # precise recursive alias makes ordinary ``dict[str, int]`` write sets fail type checking
@@ -121,20 +126,39 @@ def _body_json(salt: str, write_set: WriteSet) -> bytes:
         raise WriteSetError("writes", str(exc)) from exc
 
 
-def private_aad(term: int, index: int, kind: EntryKind) -> bytes:
-    """AES-GCM associated data: b"CLE1" || u64be term || u64be index || u8 kind."""
-    return AAD_MAGIC + struct.pack(">QQB", term, index, kind)
+def private_aad(term: int, index: int, kind: EntryKind, secret_version: int = 1) -> bytes:
+    """AES-GCM associated data: b"CLE1" || u64be term || u64be index || u8 kind for secret
+    version 1; b"CLE2" || u64be term || u64be index || u8 kind || u32be secret_version after."""
+    if secret_version == 1:
+        return AAD_MAGIC + struct.pack(">QQB", term, index, kind)
+    return AAD_MAGIC_VERSIONED + struct.pack(">QQBI", term, index, kind, secret_version)
+
+
+def check_secret_version(version: object) -> int:
+    """A ledger secret version: an integer in [1, 2**32)."""
+    if type(version) is not int or not 1 <= version <= _U32_MAX:
+        raise EntryFormatError(f"ledger secret version {version!r} is not an integer in [1, 2**32)")
+    return version
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One decoded ledger entry, exactly the fields of its CBOR payload."""
+    """One decoded ledger entry, exactly the fields of its CBOR payload (``format`` is its
+    first element: 1, or 2 for a PRIVATE entry encrypted with secret version >= 2)."""
 
     term: int
     index: int
     kind: EntryKind
     write_set_digest: bytes
     body: bytes
+    format: int = FORMAT_VERSION
+
+    @property
+    def secret_version(self) -> int:
+        """The ledger secret version a PRIVATE entry is encrypted with (1 in format 1)."""
+        if self.format == FORMAT_VERSION:
+            return 1
+        return int.from_bytes(self.body[:SECRET_VERSION_SIZE], "big")
 
     @property
     def txid(self) -> TxId:
@@ -163,10 +187,10 @@ class Entry:
         return hashlib.sha256(text.encode("ascii")).digest()
 
     def encode(self) -> bytes:
-        """The payload: canonical CBOR [1, term, index, kind, write_set_digest, body]."""
+        """The payload: canonical CBOR [format, term, index, kind, write_set_digest, body]."""
         return cbor2.dumps(
             [
-                FORMAT_VERSION,
+                self.format,
                 self.term,
                 self.index,
                 int(self.kind),
@@ -197,28 +221,41 @@ def private_entry(
     *,
     salt: str | None = None,
     nonce: bytes | None = None,
+    secret_version: int = 1,
 ) -> Entry:
-    """An encrypted application entry; the digest is over the salted plaintext."""
+    """An application entry encrypted with ``aead``, the secret of ``secret_version``.
+
+    Version 1 is written in format 1 (byte for byte what nodes wrote before rotation existed),
+    later versions in format 2 with the version leading the body; the digest is over the
+    salted plaintext.
+    """
     validate_write_set(write_set, EntryKind.PRIVATE)
+    check_secret_version(secret_version)
     plaintext = _body_json(secrets.token_hex(SALT_BYTES) if salt is None else salt, write_set)
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
-    aad = private_aad(term, index, EntryKind.PRIVATE)
-    body = nonce + aead.encrypt(nonce, plaintext, aad)
-    return Entry(term, index, EntryKind.PRIVATE, hashlib.sha256(plaintext).digest(), body)
+    aad = private_aad(term, index, EntryKind.PRIVATE, secret_version)
+    sealed = nonce + aead.encrypt(nonce, plaintext, aad)
+    digest = hashlib.sha256(plaintext).digest()
+    if secret_version == 1:
+        return Entry(term, index, EntryKind.PRIVATE, digest, sealed)
+    body = secret_version.to_bytes(SECRET_VERSION_SIZE, "big") + sealed
+    return Entry(term, index, EntryKind.PRIVATE, digest, body, FORMAT_VERSIONED)
 
 
 def decrypt_body(aead: AESGCM, entry: Entry) -> bytes:
-    """Plaintext of a PRIVATE entry; EntryFormatError if the secret or the bytes are wrong."""
-    if len(entry.body) < NONCE_SIZE + 16:
+    """Plaintext of a PRIVATE entry, ``aead`` being the secret of ``entry.secret_version``;
+    EntryFormatError if the secret or the bytes are wrong."""
+    sealed = entry.body if entry.format == FORMAT_VERSION else entry.body[SECRET_VERSION_SIZE:]
+    if len(sealed) < NONCE_SIZE + TAG_SIZE:
         raise EntryFormatError(f"private body is {len(entry.body)} bytes, too short for AES-GCM")
-    nonce, ciphertext = entry.body[:NONCE_SIZE], entry.body[NONCE_SIZE:]
+    nonce, ciphertext = sealed[:NONCE_SIZE], sealed[NONCE_SIZE:]
+    aad = private_aad(entry.term, entry.index, entry.kind, entry.secret_version)
     try:
-        plaintext = aead.decrypt(
-            nonce, ciphertext, private_aad(entry.term, entry.index, entry.kind)
-        )
+        plaintext = aead.decrypt(nonce, ciphertext, aad)
     except InvalidTag as exc:
         raise EntryFormatError(
-            "private body does not decrypt (wrong ledger secret, or the bytes were altered)"
+            f"private body does not decrypt with ledger secret version {entry.secret_version} "
+            "(wrong secret, or the bytes were altered)"
         ) from exc
     return plaintext
 
@@ -242,9 +279,15 @@ def parse_body(plaintext: bytes, kind: EntryKind) -> tuple[str, WriteSet]:
     return salt, writes
 
 
-def open_entry(aead: AESGCM, entry: Entry) -> tuple[str, WriteSet]:
-    """Salt and write set of a PUBLIC or PRIVATE entry, with its digest checked."""
-    plaintext = decrypt_body(aead, entry) if entry.kind is EntryKind.PRIVATE else entry.body
+def open_entry(aead: AESGCM | None, entry: Entry) -> tuple[str, WriteSet]:
+    """Salt and write set of a PUBLIC or PRIVATE entry, with its digest checked (``aead``: the
+    secret of a PRIVATE entry's version; unused for PUBLIC)."""
+    if entry.kind is EntryKind.PRIVATE:
+        if aead is None:
+            raise EntryFormatError("a private entry needs its ledger secret to open")
+        plaintext = decrypt_body(aead, entry)
+    else:
+        plaintext = entry.body
     if hashlib.sha256(plaintext).digest() != entry.write_set_digest:
         raise EntryFormatError("write_set_digest is not the SHA-256 of the plaintext body")
     return parse_body(plaintext, entry.kind)
@@ -268,8 +311,8 @@ def _read_uint(payload: bytes, pos: int) -> tuple[int, int]:
 
 def peek_position(payload: bytes) -> tuple[int, int]:
     """``(term, index)`` of a payload from its CBOR header alone (no full decode)."""
-    if payload[:2] != b"\x86\x01":
-        raise EntryFormatError("payload is not a CBOR array of 6 starting with version 1")
+    if payload[:2] not in (b"\x86\x01", b"\x86\x02"):
+        raise EntryFormatError("payload is not a CBOR array of 6 starting with format 1 or 2")
     term, pos = _read_uint(payload, 2)
     index, _ = _read_uint(payload, pos)
     return term, index
@@ -296,8 +339,10 @@ def decode_entry(payload: bytes) -> Entry:
     if not isinstance(obj, list) or len(obj) != 6:
         raise EntryFormatError("payload is not a CBOR array of 6 items")
     version, term, index, kind, digest, body = obj
-    if version != FORMAT_VERSION or type(version) is not int:
-        raise EntryFormatError(f"entry format version {version!r} is not {FORMAT_VERSION}")
+    if type(version) is not int or version not in (FORMAT_VERSION, FORMAT_VERSIONED):
+        raise EntryFormatError(
+            f"entry format version {version!r} is not {FORMAT_VERSION} or {FORMAT_VERSIONED}"
+        )
     for name, value in (("term", term), ("index", index)):
         if type(value) is not int or not 0 <= value <= _U64_MAX:
             raise EntryFormatError(f"{name} {value!r} is not an unsigned 64-bit integer")
@@ -307,7 +352,25 @@ def decode_entry(payload: bytes) -> Entry:
         raise EntryFormatError("write_set_digest is not a 32-byte string")
     if not isinstance(body, bytes):
         raise EntryFormatError("body is not a byte string")
-    return Entry(term, index, EntryKind(kind), digest, body)
+    if version == FORMAT_VERSIONED:
+        _check_versioned(kind, body)
+    return Entry(term, index, EntryKind(kind), digest, body, version)
+
+
+def _check_versioned(kind: int, body: bytes) -> None:
+    """Format 2 is only for PRIVATE entries of secret version >= 2 (one encoding per entry)."""
+    if kind != EntryKind.PRIVATE:
+        raise EntryFormatError(
+            f"entry format version 2 is only for private entries, not kind {kind}"
+        )
+    if len(body) < SECRET_VERSION_SIZE + NONCE_SIZE + TAG_SIZE:
+        raise EntryFormatError(f"format version 2 private body is {len(body)} bytes, too short")
+    secret_version = int.from_bytes(body[:SECRET_VERSION_SIZE], "big")
+    if secret_version < 2:
+        raise EntryFormatError(
+            f"format 2 names ledger secret version {secret_version}; version 1 is written in "
+            "format 1"
+        )
 
 
 @dataclass(frozen=True)

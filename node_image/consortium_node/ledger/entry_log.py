@@ -15,13 +15,12 @@ from __future__ import annotations
 import bisect
 from array import array
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from consortium_node.ledger.entries import Entry, EntryKind
 from consortium_node.ledger.errors import EntryFormatError, LedgerError, UnknownTransactionError
 from consortium_node.ledger.merkle import MerkleTree
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.replica import Staged, check_stored, staged_from
+from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.storage import ChunkStore
 
 
@@ -129,14 +128,15 @@ class EntryLog:
         """The durable entry at ``index`` read back from disk, checked against its leaf."""
         return check_stored(self.store.read(index), index, self._terms[index - 1], self.tree)
 
-    def staged(self, index: int, aead: AESGCM) -> Staged:
-        """The entry at ``index`` opened: from memory, or read back and decrypted."""
+    def staged(self, index: int, secrets: LedgerSecrets) -> Staged:
+        """The entry at ``index`` opened: from memory, or read back and decrypted (``unreadable``
+        if this node does not hold its secret version)."""
         first = self._recent_first()
         if index >= first:
             return self._recent[index - first]
         entry = self.stored_entry(index)
         try:
-            return staged_from(entry, b"", aead)
+            return staged_from(entry, b"", secrets)
         except EntryFormatError as exc:
             raise LedgerError(
                 f"entry {entry.txid} read back from disk does not open: {exc}"

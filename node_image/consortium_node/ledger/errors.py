@@ -2,7 +2,8 @@
 
 Every error names where the problem is: a chunk file and byte offset for on-disk damage, a
 field for malformed write sets and receipts, a transaction id and the current commit for
-lookups. Callers map them to HTTP statuses (unknown → 404, not ready → 202, receipt → 400).
+lookups. Callers map them to HTTP statuses (unknown → 404, not ready → 202, receipt → 400,
+secret unavailable → 503).
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ class LedgerCorruptionError(LedgerError):
 
 class EntryFormatError(LedgerError):
     """An entry payload does not decode (wrapped in LedgerCorruptionError when read from disk)."""
+
+
+class UnknownSecretVersionError(EntryFormatError):
+    """A private entry names a ledger secret version that is not in force at its position (never
+    introduced by a rotation entry before it, or superseded): the entry is refused."""
+
+
+class SecretUnavailableError(LedgerError):
+    """This node does not hold the ledger secret version some private data needs.
+
+    Expected on a node left out of a rotation (a Retired node): it keeps the log, verifies its
+    tree and signatures, but cannot read private entries encrypted after that rotation.
+    """
 
 
 class UnknownTransactionError(LedgerError):

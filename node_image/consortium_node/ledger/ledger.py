@@ -8,7 +8,9 @@ separate steps, ``commit_index <= durable_index <= last_index``, and an uncommit
 be truncated (see the package docstring). Reads and receipts only see committed state; the
 speculative public view covers every entry, because Raft acts on the latest configuration in
 its log. Periodic signature entries sign the Merkle root of all entries before them with the
-node key, which is what makes offline receipts possible.
+node key, which is what makes offline receipts possible. Private entries are encrypted with
+the ledger secret version in force at their index (``secrets.LedgerSecrets``); a node that
+does not hold a version keeps the log but refuses to serve private state past it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from consortium_node.ledger.entries import (
-    SECRET_SIZE,
+    PUBLIC_PREFIX,
     Entry,
     EntryKind,
     SignatureBody,
@@ -39,6 +39,7 @@ from consortium_node.ledger.errors import (
     LedgerCorruptionError,
     LedgerError,
     ReceiptNotReadyError,
+    SecretUnavailableError,
     UnknownTransactionError,
     WriteSetError,
 )
@@ -51,6 +52,7 @@ from consortium_node.ledger.replica import (
     check_entry,
     view_of,
 )
+from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.signing import (
     CertificateCache,
     LedgerSigner,
@@ -62,6 +64,7 @@ from consortium_node.ledger.storage import ChunkStore
 __all__ = [
     "Ledger",
     "LedgerConfig",
+    "LedgerSecrets",
     "LedgerSigner",
     "NodeKeySigner",
     "TransactionView",
@@ -97,15 +100,14 @@ class Ledger:
     def __init__(
         self,
         store: ChunkStore,
-        ledger_secret: bytes,
+        secrets: LedgerSecrets,
         config: LedgerConfig,
         clock: Callable[[], float],
     ) -> None:
-        if not isinstance(ledger_secret, bytes) or len(ledger_secret) != SECRET_SIZE:
-            raise LedgerError(f"the ledger secret must be {SECRET_SIZE} bytes")
         self._store = store
         self._log = EntryLog(store)
-        self._aead = AESGCM(ledger_secret)
+        self._secrets = secrets
+        self._unreadable: tuple[int, int] | None = None  # first committed (index, version)
         self._config = config
         self._clock = clock
         self._term = 1
@@ -120,19 +122,26 @@ class Ledger:
         cls,
         directory: Path | str,
         *,
-        ledger_secret: bytes,
+        ledger_secret: bytes | LedgerSecrets,
         config: LedgerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Ledger:
         """Open (or create) the ledger in ``directory``, replaying and checking every chunk.
 
+        ``ledger_secret`` is the version-1 secret alone, or the node's ``LedgerSecrets``
+        (every version it holds, and how to unwrap its copy in a rotation entry).
         Every replayed entry is durable and none is committed: consensus says how far the
         log is committed (``advance_commit``); until then the KV state is empty.
         """
         config = config or LedgerConfig()
+        secrets = (
+            ledger_secret
+            if isinstance(ledger_secret, LedgerSecrets)
+            else LedgerSecrets(ledger_secret)
+        )
         store = ChunkStore(directory, config.chunk_max_bytes)
         try:
-            ledger = cls(store, ledger_secret, config, clock)
+            ledger = cls(store, secrets, config, clock)
             for payload, path, offset in store.replay():
                 ledger._replay(payload, path, offset)
         except BaseException:
@@ -146,7 +155,7 @@ class Ledger:
         log = self._log
         try:
             entry, staged = check_entry(
-                payload, log.tree, log.term_at(log.last_index), self._aead, self._certificates
+                payload, log.tree, log.term_at(log.last_index), self._secrets, self._certificates
             )
         except EntryFormatError as exc:
             raise LedgerCorruptionError(
@@ -206,6 +215,17 @@ class Ledger:
         return self.last_index - self.last_signed_index
 
     @property
+    def secrets(self) -> LedgerSecrets:
+        """The secret versions of this log and those this node holds."""
+        return self._secrets
+
+    @property
+    def unreadable_from(self) -> tuple[int, int] | None:
+        """``(index, secret version)`` of the first committed private entry this node cannot
+        decrypt (it was not a recipient of that rotation), or None."""
+        return self._unreadable
+
+    @property
     def recovered_torn_tail(self) -> tuple[Path, int, int] | None:
         """``(chunk, offset, bytes)`` of an unacknowledged torn write repaired at open."""
         return self._store.recovered_torn_tail
@@ -219,19 +239,30 @@ class Ledger:
     def append(self, write_sets: Sequence[WriteSet], kind: EntryKind) -> list[TxId]:
         """Append transactions (all or none); durable at ``sync()``, committed later.
 
+        PRIVATE entries are encrypted with the current secret version (SecretUnavailableError
+        if this node does not hold it); a PUBLIC rotation entry makes the next version current.
         Write sets are copied two levels deep; do not mutate their values afterwards.
         """
         if kind not in (EntryKind.PUBLIC, EntryKind.PRIVATE):
             raise WriteSetError("kind", "append takes PUBLIC or PRIVATE; use append_signature")
         first = self.last_index + 1
         made: list[tuple[Entry, WriteSet]] = []
+        if kind is EntryKind.PRIVATE:
+            version, aead = self._secrets.encrypting()  # SecretUnavailableError: not held here
         for number, write_set in enumerate(write_sets):
             index = first + number
             if kind is EntryKind.PUBLIC:
                 entry = public_entry(self._term, index, write_set)
             else:
-                entry = private_entry(self._aead, self._term, index, write_set)
+                entry = private_entry(aead, self._term, index, write_set, secret_version=version)
             made.append((entry, {table: dict(rows) for table, rows in write_set.items()}))
+        if kind is EntryKind.PUBLIC:
+            try:
+                for entry, writes in made:
+                    self._secrets.observe(entry.txid, writes)
+            except BaseException:
+                self._secrets.truncate(first - 1)
+                raise
         for entry, writes in made:
             self._log.tree.append(entry.leaf())
             self._log.record(Staged(entry.txid, kind, entry.encode(), writes, None), keep=True)
@@ -269,7 +300,7 @@ class Ledger:
         Returns the last index.
         """
         tree, base = self._log.tree, self.last_index
-        checked = check_batch(payloads, tree, self.term_at(base), self._aead, self._certificates)
+        checked = check_batch(payloads, tree, self.term_at(base), self._secrets, self._certificates)
         for entry, staged in checked:
             self._log.record(staged, keep=True)
             if entry.kind is EntryKind.SIGNATURE:
@@ -289,12 +320,15 @@ class Ledger:
 
         Applies their write sets to the KV state and makes their signatures usable for
         receipts. Never moves backwards. Entries no longer in memory (replayed at open) are
-        read back from disk, decoded and decrypted one at a time.
+        read back from disk, decoded and decrypted one at a time. A private entry this node
+        cannot decrypt is committed unread, and private reads fail from then on.
         """
         target = min(_check_index("commit index", index), self.durable_index)
         try:
             for next_index in range(self._commit_index + 1, target + 1):
-                staged = self._log.staged(next_index, self._aead)
+                staged = self._log.staged(next_index, self._secrets)
+                if staged.unreadable is not None and self._unreadable is None:
+                    self._unreadable = (next_index, staged.unreadable)
                 if staged.writes is not None:
                     self._kv.apply(staged.writes, staged.txid)
                 if staged.signature is not None:
@@ -321,11 +355,22 @@ class Ledger:
                 f"{self.commit_txid} and committed entries are never removed"
             )
         self._log.truncate(last_kept)
+        self._secrets.truncate(last_kept)
 
     # -- reads --------------------------------------------------------------------------
 
     def get(self, table: str, key: str) -> tuple[Any, TxId] | None:
-        """Committed value of ``key`` in ``table`` and the transaction that wrote it."""
+        """Committed value of ``key`` in ``table`` and the transaction that wrote it.
+
+        SecretUnavailableError for a private table once a committed private entry could not be
+        decrypted here: the value might be stale, and a stale answer would be silent data loss.
+        """
+        if self._unreadable is not None and not table.startswith(PUBLIC_PREFIX):
+            index, version = self._unreadable
+            raise SecretUnavailableError(
+                f"private state is unreadable on this node from index {index}: it does not hold "
+                f"ledger secret version {version}"
+            )
         return self._kv.get(table, key)
 
     @property
@@ -361,7 +406,7 @@ class Ledger:
 
     def read(self, txid: TxId) -> TransactionView:
         """The committed transaction ``txid``, decrypted."""
-        return view_of(self._committed_entry(txid), self._aead)
+        return view_of(self._committed_entry(txid), self._secrets)
 
     def receipt(self, txid: TxId) -> dict[str, Any]:
         """A receipt proving ``txid`` is in the tree signed by the next committed signature."""

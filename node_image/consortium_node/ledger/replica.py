@@ -6,6 +6,10 @@ root and key, digest, decryption); only the way a failure is reported differs (t
 the ``EntryFormatError``: ``LedgerCorruptionError`` with file and offset on replay, the batch
 position on append). Entries read back from disk after replay are checked against the leaf the
 tree already holds for them, so a record swapped on disk since replay is caught.
+
+A private entry must name the secret version in force at its position (``secrets``); if this
+node does not hold that version (it was left out of a rotation) the entry is kept unopened
+(``Staged.unreadable``): its leaf and position are still checked, its writes are unknown here.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.ledger.entries import (
     Entry,
@@ -27,8 +29,14 @@ from consortium_node.ledger.entries import (
     open_signature,
     position_label,
 )
-from consortium_node.ledger.errors import EntryFormatError, LedgerError
+from consortium_node.ledger.errors import (
+    EntryFormatError,
+    LedgerError,
+    SecretUnavailableError,
+    UnknownSecretVersionError,
+)
 from consortium_node.ledger.merkle import MerkleTree, leaf_hash
+from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.signing import CertificateCache, check_signature
 
 
@@ -39,8 +47,9 @@ class Staged:
     txid: TxId
     kind: EntryKind
     payload: bytes
-    writes: WriteSet | None  # PUBLIC and PRIVATE entries
+    writes: WriteSet | None  # PUBLIC and PRIVATE entries (None: unreadable here)
     signature: SignatureBody | None  # SIGNATURE entries
+    unreadable: int | None = None  # PRIVATE: the secret version this node does not hold
 
 
 @dataclass(frozen=True)
@@ -55,23 +64,33 @@ class TransactionView:
     signature: SignatureBody | None = None
 
 
-def view_of(entry: Entry, aead: AESGCM) -> TransactionView:
-    """The decrypted view of a stored entry; LedgerError if it does not open."""
+def view_of(entry: Entry, secrets: LedgerSecrets) -> TransactionView:
+    """The decrypted view of a stored entry; LedgerError if it does not open
+    (SecretUnavailableError if this node does not hold its secret version)."""
     components = entry.leaf_components()
     try:
         if entry.kind is EntryKind.SIGNATURE:
             body = open_signature(entry)
             return TransactionView(entry.txid, entry.kind, {}, "", components, body)
-        salt, writes = open_entry(aead, entry)
+        salt, writes = open_entry(secrets.aead(entry.secret_version), entry)
+    except SecretUnavailableError as exc:
+        raise SecretUnavailableError(f"entry {entry.txid}: {exc}") from exc
     except EntryFormatError as exc:
         raise LedgerError(f"entry {entry.txid} does not open: {exc}") from exc
     return TransactionView(entry.txid, entry.kind, writes, salt, components)
 
 
-def staged_from(entry: Entry, payload: bytes, aead: AESGCM) -> Staged:
-    """Open a decoded PUBLIC or PRIVATE entry (digest, decryption, write-set shape)."""
+def staged_from(entry: Entry, payload: bytes, secrets: LedgerSecrets) -> Staged:
+    """Open a decoded entry (digest, decryption, write-set shape); a PRIVATE entry whose
+    secret version this node does not hold is staged unopened (``unreadable``)."""
     if entry.kind is EntryKind.SIGNATURE:
         return Staged(entry.txid, entry.kind, payload, None, open_signature(entry))
+    aead = None
+    if entry.kind is EntryKind.PRIVATE:
+        try:
+            aead = secrets.aead(entry.secret_version)  # UnknownSecretVersionError: never introduced
+        except SecretUnavailableError:
+            return Staged(entry.txid, entry.kind, payload, None, None, entry.secret_version)
     _, writes = open_entry(aead, entry)
     return Staged(entry.txid, entry.kind, payload, writes, None)
 
@@ -80,7 +99,7 @@ def check_entry(
     payload: bytes,
     tree: MerkleTree,
     previous_term: int,
-    aead: AESGCM,
+    secrets: LedgerSecrets,
     certificates: CertificateCache,
     *,
     canonical: bool = False,
@@ -89,7 +108,9 @@ def check_entry(
 
     It must decode, have index ``tree.size + 1`` and a term ``>= previous_term`` (and
     ``>= 1``); a SIGNATURE must sign ``tree.root()`` with its own certificate's key; a
-    PUBLIC or PRIVATE entry must open. With ``canonical`` the payload must also be exactly the
+    PUBLIC or PRIVATE entry must open, a PRIVATE one with the secret version in force at its
+    index. A PUBLIC rotation entry is booked in ``secrets`` (the caller truncates ``secrets``
+    if it then drops the entry). With ``canonical`` the payload must also be exactly the
     canonical encoding of the entry (a follower stores the leader's bytes, nothing else).
     EntryFormatError names the reason.
     """
@@ -104,9 +125,16 @@ def check_entry(
             if previous_term >= 1
             else f"term {entry.term} is not a Raft term (terms start at 1)"
         )
-    staged = staged_from(entry, payload, aead)
+    if entry.kind is EntryKind.PRIVATE and entry.secret_version != secrets.current_version:
+        raise UnknownSecretVersionError(
+            f"private entry names ledger secret version {entry.secret_version}, but version "
+            f"{secrets.current_version} is in force at index {entry.index}"
+        )
+    staged = staged_from(entry, payload, secrets)
     if staged.signature is not None:
         check_signature(entry, staged.signature, tree.root(), certificates)
+    elif staged.writes is not None and entry.kind is EntryKind.PUBLIC:
+        secrets.observe(entry.txid, staged.writes)
     return entry, staged
 
 
@@ -114,14 +142,15 @@ def check_batch(
     payloads: Sequence[bytes],
     tree: MerkleTree,
     previous_term: int,
-    aead: AESGCM,
+    secrets: LedgerSecrets,
     certificates: CertificateCache,
 ) -> list[tuple[Entry, Staged]]:
     """Check a leader's batch that follows the ``tree.size`` entries before it, all or none.
 
     The leaves of the checked entries are appended to ``tree`` (a signature later in the
     batch signs a root over them); on any failure the tree is truncated back and
-    EntryFormatError names the entry, its batch position and the reason.
+    EntryFormatError names the entry, its batch position and the reason (rotations the batch
+    booked in ``secrets`` are dropped again).
     """
     base = tree.size
     checked: list[tuple[Entry, Staged]] = []
@@ -131,11 +160,11 @@ def check_batch(
                 if not isinstance(payload, bytes):
                     raise EntryFormatError(f"payload is {type(payload).__name__}, not bytes")
                 entry, staged = check_entry(
-                    payload, tree, previous_term, aead, certificates, canonical=True
+                    payload, tree, previous_term, secrets, certificates, canonical=True
                 )
             except EntryFormatError as exc:
                 label = position_label(payload) if isinstance(payload, bytes) else "?"
-                raise EntryFormatError(
+                raise type(exc)(  # EntryFormatError or its UnknownSecretVersionError
                     f"append_entries: entry {label} (batch position {position}, expected "
                     f"index {tree.size + 1}) rejected, nothing appended: {exc}"
                 ) from exc
@@ -144,6 +173,7 @@ def check_batch(
             checked.append((entry, staged))
     except BaseException:
         tree.truncate(base)
+        secrets.truncate(base)
         raise
     return checked
 

@@ -28,15 +28,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 from consortium_node.ledger import (
     EntryKind,
     Ledger,
-    LedgerError,
     LedgerSigner,
     TxId,
-    WriteSetError,
     peek_position,
 )
 from consortium_node.replication.messages import (
@@ -108,9 +106,15 @@ class _Peer:
     task: asyncio.Task[None] | None = None
 
 
+# Write sets, or a function of the index the first one will get (called when appended).
+WriteSets: TypeAlias = (
+    Sequence[dict[str, dict[str, Any]]] | Callable[[int], Sequence[dict[str, dict[str, Any]]]]
+)
+
+
 @dataclass
 class _Submission:
-    write_sets: Sequence[dict[str, dict[str, Any]]]
+    write_sets: WriteSets
     kind: EntryKind
     future: asyncio.Future[list[TxId]]
     txids: list[TxId] = field(default_factory=list)
@@ -333,12 +337,15 @@ class RaftNode:
     # ------------------------------------------------------------------ leader: writes
     async def submit(
         self,
-        write_sets: Sequence[dict[str, dict[str, Any]]],
+        write_sets: WriteSets,
         kind: EntryKind = EntryKind.PRIVATE,
         *,
         until_committed: bool = True,
     ) -> list[TxId]:
         """Append as leader and wait until committed; raises NotLeader or CommitTimeout.
+
+        ``write_sets`` may be a function of the index the first write set gets, called when
+        they are appended (a rotation entry names the index its secret applies from).
 
         ``until_committed=False`` returns once the entries are durable on the leader: a
         configuration change that adds a voter can only commit after that voter (which is
@@ -382,8 +389,11 @@ class RaftNode:
         batch = []
         for submission in queued:
             try:
-                submission.txids = self.ledger.append(submission.write_sets, submission.kind)
-            except (WriteSetError, LedgerError) as exc:
+                write_sets = submission.write_sets
+                if callable(write_sets):
+                    write_sets = write_sets(self.ledger.last_index + 1)
+                submission.txids = self.ledger.append(write_sets, submission.kind)
+            except Exception as exc:  # a write-set function may fail in its own way too
                 # One bad submission fails alone; the flusher and the rest of the batch go on.
                 if not submission.future.done():
                     submission.future.set_exception(exc)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consortium_node.ledger import TxId, UnknownTransactionError
+from consortium_node.ledger import SecretUnavailableError, TxId, UnknownTransactionError
 from consortium_node.replication.messages import (
     AppendRequest,
     M,
@@ -267,7 +267,10 @@ async def reattest(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- app
 async def _submit_as(services: Services, member_id: str, body: Any) -> dict[str, Any]:
     batch = parse_transactions(body, services.node.config.limits)
-    txids = await services.raft.submit(batch.write_sets)
+    try:
+        txids = await services.raft.submit(batch.write_sets)
+    except SecretUnavailableError as exc:  # this primary was left out of a secret rotation
+        raise ApiError(503, "SecretUnavailable", None, str(exc)) from exc
     return {"transactions": [{"txid": str(t)} for t in txids], "commit": services.node.commit()}
 
 
@@ -313,7 +316,10 @@ async def get_kv(request: web.Request) -> web.Response:
     node = _services(request).node
     parse_query(request.query, set(), set())
     key = check_key_param(request.match_info["key"], node.config.limits)
-    found = node.ledger.get(APP_TABLE, key)
+    try:
+        found = node.ledger.get(APP_TABLE, key)
+    except SecretUnavailableError as exc:
+        raise ApiError(503, "SecretUnavailable", "key", str(exc)) from exc
     commit = node.commit()
     if found is None or found[0] is None:
         raise ApiError(
@@ -335,6 +341,8 @@ async def get_transaction(request: web.Request) -> web.Response:
         return _json(_services(request).node.transaction(_txid(request)))
     except UnknownTransactionError as exc:
         raise ApiError(404, "NotFound", "txid", str(exc)) from exc
+    except SecretUnavailableError as exc:
+        raise ApiError(503, "SecretUnavailable", "txid", str(exc)) from exc
 
 
 # ---------------------------------------------------------------------- raft

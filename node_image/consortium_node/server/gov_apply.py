@@ -13,7 +13,10 @@ Tables written (DESIGN section 6; values as genesis wrote them):
 * ``public:consortium.constitution``  "constitution" → constitution.py's JSON form
 
 Node trust changes (``trust_node``/``retire_node``) and measurement changes are returned
-separately: they become the next trusted-node list version, which the primary signs.
+separately: they become the next trusted-node list version, which the primary signs. A
+``rotate_ledger_secret`` is returned as the nodes to wrap the new secret to (every node Trusted
+once the proposal's other actions applied): the secret itself is made when the transaction is
+appended (``server/ledger_secrets.py``), never here.
 """
 
 from __future__ import annotations
@@ -26,10 +29,6 @@ from consortium_node.governance.actions import KNOWN, Action
 from consortium_node.governance.constitution import Constitution, parse_constitution
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
-
-UNSUPPORTED = {
-    "rotate_ledger_secret": "ledger secret rotation is not implemented by this node version",
-}
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,7 @@ class Effects:
     trust: list[str] = field(default_factory=list)
     retire: list[str] = field(default_factory=list)
     measurements_changed: bool = False
+    secret_recipients: list[str] | None = None  # rotate the ledger secret to these nodes
 
 
 def active_governors(members: Mapping[str, Mapping[str, Any]]) -> set[str]:
@@ -144,6 +144,12 @@ def _constitution(d: _Draft, action: Action, where: str) -> None:
     d.out.writes[T_CONSTITUTION] = {"constitution": d.constitution.to_json()}
 
 
+def _rotate(d: _Draft, action: Action, where: str) -> None:
+    if d.out.secret_recipients is not None:
+        raise GovernanceError(where, "this proposal already rotates the ledger secret")
+    d.out.secret_recipients = []  # filled in once every action applied
+
+
 EFFECTS = {
     "add_member": _members,
     "remove_member": _members,
@@ -155,6 +161,7 @@ EFFECTS = {
     "remove_host_data": _policy,
     "set_attestation_validity": _policy,
     "set_constitution": _constitution,
+    "rotate_ledger_secret": _rotate,
 }
 
 
@@ -168,8 +175,6 @@ def effects_of(actions: tuple[Action, ...], state: GovState) -> Effects:
     )
     for i, action in enumerate(actions):
         where = f"actions[{i}]"
-        if action.name in UNSUPPORTED:
-            raise GovernanceError(where, UNSUPPORTED[action.name])
         effect = EFFECTS.get(action.name)
         if effect is None:  # parse_actions admits only known actions: one must be handled here
             raise GovernanceError(where, f"no effect defined for {action.name}")
@@ -178,4 +183,6 @@ def effects_of(actions: tuple[Action, ...], state: GovState) -> Effects:
         d.out.writes[T_MEMBERS] = {m: d.members.get(m) for m in sorted(d.touched_members)}
     if d.policy != state.policy:
         d.out.writes[T_ATTESTATION] = {"policy": d.policy}
+    if d.out.secret_recipients is not None:
+        d.out.secret_recipients = sorted(n for n, s in d.nodes.items() if s == "Trusted")
     return d.out

@@ -11,7 +11,8 @@ a lock, written as one public ledger transaction that carries:
   and anyone can re-verify the signatures offline;
 * when a proposal is accepted, its effects (``gov_apply.py``) and the other open proposals it
   invalidates; node trust changes and new measurements also issue the next trusted-node list
-  in the same transaction.
+  in the same transaction, and a ledger secret rotation adds its rotation record (the new
+  secret wrapped to every Trusted node), built when the transaction gets its index.
 
 An accepted proposal whose actions can no longer apply (say, the member was removed since)
 ends Rejected with reason "Failed: …" and changes nothing else.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,7 @@ from consortium_node.governance.proposals import (
 from consortium_node.ledger import EntryKind
 from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
+from consortium_node.server.ledger_secrets import rotation_writes
 from consortium_node.server.primary import RetryLaterError, not_leader
 from consortium_node.server.validation import ApiError
 
@@ -53,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("consortium_node.governance")
 
 T_PROPOSALS = "public:consortium.proposals"
+
+# Writes that depend on the index their transaction gets (a ledger secret rotation).
+Positioned = Callable[[int], dict[str, dict[str, Any]]]
 
 
 def _b64(envelope: bytes) -> str:
@@ -210,8 +216,9 @@ class Governance:
         changes: dict[str, Any] = {}
         records: dict[str, dict[str, Any]] = {}
         policy = None
+        positioned: Positioned | None = None
         if p.state == "Accepted":
-            p, writes, changes, records, policy = self._apply(p)
+            p, writes, changes, records, policy, positioned = self._apply(p)
         tallied = tally(p, constitution, governors).to_json()
         writes.setdefault(T_PROPOSALS, {})[p.proposal_id] = {
             "proposal": p.to_json(),
@@ -220,7 +227,12 @@ class Governance:
         }
         try:
             if changes or policy is not None:
-                await self.primary.issue(changes, records, extra_writes=writes, policy=policy)
+                await self.primary.issue(
+                    changes, records, extra_writes=writes, policy=policy, positioned=positioned
+                )
+            elif positioned is not None:
+                late = positioned
+                await self.raft.submit(lambda index: [{**writes, **late(index)}], EntryKind.PUBLIC)
             else:
                 await self.raft.submit([writes], EntryKind.PUBLIC)
         except RetryLaterError as exc:
@@ -230,7 +242,9 @@ class Governance:
 
     def _apply(
         self, p: Proposal
-    ) -> tuple[Proposal, dict[str, dict[str, Any]], dict[str, Any], dict[str, Any], Any]:
+    ) -> tuple[
+        Proposal, dict[str, dict[str, Any]], dict[str, Any], dict[str, Any], Any, Positioned | None
+    ]:
         current = self.node.membership.current()
         nodes = {n.node_id: n.status.value for n in current.nodes} if current else {}
         state = GovState(self.members(), self.node.policy_value(), self.constitution(), nodes)
@@ -238,7 +252,7 @@ class Governance:
             effects = effects_of(p.actions, state)
         except GovernanceError as exc:
             failed = replace(p, state="Rejected", reason=f"Failed: {exc}")
-            return failed, {}, {}, {}, None
+            return failed, {}, {}, {}, None, None
         writes = dict(effects.writes)
         others = [Proposal.from_json(r["proposal"]) for r in self.records()]
         for dropped in invalidated_by(p, others):
@@ -259,4 +273,14 @@ class Governance:
         policy = writes.get(T_ATTESTATION, {}).get("policy")
         if not (effects.measurements_changed or changes):
             policy = None  # no new list needed; the policy write is in ``writes``
-        return p, writes, changes, records, policy
+        return p, writes, changes, records, policy, self._rotation(effects.secret_recipients)
+
+    def _rotation(self, recipients: list[str] | None) -> Positioned | None:
+        """The rotation record for ``recipients``, made when its transaction is appended."""
+        if recipients is None:
+            return None
+        current = self.node.membership.current()
+        listed = {n.node_id: n.public_key_pem for n in current.nodes} if current else {}
+        keys = {node_id: listed[node_id] for node_id in recipients}
+        ledger, consortium = self.node.ledger, self.consortium()
+        return lambda index: rotation_writes(ledger.secrets, keys, consortium, index)

@@ -111,6 +111,12 @@ class NodeMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.ledger_secret_version = Gauge(
+            "consortium_ledger_secret_version",
+            "Ledger secret version new private entries are encrypted with: the newest in this "
+            "node's log (1 until governance rotates the secret).",
+            registry=r,
+        )
         self.ledger_bytes = Gauge(
             "consortium_ledger_bytes", "Bytes of ledger chunks on this node's volume.", registry=r
         )

@@ -62,7 +62,14 @@ from consortium_node.identity.trusted_list import (
 )
 from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
-from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
+from consortium_node.ledger import (
+    EntryKind,
+    Ledger,
+    LedgerConfig,
+    LedgerSecrets,
+    NodeKeySigner,
+    TxId,
+)
 from consortium_node.replication.state import PersistentState
 from consortium_node.server import joiner
 from consortium_node.server.config import NodeConfig
@@ -77,6 +84,7 @@ from consortium_node.server.genesis import (
     genesis_writes,
 )
 from consortium_node.server.join_secrets import join_context
+from consortium_node.server.ledger_secrets import SecretVault, decode_later
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
 from consortium_node.server.sealed import SealedStore, SealedStoreError
@@ -143,6 +151,8 @@ class Node:
         self.sealed = SealedStore(self.data_dir / "sealed", self.enclave)
         self.node_key = self._node_key()
         self.node_id = keys.node_id_of(self.node_key)
+        assert isinstance(self.node_key, ec.EllipticCurvePrivateKey)
+        self.vault = SecretVault(self.sealed, self.node_key, config.consortium)
         self.raft_state = PersistentState(self.data_dir / "raft-state.json")
         self.metrics = NodeMetrics(
             consortium=config.consortium,
@@ -157,7 +167,6 @@ class Node:
         self._announced_members: set[str] = set()
         # Set by genesis / join / restart:
         self.service: ServiceIdentity
-        self.ledger_secret: bytes
         self.ledger: Ledger
         self.membership: Membership
         self.signer: NodeKeySigner
@@ -237,11 +246,11 @@ class Node:
         self.sealed.put("node-key", keys.private_key_pem(key))
         return key
 
-    def _open_ledger(self, secret: bytes) -> Ledger:
+    def _open_ledger(self, secrets: bytes | LedgerSecrets) -> Ledger:
         settings = self.config.ledger
         return Ledger.open(
             self.data_dir / "ledger",
-            ledger_secret=secret,
+            ledger_secret=secrets,
             config=LedgerConfig(
                 signature_interval_tx=settings.signature_interval_tx,
                 signature_interval_ms=settings.signature_interval_ms,
@@ -279,9 +288,7 @@ class Node:
         ]
         self._check_own_attestation(attestation_policy(config))
         self.service = ServiceIdentity.create(config.consortium)
-        self.ledger_secret = os.urandom(32)
-        self.sealed.put("ledger-secret", self.ledger_secret)
-        self.ledger = self._open_ledger(self.ledger_secret)
+        self.ledger = self._open_ledger(self.vault.create(os.urandom(32)))
         self._start_views()
         nonce = hashlib.sha256(certificate_der(self.service.certificate)).digest()
         quote = self.enclave.quote(keys.public_key_der(self.node_key), nonce).to_json()
@@ -455,10 +462,12 @@ class Node:
             != hashlib.sha256(certificate_der(service_cert)).hexdigest()
         ):
             raise NodeStartError("join: the primary sent another service identity")
-        self.ledger_secret = bytes.fromhex(secrets["ledger_secret"])
-        self.sealed.put("ledger-secret", self.ledger_secret)
+        # Every version the primary holds, so history from before this node joined reads too.
+        keyring = self.vault.create(
+            bytes.fromhex(secrets["ledger_secret"]), decode_later(secrets.get("ledger_secrets", {}))
+        )
         self._seal_service()
-        self.ledger = self._open_ledger(self.ledger_secret)
+        self.ledger = self._open_ledger(keyring)
         self._start_views()
         self.membership.store.accept(answer.trusted_list)
         self._use_certificate(load_certificate(answer.node_certificate, "node certificate"))
@@ -470,8 +479,7 @@ class Node:
             keys.load_private_key(blob["key"].encode("ascii")),
             load_certificate(blob["certificate"], "sealed service certificate"),
         )
-        self.ledger_secret = self.sealed.get("ledger-secret")
-        self.ledger = self._open_ledger(self.ledger_secret)
+        self.ledger = self._open_ledger(self.vault.load())
         self._start_views()
         record = self.node_record(self.node_id)
         pem = record.get("certificate") if record else None
@@ -658,6 +666,7 @@ class Node:
     def refresh_metrics(self) -> None:
         self.metrics.commit_index.set(self.ledger.commit_index)
         self.metrics.term.set(self.raft_state.current_term)
+        self.metrics.ledger_secret_version.set(self.ledger.secrets.current_version)
         self.metrics.observe_list(self.membership.current(), utcnow())
         self.metrics.ledger_bytes.set(sum(p.stat().st_size for p in self.ledger.chunk_paths))
 

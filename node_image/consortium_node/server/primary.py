@@ -7,8 +7,8 @@ only issued once the previous one is committed, so no configuration can lose quo
 
 Join (DESIGN section 5 step 5): the joiner fetches a single-use nonce, answers with a quote over
 its public key and that nonce; the primary verifies it against the ledger's policy. Trusted
-joiners receive their node certificate, the signed list, and the ledger secret and service key
-wrapped to their attested public key. Refusals name the verifier's reason.
+joiners receive their node certificate, the signed list, and every ledger secret version and
+the service key wrapped to their attested public key. Refusals name the verifier's reason.
 
 Rotation (step 6): at ``renew_before`` the primary challenges each node with a fresh nonce; a
 valid quote extends the attestation and re-issues the node certificate. A node that fails is
@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, Trusted
 from consortium_node.identity.wrap import wrap
 from consortium_node.ledger import EntryKind
 from consortium_node.server.join_secrets import join_context
+from consortium_node.server.ledger_secrets import encode_later
 from consortium_node.server.nonces import NonceCheck, NonceRegistry
 from consortium_node.server.validation import ApiError, bad_request, check_keys
 
@@ -143,12 +144,14 @@ class Primary:
         until_committed: bool = True,
         extra_writes: dict[str, dict[str, Any]] | None = None,
         policy: dict[str, Any] | None = None,
+        positioned: Callable[[int], dict[str, dict[str, Any]]] | None = None,
     ) -> TrustedNodeList:
         """Write the next list version with ``changes`` applied, plus node ``records``.
 
         ``extra_writes`` go into the same ledger transaction (a governance outcome and its
         effects), and ``policy`` is the attestation policy that transaction writes, so the
-        list's allowed measurements are the new ones.
+        list's allowed measurements are the new ones. ``positioned(index)`` adds writes that
+        depend on the index the transaction gets (a ledger secret rotation).
         """
         async with self._issue_lock:
             if not self.raft.configuration_committed():
@@ -178,7 +181,12 @@ class Primary:
                     }
                 },
             }
-            await self.raft.submit([writes], EntryKind.PUBLIC, until_committed=until_committed)
+            late = positioned
+            await self.raft.submit(
+                [writes] if late is None else lambda index: [{**writes, **late(index)}],
+                EntryKind.PUBLIC,
+                until_committed=until_committed,
+            )
             log.info("issued trusted-node list version %d", lst.version)
             return lst
 
@@ -335,9 +343,11 @@ class Primary:
         certificate = record.get("certificate") if record else None
         if not certificate:
             raise ApiError(503, "RetryLater", None, "the node certificate is not recorded yet")
+        held = self.node.ledger.secrets.held()
         secrets = canonical_json(
             {
-                "ledger_secret": self.node.ledger_secret.hex(),
+                "ledger_secret": held[0].secret.hex(),
+                "ledger_secrets": encode_later(held),
                 "service_key": keys.private_key_pem(self.node.service.key).decode("ascii"),
                 "service_certificate": self.node.service.certificate_pem,
             }

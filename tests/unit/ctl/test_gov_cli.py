@@ -234,3 +234,14 @@ def test_out_dash_writes_the_document_to_stdout(
         envelope, "proposal", "demo", {member(ids, "alice").member_id: member(ids, "alice")}
     )
     assert doc.payload["actions"] == [{"name": "rotate_ledger_secret", "args": {}}]
+
+
+def test_proposals_show_renders_a_rotation(ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proposal = ids / "rotate.cose"
+    argv = sign(ids, "alice", "propose", "--out", str(proposal), "--rotate-ledger-secret")
+    assert main(argv) == 0
+    capsys.readouterr()
+    alice_cert = str(ids / "alice_cert.pem")
+    code, shown, _ = run(["proposals", "show", str(proposal), "--signer-cert", alice_cert], capsys)
+    assert code == 0 and shown["verified"] is True
+    assert shown["payload"]["actions"] == [{"name": "rotate_ledger_secret", "args": {}}]

@@ -120,7 +120,6 @@ def test_constitution_is_written_in_full_form() -> None:
             "last Trusted",
             id="last-trusted",
         ),
-        pytest.param([act("rotate_ledger_secret")], {}, "not implemented", id="rotation"),
     ],
 )
 def test_what_cannot_apply_names_the_action(
@@ -155,3 +154,27 @@ def test_add_member_of_an_existing_member_is_refused() -> None:
     again = GovState(members, s.policy, s.constitution, s.nodes)
     with pytest.raises(GovernanceError, match="already a member"):
         effects_of(parse_actions([act("add_member", certificate=pem, role="user")]), again)
+
+
+def test_rotation_wraps_to_every_node_trusted_once_the_proposal_applied() -> None:
+    out = effects(act("rotate_ledger_secret"))
+    assert out.secret_recipients == sorted([N_TRUSTED, "d4" * 32]) and out.writes == {}
+    # Trusted in the same proposal: a recipient; retired in it: not.
+    out = effects(
+        act("trust_node", node_id=N_PENDING),
+        act("retire_node", node_id=N_TRUSTED),
+        act("rotate_ledger_secret"),
+    )
+    assert out.secret_recipients == sorted([N_PENDING, "d4" * 32])
+    assert (out.trust, out.retire) == ([N_PENDING], [N_TRUSTED])
+
+
+def test_no_rotation_no_recipients() -> None:
+    assert effects(act("add_measurement", measurement=M2)).secret_recipients is None
+
+
+def test_rotating_twice_in_one_proposal_is_refused_by_effects_too() -> None:
+    rotate = parse_actions([act("rotate_ledger_secret")])
+    with pytest.raises(GovernanceError) as caught:
+        effects_of(rotate + rotate, state())
+    assert caught.value.field == "actions[1]" and "already rotates" in caught.value.reason
