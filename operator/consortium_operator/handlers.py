@@ -21,10 +21,11 @@ import kopf
 
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_operator import builders, metrics
+from consortium_operator.context import Memory, Settings
 from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
 from consortium_operator.names import GROUP, LABEL_CONSORTIUM, VERSION, Names
-from consortium_operator.reconcile import Memory, Settings, reconcile_consortium
+from consortium_operator.reconcile import reconcile_consortium
 from consortium_operator.relay import operator_signer, propose_removal
 from consortium_operator.spec import SpecError, parse_consortium
 

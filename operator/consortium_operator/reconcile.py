@@ -9,107 +9,34 @@ pass over a healthy Consortium makes no API writes at all.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
-
-from cryptography.hazmat.primitives import serialization
 
 from consortium_node.attestation import VirtualPlatform
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_node.identity import keys
 from consortium_node.identity.certs import (
     certificate_pem,
-    certificate_sha256,
-    load_certificate,
     self_signed_certificate,
 )
 from consortium_node.identity.trusted_list import NodeStatus
-from consortium_operator import builders, conditions, metrics, status, upgrade, verify
-from consortium_operator import intents as gov
+from consortium_operator import builders, conditions, metrics, status
+from consortium_operator.context import Memory, Pass, Settings, ask_primary, retire
+from consortium_operator.governing import governance, member_proposals, roll
 from consortium_operator.k8s import Kube
 from consortium_operator.members import MemberView, reconcile_members
 from consortium_operator.names import Names
-from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
-from consortium_operator.relay import Primary, Relay, RelayMemory, operator_signer
-from consortium_operator.spec import ConsortiumSpec, SpecError, parse_consortium
+from consortium_operator.observe import observe, pod_view
+from consortium_operator.spec import SpecError, parse_consortium
 
 log = logging.getLogger("consortium_operator")
 
 FAST = 2.0
 SLOW = float(os.environ.get("CONSORTIUM_OPERATOR_RESYNC_SECONDS", "30"))
-
-
-@dataclass(frozen=True)
-class Settings:
-    cluster_domain: str = "cluster.local"
-    insecure_test_faults: bool = False
-    reverify_after: float = 60.0  # re-check a pod's quote at least this often (seconds)
-
-
-@dataclass
-class Memory:
-    """What the operator remembers about one Consortium between passes (not persisted)."""
-
-    checks: dict[str, tuple[str, float, status.NodeCheck]] = field(default_factory=dict)
-    trust: dict[str, tuple[str, str]] | None = None  # node_id → (status, attested_at)
-    refused: set[tuple[str, str]] = field(default_factory=set)  # (pod uid, reason)
-    failures: dict[str, str] = field(default_factory=dict)
-    known: dict[str, str] = field(default_factory=dict)  # pod uid → node_id last verified there
-    due: float = 0.0
-    relay: RelayMemory = field(default_factory=RelayMemory)
-    allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
-    ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
-    asked: tuple[upgrade.Asked, ...] = ()  # operator proposals the spec waits for
-
-
-@dataclass
-class Pass:
-    """Facts gathered during one pass."""
-
-    kube: Kube
-    body: Mapping[str, Any]
-    spec: ConsortiumSpec
-    memory: Memory
-    settings: Settings
-    now: datetime
-    namespace: str
-    uid: str
-    names: Names
-    pods: list[dict[str, Any]] = field(default_factory=list)
-    platform_root: bytes = b""
-    operator_identity: tuple[bytes, bytes] | None = None
-
-    _live: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        """An Event on the Consortium, and the same line in the operator's log."""
-        level = logging.WARNING if type_ == "Warning" else logging.INFO
-        log.log(level, "%s/%s %s: %s", self.namespace, self.names.consortium, reason, message)
-        self.kube.event(self.body, type_, reason, message, rfc3339(self.now))
-
-    def live(self, kind: str, name: str) -> dict[str, Any] | None:
-        """The live object, read at most once per pass (later steps compare against it)."""
-        key = (kind, name)
-        if key not in self._live:
-            self._live[key] = self.kube.get(kind, self.namespace, name)
-        return self._live[key]
-
-    def pod_ips(self) -> dict[str, str]:
-        """Pod name → IP of this Consortium's pods that have one."""
-        return {
-            x["metadata"]["name"]: x["status"]["podIP"]
-            for x in self.pods
-            if (x.get("status") or {}).get("podIP")
-        }
-
-    def fqdn(self, pod: str) -> str:
-        return self.names.pod_fqdn(pod, self.namespace, self.settings.cluster_domain)
 
 
 def reconcile_consortium(
@@ -147,16 +74,16 @@ def reconcile_consortium(
     p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
-    obs = _observe(p, generation, members)
-    obs = _governance(p, obs, members)
+    obs = observe(p, generation, members)
+    obs = governance(p, obs, members)
     _apply(p, obs, members)
     _rotate(p, obs)
     _replace_retired(p, obs)
-    obs = _roll(p, obs)
+    obs = roll(p, obs)
     _events(p, obs)
     _metrics(p, obs)
     conds = _write_status(kube, body, obs, now)
-    reconcile_members(kube, members, body, obs.ledger_members, _member_proposals(p))
+    reconcile_members(kube, members, body, obs.ledger_members, member_proposals(p))
     ready = conditions.find(conds, conditions.READY)
     return SLOW if ready is not None and ready.status else FAST
 
@@ -189,239 +116,6 @@ def _secrets(p: Pass) -> None:
     p.operator_identity = (base64.b64decode(data["tls.key"]), base64.b64decode(data["tls.crt"]))
 
 
-# ---------------------------------------------------------------------- observe
-def _pod_view(pod: Mapping[str, Any], names: Names) -> status.PodView | None:
-    ordinal = names.ordinal_of(pod["metadata"]["name"])
-    if ordinal is None:
-        return None
-    st = pod.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", [])
-    )
-    waiting_reason = waiting_message = last = None
-    restarts = 0
-    for cs in st.get("containerStatuses") or []:
-        restarts += int(cs.get("restartCount", 0))
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        waiting_reason = waiting.get("reason") or waiting_reason
-        waiting_message = waiting.get("message") or waiting_message
-        term = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get(
-            "terminated"
-        )
-        if term:
-            last = term.get("message") or last
-    return status.PodView(
-        name=pod["metadata"]["name"],
-        ordinal=ordinal,
-        ip=st.get("podIP"),
-        ready=ready,
-        waiting_reason=waiting_reason,
-        waiting_message=waiting_message,
-        last_termination_message=last,
-        restarts=restarts,
-        deleting=pod["metadata"].get("deletionTimestamp") is not None,
-    )
-
-
-def _check(p: Pass, client: NodeClient, pod: Mapping[str, Any], cert: str | None) -> None:
-    """Verify one pod's quote over a fresh nonce (cached per pod uid for a while)."""
-    name, pod_uid = pod["metadata"]["name"], pod["metadata"]["uid"]
-    ip = (pod.get("status") or {}).get("podIP")
-    cached = p.memory.checks.get(name)
-    fresh = time.monotonic() - cached[1] < p.settings.reverify_after if cached else False
-    if cached and cached[0] == pod_uid and fresh and cached[2].verified:
-        return
-    if not ip:
-        p.memory.checks.pop(name, None)
-        return
-    nonce = os.urandom(32)
-    try:
-        reply = client.request(ip, p.fqdn(name), "GET", f"/node/quote?nonce={nonce.hex()}")
-        if reply.status != 200:
-            raise NodeUnreachableError(f"{name}: HTTP {reply.status} for its quote")
-    except NodeUnreachableError as exc:
-        # A node whose certificate expired with its attestation can no longer complete
-        # authenticated TLS, and is still that node: learn which one from its quote alone.
-        known = p.memory.known.get(pod_uid) or _identify(p, name, ip)
-        p.memory.checks[name] = (pod_uid, 0.0, status.NodeCheck(name, known, False, str(exc)))
-        return
-    answer = reply.json()
-    check, reason = verify.check_pod(
-        name,
-        answer,
-        nonce,
-        platform_root_pem=p.platform_root,
-        spec=_verification_spec(p),
-        tls_certificate_der=reply.peer_certificate_der,
-        service_certificate_pem=cert,
-    )
-    metrics.VERIFICATIONS.labels(
-        p.namespace,
-        p.names.consortium,
-        p.spec.attestation.platform,
-        "ok" if check.verified else "refused",
-        reason,
-    ).inc()
-    p.memory.checks[name] = (pod_uid, time.monotonic(), check)
-    if check.verified and check.node_id:
-        p.memory.known[pod_uid] = check.node_id
-    if not check.verified and (pod_uid, reason) not in p.memory.refused:
-        p.memory.refused.add((pod_uid, reason))
-        p.event("Warning", "AttestationRefused", f"{name}: {check.reason}")
-
-
-def _identify(p: Pass, name: str, ip: str) -> str | None:
-    """Which node a pod runs, proven by possession of its key only (no attestation): used
-    to recognise a node whose certificate expired or whose quotes fail, to replace it once
-    it is Retired. The node must terminate TLS with the key it claims."""
-    try:
-        reply = NodeClient(None).request(
-            ip, p.fqdn(name), "GET", f"/node/quote?nonce={os.urandom(32).hex()}"
-        )
-    except NodeUnreachableError:
-        return None
-    return (
-        verify.key_holder(reply.json(), reply.peer_certificate_der) if reply.status == 200 else None
-    )
-
-
-def _service_certificate(p: Pass) -> str | None:
-    """The published service certificate, or pod 0's once its quote and TLS key verify."""
-    live = p.live("ConfigMap", p.names.service_identity)
-    if live is not None:
-        pem: str = live["data"]["service-certificate.pem"]
-        return pem
-    pod0 = next((x for x in p.pods if x["metadata"]["name"] == p.names.pod(0)), None)
-    ip = p.pod_ips().get(p.names.pod(0))
-    if pod0 is None or not ip:
-        return None
-    client = NodeClient(None)
-    try:
-        network = client.get_json(ip, p.fqdn(p.names.pod(0)), "/node/network")
-        candidate = network["service_certificate"]
-    except (NodeUnreachableError, KeyError, TypeError):
-        return None
-    p.memory.checks.pop(p.names.pod(0), None)
-    _check(p, client, pod0, candidate)  # the TLS certificate must chain to the candidate
-    found = p.memory.checks.get(p.names.pod(0))
-    return candidate if found is not None and found[2].verified else None
-
-
-def _observe(p: Pass, generation: int, members: list[MemberView]) -> status.Observation:
-    views = [v for v in (_pod_view(x, p.names) for x in p.pods) if v is not None]
-    obs = status.Observation(
-        consortium=p.spec.name,
-        generation=generation,
-        now=p.now,
-        desired=p.spec.nodes,
-        image=p.spec.image,
-        pods=tuple(sorted(views, key=lambda v: v.ordinal)),
-        members_total=len(members),
-    )
-    cert = _service_certificate(p)
-    if cert is None:
-        return replace(obs, checks={k: v[2] for k, v in p.memory.checks.items()})
-    client = NodeClient(cert, p.operator_identity)
-    running = [x for x in p.pods if (x.get("status") or {}).get("podIP")]
-    for pod in running:
-        _check(p, client, pod, cert)
-    # A check belongs to one pod (uid): a replacement pod with the same name that has no IP
-    # yet must not inherit its predecessor's node (it would be taken for a Retired node).
-    uid_of = {x["metadata"]["name"]: x["metadata"]["uid"] for x in p.pods}
-    for gone in [n for n, v in p.memory.checks.items() if uid_of.get(n) != v[0]]:
-        del p.memory.checks[gone]
-    live_uids = {x["metadata"]["uid"] for x in p.pods}
-    for uid in set(p.memory.known) - live_uids:
-        del p.memory.known[uid]
-    checks = {k: v[2] for k, v in p.memory.checks.items()}
-    published = p.live("ConfigMap", p.names.trusted_nodes)
-    published_version = (
-        int(published["metadata"]["annotations"]["consortium.tee.dev/list-version"])
-        if published
-        else None
-    )
-    obs = replace(
-        obs,
-        service_certificate_pem=cert,
-        service_certificate_sha256=certificate_sha256(load_certificate(cert)),
-        checks=checks,
-        published_version=published_version,
-    )
-    return _observe_ledger(p, obs, client, published_version, members)
-
-
-def _observe_ledger(
-    p: Pass,
-    obs: status.Observation,
-    client: NodeClient,
-    published_version: int | None,
-    members: list[MemberView],
-) -> status.Observation:
-    """The primary's network view, its signed list (verified) and its commit."""
-    ips = p.pod_ips()
-    by_node = {c.node_id: n for n, c in obs.checks.items() if c.verified and c.node_id}
-    network = None
-    errors = []
-    for name in sorted(ips, key=lambda n: p.names.ordinal_of(n) or 0):
-        check = obs.checks.get(name)
-        if check is None or not check.verified:
-            continue
-        try:
-            network = client.get_json(ips[name], p.fqdn(name), "/node/network")
-        except NodeUnreachableError as exc:
-            errors.append(str(exc))
-            continue
-        primary_id = (network.get("primary") or {}).get("node_id")
-        if primary_id in by_node:
-            break
-    if network is None:
-        return replace(obs, list_error="; ".join(errors) or "no verified node answered")
-    primary_id = (network.get("primary") or {}).get("node_id")
-    primary = by_node.get(primary_id) if primary_id else None
-    source = primary or next(iter(sorted(by_node.values())), None)
-    if source is None or source not in ips:
-        return replace(obs, list_error="no verified node to read the list from")
-    try:
-        envelope = client.request(ips[source], p.fqdn(source), "GET", "/node/trusted-list")
-        state = client.get_json(ips[source], p.fqdn(source), "/node/state")
-        if source != primary:
-            network = client.get_json(ips[source], p.fqdn(source), "/node/network")
-    except NodeUnreachableError as exc:
-        return replace(obs, list_error=str(exc))
-    assert obs.service_certificate_pem is not None
-    lst, error = verify.check_list(
-        envelope.body, obs.service_certificate_pem, p.spec.name, published_version
-    )
-    failures = {
-        n["node_id"]: n["renewal_failure"]
-        for n in network.get("nodes", [])
-        if isinstance(n, dict) and n.get("renewal_failure")
-    }
-    ledger_members = {
-        m["member_id"]: m["status"] for m in network.get("members", []) if isinstance(m, dict)
-    }
-    p.memory.failures = failures
-    ledger = gov.LedgerGovernance.from_network(network)
-    if ledger is not None:
-        p.memory.allowed = ledger.measurements()
-        p.memory.ledger_members = frozenset(ledger.members)
-    member_ids = {m.spec.member_id for m in members if m.spec is not None}
-    return replace(
-        obs,
-        members_active=sum(1 for i in member_ids if ledger_members.get(i) == "Active"),
-        trusted_list=lst,
-        list_error=error,
-        list_sha256=hashlib.sha256(envelope.body).hexdigest() if lst else None,
-        renewal_failures=failures,
-        primary=primary,
-        term=state.get("term"),
-        commit_index=state.get("commit_index"),
-        ledger_members=ledger_members,
-        envelope=envelope.body if lst else None,
-        network=network,
-    )
-
-
 # ---------------------------------------------------------------------- apply
 def _replicas(p: Pass, obs: status.Observation) -> int:
     """1 until bootstrapped; scale-down waits until the extra nodes are Retired."""
@@ -441,34 +135,8 @@ def _replicas(p: Pass, obs: status.Observation) -> int:
             pending.append(entry)
     if not pending:
         return p.spec.nodes
-    _retire(p, obs, pending[0])  # one configuration change at a time, highest ordinal first
+    retire(p, obs, pending[0])  # one configuration change at a time, highest ordinal first
     return current
-
-
-def _ask_primary(
-    p: Pass, obs: status.Observation, path: str, body: Mapping[str, Any], timeout: float
-) -> Reply | None:
-    """POST to the primary as the operator (a member with role ``operator``); None if no
-    primary is known or it did not answer (logged; the next pass tries again)."""
-    ip = p.pod_ips().get(obs.primary) if obs.primary else None
-    if obs.primary is None or not ip or obs.service_certificate_pem is None:
-        return None
-    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=timeout)
-    try:
-        return client.request(ip, p.fqdn(obs.primary), "POST", path, dict(body))
-    except NodeUnreachableError as exc:
-        log.warning("%s on the primary: %s", path, exc)
-        return None
-
-
-def _retire(p: Pass, obs: status.Observation, entry: Any, why: str = "scale-down") -> None:
-    reply = _ask_primary(p, obs, "/gov/nodes/retire", {"node_id": entry.node_id}, timeout=15)
-    if reply is None:
-        return
-    if reply.status == 200:
-        p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: {why}")
-    else:
-        log.warning("retiring %s: HTTP %d %s", entry.name, reply.status, reply.body[:200])
 
 
 def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
@@ -538,7 +206,7 @@ def _unstick(p: Pass, sts: Mapping[str, Any] | None, config_changed: bool) -> No
         return
     update = (sts.get("status") or {}).get("updateRevision")
     for pod in p.pods:
-        view = _pod_view(pod, p.names)
+        view = pod_view(pod, p.names)
         revision = pod["metadata"].get("labels", {}).get("controller-revision-hash")
         if view is None or view.ready or view.deleting:
             continue
@@ -574,7 +242,7 @@ def _rotate(p: Pass, obs: status.Observation) -> None:
     ]
     if not due:
         return
-    reply = _ask_primary(p, obs, "/node/reattest", {}, timeout=20)
+    reply = ask_primary(p, obs, "/node/reattest", {}, timeout=20)
     if reply is not None and reply.status == 200:
         answer = reply.json()
         p.memory.failures = dict(answer.get("failures", {}))
@@ -693,137 +361,3 @@ def _write_status(
         )
     kube.patch_status("Consortium", meta["namespace"], meta["name"], new)
     return conds
-
-
-# ---------------------------------------------------------------------- governance, upgrades
-def _verification_spec(p: Pass) -> ConsortiumSpec:
-    """The spec to verify quotes against: its measurements plus those the ledger allows (old
-    nodes keep running the approved code until they are replaced)."""
-    allowed = tuple(sorted(set(p.spec.attestation.measurements) | p.memory.allowed))
-    return replace(p.spec, attestation=replace(p.spec.attestation, measurements=allowed))
-
-
-def _member_names(p: Pass, members: list[MemberView]) -> dict[str, str]:
-    names = {m.spec.member_id: m.spec.name for m in members if m.spec is not None}
-    if p.operator_identity is not None:
-        cert = load_certificate(p.operator_identity[1])
-        names[keys.member_id_of(cert.public_bytes(serialization.Encoding.DER))] = "operator"
-    return names
-
-
-def _governance(p: Pass, obs: status.Observation, members: list[MemberView]) -> status.Observation:
-    """Relay every Proposal CR, propose what the spec and Member CRs still need, and decide
-    the image the nodes may run (``upgrade.node_image``)."""
-    primary = None
-    ip = p.pod_ips().get(obs.primary) if obs.primary else None
-    if obs.primary and ip and obs.service_certificate_pem is not None:
-        client = NodeClient(obs.service_certificate_pem, p.operator_identity)
-        primary = Primary(client, ip, p.fqdn(obs.primary))
-    signer = operator_signer(p.kube, p.namespace, p.names.operator_secret)
-    relay = Relay(p.kube, p.namespace, p.body, primary, p.memory.relay, p.now, signer)
-    bodies = relay.proposals()
-    ledger = gov.LedgerGovernance.from_network(obs.network) if obs.network else None
-    wanted: list[gov.Intent] = []
-    if ledger is not None and obs.trusted_list is not None:
-        verified = {c.node_id for c in obs.checks.values() if c.verified and c.node_id}
-        specs = [m.spec for m in members if m.spec is not None]
-        wanted = [
-            *gov.member_intents(specs, ledger),
-            *gov.policy_intents(p.spec, ledger, obs.trusted_list),
-            *gov.trust_intents(obs.trusted_list, verified),
-        ]
-        relay.propose(wanted, {b["metadata"]["name"]: b for b in bodies})
-    names = _member_names(p, members)
-    statuses = {}
-    for body in bodies:
-        name = body["metadata"]["name"]
-        try:
-            statuses[name] = relay.mirror(body, relay.relay(body), names)
-        except Exception as exc:  # one Proposal must not stop the Consortium's reconcile
-            metrics.RECONCILE_ERRORS.labels(
-                p.namespace, p.spec.name, "Proposal", type(exc).__name__
-            ).inc()
-            log.exception("%s/%s: relaying Proposal %s failed", p.namespace, p.spec.name, name)
-            statuses[name] = body.get("status") or {}
-    asked = upgrade.asked_for(
-        {i.cr_name(p.spec.name): (i.category, i.subject) for i in wanted}, statuses
-    )
-    p.memory.asked = tuple(asked)
-    live = p.live("StatefulSet", p.names.statefulset)
-    image = upgrade.node_image(
-        p.spec.image, _node_image(live), obs.service_certificate_pem is not None, asked
-    )
-    return replace(obs, running_image=image, waiting_proposals=tuple(a.name for a in asked))
-
-
-def _node_image(workload: Mapping[str, Any] | None) -> str | None:
-    """The node container's image in a StatefulSet or Pod (None if there is none)."""
-    if workload is None:
-        return None
-    spec = workload.get("spec") or {}
-    pod_spec = spec.get("template", {}).get("spec") if "template" in spec else spec
-    for container in (pod_spec or {}).get("containers", []):
-        if container.get("name") == "node":
-            return str(container.get("image"))
-    return None
-
-
-def _member_proposals(p: Pass) -> dict[str, str]:
-    """Member name → what its add-member proposal waits for (for its Active condition)."""
-    out = {}
-    for a in p.memory.asked:
-        if a.category == "add-member":
-            votes = f", {a.votes} approvals" if a.votes else ""
-            out[a.subject] = f"Proposal {a.name} is {a.state}{votes}"
-    return out
-
-
-def _roll(p: Pass, obs: status.Observation) -> status.Observation:
-    """Replace one outdated pod when the consortium is settled; decide UpToDate."""
-    if obs.service_certificate_pem is None or obs.running_image is None or obs.network is None:
-        return obs
-    trusted = set(obs.trusted_pods())
-    checks = obs.checks
-    facts = []
-    for pod in p.pods:
-        view = _pod_view(pod, p.names)
-        if view is None:
-            continue
-        check = checks.get(view.name)
-        facts.append(
-            upgrade.PodFacts(
-                name=view.name,
-                ordinal=view.ordinal,
-                image=_node_image(pod) or "",
-                revision=pod["metadata"].get("labels", {}).get("controller-revision-hash"),
-                ready=view.ready,
-                deleting=view.deleting,
-                node_id=check.node_id if check is not None else None,
-                trusted=view.name in trusted,
-            )
-        )
-    sts = p.live("StatefulSet", p.names.statefulset) or {}
-    lst = obs.trusted_list
-    step = upgrade.next_step(
-        facts,
-        template_image=obs.running_image,
-        update_revision=(sts.get("status") or {}).get("updateRevision"),
-        desired=p.spec.nodes,
-        primary=obs.primary,
-        list_published=lst is not None and obs.published_version == lst.version,
-    )
-    entry = obs.current_entries().get(step.pod) if step is not None else None
-    if step is not None and step.action == "retire" and entry is not None:
-        _retire(p, obs, entry, why=f"replaced by a node running {obs.running_image}")
-    elif step is not None and step.action == "delete":
-        pod = next(x for x in p.pods if x["metadata"]["name"] == step.pod)
-        p.event("Normal", "NodeRestarted", f"{step.pod}: the pod template changed; restarting")
-        p.kube.delete("Pod", p.namespace, step.pod, uid=pod["metadata"]["uid"])
-    cond = upgrade.up_to_date(
-        p.memory.asked,
-        facts,
-        obs.running_image,
-        p.spec.nodes,
-        (sts.get("status") or {}).get("updateRevision"),
-    )
-    return replace(obs, up_to_date=cond)

@@ -54,6 +54,7 @@ SIGNER_ROLES = {
     "withdrawal": ("governor", "operator"),  # only ever the proposer's own (proposals.py)
     "ballot": ("governor",),
 }
+WHO = {"governor": "governors", "operator": "the operator"}
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def verify_document(
         if signer.role not in SIGNER_ROLES[kind]:
             raise SignatureRefusedError(
                 "document.kid",
-                f"only {' and '.join(SIGNER_ROLES[kind])} members sign a {kind}; "
+                f"only {' and '.join(WHO[r] for r in SIGNER_ROLES[kind])} sign a {kind}; "
                 f"this member is a {signer.role}",
             )
     payload = _payload(message.payload, kind, consortium)

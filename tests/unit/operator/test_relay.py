@@ -357,7 +357,7 @@ class World:
         )
 
     def run(self, wanted: Sequence[gov.Intent] | None = None) -> dict[str, dict[str, Any]]:
-        """One pass as reconcile._governance makes it: propose, then relay and mirror each."""
+        """One pass as governing.governance makes it: propose, then relay and mirror each."""
         relay = self.relay()
         bodies = relay.proposals()
         if wanted is not None:
