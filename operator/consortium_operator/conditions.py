@@ -63,6 +63,7 @@ ACK_NEEDED = "AcknowledgementNeeded"
 WAITING_FOR_APPROVAL = "WaitingForApproval"
 PROPOSAL_REJECTED = "ProposalRejected"
 ROLLING_NODES = "RollingNodes"
+SCALE_UP_TO_UPGRADE = "ScaleUpToUpgrade"
 UP_TO_DATE_REASON = "UpToDate"
 # Proposals
 RECORDED = "RecordedInLedger"

@@ -169,7 +169,7 @@ def member_deleted(body: kopf.Body, **_: Any) -> None:
     if known is not None and view.spec.member_id not in known:
         return  # never reached the ledger: its add-member proposal is withdrawn instead
     signer = operator_signer(k, namespace, Names(consortium).operator_secret)
-    name = propose_removal(k, target, view.spec, signer, utcnow())
+    name = propose_removal(k, target, view.spec, signer, utcnow(), uid=body.metadata.uid or "")
     if name is None:
         raise kopf.TemporaryError("the operator's member identity is not created yet", delay=5)
     memory_of(namespace, consortium).due = 0.0

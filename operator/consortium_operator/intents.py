@@ -125,11 +125,12 @@ def member_intents(members: Sequence[MemberSpec], ledger: LedgerGovernance) -> l
     ]
 
 
-def removal(member: MemberSpec) -> Intent:
-    """The proposal a deleted Member CR stands for (the finalizer creates it)."""
+def removal(member: MemberSpec, uid: str = "") -> Intent:
+    """The proposal a deleted Member CR stands for (the finalizer creates it). ``uid`` (the
+    deleted object's) keeps the name apart from an earlier Member of the same name."""
     return Intent(
         "remove-member",
-        member.name,
+        f"{member.name}-{uid[:8]}" if uid else member.name,
         (_action("remove_member", member_id=member.member_id),),
         f"Member {member.name} was deleted",
     )

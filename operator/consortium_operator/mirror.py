@@ -96,12 +96,12 @@ def _ballots(
         if isinstance(doc.payload.get("vote"), str):
             item["vote"] = doc.payload["vote"]
         copy = ledger_copy(relayed.view, doc.signer)
-        if doc.error is not None:
-            item["reason"] = doc.error
-        elif copy is not None and copy == doc.raw:
+        if copy is not None and copy == doc.raw:
             item["accepted"] = True
-        elif i in relayed.ballot_refusals:
+        elif i in relayed.ballot_refusals:  # the nodes' verdict first
             item["reason"] = relayed.ballot_refusals[i]
+        elif doc.error is not None:
+            item["reason"] = doc.error
         elif copy is not None:
             item["reason"] = "this member's other ballot is the one recorded (one ballot each)"
         else:

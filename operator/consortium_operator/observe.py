@@ -195,6 +195,7 @@ def _observe_ledger(
     ips = p.pod_ips()
     by_node = {c.node_id: n for n, c in obs.checks.items() if c.verified and c.node_id}
     network = None
+    answered = ""
     errors = []
     for name in sorted(ips, key=lambda n: p.names.ordinal_of(n) or 0):
         check = obs.checks.get(name)
@@ -202,6 +203,7 @@ def _observe_ledger(
             continue
         try:
             network = client.get_json(ips[name], p.fqdn(name), "/node/network")
+            answered = name
         except NodeUnreachableError as exc:
             errors.append(str(exc))
             continue
@@ -218,7 +220,7 @@ def _observe_ledger(
     try:
         envelope = client.request(ips[source], p.fqdn(source), "GET", "/node/trusted-list")
         state = client.get_json(ips[source], p.fqdn(source), "/node/state")
-        if source != primary:
+        if answered != source:  # governance facts come from the primary: backups may lag
             network = client.get_json(ips[source], p.fqdn(source), "/node/network")
     except NodeUnreachableError as exc:
         return replace(obs, list_error=str(exc))

@@ -104,8 +104,10 @@ class Relay:
                     return Relayed(refused=refused) if refused else Relayed(unreachable=None)
             for i, text in enumerate(spec.get("ballots") or []):
                 doc = Document.decode(text, f"spec.ballots[{i}]")
-                if doc.raw is None or doc.error is not None:
-                    continue
+                if doc.raw is None:
+                    continue  # not even base64: nothing to relay
+                # Even a document the operator cannot read (unsigned, not COSE) goes to the
+                # nodes: their refusal, not the operator's opinion, is what status shows.
                 if ledger_copy(view, doc.signer) is not None:
                     continue  # recorded (or this member's other ballot is): mirror says which
                 if view.get("state") != "Open":
@@ -236,7 +238,9 @@ class Relay:
             state = ((found or {}).get("status") or {}).get("state")
             if found is None:
                 self._create(intent)
-            elif state in ("Expired", "Withdrawn") and _ours(found):
+            elif state in ("Expired", "Withdrawn", "Accepted") and _ours(found):
+                # Accepted in an earlier pass, yet the ledger read this pass still differs: the
+                # world changed since (say, the member was removed again); ask again.
                 self.kube.delete("Proposal", self.namespace, name, uid=found["metadata"]["uid"])
         for name, found in live.items():
             labels = found["metadata"].get("labels") or {}
@@ -338,10 +342,12 @@ def propose_removal(
     member: MemberSpec,
     signer: tuple[PrivateKey, str] | None,
     now: datetime,
+    *,
+    uid: str = "",
 ) -> str | None:
     """Put a deleted Member's removal to the members; the Proposal's name (None: no signer)."""
     if signer is None:
         return None
     namespace = str(consortium["metadata"]["namespace"])
     relay = Relay(kube, namespace, consortium, None, RelayMemory(), now, signer)
-    return relay.create(gov.removal(member))
+    return relay.create(gov.removal(member, uid))

@@ -16,7 +16,9 @@ every measurement of the spec, the operator replaces the pods **one at a time**:
    otherwise (only the pod template changed) delete the pod: it comes back as the same node.
 
 One configuration change at a time never removes more than one voter, so quorum is never lost
-for a consortium that had one to spare (3 nodes or more). Rejected → the old image stays, and
+for a consortium that had one to spare (3 nodes or more). A one-node consortium is not rolled:
+its only node cannot be retired, and a new pod could not join without it
+(``UpToDate=False ScaleUpToUpgrade``). Rejected → the old image stays, and
 ``UpToDate=False ProposalRejected`` says why.
 
 Pure: facts in, decisions out.
@@ -98,6 +100,8 @@ def next_step(
         return None
     pick = sorted(outdated, key=lambda p: (p.name == primary, -p.ordinal))[0]
     if pick.image != template_image:
+        if desired < 2:
+            return None  # retiring the only node would strand the ledger (see up_to_date)
         return Step("retire", pick.name, pick.node_id)
     return Step("delete", pick.name, pick.node_id)
 
@@ -139,6 +143,18 @@ def up_to_date(
         )
     current = [p for p in pods if p.ordinal < desired]
     on_template = [p for p in current if not _outdated(p, template_image, update_revision)]
+    if (
+        len(on_template) < desired
+        and desired < 2
+        and any(p.image != template_image for p in current)
+    ):
+        return c.Condition(
+            c.UP_TO_DATE,
+            False,
+            c.SCALE_UP_TO_UPGRADE,
+            f"one node cannot be replaced by new code without losing the ledger's only voter: "
+            f"scale spec.nodes to 3, and the nodes will be rolled to {template_image} one by one",
+        )
     if len(on_template) < desired:
         return c.Condition(
             c.UP_TO_DATE,

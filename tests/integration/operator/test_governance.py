@@ -152,6 +152,23 @@ def test_majority_accepts_new_code_and_the_nodes_roll_without_losing_a_transacti
     )
     assert refused["accepted"] is False and "signature" in refused["reason"], refused
     assert refused["member"] == "carol"  # who it *claims* to be; the nodes said no
+    # An unsigned "ballot": relayed all the same, and the nodes' refusal is what shows.
+    append_ballot(cluster, ns, name, base64.b64encode(b'{"vote": "approve"}').decode())
+    unsigned = wait_for(
+        "the unsigned ballot shown refused",
+        lambda: next(
+            (
+                b
+                for b in (cluster.get(ns, "proposal", name) or {})
+                .get("status", {})
+                .get("ballots", [])
+                if b["index"] == 2 and b.get("reason") not in (None, "not relayed yet")
+            ),
+            None,
+        ),
+        60,
+    )
+    assert unsigned["accepted"] is False and "not a COSE_Sign1" in unsigned["reason"], unsigned
     assert (cluster.get(ns, "proposal", name) or {})["status"]["state"] == "Open"
 
     # bob approves with consortiumctl --kube: a majority; the roll starts.

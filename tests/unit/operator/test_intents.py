@@ -146,6 +146,14 @@ def test_removal_names_the_member_id() -> None:
     assert intent.category not in gov.LEVEL_CATEGORIES  # stands until the members decide
 
 
+def test_removal_of_a_deleted_object_is_named_by_its_uid() -> None:
+    """A Member deleted, re-created and deleted again is a new removal, not the old one."""
+    carol = member("carol")
+    first = gov.removal(carol, "0f1e2d3c-aaaa").cr_name("demo")
+    second = gov.removal(carol, "9a8b7c6d-bbbb").cr_name("demo")
+    assert first != second and "carol-0f1e2d3c" in first
+
+
 # --- the Consortium spec against the ledger's policy and constitution -------------------------
 
 POLICY_CASES = [

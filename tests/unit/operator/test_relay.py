@@ -458,6 +458,18 @@ def test_a_refused_ballot_is_remembered_and_not_sent_again() -> None:
     assert w.kube.reasons("upgrade").count(c.BALLOT_REFUSED) == 2
 
 
+def test_an_unsigned_ballot_goes_to_the_nodes_and_their_refusal_is_shown() -> None:
+    """The operator does not judge documents: even bytes it cannot read are relayed."""
+    w, _ = world_with_alices_proposal()
+    w.run()
+    w.kube.add_ballot("upgrade", b'{"vote": "approve"}')
+    status = w.run()["upgrade"]
+    assert len(w.node.ballot_posts()) == 1
+    (unsigned,) = status["ballots"]
+    assert not unsigned["accepted"]
+    assert unsigned["reason"].startswith("document: not a COSE_Sign1"), unsigned
+
+
 def test_a_members_second_ballot_is_not_sent() -> None:
     w, raw = world_with_alices_proposal()
     w.kube.add_ballot("upgrade", ballot(BOB, raw))
@@ -635,8 +647,10 @@ def test_no_signer_proposes_nothing() -> None:
     assert w.kube.applies == [] and w.kube.objects == {}
 
 
-@pytest.mark.parametrize("final", ["Expired", "Withdrawn"])
-def test_an_expired_or_withdrawn_proposal_is_proposed_again(final: str) -> None:
+@pytest.mark.parametrize("final", ["Expired", "Withdrawn", "Accepted"])
+def test_a_proposal_still_wanted_after_it_ended_is_proposed_again(final: str) -> None:
+    """Expired or Withdrawn: nobody decided. Accepted in an earlier pass while the ledger read
+    in this pass still differs: the world changed since (a member removed again, say)."""
     w = World()
     intent = measurements(M3)
     name = intent.cr_name("demo")

@@ -126,6 +126,13 @@ STEP_CASES = [
     pytest.param([pod(0), pod(1), pod(2, trusted=False)], {}, None, id="not-settled-untrusted"),
     pytest.param([pod(0), pod(1)], {}, None, id="not-settled-a-pod-missing"),
     pytest.param([pod(0), pod(1), pod(2)], {"list_published": False}, None, id="not-settled-list"),
+    pytest.param([pod(0)], {"desired": 1}, None, id="one-node-is-never-retired"),
+    pytest.param(
+        [pod(0, NEW, REV_OLD)],
+        {"desired": 1},
+        Step("delete", "demo-0", f"{0:064x}"),
+        id="one-node-restart",
+    ),
 ]
 
 
@@ -237,17 +244,17 @@ def test_waiting_for_approval(waiting: list[Asked], expected: str) -> None:
         ),
         pytest.param(
             [pod(0, NEW, REV_OLD), pod(1, NEW), pod(2, NEW)],
-            True,
-            c.UP_TO_DATE_REASON,
-            f"3 nodes run {NEW}",
-            id="template-only-change-is-up-to-date",
+            False,
+            c.ROLLING_NODES,
+            f"2/3 nodes run {NEW}",
+            id="template-only-change-is-rolling",
         ),
     ],
 )
 def test_up_to_date_from_the_pods(
     pods: list[PodFacts], status: bool, reason: str, message: str
 ) -> None:
-    cond = up_to_date([], pods, NEW, 3)
+    cond = up_to_date([], pods, NEW, 3, REV_NEW)
     assert (cond.type, cond.status, cond.reason, cond.message) == (
         c.UP_TO_DATE,
         status,
@@ -269,3 +276,9 @@ def test_asked_for_reads_each_wanted_proposals_status() -> None:
         Asked("demo-add-member-alice-bb", "add-member", "Open", "", "1/2", "alice"),
         Asked("demo-measurements-aa", "measurements", "Pending", "", "", ""),
     ]
+
+
+def test_one_node_is_not_rolled_and_says_how_to_upgrade() -> None:
+    cond = up_to_date([], [pod(0)], NEW, 1, REV_NEW)
+    assert (cond.status, cond.reason) == (False, c.SCALE_UP_TO_UPGRADE)
+    assert "scale spec.nodes to 3" in cond.message
