@@ -21,7 +21,6 @@ Brings the cluster up (``scripts/kube.sh``) if it is not running, and down again
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from tests.support.gov_kube import (
     condition,
     consortium_doc,
     member_doc,
+    new_code,
     pod_images,
     proposal_with,
     state_is,
@@ -80,15 +80,7 @@ def main() -> None:
         wait_for("writes flowing", lambda: len(writer.acked) >= 20 or None, 60)
 
         t0 = time.monotonic()
-        patch = {
-            "spec": {
-                "image": new_image,
-                "attestation": {"measurements": [old_measurement, new_measurement]},
-            }
-        }
-        cluster.kubectl(
-            "-n", ns, "patch", "consortium", "demo", "--type", "merge", "-p", json.dumps(patch)
-        )
+        new_code(cluster, ns, new_image, [old_measurement, new_measurement])
         prop = wait_for("proposal Open", lambda: proposal_with(cluster, ns, "measurements"), 120)
         t_open = time.monotonic()
         name, pid = prop["metadata"]["name"], prop["status"]["proposalId"]

@@ -45,6 +45,7 @@ class Memory:
     allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
     ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
     asked: tuple[upgrade.Asked, ...] = ()  # operator proposals the spec waits for
+    retired_by_us: set[str] = field(default_factory=set)  # node ids retired on our request
 
 
 @dataclass
@@ -112,6 +113,7 @@ def retire(p: Pass, obs: status.Observation, entry: Any, why: str = "scale-down"
     if reply is None:
         return
     if reply.status == 200:
+        p.memory.retired_by_us.add(entry.node_id)  # its Event is this one, not a Warning later
         p.event("Normal", "NodeRetired", f"{entry.name} ({entry.node_id[:16]}) retired: {why}")
     else:
         log.warning("retiring %s: HTTP %d %s", entry.name, reply.status, reply.body[:200])

@@ -287,6 +287,8 @@ def _events(p: Pass, obs: status.Observation) -> None:
         if old is None or old[0] != st:
             if st == "Trusted":
                 p.event("Normal", "NodeTrusted", f"{who} is Trusted")
+            elif st == "Retired" and node_id in p.memory.retired_by_us:
+                p.memory.retired_by_us.discard(node_id)  # announced when it was asked for
             elif st == "Retired":
                 why = obs.renewal_failures.get(node_id) or p.memory.failures.get(node_id) or ""
                 p.event("Warning", "NodeRetired", f"{who} was retired {why}".strip())

@@ -173,3 +173,11 @@ class Writer(threading.Thread):
             except (CtlError, OSError):
                 self.failures += 1
             self.stop.wait(self.PACE)  # a steady load, not a flood (the pass reads them all)
+
+
+def new_code(cluster: Cluster, ns: str, image: str, measurements: list[str]) -> None:
+    """A code upgrade as a user asks for it: the new image, and the measurements to allow."""
+    patch = {"spec": {"image": image, "attestation": {"measurements": measurements}}}
+    cluster.kubectl(
+        "-n", ns, "patch", "consortium", "demo", "--type", "merge", "-p", json.dumps(patch)
+    )

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tests.support.gov_kube import (
     consortium_doc,
     ctl,
     member_doc,
+    new_code,
     outcome_receipt_verifies,
     pod_images,
     proposal_with,
@@ -82,15 +82,7 @@ def test_majority_accepts_new_code_and_the_nodes_roll_without_losing_a_transacti
 
     # New code: the spec lists its measurement next to the old one and names its image.
     new_image, new_measurement = variant
-    patch = {
-        "spec": {
-            "image": new_image,
-            "attestation": {"measurements": [old_measurement, new_measurement]},
-        }
-    }
-    cluster.kubectl(
-        "-n", ns, "patch", "consortium", "demo", "--type", "merge", "-p", json.dumps(patch)
-    )
+    new_code(cluster, ns, new_image, [old_measurement, new_measurement])
     prop = wait_for(
         "the operator's add-measurement proposal, Open",
         lambda: proposal_with(cluster, ns, "measurements"),
@@ -309,10 +301,7 @@ def test_members_join_and_leave_by_proposal_and_a_rejected_upgrade_keeps_the_old
     old_image = consortium["spec"]["image"]
     new_image, new_measurement = variant
     measurements = [*consortium["spec"]["attestation"]["measurements"], new_measurement]
-    patch = {"spec": {"image": new_image, "attestation": {"measurements": measurements}}}
-    cluster.kubectl(
-        "-n", ns, "patch", "consortium", "demo", "--type", "merge", "-p", json.dumps(patch)
-    )
+    new_code(cluster, ns, new_image, measurements)
     up = wait_for("upgrade proposal", lambda: proposal_with(cluster, ns, "measurements"), 60)
     up_name, up_pid = up["metadata"]["name"], up["status"]["proposalId"]
     # bob, removed, votes: refused by the nodes, shown so.
