@@ -514,12 +514,15 @@ def where_to_look(state: State, data: Path) -> None:
         "",
         "== Where to look",
         f"  {kube}" + (f"  PATH={KUBE_BIN}:$PATH" if state.platform == "local" else ""),
-        f"  kubectl get consortia,members -n {ns}          # READY, NODES n/n, LIST, PHASE",
+        f"  kubectl get consortia,members,proposals -n {ns}   # READY, NODES n/n; proposals' votes",
         f"  kubectl describe consortium demo -n {ns}       # conditions, nodes, Events",
         f"  kubectl get configmap demo-trusted-nodes -n {ns} -o yaml   # the signed list",
         f"  kubectl logs -n {SYSTEM} deployment/{RELEASE}-consortium-operator",
         "  kubectl explain consortium.spec --recursive     # every field, documented",
         f"  files: {data}/ (member keys, service certificate, receipt)",
+        "  governance (docs/governance.md): e.g. add a Member, then vote on its Proposal with",
+        f"    consortiumctl vote --consortium demo --cert {data}/ids/alice_cert.pem"
+        f" --key {data}/ids/alice_privk.pem --approve --kube PROPOSAL --namespace {ns}",
     ]
     if state.prometheus_url:
         lines += [
