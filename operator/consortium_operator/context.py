@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from consortium_node.common.timeutil import rfc3339
-from consortium_operator import status, upgrade
+from consortium_operator import status
 from consortium_operator.k8s import Kube
 from consortium_operator.names import Names
 from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
@@ -44,7 +44,6 @@ class Memory:
     relay: RelayMemory = field(default_factory=RelayMemory)
     allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
     ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
-    asked: tuple[upgrade.Asked, ...] = ()  # operator proposals the spec waits for
     retired_by_us: set[str] = field(default_factory=set)  # node ids retired on our request
 
 

@@ -6,7 +6,7 @@ outdated node when the consortium is settled (``upgrade.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +20,6 @@ from consortium_operator.context import Pass, retire
 from consortium_operator.members import MemberView
 from consortium_operator.mirror import FINAL
 from consortium_operator.nodeclient import NodeClient
-from consortium_operator.observe import pod_view
 from consortium_operator.relay import Primary, Relay, operator_signer
 
 log = logging.getLogger("consortium_operator")
@@ -34,9 +33,12 @@ def _member_names(p: Pass, members: list[MemberView]) -> dict[str, str]:
     return names
 
 
-def governance(p: Pass, obs: status.Observation, members: list[MemberView]) -> status.Observation:
+def governance(
+    p: Pass, obs: status.Observation, members: list[MemberView]
+) -> tuple[status.Observation, list[upgrade.Asked]]:
     """Relay every Proposal CR, propose what the spec and Member CRs still need, and decide
-    the image the nodes may run (``upgrade.node_image``)."""
+    the image the nodes may run (``upgrade.node_image``); also what the spec still asks of
+    the members, for ``roll`` and ``member_proposals`` later in the pass."""
     primary = None
     ip = p.pod_ips().get(obs.primary) if obs.primary else None
     if obs.primary and ip and obs.service_certificate_pem is not None:
@@ -74,12 +76,12 @@ def governance(p: Pass, obs: status.Observation, members: list[MemberView]) -> s
     asked = upgrade.asked_for(
         {i.cr_name(p.spec.name): (i.category, i.subject) for i in wanted}, statuses
     )
-    p.memory.asked = tuple(asked)
     live = p.live("StatefulSet", p.names.statefulset)
     image = upgrade.node_image(
-        p.spec.image, _node_image(live), obs.service_certificate_pem is not None, asked
+        p.spec.image, _container_image(live), obs.service_certificate_pem is not None, asked
     )
-    return replace(obs, running_image=image, waiting_proposals=tuple(a.name for a in asked))
+    obs = replace(obs, running_image=image, waiting_proposals=tuple(a.name for a in asked))
+    return obs, asked
 
 
 def _settled(proposal: Mapping[str, Any]) -> bool:
@@ -91,7 +93,7 @@ def _settled(proposal: Mapping[str, Any]) -> bool:
     )
 
 
-def _node_image(workload: Mapping[str, Any] | None) -> str | None:
+def _container_image(workload: Mapping[str, Any] | None) -> str | None:
     """The node container's image in a StatefulSet or Pod (None if there is none)."""
     if workload is None:
         return None
@@ -103,33 +105,30 @@ def _node_image(workload: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def member_proposals(p: Pass) -> dict[str, str]:
+def member_proposals(asked: Sequence[upgrade.Asked]) -> dict[str, str]:
     """Member name → what its add-member proposal waits for (for its Active condition)."""
     out = {}
-    for a in p.memory.asked:
+    for a in asked:
         if a.category == "add-member":
             votes = f", {a.votes} approvals" if a.votes else ""
             out[a.subject] = f"Proposal {a.name} is {a.state}{votes}"
     return out
 
 
-def roll(p: Pass, obs: status.Observation) -> status.Observation:
+def roll(p: Pass, obs: status.Observation, asked: Sequence[upgrade.Asked]) -> status.Observation:
     """Replace one outdated pod when the consortium is settled; decide UpToDate."""
     if obs.service_certificate_pem is None or obs.running_image is None or obs.network is None:
         return obs
     trusted = set(obs.trusted_pods())
-    checks = obs.checks
+    pods = {x["metadata"]["name"]: x for x in p.pods}
     facts = []
-    for pod in p.pods:
-        view = pod_view(pod, p.names)
-        if view is None:
-            continue
-        check = checks.get(view.name)
+    for view in obs.pods:  # the views observe made of p.pods
+        pod, check = pods[view.name], obs.checks.get(view.name)
         facts.append(
             upgrade.PodFacts(
                 name=view.name,
                 ordinal=view.ordinal,
-                image=_node_image(pod) or "",
+                image=_container_image(pod) or "",
                 revision=pod["metadata"].get("labels", {}).get("controller-revision-hash"),
                 ready=view.ready,
                 deleting=view.deleting,
@@ -138,11 +137,12 @@ def roll(p: Pass, obs: status.Observation) -> status.Observation:
             )
         )
     sts = p.live("StatefulSet", p.names.statefulset) or {}
+    revision = (sts.get("status") or {}).get("updateRevision")
     lst = obs.trusted_list
     step = upgrade.next_step(
         facts,
         template_image=obs.running_image,
-        update_revision=(sts.get("status") or {}).get("updateRevision"),
+        update_revision=revision,
         desired=p.spec.nodes,
         primary=obs.primary,
         list_published=lst is not None and obs.published_version == lst.version,
@@ -151,14 +151,7 @@ def roll(p: Pass, obs: status.Observation) -> status.Observation:
     if step is not None and step.action == "retire" and entry is not None:
         retire(p, obs, entry, why=f"replaced by a node running {obs.running_image}")
     elif step is not None and step.action == "delete":
-        pod = next(x for x in p.pods if x["metadata"]["name"] == step.pod)
         p.event("Normal", "NodeRestarted", f"{step.pod}: the pod template changed; restarting")
-        p.kube.delete("Pod", p.namespace, step.pod, uid=pod["metadata"]["uid"])
-    cond = upgrade.up_to_date(
-        p.memory.asked,
-        facts,
-        obs.running_image,
-        p.spec.nodes,
-        (sts.get("status") or {}).get("updateRevision"),
-    )
+        p.kube.delete("Pod", p.namespace, step.pod, uid=pods[step.pod]["metadata"]["uid"])
+    cond = upgrade.up_to_date(asked, facts, obs.running_image, p.spec.nodes, revision)
     return replace(obs, up_to_date=cond)

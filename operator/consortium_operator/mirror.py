@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consortium_node.governance.documents import document_id
 from consortium_node.identity.cose import decode_sign1
 from consortium_node.identity.errors import CoseError
 from consortium_operator import conditions as c
@@ -176,7 +176,7 @@ def proposal_status(
         out["actions"] = [a for a in actions if isinstance(a, dict)]
         out["action"] = action_summary(out["actions"])
     if proposal.raw is not None:
-        out["proposalId"] = (relayed.view or {}).get("proposal_id") or _sha256(proposal.raw)
+        out["proposalId"] = (relayed.view or {}).get("proposal_id") or document_id(proposal.raw)
     if proposal.signer:
         out["proposer"] = proposal.signer
         if proposal.signer in names:
@@ -222,7 +222,3 @@ def without_empty_strings(value: Any) -> Any:
     if isinstance(value, list):
         return [without_empty_strings(v) for v in value]
     return value
-
-
-def _sha256(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()

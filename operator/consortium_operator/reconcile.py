@@ -75,15 +75,15 @@ def reconcile_consortium(
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
     obs = observe(p, generation, members)
-    obs = governance(p, obs, members)
+    obs, asked = governance(p, obs, members)
     _apply(p, obs, members)
     _rotate(p, obs)
     _replace_retired(p, obs)
-    obs = roll(p, obs)
+    obs = roll(p, obs, asked)
     _events(p, obs)
     _metrics(p, obs)
     conds = _write_status(kube, body, obs, now)
-    reconcile_members(kube, members, body, obs.ledger_members, member_proposals(p))
+    reconcile_members(kube, members, body, obs.ledger_members, member_proposals(asked))
     ready = conditions.find(conds, conditions.READY)
     return SLOW if ready is not None and ready.status else FAST
 

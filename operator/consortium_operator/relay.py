@@ -16,7 +16,6 @@ operator's member key, named by their intent, and withdrawn when the spec no lon
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -25,11 +24,19 @@ from datetime import datetime
 from typing import Any
 
 from consortium_node.common.timeutil import rfc3339
+from consortium_node.governance.documents import document_id
 from consortium_node.identity.keys import PrivateKey, load_private_key
 from consortium_operator import conditions as c
 from consortium_operator import intents as gov
 from consortium_operator.k8s import Kube
-from consortium_operator.mirror import FINAL, Document, Relayed, ledger_copy, proposal_status
+from consortium_operator.mirror import (
+    FINAL,
+    Document,
+    Relayed,
+    ledger_copy,
+    proposal_status,
+    withdrawal_recorded,
+)
 from consortium_operator.names import API_VERSION
 from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
 from consortium_operator.spec import MemberSpec
@@ -94,14 +101,14 @@ class Relay:
             return Relayed()
         if self.primary is None:
             return Relayed(unreachable="no primary node known yet")
-        pid = hashlib.sha256(proposal.raw).hexdigest()
+        pid = document_id(proposal.raw)
         ballot_refusals: dict[int, str] = {}
         try:
             view = self._view(pid)
             if view is None:
                 view, refused = self._submit("/gov/proposals", proposal.raw)
                 if view is None:
-                    return Relayed(refused=refused) if refused else Relayed(unreachable=None)
+                    return Relayed(refused=refused)
             for i, text in enumerate(spec.get("ballots") or []):
                 doc = Document.decode(text, f"spec.ballots[{i}]")
                 if doc.raw is None:
@@ -118,9 +125,7 @@ class Relay:
                     view = answer
                 elif refused:
                     ballot_refusals[i] = refused
-            withdrawal_refusal = self._withdraw(spec, pid, view)
-            if withdrawal_refusal is None and "withdrawal" in spec:
-                view = self._view(pid) or view
+            view, withdrawal_refusal = self._withdraw(spec, pid, view)
             receipt = self._receipt(body, pid, view)
         except NodeUnreachableError as exc:
             return Relayed(unreachable=str(exc))
@@ -144,7 +149,7 @@ class Relay:
     def _submit(self, path: str, document: bytes) -> tuple[dict[str, Any] | None, str | None]:
         """POST a document once: (the proposal's view, None), or (None, the nodes' refusal)."""
         assert self.primary is not None
-        digest = hashlib.sha256(document).hexdigest()
+        digest = document_id(document)
         known = self.memory.refused.get(digest)
         if known is not None and time.monotonic() - known[1] < RETRY_REFUSED_SECONDS:
             return None, known[0]
@@ -157,19 +162,21 @@ class Relay:
             return None, reply.error()
         raise NodeUnreachableError(f"POST {path}: {reply.error()}")  # 503 NotLeader, RetryLater
 
-    def _withdraw(self, spec: Mapping[str, Any], pid: str, view: Mapping[str, Any]) -> str | None:
+    def _withdraw(
+        self, spec: Mapping[str, Any], pid: str, view: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """Relay spec.withdrawal unless recorded: (the view after it, the nodes' refusal)."""
         if "withdrawal" not in spec:
-            return None
+            return view, None
         doc = Document.decode(spec["withdrawal"], "spec.withdrawal")
-        recorded = (view.get("documents") or {}).get("withdrawal")
         if doc.raw is None or doc.error is not None:
-            return doc.error
-        if isinstance(recorded, str) and base64.b64decode(recorded) == doc.raw:
-            return None
+            return view, doc.error
+        if withdrawal_recorded(view, doc):
+            return view, None
         if view.get("state") != "Open":
-            return f"the proposal is {view.get('state')}: it cannot be withdrawn"
-        _, refused = self._submit(f"/gov/proposals/{pid}/withdraw", doc.raw)
-        return refused
+            return view, f"the proposal is {view.get('state')}: it cannot be withdrawn"
+        answer, refused = self._submit(f"/gov/proposals/{pid}/withdraw", doc.raw)
+        return answer or view, refused
 
     def _receipt(
         self, body: Mapping[str, Any], pid: str, view: Mapping[str, Any]

@@ -16,13 +16,13 @@ cluster user has anyway (``$KUBECTL`` overrides which one).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
 from typing import Any
 
 from consortium_node.ctl.client import EXIT_USAGE, CtlError
+from consortium_node.governance.documents import document_id
 
 API_VERSION = "consortium.tee.dev/v1alpha1"
 
@@ -52,7 +52,7 @@ def proposal_id_of(obj: dict[str, Any]) -> str:
     text = (obj.get("spec") or {}).get("proposal")
     if not isinstance(text, str):
         raise CtlError(f"--kube: Proposal {obj['metadata']['name']} has no spec.proposal")
-    return hashlib.sha256(base64.b64decode(text)).hexdigest()
+    return document_id(base64.b64decode(text))
 
 
 def put(
