@@ -232,12 +232,26 @@ def _version() -> str:
 # --- the product -----------------------------------------------------------------------------
 
 
-def install_operator(r: Runner, platform: str) -> None:
-    step("The operator: helm install (CRDs, RBAC, the operator Deployment, metrics Service)")
+def install_operator(r: Runner, platform: str, ns: str) -> None:
+    step(f"The operator: helm install (CRDs, RBAC in namespace {ns} only, Deployment, metrics)")
+    # The namespace the operator will watch exists first: the chart puts the operator's Role,
+    # RoleBinding and KopfPeering there (it gets no rights anywhere else).
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            # Enforced by PodSecurity admission from Kubernetes 1.23 (on older clusters, such as
+            # the local 1.20, the label enforces nothing); the node pods satisfy `restricted`.
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        },
+    }
+    print(f"  namespace {ns}, labelled pod-security.kubernetes.io/enforce=restricted")
+    r.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(namespace), quiet=True)
     values = ["-f", str(ROOT / "deploy/local-cluster-values.yaml")] if platform == "local" else []
     r.helm(
         "upgrade", "--install", RELEASE, str(ROOT / "charts/consortium-operator"),
-        "-n", SYSTEM, "--create-namespace", *values,
+        "-n", SYSTEM, "--create-namespace", *values, "--set", f"watchNamespaces={{{ns}}}",
         "--set", "dashboard.enabled=true", "--wait", "--timeout", "300s",
     )  # fmt: skip
 
@@ -277,16 +291,6 @@ def apply_samples(r: Runner, ns: str, data: Path) -> None:
     print(f"  member keys stay on this machine: {ids}/ (only certificates go into the cluster)")
     docs = sample_documents(ids)
     check_measurement(docs)
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": ns,
-            # Kubernetes 1.23+ enforce it; the operator's node pods satisfy `restricted`.
-            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
-        },
-    }
-    r.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(namespace), quiet=True)
     print(f"  $ kubectl apply -n {ns} -f crds/samples/   (with the demo's member certificates)")
     r.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(docs), quiet=True)
     r.kubectl("wait", "-n", ns, "--for=condition=Ready", "consortium/demo", "--timeout=300s")
@@ -557,7 +561,7 @@ def up(args: argparse.Namespace) -> None:
     started = cluster_local(r) if platform == "local" else cluster_kind(r)
     state.started_cluster = state.started_cluster or started
     state.save(previous)
-    install_operator(r, platform)
+    install_operator(r, platform, args.namespace)
     apply_samples(r, args.namespace, data)
     transaction(r, args.namespace, data, platform)
     if platform == "local":
@@ -582,6 +586,12 @@ def down(args: argparse.Namespace) -> None:
     r = Runner(state.kubeconfig)
     step("Stopping the demo")
     stop_prometheus(state)
+    # The Consortia first, then the Members (their finalizers need the operator and its Role in
+    # the namespace, which go with the namespace), then the namespace, then the release.
+    ns = ["-n", state.namespace, "--ignore-not-found", "--timeout=180s"]
+    if r.kubectl("get", "namespace", state.namespace, "--ignore-not-found", quiet=True).strip():
+        r.kubectl("delete", "consortia", "--all", *ns, check=False)
+        r.kubectl("delete", "members,proposals", "--all", *ns, check=False)
     r.kubectl("delete", "namespace", state.namespace, "--ignore-not-found", "--timeout=180s")
     if r.helm("status", RELEASE, "-n", SYSTEM, quiet=True, check=False):
         r.helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s")

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.metrics import MetricWrapperBase  # noqa: E402
 
 from consortium_node.attestation.results import Reason  # noqa: E402
-from consortium_node.identity.trusted_list import ListRejection, NodeStatus  # noqa: E402
+from consortium_node.identity.trusted_list import REFUSALS, NodeStatus  # noqa: E402
 from consortium_node.server.metrics import ROLES, NodeMetrics  # noqa: E402
 from consortium_operator.metrics import REGISTRY  # noqa: E402
 
@@ -271,7 +271,7 @@ LABELS = {
     "reason": f"refused quotes and joins: a verifier reason ({', '.join(Reason)}); the "
     "operator adds `TlsKeyMismatch`, `WrongService` and `Unknown`, joins add `Retired`; empty "
     "when accepted. Reconcile errors: the exception's class name. Trusted-list rejections: "
-    f"{', '.join(ListRejection)}",
+    f"{', '.join(REFUSALS)} (an older validly signed list is stale, not a rejection)",
     "role": f"one of {', '.join(ROLES)}; the series of the current role is 1, the others 0",
     "outcome": "`renewed` or `retired`",
     "route": "the route pattern served (e.g. `/app/kv/{key}`), or `unmatched`",

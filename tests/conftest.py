@@ -9,14 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.kube import Cluster, bring_up, tear_down
+from tests.support.kube import Cluster, bring_up, exclusive, tear_down
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    c = bring_up()
-    yield c
-    tear_down(c)
+    with exclusive():
+        c = bring_up()
+        yield c
+        tear_down(c)
 
 
 # -- Seconds per tier (setup + call + teardown of its tests), printed at the end of a run so a

@@ -54,6 +54,7 @@ READY_REASON = "ConsortiumReady"
 NOT_READY = "NotReady"
 CONSORTIUM_NOT_FOUND = "ConsortiumNotFound"
 CERTIFICATE_INVALID = "CertificateInvalid"
+CONSORTIUM_IMMUTABLE = "ConsortiumImmutable"
 MEMBER_OF_GENESIS = "InGenesis"
 GOVERNANCE_PENDING = "GovernancePending"
 LEDGER_ACTIVE = "ActiveInLedger"
@@ -140,8 +141,15 @@ def find(conditions: Iterable[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-def phase(conditions: Sequence[Condition], *, deleting: bool = False) -> str:
-    """The one-word phase shown by ``kubectl get``, derived only from the conditions."""
+def phase(
+    conditions: Sequence[Condition], *, deleting: bool = False, was_ready: bool = False
+) -> str:
+    """The one-word phase shown by ``kubectl get``, derived from the conditions.
+
+    ``was_ready``: the Consortium has been Ready before (``status.firstReadyTime``). It
+    never goes back to Pending or Bootstrapping: a formed consortium that is not Ready is
+    Degraded (or Failed, for a cause only the user can fix).
+    """
     if deleting:
         return PHASE_DELETING
     ready = find(conditions, READY)
@@ -160,6 +168,8 @@ def phase(conditions: Sequence[Condition], *, deleting: bool = False) -> str:
     degraded = find(conditions, DEGRADED)
     if ready is not None and ready.status:
         return PHASE_DEGRADED if degraded is not None and degraded.status else PHASE_READY
+    if was_ready:
+        return PHASE_DEGRADED
     boot = find(conditions, BOOTSTRAPPED)
     if boot is None or not boot.status:
         return PHASE_PENDING if boot is None else PHASE_BOOTSTRAPPING

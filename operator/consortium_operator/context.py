@@ -40,11 +40,22 @@ class Memory:
     refused: set[tuple[str, str]] = field(default_factory=set)  # (pod uid, reason)
     failures: dict[str, str] = field(default_factory=dict)
     known: dict[str, str] = field(default_factory=dict)  # pod uid → node_id last verified there
-    due: float = 0.0
+    due: float = 0.0  # time.monotonic() at which the next pass is wanted
+    pokes: int = 0  # watch events that asked for a pass (counted, so none is lost mid-pass)
     relay: RelayMemory = field(default_factory=RelayMemory)
     allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
     ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
     retired_by_us: set[str] = field(default_factory=set)  # node ids retired on our request
+
+    def poke(self) -> None:
+        """A watch event: a pass is due now. A pass already running when the event came
+        is followed by another (``schedule``), as it may have read the old state."""
+        self.pokes += 1
+        self.due = 0.0
+
+    def schedule(self, now: float, delay: float, pokes_at_start: int) -> None:
+        """After a pass: the next in ``delay`` seconds, or at once if poked meanwhile."""
+        self.due = 0.0 if self.pokes != pokes_at_start else now + delay
 
 
 @dataclass

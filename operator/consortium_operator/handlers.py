@@ -90,6 +90,7 @@ def tick(body: kopf.Body, **_: Any) -> None:
     if time.monotonic() < memory.due:
         return
     started = time.monotonic()
+    pokes = memory.pokes
     try:
         delay = reconcile_consortium(kube(), body, memory, _settings_cache())
         metrics.LAST_SUCCESS.labels(namespace, name).set(time.time())
@@ -99,7 +100,7 @@ def tick(body: kopf.Body, **_: Any) -> None:
         delay = 5.0
     finally:
         metrics.RECONCILE_DURATION.labels("Consortium").observe(time.monotonic() - started)
-    memory.due = time.monotonic() + delay
+    memory.schedule(time.monotonic(), delay, pokes)
 
 
 @kopf.on.event(GROUP, VERSION, "consortia")
@@ -115,29 +116,28 @@ def consortium_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     generation = int(body.metadata.get("generation") or 0)
     if _generations.get(key) != generation:  # spec changed (not our own status writes)
         _generations[key] = generation
-        memory_of(namespace, name).due = 0.0
+        memory_of(namespace, name).poke()
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_CONSORTIUM: kopf.PRESENT})
 def pod_changed(body: kopf.Body, **_: Any) -> None:
     consortium = body.metadata.labels.get(LABEL_CONSORTIUM)
     if consortium:
-        memory_of(body.metadata.namespace or "", consortium).due = 0.0
+        memory_of(body.metadata.namespace or "", consortium).poke()
 
 
 @kopf.on.event(GROUP, VERSION, "members")
 def member_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     namespace = body.metadata.namespace or ""
-    consortium = (body.get("spec") or {}).get("consortium")
-    if isinstance(consortium, str):
-        memory_of(namespace, consortium).due = 0.0
+    view = MemberView.of(body)
+    for consortium in {view.bound, view.requested} - {None}:
+        assert consortium is not None
+        memory_of(namespace, consortium).poke()
     if event.get("type") == "DELETED":
         return
-    target = (
-        kube().get("Consortium", namespace, consortium) if isinstance(consortium, str) else None
-    )
+    target = kube().get("Consortium", namespace, view.bound) if view.bound else None
     if target is None:  # nobody else will write this Member's status
-        reconcile_members(kube(), [MemberView.of(body)], None, None)
+        reconcile_members(kube(), [view], None, None)
 
 
 @kopf.on.event(GROUP, VERSION, "proposals")
@@ -145,7 +145,7 @@ def proposal_changed(body: kopf.Body, **_: Any) -> None:
     """A new Proposal or an appended ballot: relay it in the Consortium's next pass."""
     consortium = (body.get("spec") or {}).get("consortium")
     if isinstance(consortium, str):
-        memory_of(body.metadata.namespace or "", consortium).due = 0.0
+        memory_of(body.metadata.namespace or "", consortium).poke()
 
 
 @kopf.on.delete(GROUP, VERSION, "members")
@@ -154,8 +154,8 @@ def member_deleted(body: kopf.Body, **_: Any) -> None:
     the Member go. The ledger changes only if the governors accept it."""
     namespace = body.metadata.namespace or ""
     view = MemberView.of(body)
-    consortium = (body.get("spec") or {}).get("consortium")
-    if view.spec is None or not isinstance(consortium, str):
+    consortium = view.bound  # the ledger that holds it, even if spec.consortium was changed
+    if view.spec is None or consortium is None:
         return
     k = kube()
     target = k.get("Consortium", namespace, consortium)
@@ -172,7 +172,7 @@ def member_deleted(body: kopf.Body, **_: Any) -> None:
     name = propose_removal(k, target, view.spec, signer, utcnow(), uid=body.metadata.uid or "")
     if name is None:
         raise kopf.TemporaryError("the operator's member identity is not created yet", delay=5)
-    memory_of(namespace, consortium).due = 0.0
+    memory_of(namespace, consortium).poke()
     k.event(
         target,
         "Normal",

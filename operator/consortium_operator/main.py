@@ -1,10 +1,15 @@
 """``consortium-operator``: run the kopf operator with metrics and peering.
 
-    consortium-operator [--namespace NS]... [--peering NAME | --standalone]
+    consortium-operator [--namespace NS... | --all-namespaces] [--peering NAME | --standalone]
                         [--metrics-port 8080] [--liveness http://0.0.0.0:8081/healthz]
 
+With ``--namespace`` (repeatable) kopf lists, watches and peers in those namespaces only, and
+the operator needs rights there alone (the Helm chart's default: the release namespace). With
+``--all-namespaces`` (or neither flag) it serves the whole cluster.
+
 Two replicas with the same peering name never both act: kopf's peering lets the one with
-the highest priority work while the other waits (a ClusterKopfPeering object must exist).
+the highest priority work while the other waits (a KopfPeering of that name must exist in each
+watched namespace, or a ClusterKopfPeering when cluster-wide).
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--namespace", action="append", default=[], help="watch only these")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", action="append", default=[], help="watch only this namespace (repeat)"
+    )
+    scope.add_argument(
+        "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--peering", default=None, help="kopf peering name (leader election)")
     mode.add_argument("--standalone", action="store_true", help="no peering (one replica)")

@@ -6,6 +6,12 @@ added later becomes an add_member proposal (``intents.py``) and shows ``Governan
 naming it, then ``AcknowledgementNeeded`` once the members accepted it, and is Active only when
 the ledger says so (after its own signed ack). A deleted Member becomes a remove_member
 proposal (the finalizer in ``handlers.py``).
+
+Every Member that names a Consortium gets a status, an invalid one too (``Accepted=False``
+naming the field), so nothing a user applies is ignored silently. ``spec.consortium`` is
+immutable once the Member was admitted (``status.consortium`` set): the first consortium's
+ledger still holds the member, so a Member cannot move; the operator keeps it with the
+consortium it was admitted to and says to delete and recreate it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,24 @@ class MemberView:
     def list(cls, kube: Kube, namespace: str) -> list[MemberView]:
         return [cls.of(b) for b in kube.list("Member", namespace)]
 
+    @property
+    def requested(self) -> str | None:
+        """``spec.consortium`` as written (also when the rest of the spec is invalid)."""
+        name = (self.body.get("spec") or {}).get("consortium")
+        return name if isinstance(name, str) else None
+
+    @property
+    def bound(self) -> str | None:
+        """The Consortium this Member belongs to: the one it was admitted to
+        (``status.consortium.name``), else the one its spec names."""
+        admitted = ((self.body.get("status") or {}).get("consortium") or {}).get("name")
+        return admitted if isinstance(admitted, str) and admitted else self.requested
+
+    @property
+    def moved(self) -> bool:
+        """``spec.consortium`` was changed after the Member was admitted (not allowed)."""
+        return self.requested is not None and self.bound != self.requested
+
 
 def member_conditions(
     view: MemberView,
@@ -45,6 +69,19 @@ def member_conditions(
     proposal: str | None = None,
 ) -> list[c.Condition]:
     """Accepted: valid and its Consortium exists. Active: Active in the consortium's ledger."""
+    if view.moved:
+        return [
+            c.Condition(
+                c.ACCEPTED,
+                False,
+                c.CONSORTIUM_IMMUTABLE,
+                f"spec.consortium is immutable: this Member was admitted to {view.bound!r} and "
+                f"its ledger still holds it; set spec.consortium back to {view.bound!r}, or "
+                f"delete this Member (the members vote on removing it) and create a new one "
+                f"for {view.requested!r}",
+            ),
+            c.Condition(c.ACTIVE, False, c.CONSORTIUM_IMMUTABLE, "spec.consortium changed"),
+        ]
     if view.error is not None:
         return [
             c.Condition(
@@ -86,7 +123,8 @@ def member_conditions(
                 False,
                 c.ACK_NEEDED,
                 "the members accepted it; it becomes Active when it acknowledges with its own "
-                "key: consortiumctl ack --identity <its key and certificate> --node … ",
+                f"key: consortiumctl ack --consortium {view.spec.consortium} --cert CERT.pem "
+                f"--key KEY.pem --kube {view.spec.name}",
             ),
         ]
     return [
@@ -134,7 +172,9 @@ def member_status(
     }
     if view.spec is not None:
         body["memberId"] = view.spec.member_id
-    if consortium is not None:
+    if "consortium" in existing:  # the admission is kept as it was (spec.consortium immutable)
+        body["consortium"] = existing["consortium"]
+    elif consortium is not None and view.spec is not None:
         body["consortium"] = {
             "name": consortium["metadata"]["name"],
             "uid": consortium["metadata"]["uid"],

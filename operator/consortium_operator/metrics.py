@@ -49,6 +49,13 @@ EXPIRY = Gauge(
     ["namespace", "consortium", "node"],
     registry=REGISTRY,
 )
+RENEW_BEFORE = Gauge(
+    "consortium_operator_attestation_renew_before_seconds",
+    "The Consortium's spec.attestation.renewBefore in seconds: how long before expiry nodes are "
+    "challenged to re-attest. The ConsortiumAttestationExpiringSoon alert is relative to it.",
+    ["namespace", "consortium"],
+    registry=REGISTRY,
+)
 VERIFICATIONS = Counter(
     "consortium_operator_attestation_verifications",
     "Quotes the operator verified itself, by consortium, platform, result and reason.",
@@ -82,6 +89,6 @@ def forget_nodes(namespace: str, consortium: str, keep: set[str]) -> None:
 
 def forget(namespace: str, consortium: str) -> None:
     """Drop the series of a deleted Consortium."""
-    per_consortium = (NODES, EXPIRY, LIST_VERSION, READY, LAST_SUCCESS, VERIFICATIONS)
+    per_consortium = (NODES, EXPIRY, RENEW_BEFORE, LIST_VERSION, READY, LAST_SUCCESS, VERIFICATIONS)
     for metric in (*per_consortium, RECONCILE_ERRORS):  # all labelled (namespace, consortium, …)
         _remove(metric, lambda lb: lb[:2] == (namespace, consortium))

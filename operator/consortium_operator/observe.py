@@ -16,7 +16,6 @@ from consortium_node.identity.certs import certificate_sha256, load_certificate
 from consortium_operator import intents as gov
 from consortium_operator import metrics, status, verify
 from consortium_operator.context import Pass
-from consortium_operator.members import MemberView
 from consortium_operator.names import Names
 from consortium_operator.nodeclient import NodeClient, NodeUnreachableError
 from consortium_operator.spec import ConsortiumSpec
@@ -141,7 +140,7 @@ def service_certificate(p: Pass) -> str | None:
     return candidate if found is not None and found[2].verified else None
 
 
-def observe(p: Pass, generation: int, members: list[MemberView]) -> status.Observation:
+def observe(p: Pass, generation: int) -> status.Observation:
     views = [v for v in (pod_view(x, p.names) for x in p.pods) if v is not None]
     obs = status.Observation(
         consortium=p.spec.name,
@@ -150,7 +149,7 @@ def observe(p: Pass, generation: int, members: list[MemberView]) -> status.Obser
         desired=p.spec.nodes,
         image=p.spec.image,
         pods=tuple(sorted(views, key=lambda v: v.ordinal)),
-        members_total=len(members),
+        allowed_measurements=p.spec.attestation.measurements,
     )
     cert = service_certificate(p)
     if cert is None:
@@ -181,7 +180,7 @@ def observe(p: Pass, generation: int, members: list[MemberView]) -> status.Obser
         checks=checks,
         published_version=published_version,
     )
-    return _observe_ledger(p, obs, client, published_version, members)
+    return _observe_ledger(p, obs, client, published_version)
 
 
 def _observe_ledger(
@@ -189,7 +188,6 @@ def _observe_ledger(
     obs: status.Observation,
     client: NodeClient,
     published_version: int | None,
-    members: list[MemberView],
 ) -> status.Observation:
     """The primary's network view, its signed list (verified) and its commit."""
     ips = p.pod_ips()
@@ -233,18 +231,16 @@ def _observe_ledger(
         for n in network.get("nodes", [])
         if isinstance(n, dict) and n.get("renewal_failure")
     }
-    ledger_members = {
-        m["member_id"]: m["status"] for m in network.get("members", []) if isinstance(m, dict)
-    }
+    listed = [m for m in network.get("members", []) if isinstance(m, dict)]
+    ledger_members = {m["member_id"]: m["status"] for m in listed}
+    ledger_roles = {m["member_id"]: str(m.get("role", "")) for m in listed}
     p.memory.failures = failures
     ledger = gov.LedgerGovernance.from_network(network)
     if ledger is not None:
         p.memory.allowed = ledger.measurements()
         p.memory.ledger_members = frozenset(ledger.members)
-    member_ids = {m.spec.member_id for m in members if m.spec is not None}
     return replace(
         obs,
-        members_active=sum(1 for i in member_ids if ledger_members.get(i) == "Active"),
         trusted_list=lst,
         list_error=error,
         list_sha256=hashlib.sha256(envelope.body).hexdigest() if lst else None,
@@ -253,6 +249,7 @@ def _observe_ledger(
         term=state.get("term"),
         commit_index=state.get("commit_index"),
         ledger_members=ledger_members,
+        ledger_roles=ledger_roles,
         envelope=envelope.body if lst else None,
         network=network,
     )

@@ -25,6 +25,7 @@ from consortium_node.identity.certs import (
 )
 from consortium_node.identity.trusted_list import NodeStatus
 from consortium_operator import builders, conditions, metrics, status
+from consortium_operator.acks import relay_acks
 from consortium_operator.context import Memory, Pass, Settings, ask_primary, retire
 from consortium_operator.governing import governance, member_proposals, roll
 from consortium_operator.k8s import Kube
@@ -37,6 +38,10 @@ log = logging.getLogger("consortium_operator")
 
 FAST = 2.0
 SLOW = float(os.environ.get("CONSORTIUM_OPERATOR_RESYNC_SECONDS", "30"))
+# Ready, but the members are expected to act where no watch event tells the operator (a ballot
+# or an ack sent straight to a node): look again soon, so the Member and Proposal resources
+# follow the ledger within seconds.
+AWAITING_MEMBERS = min(5.0, SLOW)
 
 
 def reconcile_consortium(
@@ -47,12 +52,14 @@ def reconcile_consortium(
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation", 0))
     now = utcnow()
-    members = [m for m in MemberView.list(kube, namespace) if m.spec and m.spec.consortium == name]
+    bound = [m for m in MemberView.list(kube, namespace) if m.bound == name]
+    members = [m for m in bound if m.spec is not None]  # invalid ones only get a status
     try:
         spec = parse_consortium(name, body.get("spec") or {})
     except SpecError as exc:
         obs = status.Observation(name, generation, now, 0, spec_error=exc)
         _write_status(kube, body, obs, now, invalid=True)
+        reconcile_members(kube, bound, body, None)
         return SLOW
     bootstrapped = (body.get("status") or {}).get("serviceCertificate") is not None
     governors = [m for m in members if m.spec is not None and m.spec.role == "governor"]
@@ -67,25 +74,41 @@ def reconcile_consortium(
                 f"no valid Member with spec.consortium={name} and role governor in this "
                 "namespace: genesis needs at least one",
             ),
-            members_total=len(members),
+            member_resources=len(bound),
         )
         _write_status(kube, body, obs, now, invalid=True, reason=conditions.NO_GOVERNOR)
+        reconcile_members(kube, bound, body, None)
         return FAST
     p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
-    obs = observe(p, generation, members)
+    obs = replace(
+        observe(p, generation),
+        member_resources=len(bound),
+        was_ready=(body.get("status") or {}).get("firstReadyTime") is not None,
+    )
     obs, asked = governance(p, obs, members)
-    _apply(p, obs, members)
+    obs = relay_acks(p, obs, members)  # before status: a relayed ack shows at once
+    obs = _apply(p, obs, members)
     _rotate(p, obs)
     _replace_retired(p, obs)
     obs = roll(p, obs, asked)
     _events(p, obs)
     _metrics(p, obs)
     conds = _write_status(kube, body, obs, now)
-    reconcile_members(kube, members, body, obs.ledger_members, member_proposals(asked))
+    reconcile_members(kube, bound, body, obs.ledger_members, member_proposals(asked))
     ready = conditions.find(conds, conditions.READY)
-    return SLOW if ready is not None and ready.status else FAST
+    if ready is None or not ready.status:
+        return FAST
+    return AWAITING_MEMBERS if _awaits_members(obs, members) else SLOW
+
+
+def _awaits_members(obs: status.Observation, members: list[MemberView]) -> bool:
+    """An operator proposal is open, or a Member was accepted and has not acknowledged."""
+    ledger = obs.ledger_members or {}
+    return bool(obs.waiting_proposals) or any(
+        m.spec is not None and ledger.get(m.spec.member_id) == "Accepted" for m in members
+    )
 
 
 # ---------------------------------------------------------------------- secrets
@@ -139,7 +162,9 @@ def _replicas(p: Pass, obs: status.Observation) -> int:
     return current
 
 
-def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
+def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> status.Observation:
+    """Write what differs; the observation comes back with the list version now published
+    (the status of this pass must not report a lag this pass just ended)."""
     spec, ns, uid, k = p.spec, p.namespace, p.uid, p.kube
     operator_cert = p.operator_identity[1].decode() if p.operator_identity else ""
     node_yaml = builders.node_config(
@@ -174,11 +199,12 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
         sent = k.apply_if_changed(manifest, live)
         config_changed |= sent and meta["name"] == p.names.config and live is not None
         if sent and meta["name"] == p.names.trusted_nodes and obs.trusted_list is not None:
+            version = obs.trusted_list.version
+            obs = replace(obs, published_version=version)
             p.event(
                 "Normal",
                 "TrustedListPublished",
-                f"trusted-node list version {obs.trusted_list.version} published in "
-                f"ConfigMap {meta['name']}",
+                f"trusted-node list version {version} published in ConfigMap {meta['name']}",
             )
     image = obs.running_image or spec.image
     sts = builders.statefulset(
@@ -196,6 +222,7 @@ def _apply(p: Pass, obs: status.Observation, members: list[MemberView]) -> None:
     k.apply_if_changed(sts, live_sts)
     _unstick(p, live_sts, config_changed)
     _cleanup_claims(p, obs)
+    return obs
 
 
 def _unstick(p: Pass, sts: Mapping[str, Any] | None, config_changed: bool) -> None:
@@ -304,6 +331,8 @@ def _events(p: Pass, obs: status.Observation) -> None:
 
 def _metrics(p: Pass, obs: status.Observation) -> None:
     ns, name = p.namespace, p.spec.name
+    renew_before = p.spec.attestation.renew_before.total_seconds()
+    metrics.RENEW_BEFORE.labels(ns, name).set(renew_before)  # the expiry alert's yardstick
     lst = obs.trusted_list
     if lst is None:
         return
@@ -339,9 +368,12 @@ def _write_status(
     if reason is not None:
         conds = [replace(c, reason=reason) if c.type == conditions.READY else c for c in conds]
     new = status.status_body(obs, conds, existing, now)
-    if invalid:  # keep what was known; only the verdict changes
-        new = {**{k: v for k, v in existing.items() if k not in new}, **new}
-        new["nodesReady"] = existing.get("nodesReady", "0/0")
+    if invalid:  # keep the last observed facts (nodes, list, members…): only the verdict changes
+        verdict = ("observedGeneration", "phase", "conditions")
+        new = {**existing, **{k: v for k, v in new.items() if k in verdict}}
+        new.setdefault("nodesReady", "0/0")
+        if "members" not in existing:
+            new["members"] = {"resources": obs.member_resources}
     ready = conditions.find(conds, conditions.READY)
     metrics.READY.labels(meta["namespace"], meta["name"]).set(
         1 if ready is not None and ready.status else 0

@@ -24,6 +24,15 @@ PLATFORMS = ("insecure-virtual",)
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 ROLES = ("governor", "user")
 MAX_CONSORTIUM_NAME = 40  # pods are <name>-<ordinal>, PVCs ledger-<name>-<ordinal>
+# Raft fsyncs every write on a majority and the primary sends each entry to every peer: past
+# 9 nodes (4 failures tolerated) more nodes cost write latency for no practical availability.
+MAX_NODES = 9
+# An attestation must outlive a renewal round and its retries (MIN_RENEW_BEFORE), and rounds
+# must not come so often that status and alerts cannot follow them (MIN_RENEWAL_INTERVAL =
+# validity - renewBefore, the time between two rounds).
+MIN_VALIDITY = timedelta(minutes=1)
+MIN_RENEW_BEFORE = timedelta(seconds=30)
+MIN_RENEWAL_INTERVAL = timedelta(seconds=15)
 
 
 class SpecError(ValueError):
@@ -109,6 +118,36 @@ def _digests(value: Any, field: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _check_renewal(validity: timedelta, renew: timedelta) -> None:
+    if validity < MIN_VALIDITY:
+        raise SpecError(
+            "spec.attestation.validity",
+            f"{_text(validity)} is too short: at least {_text(MIN_VALIDITY)}",
+        )
+    if renew < MIN_RENEW_BEFORE:
+        raise SpecError(
+            "spec.attestation.renewBefore",
+            f"{_text(renew)} is too short: at least {_text(MIN_RENEW_BEFORE)}, time for a "
+            "renewal round and its retries before the attestation expires",
+        )
+    if renew >= validity:
+        raise SpecError(
+            "spec.attestation.renewBefore", "must be shorter than spec.attestation.validity"
+        )
+    if validity - renew < MIN_RENEWAL_INTERVAL:
+        raise SpecError(
+            "spec.attestation.renewBefore",
+            f"must be at least {_text(MIN_RENEWAL_INTERVAL)} shorter than "
+            f"spec.attestation.validity ({_text(validity)}): renewal rounds come every "
+            "validity - renewBefore",
+        )
+
+
+def _text(d: timedelta) -> str:
+    seconds = d.total_seconds()
+    return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}m"
+
+
 def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     """Validate a Consortium's spec (after API-server defaulting)."""
     if not NAME_RE.match(name) or len(name) > MAX_CONSORTIUM_NAME:
@@ -117,8 +156,8 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
             f"{name!r} must be a DNS label of at most {MAX_CONSORTIUM_NAME} characters",
         )
     nodes = spec.get("nodes", 3)
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise SpecError("spec.nodes", f"must be an integer of at least 1, got {nodes!r}")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise SpecError("spec.nodes", f"must be an integer from 1 to {MAX_NODES}, got {nodes!r}")
     image = spec.get("image")
     if not isinstance(image, str) or not image.strip():
         raise SpecError("spec.image", "required: the node image (e.g. localhost/consortium-node)")
@@ -143,10 +182,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         )
     validity = _duration(att.get("validity"), "spec.attestation.validity", "24h")
     renew = _duration(att.get("renewBefore"), "spec.attestation.renewBefore", "8h")
-    if renew >= validity:
-        raise SpecError(
-            "spec.attestation.renewBefore", "must be shorter than spec.attestation.validity"
-        )
+    _check_renewal(validity, renew)
     gov = _obj(spec.get("governance"), "spec.governance")
     threshold = gov.get("threshold", "majority")
     if isinstance(threshold, str) and threshold.isdigit():

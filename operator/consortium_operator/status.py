@@ -7,6 +7,7 @@ the field), so a user reads one actionable message. Table-driven unit tests cove
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,14 +70,16 @@ class Observation:
     primary: str | None = None
     term: int | None = None
     commit_index: int | None = None
-    members_total: int = 0
-    members_active: int | None = None
     ledger_members: Mapping[str, str] | None = None  # member_id → status in the ledger
     envelope: bytes | None = None  # the verified COSE list
     network: Mapping[str, Any] | None = None  # the primary's /node/network (ledger decisions)
     up_to_date: c.Condition | None = None  # decided by upgrade.py once bootstrapped
     running_image: str | None = None  # the StatefulSet's image (spec.image once approved)
     waiting_proposals: tuple[str, ...] = ()  # operator Proposal CRs the spec waits for
+    allowed_measurements: tuple[str, ...] = ()  # spec.attestation.measurements
+    member_resources: int = 0  # Member objects bound to this Consortium
+    ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
+    was_ready: bool = False  # Ready at least once before (status.firstReadyTime set)
 
     def current_entries(self) -> dict[str, NodeEntry]:
         """Per pod name, the list entry of the node running there now.
@@ -137,6 +140,26 @@ def _image(o: Observation) -> c.Condition | None:
     return None
 
 
+# The node's refusal names its own measurement ("measurement <hex> is not in …", or
+# "measures <hex>" where the verifier's detail did not).
+_MEASURES = re.compile(r"\bmeasure(?:s|ment) ([0-9a-f]{64})\b")
+
+
+def refusal_message(pod: str, node_message: str, allowed: Sequence[str]) -> str:
+    """AttestationRefused: what the node measures, once, and what the spec allows."""
+    found = _MEASURES.search(node_message)
+    listed = ", ".join(allowed) if allowed else "none"
+    if found is None:
+        return (
+            f"spec.attestation.measurements: {pod} was refused: {node_message.strip()[:300]} "
+            f"(allowed: {listed})"
+        )
+    return (
+        f"spec.attestation.measurements: {pod} runs code measuring {found.group(1)}, which is "
+        f"not in the allowed list [{listed}]: add it, or run the image that measures as allowed"
+    )
+
+
 def _node_start(o: Observation) -> c.Condition | None:
     for pod in o.pods:
         message = pod.last_termination_message
@@ -147,7 +170,7 @@ def _node_start(o: Observation) -> c.Condition | None:
                 c.READY,
                 False,
                 c.ATTESTATION_REFUSED,
-                f"spec.attestation.measurements: {pod.name} does not match: {message.strip()}",
+                refusal_message(pod.name, message, o.allowed_measurements),
             )
         if pod.waiting_reason == "CrashLoopBackOff":
             return c.Condition(
@@ -191,7 +214,11 @@ def _nodes(o: Observation) -> c.Condition | None:
 
 
 def _distributed(o: Observation) -> c.Condition | None:
-    if o.trusted_list is not None and o.published_version != o.trusted_list.version:
+    """Only the first list gates readiness: before it is published, joiners have nothing to
+    verify. Later the nodes issue newer lists themselves (every re-attestation round) and
+    adopt them from the ledger; the ConfigMap catching up a moment later is no outage (the
+    TrustedListDistributed condition tells how far it lags)."""
+    if o.trusted_list is not None and o.published_version is None:
         return c.Condition(
             c.READY,
             False,
@@ -351,6 +378,22 @@ def node_statuses(o: Observation) -> list[dict[str, Any]]:
     return out
 
 
+def members_status(o: Observation, existing: Mapping[str, Any]) -> dict[str, Any]:
+    """``status.members``: the ledger's members (the operator's own identity, role
+    ``operator``, is not one), and how many Member resources name this Consortium. Before the
+    ledger was read (or while no node answers) the last counts read are kept."""
+    out: dict[str, Any] = {"resources": o.member_resources}
+    if o.ledger_members is None or o.ledger_roles is None:
+        for key in ("total", "active"):
+            if key in existing:
+                out[key] = existing[key]
+        return out
+    ids = [i for i, role in o.ledger_roles.items() if role != "operator"]
+    out["total"] = len(ids)
+    out["active"] = sum(1 for i in ids if o.ledger_members.get(i) == "Active")
+    return out
+
+
 def status_body(
     o: Observation,
     conds: Sequence[c.Condition],
@@ -359,9 +402,13 @@ def status_body(
 ) -> dict[str, Any]:
     """The whole ``status`` to write (compared with the current one before writing)."""
     trusted = len(o.trusted_pods())
+    ready = c.find(conds, c.READY)
+    first_ready = existing.get("firstReadyTime")
+    if first_ready is None and ready is not None and ready.status:
+        first_ready = rfc3339(now)
     body: dict[str, Any] = {
         "observedGeneration": o.generation,
-        "phase": c.phase(conds),
+        "phase": c.phase(conds, was_ready=first_ready is not None),
         "conditions": c.merge(
             existing.get("conditions"), conds, now=rfc3339(now), generation=o.generation
         ),
@@ -369,13 +416,10 @@ def status_body(
         "trustedNodes": trusted,
         "nodesReady": f"{trusted}/{o.desired}",
         "nodes": node_statuses(o),
-        "members": {
-            "total": o.members_total,
-            "active": o.members_active
-            if o.members_active is not None
-            else existing.get("members", {}).get("active", 0),
-        },
+        "members": members_status(o, existing.get("members") or {}),
     }
+    if first_ready is not None:
+        body["firstReadyTime"] = first_ready
     if o.service_certificate_pem is not None:
         body["serviceCertificate"] = o.service_certificate_pem
         body["serviceCertificateSha256"] = o.service_certificate_sha256

@@ -1,12 +1,15 @@
 """The chart on the real local cluster with the test values (``hostnetwork-test.yaml``: test
-faults on, DEBUG logs): ``helm install`` with the operator in a pod, the samples' Consortium
-Ready, a transaction whose receipt verifies offline with the service certificate taken from
-the cluster, then ``helm uninstall`` leaving nothing behind. Prometheus and the dashboard are
-checked on the README's main command (``test_demo.py``)."""
+faults on, DEBUG logs): ``helm install`` with the operator in a pod watching only the samples'
+namespace (``watchNamespaces``: its rights are a Role there), the samples' Consortium Ready
+without one refused API call, a transaction whose receipt verifies offline with the service
+certificate taken from the cluster, then ``helm uninstall`` leaving nothing behind. Prometheus
+and the dashboard are checked on the README's main command (``test_demo.py``); the rights of
+each mode in ``test_rbac.py``."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -37,24 +40,28 @@ def test_helm_install_samples_receipt_and_uninstall(
     cluster: Cluster, helm: Path, tmp_path: Path
 ) -> None:
     remove_stale_peering(cluster)
-    installed = run(
-        helm,
-        "install",
-        RELEASE,
-        CHART,
-        "-n",
-        SYSTEM,
-        "--create-namespace",
-        "-f",
-        VALUES,
-        "--wait",
-        "--timeout",
-        "180s",
-    )
-    assert installed.returncode == 0, installed.stderr
+    # The samples' namespace is not the release's: the operator is told to watch it, which
+    # needs it to exist first (the chart puts the operator's Role and KopfPeering there).
     ns = f"e2e-{uuid.uuid4().hex[:6]}"
+    watch = ("--set", f"watchNamespaces={{{ns}}}")
+    cluster.kubectl("create", "namespace", ns)
     try:
-        cluster.kubectl("create", "namespace", ns)
+        installed = run(
+            helm,
+            "install",
+            RELEASE,
+            CHART,
+            "-n",
+            SYSTEM,
+            "--create-namespace",
+            "-f",
+            VALUES,
+            *watch,
+            "--wait",
+            "--timeout",
+            "180s",
+        )
+        assert installed.returncode == 0, installed.stderr
         # Members whose keys we hold (the samples ship certificates only).
         ids = tmp_path / "ids"
         for name in ("alice", "bob"):
@@ -95,11 +102,26 @@ def test_helm_install_samples_receipt_and_uninstall(
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert json.loads(receipt.read_text())["txid"]
 
-        # The operator runs in the release's pod, not on the host.
+        # The operator runs in the release's pod, not on the host, and did all of that with
+        # the rights of its Role in the watched namespace: neither kopf nor the operator asked
+        # for anything it was refused (a cluster-wide list or watch would be).
         pods = cluster.items(SYSTEM, "pods")
         assert [p["status"]["phase"] for p in pods] == ["Running"]
+        log = cluster.kubectl("logs", "-n", SYSTEM, pods[0]["metadata"]["name"])
+        args = pods[0]["spec"]["containers"][0]["args"]
+        assert args[args.index("--namespace") :][:2] == ["--namespace", ns]
+        assert args.count("--namespace") == 1
+        refused = [
+            line
+            for line in log.splitlines()
+            if re.search(r"forbidden|\b403\b|not enough permissions", line, re.IGNORECASE)
+        ]
+        assert not refused, "\n".join(refused[:10])
 
+        # Consortia and Members go before the namespace: their finalizers need the operator's
+        # Role, which goes with the namespace.
         cluster.kubectl("-n", ns, "delete", "consortium", "demo", "--timeout=120s")
+        cluster.kubectl("-n", ns, "delete", "members", "--all", "--timeout=120s")
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     uninstalled = run(helm, "uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s")
@@ -108,7 +130,7 @@ def test_helm_install_samples_receipt_and_uninstall(
     gone: list[str] = []
 
     def nothing_left() -> bool:
-        gone[:] = release_left(cluster, helm, "-f", VALUES)
+        gone[:] = release_left(cluster, helm, "-f", VALUES, *watch)
         return not gone
 
     wait_for(f"everything the release created to be gone (left: {gone})", nothing_left, 120)

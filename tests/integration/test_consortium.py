@@ -205,7 +205,19 @@ def test_4_bad_joiners_are_refused_with_the_reason(
     assert [n["name"] for n in lst["nodes"]] == ["node-0"]
 
 
-def test_5_tampered_or_rolled_back_list_is_refused(cluster_factory: Any, tmp_path: Path) -> None:
+def _samples(node: LocalNode, prefix: str) -> dict[str, float]:
+    """The node's /metrics samples whose line starts with ``prefix``, by name and labels."""
+    text = node.request("GET", "/metrics")[1].decode()
+    lines = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(prefix))
+    return {sample: float(value) for sample, value in lines}
+
+
+def test_5_tampered_list_is_refused_an_older_one_set_aside(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    """The mounted list (the operator's ConfigMap) lagging behind the node's is stale: counted
+    apart, logged without ERROR; a tampered one is refused at ERROR and counted by reason.
+    The node keeps its list either way (issue 11, item 3)."""
     watched = tmp_path / "mounted" / "trusted-nodes.cose"
     cluster: Cluster = cluster_factory(1)
     v1 = cluster.nodes[0].request("GET", "/node/trusted-list")[1]
@@ -213,22 +225,32 @@ def test_5_tampered_or_rolled_back_list_is_refused(cluster_factory: Any, tmp_pat
     cluster.wait_converged()
     current = node.request("GET", "/node/trusted-list")[1]
     version = node.state()["trusted_list_version"]
+    assert version > 1
+    rejected = "consortium_trusted_list_rejections_total"
+    stale = "consortium_trusted_list_stale_total"
+    before = _samples(node, rejected)
+    assert before and set(before.values()) == {0.0}
     watched.parent.mkdir(parents=True, exist_ok=True)
+
+    watched.write_bytes(v1)  # validly signed, older than what the node holds
+    wait_for(lambda: _samples(node, stale) == {stale: 1.0}, 10, "the older list counted stale")
+    assert f"is version 1, older than the held version {version}" in node.log()
+    assert _samples(node, rejected) == before
+    assert " ERROR " not in node.log()
+    assert node.request("GET", "/node/trusted-list")[1] == current
+
     tampered = bytearray(current)
     tampered[len(tampered) // 2] ^= 0x01
-    for bad, why in ((bytes(tampered), "BadSignature"), (v1, "Rollback")):
-        watched.write_bytes(bad)
-        wait_for(
-            lambda w=why: (
-                f"refused the trusted-node list in {watched}" in node.log() and w in node.log()
-            ),
-            10,
-            f"the {why} list to be refused",
-        )
-        assert node.request("GET", "/node/trusted-list")[1] == current
-        assert node.state()["trusted_list_version"] == version
-        metrics = node.request("GET", "/metrics")[1].decode()
-        assert f'consortium_trusted_list_rejections_total{{reason="{why}"}} 1.0' in metrics
+    watched.write_bytes(bytes(tampered))
+    bad = f'{rejected}{{reason="BadSignature"}}'
+    wait_for(lambda: _samples(node, rejected)[bad] == 1.0, 10, "the tampered list refused")
+    assert _samples(node, rejected) == {**before, bad: 1.0}
+    assert _samples(node, stale) == {stale: 1.0}
+    errors = [line for line in node.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert f"refused the trusted-node list in {watched}: BadSignature" in errors[0]
+    assert node.request("GET", "/node/trusted-list")[1] == current
+    assert node.state()["trusted_list_version"] == version
     assert cluster.write({"still": "working"})[0] == 200
 
 

@@ -54,10 +54,10 @@ def append_ballot(cluster: Cluster, ns: str, name: str, b64: str) -> None:
     cluster.kubectl("-n", ns, "patch", "proposal", name, "--type", "json", "-p", patch)
 
 
-def ctl(*args: str) -> str:
-    """consortiumctl, with the cluster's kubectl for --kube."""
+def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """consortiumctl, with the cluster's kubectl for --kube, whatever its exit code."""
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG), "KUBECTL": str(kube_bin() / "kubectl")}
-    done = subprocess.run(
+    return subprocess.run(
         [str(ROOT / ".venv/bin/consortiumctl"), *args],
         capture_output=True,
         text=True,
@@ -65,6 +65,11 @@ def ctl(*args: str) -> str:
         check=False,
         timeout=120,
     )
+
+
+def ctl(*args: str) -> str:
+    """consortiumctl that must succeed; its standard output."""
+    done = run_ctl(*args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -110,8 +110,14 @@ class LocalNode:
         return self.workdir / self.name
 
     @property
+    def host(self) -> str:
+        """The loopback address it listens on (another one than 127.0.0.1 by override)."""
+        listen = self.overrides.get("listen")
+        return str(listen.get("host", "127.0.0.1")) if isinstance(listen, dict) else "127.0.0.1"
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def service_cert(self) -> Path:

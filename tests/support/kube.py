@@ -8,16 +8,19 @@ restarting it is a real crash.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -127,6 +130,20 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One user at a time of the machine's one local Kubernetes (a test session, a benchmark):
+    a second one waits here rather than sharing the cluster with a second operator process or
+    tearing it down under the first."""
+    with open(os.environ.get("KUBE_LOCK", "/tmp/consortium-kube.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another user of the local Kubernetes…", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def bring_up() -> Cluster:
     """Start the cluster (unless running), build and import the images, apply the CRDs."""
     running = (RUN / "apiserver.pid").exists() and _alive(RUN / "apiserver.pid")
@@ -197,10 +214,12 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ("--standalone",)
     resync_seconds: str = "3"  # passes over Ready Consortia; the operator's default is 30
+    env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH: another checkout
 
     def start(self) -> None:
         env = {
             **os.environ,
+            **self.env,
             "KUBECONFIG": str(KUBECONFIG),
             "CONSORTIUM_OPERATOR_INSECURE_TEST_FAULTS": "1",
             "CONSORTIUM_OPERATOR_RESYNC_SECONDS": self.resync_seconds,

@@ -72,3 +72,18 @@ policy/v1
 policy/v1beta1
 {{- end }}
 {{- end }}
+
+{{/* The namespaces the operator watches, as a JSON list (read it with fromJsonArray): empty
+when clusterWide, else watchNamespaces, else the release namespace alone. Fails on both. */}}
+{{- define "consortium-operator.watchedNamespaces" -}}
+{{- if and .Values.clusterWide .Values.watchNamespaces }}
+{{- fail "clusterWide: true watches every namespace; leave watchNamespaces empty (or set clusterWide: false to watch only watchNamespaces)" }}
+{{- end }}
+{{- if .Values.clusterWide }}
+{{- list | toJson }}
+{{- else if .Values.watchNamespaces }}
+{{- .Values.watchNamespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}

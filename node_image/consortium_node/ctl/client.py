@@ -3,11 +3,18 @@
 The client trusts only the service certificate (node TLS certificates are issued by it) and
 authenticates with a member/user certificate when one is given. Failures become ``CtlError``
 with a message a person can act on; HTTP errors carry the node's JSON error.
+
+Exit codes say who to blame: 1 when a node answered but the answer (or its certificate) did
+not verify or the request was refused — including a certificate that is the service's but
+names another host, which is reported with the names it does carry, never as "unreachable";
+3 only when no answer came at all (no connection, a broken connection, a timeout).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import ssl
 import sys
 import urllib.error
@@ -17,9 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from consortium_node.identity.certs import subject_alt_names
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+# OpenSSL's verify codes for a certificate that chains but names another host / IP address.
+X509_HOSTNAME_MISMATCH = 62
+X509_IP_ADDRESS_MISMATCH = 64
 
 
 class CtlError(Exception):
@@ -91,22 +106,47 @@ class NodeClient:
         except urllib.error.HTTPError as exc:
             return Response(exc.code, exc.read(), dict(exc.headers))
         except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise CtlError(
-                    f"{self.base}: the node's certificate does not chain to the given service "
-                    f"certificate ({reason.verify_message})",
-                    EXIT_UNREACHABLE,
-                ) from exc
-            if isinstance(reason, ssl.SSLError):
-                raise CtlError(
-                    f"{self.base}: TLS handshake failed ({reason.reason}); if it names a "
-                    "certificate, the node does not accept yours",
-                    EXIT_UNREACHABLE,
-                ) from exc
-            raise CtlError(f"{self.base}: cannot connect: {reason}", EXIT_UNREACHABLE) from exc
-        except (TimeoutError, ConnectionError) as exc:
-            raise CtlError(f"{self.base}: {exc}", EXIT_UNREACHABLE) from exc
+            raise self._connection_error(exc.reason) from exc
+        except ssl.SSLError as exc:
+            raise self._connection_error(exc) from exc
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise CtlError(f"{self.base}: the connection failed: {exc}", EXIT_UNREACHABLE) from exc
+
+    def _connection_error(self, reason: object) -> CtlError:
+        """Why a request did not get an answer: a certificate that does not verify (exit 1,
+        the node answered but cannot be trusted under this name) or no node there (exit 3)."""
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            if reason.verify_code in (X509_HOSTNAME_MISMATCH, X509_IP_ADDRESS_MISMATCH):
+                return CtlError(name_mismatch(self.base, self._presented_names()))
+            return CtlError(
+                f"{self.base}: the node's certificate does not verify with the given service "
+                f"certificate ({reason.verify_message}): is --service-cert this consortium's?"
+            )
+        if isinstance(reason, ssl.SSLError) and "CERTIFICATE" in str(reason.reason or ""):
+            return CtlError(
+                f"{self.base}: the node refused the TLS handshake ({reason.reason}): it does not "
+                "accept your certificate"
+            )
+        if isinstance(reason, ssl.SSLError):
+            return CtlError(f"{self.base}: TLS handshake failed ({reason})", EXIT_UNREACHABLE)
+        return CtlError(f"{self.base}: cannot connect: {reason}", EXIT_UNREACHABLE)
+
+    def _presented_names(self) -> list[str] | None:
+        """The names in the certificate the node presents, read over a second connection that
+        verifies the chain but not the name (None if that fails too)."""
+        parsed = urllib.parse.urlparse(self.base)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.load_verify_locations(cadata=self.service_cert_pem)
+        try:
+            with (
+                socket.create_connection((parsed.hostname, parsed.port or 443), 10) as sock,
+                context.wrap_socket(sock) as tls,
+            ):
+                der = tls.getpeercert(binary_form=True)
+        except (OSError, ValueError):
+            return None
+        return subject_alt_names(x509.load_der_x509_certificate(der)) if der else None
 
     def json(
         self,
@@ -120,6 +160,26 @@ class NodeClient:
         if resp.status not in ok:
             raise CtlError(f"{method} {path}: {describe_error(resp)}")
         return resp.json()
+
+
+def name_mismatch(base: str, names: list[str] | None) -> str:
+    """The message for a node whose certificate is the service's but not for this name."""
+    host = urllib.parse.urlparse(base).hostname
+    found = ", ".join(names) if names else "names that could not be read"
+    return (
+        f"{base}: the node's certificate is issued by the service but is not valid for "
+        f"{host!r}: it names {found}. Use one of those names, or, if the node has just moved "
+        "to this address, retry once it has announced it (the primary re-issues its certificate)"
+    )
+
+
+def error_code(resp: Response) -> str | None:
+    """The node's machine-readable error code (``NotCommittedYet``, ``NotFound``, …), if any."""
+    try:
+        code = json.loads(resp.body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def describe_error(resp: Response) -> str:

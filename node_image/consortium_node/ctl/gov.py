@@ -15,10 +15,10 @@ code the nodes run, so a member learns about a bad action here and not after a v
     proposals show FILE [--signer-cert PEM]             decode a document; verify its signature
 
 SINK is ``--out FILE`` (keep the document), ``--node URL --service-cert PEM`` (submit it to any
-node; a backup's NotLeader answer is followed to the primary once), ``--kube NAME
-[--namespace NS]`` (into the Kubernetes ``Proposal`` NAME, for the operator to relay; see
-``kube_sink.py``), or several. With ``--kube``, vote and withdraw take the proposal id from the
-Proposal object when neither ``--proposal`` nor ``--proposal-id`` is given.
+node: a backup forwards it to the primary), ``--kube NAME [--namespace NS]`` (into the
+Kubernetes ``Proposal`` NAME — for an ack, the member's own ``Member`` NAME — for the operator
+to relay; see ``kube_sink.py``), or several. With ``--kube``, vote and withdraw take the
+proposal id from the Proposal object when neither ``--proposal`` nor ``--proposal-id`` is given.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from typing import Any
 from consortium_node.common.timeutil import parse_duration, rfc3339, utcnow
 from consortium_node.ctl import kube_sink
 from consortium_node.ctl.client import (
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     CtlError,
     NodeClient,
     describe_error,
+    error_code,
     load_json_input,
     read_input,
 )
@@ -102,13 +104,31 @@ def _client(args: argparse.Namespace) -> NodeClient:
 
 
 def submit(client: NodeClient, path: str, envelope: bytes) -> Any:
-    """POST a signed document; a backup's 503 NotLeader names the primary: ask it once."""
+    """POST a signed document to any node: a backup forwards it to the primary.
+
+    A node that cannot (no primary known yet, or a node older than forwarding) answers 503
+    NotLeader naming the primary's address: it is asked once — and if that address does not
+    resolve or connect from here (a cluster DNS name, seen from outside the cluster), the error
+    says so instead of a bare "cannot connect".
+    """
     resp = client.request("POST", path, raw=envelope)
-    if resp.status == 503:
+    if resp.status == 503 and error_code(resp) == "NotLeader":
         leader = (resp.json().get("error") or {}).get("leader_address")
         if leader:
-            client = NodeClient(f"https://{leader}", client.service_cert_pem)
-            resp = client.request("POST", path, raw=envelope)
+            try:
+                resp = NodeClient(f"https://{leader}", client.service_cert_pem).request(
+                    "POST", path, raw=envelope
+                )
+            except CtlError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                raise CtlError(
+                    f"POST {path}: {client.base} is not the primary and could not forward the "
+                    f"document; it names the primary {leader}, which is not reachable from "
+                    f"here ({exc}). Retry in a moment, or reach the primary directly "
+                    "(on Kubernetes: --kube NAME lets the operator relay it)",
+                    EXIT_UNREACHABLE,
+                ) from exc
     if resp.status != 200:
         raise CtlError(f"POST {path}: {describe_error(resp)}")
     return resp.json()
@@ -128,7 +148,7 @@ def _require_sink(args: argparse.Namespace) -> None:
     if not args.out and not args.node and not args.kube:
         raise CtlError(
             "give --out FILE (keep the signed document), --node URL (submit it), --kube NAME "
-            "(put it into a Kubernetes Proposal), or several",
+            "(put it into a Kubernetes Proposal; an ack into your Member), or several",
             EXIT_USAGE,
         )
 
@@ -147,7 +167,8 @@ def _sign(
     if args.kube:
         obj = kube_sink.put(args.kube, args.namespace, payload, envelope)
         meta = obj["metadata"]
-        shown = {"proposal": f"{meta['namespace']}/{meta['name']}", "type": payload["type"]}
+        where = "member" if payload["type"] == "ack" else "proposal"
+        shown = {where: f"{meta['namespace']}/{meta['name']}", "type": payload["type"]}
         shown["id"] = document_id(envelope)
         print(json.dumps(shown, indent=2, sort_keys=True))
     elif not args.node and args.out != "-":
@@ -329,15 +350,15 @@ def cmd_proposals_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signing_args(p: argparse.ArgumentParser) -> None:
+def _signing_args(p: argparse.ArgumentParser, kind: str = "Proposal") -> None:
     p.add_argument("--consortium", required=True, help="the consortium's name (signed in)")
     p.add_argument("--cert", required=True, help="your member certificate (PEM)")
     p.add_argument("--key", required=True, help="your private key (PEM); it is not sent anywhere")
     p.add_argument("--out", help="where to write the signed document (- for stdout)")
     p.add_argument("--node", help="submit it to this node (https://HOST:PORT; any node)")
     p.add_argument("--service-cert", help="the consortium's service certificate, with --node")
-    p.add_argument("--kube", metavar="NAME", help="put it into the Kubernetes Proposal NAME")
-    p.add_argument("--namespace", help="the Proposal's namespace, with --kube (else kubectl's)")
+    p.add_argument("--kube", metavar="NAME", help=f"put it into the Kubernetes {kind} NAME")
+    p.add_argument("--namespace", help=f"the {kind}'s namespace, with --kube (else kubectl's)")
 
 
 def add_commands(sub: Any) -> None:
@@ -368,8 +389,14 @@ def add_commands(sub: Any) -> None:
     wp.add_argument("--proposal-id")
     wp.set_defaults(func=cmd_withdraw)
 
-    ap = sub.add_parser("ack", help="sign your acknowledgement as a new member (Accepted → Active)")
-    _signing_args(ap)
+    ap = sub.add_parser(
+        "ack",
+        help="sign your acknowledgement as a new member (Accepted → Active)",
+        description="With --kube NAME the ack goes into your Member object NAME "
+        "(spec.acknowledgement) and the operator relays it once the members have accepted you; "
+        "with --node it goes to any node (a backup forwards it to the primary).",
+    )
+    _signing_args(ap, kind="Member")
     ap.set_defaults(func=cmd_ack)
 
     props = sub.add_parser("proposals", help="governance documents").add_subparsers(

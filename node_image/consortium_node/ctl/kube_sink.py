@@ -1,4 +1,4 @@
-"""``consortiumctl … --kube NAME``: a signed document into a Kubernetes ``Proposal`` object.
+"""``consortiumctl … --kube NAME``: a signed document into a Kubernetes object.
 
 The member signs on their own machine, as with ``--out``/``--node``; this only moves the signed
 bytes (base64) into the cluster with ``kubectl`` (whatever kubeconfig and identity the member
@@ -7,7 +7,10 @@ already uses), where the operator relays them to the consortium:
 * a proposal → ``kubectl create`` of ``Proposal NAME`` (spec.consortium, spec.proposal);
 * a ballot → appended to ``spec.ballots`` with a JSON patch guarded by the object's
   resourceVersion (a concurrent append fails instead of being lost: run it again);
-* a withdrawal → ``spec.withdrawal`` (merge patch).
+* a withdrawal → ``spec.withdrawal`` (merge patch);
+* an ack → ``spec.acknowledgement`` of the member's own ``Member NAME`` (merge patch), after
+  checking that the Member is of this consortium and carries the signer's certificate (so a
+  typo in NAME fails here, not as a refusal in the operator's status).
 
 No Kubernetes client library: the node package stays free of it, and ``kubectl`` is what a
 cluster user has anyway (``$KUBECTL`` overrides which one).
@@ -23,6 +26,9 @@ from typing import Any
 
 from consortium_node.ctl.client import EXIT_USAGE, CtlError
 from consortium_node.governance.documents import document_id
+from consortium_node.identity.certs import certificate_der, load_certificate
+from consortium_node.identity.errors import IdentityError
+from consortium_node.identity.keys import member_id_of
 
 API_VERSION = "consortium.tee.dev/v1alpha1"
 
@@ -72,7 +78,7 @@ def put(
         created: dict[str, Any] = json.loads(out)
         return created
     if kind == "ack":
-        raise CtlError("--kube: an ack goes to a node (--node), not into a Proposal", EXIT_USAGE)
+        return put_ack(name, namespace, payload, b64)
     obj = read_proposal(name, namespace)
     carried = proposal_id_of(obj)
     if carried != payload["proposal_id"]:
@@ -95,6 +101,33 @@ def put(
         kind_args = ["--type", "json"]
     out = _kubectl(
         namespace, "patch", "proposal", name, *kind_args, "-p", json.dumps(patch), "-o", "json"
+    )
+    patched: dict[str, Any] = json.loads(out)
+    return patched
+
+
+def put_ack(name: str, namespace: str | None, payload: dict[str, Any], b64: str) -> dict[str, Any]:
+    """Put a signed ack into ``Member name``; the Member after. The operator relays it once the
+    members have accepted the member (it may go in earlier: it waits there)."""
+    found: dict[str, Any] = json.loads(_kubectl(namespace, "get", "member", name, "-o", "json"))
+    spec = found.get("spec") or {}
+    if spec.get("consortium") != payload["consortium"]:
+        raise CtlError(
+            f"--kube: Member {name} belongs to consortium {spec.get('consortium')!r}, this ack "
+            f"to {payload['consortium']!r}"
+        )
+    try:
+        carried = member_id_of(certificate_der(load_certificate(str(spec.get("certificate")))))
+    except (IdentityError, ValueError) as exc:
+        raise CtlError(f"--kube: Member {name} has no usable spec.certificate: {exc}") from exc
+    if carried != payload["member_id"]:
+        raise CtlError(
+            f"--kube: Member {name} is member {carried[:16]}…, not the --cert's "
+            f"{payload['member_id'][:16]}…: each member acknowledges with its own key"
+        )
+    patch = {"spec": {"acknowledgement": b64}}
+    out = _kubectl(
+        namespace, "patch", "member", name, "--type", "merge", "-p", json.dumps(patch), "-o", "json"
     )
     patched: dict[str, Any] = json.loads(out)
     return patched

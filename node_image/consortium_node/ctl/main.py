@@ -34,7 +34,9 @@ from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
     NodeClient,
+    Response,
     describe_error,
+    error_code,
     load_json_input,
     read_input,
 )
@@ -214,17 +216,46 @@ def _client(args: argparse.Namespace) -> tuple[NodeClient, str]:
     return client, service_pem
 
 
-def _wait_receipt(client: NodeClient, txid: str, timeout: float) -> Any:
+RECEIPT_TIMEOUT = 30.0  # seconds; a signature follows a commit within signature_interval_ms
+POLL_FIRST, POLL_MAX = 0.05, 1.0  # seconds between polls: doubling from the first to the max
+
+
+def retry_after(resp: Response, delay: float) -> float | None:
+    """Seconds to wait before asking again, or None if ``resp`` is final.
+
+    Two answers mean "not yet" rather than "no": 202 (committed, but no signature covers it
+    yet; the node says when to ask again) and 404 ``NotCommittedYet`` (this node — a backup —
+    has not learnt that the transaction committed; it will within a heartbeat or two).
+    """
+    if resp.status == 202:
+        try:
+            hinted = float(resp.json().get("retry_after_ms", delay * 1000)) / 1000
+        except (AttributeError, TypeError, ValueError, CtlError):
+            hinted = delay
+        return min(max(hinted, POLL_FIRST), POLL_MAX)
+    if resp.status == 404 and error_code(resp) == "NotCommittedYet":
+        return min(delay, POLL_MAX)
+    return None
+
+
+def poll(client: NodeClient, path: str, txid: str, timeout: float) -> Any:
+    """GET ``path?txid=`` until it answers 200 or a final error, within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
+    delay = POLL_FIRST
     while True:
-        resp = client.request("GET", "/app/receipt", {"txid": txid})
+        resp = client.request("GET", path, {"txid": txid})
         if resp.status == 200:
             return resp.json()
-        if resp.status != 202:
-            raise CtlError(f"receipt for {txid}: {describe_error(resp)}")
-        if time.monotonic() > deadline:
-            raise CtlError(f"receipt for {txid}: still pending after {timeout:.0f}s")
-        time.sleep(min(resp.json().get("retry_after_ms", 100), 1000) / 1000)
+        wait = retry_after(resp, delay)
+        if wait is None:
+            raise CtlError(f"{path} for {txid}: {describe_error(resp)}")
+        if time.monotonic() + wait > deadline:
+            raise CtlError(
+                f"{path} for {txid}: not available from {client.base} within {timeout:g}s "
+                f"(last answer: {describe_error(resp)}); --receipt-timeout waits longer"
+            )
+        time.sleep(wait)
+        delay *= 2
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -250,23 +281,54 @@ def cmd_tx_submit(args: argparse.Namespace) -> int:
                 "nothing to write: give --set KEY=VALUE, --delete KEY or --json", EXIT_USAGE
             )
         body = {"transactions": [{"writes": writes}]}
+    if args.receipt_out:
+        _check_writable(args.receipt_out)
     result = client.json("POST", "/app/transactions", body=body)
     if args.receipt_out:
-        last = result["transactions"][-1]["txid"]
-        receipt = _wait_receipt(client, last, args.timeout)
+        try:
+            last = str(result["transactions"][-1]["txid"])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CtlError(f"the node's answer names no transaction: {result!r:.200}") from exc
+        try:
+            receipt = poll(client, "/app/receipt", last, args.receipt_timeout)
+        except CtlError as exc:
+            raise CtlError(
+                f"{exc}. The write itself was acknowledged as committed ({last}): "
+                f"`consortiumctl tx get {last} --receipt-out FILE` fetches its receipt later",
+                exc.exit_code,
+            ) from exc
         result["receipt"] = _verify_receipt(receipt, service_pem)
-        Path(args.receipt_out).write_text(json.dumps(receipt, indent=2, sort_keys=True))
+        _save_receipt(args.receipt_out, receipt)
     _out(result)
     return 0
 
 
+def _check_writable(path: str) -> None:
+    """Fail before writing anything to the ledger if the receipt could not be saved."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CtlError(f"--receipt-out: cannot write into {parent}", EXIT_USAGE)
+
+
+def _save_receipt(path: str, receipt: Any) -> None:
+    try:
+        Path(path).write_text(json.dumps(receipt, indent=2, sort_keys=True))
+    except OSError as exc:
+        raise CtlError(f"--receipt-out: cannot write {path}: {exc}") from exc
+
+
 def cmd_tx_get(args: argparse.Namespace) -> int:
     client, service_pem = _client(args)
-    tx = client.json("GET", "/app/transaction", {"txid": args.txid})
-    receipt = _wait_receipt(client, args.txid, args.timeout)
+    if args.receipt_out:
+        _check_writable(args.receipt_out)
+    # Through a backup, a transaction just written elsewhere may not be committed here yet:
+    # both reads wait for this node to catch up, within the same deadline.
+    deadline = time.monotonic() + args.receipt_timeout
+    tx = poll(client, "/app/transaction", args.txid, args.receipt_timeout)
+    receipt = poll(client, "/app/receipt", args.txid, max(0.0, deadline - time.monotonic()))
     tx["receipt"] = _verify_receipt(receipt, service_pem)
     if args.receipt_out:
-        Path(args.receipt_out).write_text(json.dumps(receipt, indent=2, sort_keys=True))
+        _save_receipt(args.receipt_out, receipt)
     _out(tx)
     return 0
 
@@ -284,6 +346,29 @@ def _node_args(p: argparse.ArgumentParser, identity: bool = True) -> None:
     if identity:
         p.add_argument("--cert", help="your member/user certificate (PEM)")
         p.add_argument("--key", help="your private key (PEM)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds ≥ 0")
+    return value
+
+
+def _receipt_timeout(p: argparse.ArgumentParser) -> None:
+    help_text = (
+        "seconds to wait for the receipt: a backup answers 'not committed here yet' until it "
+        f"catches up, and any node until a signature covers the write (default {RECEIPT_TIMEOUT:g})"
+    )
+    p.add_argument(
+        "--receipt-timeout",
+        type=_seconds,
+        default=RECEIPT_TIMEOUT,
+        metavar="SECONDS",
+        help=help_text,
+    )
+    # The option's earlier name, kept so existing scripts keep working.
+    p.add_argument("--timeout", dest="receipt_timeout", type=_seconds, help=argparse.SUPPRESS)
 
 
 def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
@@ -339,13 +424,13 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     ts.add_argument("--delete", action="append", metavar="KEY")
     ts.add_argument("--json", help='a {"transactions": [...]} batch file (or -)')
     ts.add_argument("--receipt-out", help="wait for the last txid's receipt, verify, save it")
-    ts.add_argument("--timeout", type=float, default=30.0)
+    _receipt_timeout(ts)
     ts.set_defaults(func=cmd_tx_submit)
     tg = tx.add_parser("get", help="fetch a transaction and verify its receipt")
     _node_args(tg)
     tg.add_argument("txid")
-    tg.add_argument("--receipt-out")
-    tg.add_argument("--timeout", type=float, default=30.0)
+    tg.add_argument("--receipt-out", help="also save the verified receipt to this file")
+    _receipt_timeout(tg)
     tg.set_defaults(func=cmd_tx_get)
 
     kv = sub.add_parser("kv", help="key-value reads").add_subparsers(

@@ -165,6 +165,17 @@ def _san(addresses: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def subject_alt_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses a certificate is valid for, as text, in its order."""
+    try:
+        found = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    dns = found.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in found.get_values_for_type(x509.IPAddress)]
+    return [*dns, *ips]
+
+
 def issue_node_certificate(
     service: ServiceIdentity,
     node_public_key: PublicKey,

@@ -71,8 +71,18 @@ class ListRejection(StrEnum):
     BAD_SIGNATURE = "BadSignature"  # does not verify with the service key (tampered)
     WRONG_SIGNER = "WrongSigner"  # kid or key type is not the service certificate's key
     WRONG_SERVICE = "WrongService"  # payload names another service certificate or consortium
-    ROLLBACK = "Rollback"  # version lower than the last accepted one
+    ROLLBACK = "Rollback"  # version lower than the last accepted one (else valid: stale)
     VERSION_REUSED = "VersionReused"  # same version as the last accepted, different content
+
+
+REFUSALS = tuple(reason for reason in ListRejection if reason is not ListRejection.ROLLBACK)
+"""What a node that holds a list counts as a refusal of an offered one (possible tampering).
+
+An older list that passes every other check is *stale* instead (``TrustedListStore.offer``):
+it is signed by the service key, so it once was the truth, and it is never adopted. A node
+cannot tell the operator's ConfigMap lagging behind the ledger from a deliberate rollback, and
+need not: both end the same way, with the newer list kept.
+"""
 
 
 def _reject(reason: ListRejection, detail: str) -> NoReturn:
@@ -402,9 +412,15 @@ def verify_trusted_list(
         _reject(
             ListRejection.WRONG_SERVICE, f"consortium: {lst.consortium!r} is not {consortium!r}"
         )
-    if min_version is not None and lst.version < min_version:
+    if min_version is not None:
+        check_not_older(lst, min_version)
+    return lst
+
+
+def check_not_older(lst: TrustedNodeList, min_version: int) -> None:
+    """TrustedListError(Rollback) if ``lst`` is older than ``min_version`` (the last accepted)."""
+    if lst.version < min_version:
         _reject(
             ListRejection.ROLLBACK,
             f"version: {lst.version} is lower than the last accepted version {min_version}",
         )
-    return lst

@@ -9,6 +9,13 @@ raw bytes, so CBOR avoids base64). Decoding validates every field's type and ran
     AppendResponse {"term", "success", "match_index", "last_index", "node_id"}
     VoteRequest    {"term", "candidate_id", "last_index", "last_term"}
     VoteResponse   {"term", "granted", "node_id"}
+
+Each kind has its own route (``/internal/raft/append``, ``/internal/raft/vote``). A **pre-vote**
+(``/internal/raft/prevote``, ``election.py``) reuses VoteRequest and VoteResponse unchanged, so
+no message changed and older nodes still decode every message sent to them; what differs is the
+meaning: the request's ``term`` is the term the candidate *would* campaign in (its own + 1,
+not persisted anywhere), and the response's ``term`` is the voter's current term, which a
+pre-vote never changes. A node that predates pre-vote answers the route with 404.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ primary issues one list change at a time). What this module adds to textbook Raf
   connections costs nothing.
 * **Leader no-op**: a new leader appends a public "leader" entry and a signature in its term at
   once, so earlier entries commit (and get receipts) without waiting for client traffic.
-* **Check-quorum and leader stickiness**: a leader that has not heard from a majority within an
-  election timeout steps down (writes then fail fast instead of hanging), and a node that heard
-  from a leader recently refuses votes (a retired node cannot disrupt the cluster).
+* **Pre-vote, leader stickiness and check-quorum** (``election``): a node whose timer fires
+  campaigns only if a majority would vote for it, without raising its term before; a node that
+  heard from a live leader refuses (pre-)votes; a leader that has not heard from a majority
+  within an election timeout steps down (writes then fail fast instead of hanging). A
+  restarted, lagging, joining or removed node therefore cannot depose a healthy leader.
 
 The network is behind the ``Transport`` protocol; membership comes from a ``configuration``
 callable (node_id → address), so this module knows nothing of TLS or trusted-node lists.
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -36,6 +38,15 @@ from consortium_node.ledger import (
     LedgerSigner,
     TxId,
     peek_position,
+)
+from consortium_node.replication.election import (
+    Tally,
+    canvass,
+    grants_pre_vote,
+    leader_is_live,
+    log_up_to_date,
+    majority,
+    voters_heard,
 )
 from consortium_node.replication.messages import (
     AppendRequest,
@@ -79,6 +90,10 @@ class Transport(Protocol):
 
     async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse: ...
 
+    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+        """A pre-vote (``request.term`` is the proposed term); None: the peer predates it."""
+        ...
+
 
 @dataclass(frozen=True)
 class RaftTiming:
@@ -105,6 +120,8 @@ class _Peer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
+
+_Send: TypeAlias = Callable[[str, VoteRequest], Awaitable[VoteResponse | None]]
 
 # Write sets, or a function of the index the first one will get (called when appended).
 WriteSets: TypeAlias = (
@@ -246,73 +263,77 @@ class RaftNode:
         self._election_deadline = time.monotonic() + base * (1 + random.random())  # noqa: S311
 
     async def _ticker(self) -> None:
+        previous = time.monotonic()
         while not self._stopped:
             await asyncio.sleep(min(0.02, self.timing.heartbeat_interval / 2))
             now = time.monotonic()
+            # After a stall of this event loop the answers that came in meanwhile are not
+            # processed yet: judge the followers on the next tick, not on our own pause.
+            stalled, previous = now - previous > self.timing.heartbeat_interval, now
             if self.role == "leader":
-                self._check_quorum(now)
+                if not stalled:
+                    self._check_quorum(now)
             elif now >= self._election_deadline and self.node_id in self.voters():
-                await self._run_election()
+                await self._election_timer_fired()
 
     def _check_quorum(self, now: float) -> None:
+        """Check-quorum: step down unless a majority answered within an election timeout."""
         voters = self.voters()
         if self.node_id not in voters:
             return
-        window = self.timing.election_timeout * 2
-        heard = 1 + sum(
-            1
-            for nid in voters
-            if nid != self.node_id
-            and nid in self._peers
-            and now - self._peers[nid].last_contact < window
-        )
-        if heard * 2 <= len(voters) and now - self._leader_since > window:
+        window = self.timing.election_timeout
+        contacts = {nid: peer.last_contact for nid, peer in self._peers.items()}
+        heard = voters_heard(voters, self.node_id, contacts, now, window)
+        if not majority(heard, len(voters)) and now - self._leader_since > window:
             log.warning(
                 "term %d: heard from %d of %d voters; stepping down", self.term, heard, len(voters)
             )
             self._become_follower(self.term)
             self._reset_election_deadline()
 
-    async def _run_election(self) -> None:
+    async def _election_timer_fired(self) -> None:
+        """No leader for an election timeout: pre-vote, and campaign only if it was won."""
+        self.leader_id = self.leader_address = None  # it is not live any more, as far as we know
+        self._reset_election_deadline()
+        term, contact = self.term, self._last_leader_contact
+        if not await self._pre_vote():
+            return
+        if self.role == "leader" or self.term != term or self._last_leader_contact != contact:
+            return  # a leader reached us, or the term moved on, while we asked
+        if not self._stopped and self.node_id in self.voters():
+            await self._campaign()
+
+    def _vote_request(self, term: int) -> VoteRequest:
+        last = self.ledger.last_index
+        return VoteRequest(term, self.node_id, last, self.ledger.term_at(last))
+
+    async def _canvass(self, send: _Send, request: VoteRequest, term: int) -> Tally:
+        voters, timeout = self.voters(), self.timing.rpc_timeout
+        return await canvass(lambda a: send(a, request), voters, self.node_id, term, timeout)
+
+    async def _pre_vote(self) -> bool:
+        """Would a majority vote for us at term + 1? Nothing is persisted, no term is raised."""
+        term = self.term
+        tally = await self._canvass(self.transport.pre_vote, self._vote_request(term + 1), term)
+        if tally.highest_term > self.term:
+            self._become_follower(tally.highest_term)  # the cluster moved on: learn its term
+            return False
+        if not tally.won:
+            log.debug(
+                "term %d: pre-vote refused (%d of %d)", term, len(tally.granted), tally.voters
+            )
+        return tally.won
+
+    async def _campaign(self) -> None:
         term = self.term + 1
         self.state.save(term, self.node_id)
         self.ledger.term = max(self.ledger.term, term)
-        self.leader_id = self.leader_address = None
         self._set_role("candidate")
         self._reset_election_deadline()
-        voters = self.voters()
-        last = self.ledger.last_index
-        request = VoteRequest(term, self.node_id, last, self.ledger.term_at(last))
-        votes = {self.node_id}
-
-        async def ask(address: str) -> VoteResponse | None:
-            try:
-                return await asyncio.wait_for(
-                    self.transport.request_vote(address, request), self.timing.rpc_timeout
-                )
-            except (OSError, TimeoutError, ValueError) as exc:
-                log.debug("vote request to %s failed: %s", address, exc)
-                return None
-
-        peers = [(nid, addr) for nid, addr in voters.items() if nid != self.node_id]
-        pending = {asyncio.create_task(ask(addr)): nid for nid, addr in peers}
-        try:
-            while pending and len(votes) * 2 <= len(voters):
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pending.pop(task)
-                    response = task.result()
-                    if response is None:
-                        continue
-                    if response.term > term:
-                        self._become_follower(response.term)
-                        return
-                    if response.granted and response.term == term:
-                        votes.add(response.node_id)
-        finally:
-            for task in pending:  # no vote request outlives its election (or stop())
-                task.cancel()
-        if self.role == "candidate" and self.term == term and len(votes) * 2 > len(voters):
+        tally = await self._canvass(self.transport.request_vote, self._vote_request(term), term)
+        if tally.highest_term > self.term:
+            self._become_follower(tally.highest_term)
+        elif self.role == "candidate" and self.term == term and tally.won:
             self._become_leader()
 
     def _become_leader(self) -> None:
@@ -636,24 +657,38 @@ class RaftNode:
     def _append_response(self, success: bool, match: int = 0) -> AppendResponse:
         return AppendResponse(self.term, success, match, self.ledger.last_index, self.node_id)
 
+    def _leader_live(self, candidate_id: str) -> bool:
+        return leader_is_live(
+            is_leader=self.role == "leader",
+            leader_id=self.leader_id,
+            candidate_id=candidate_id,
+            silence=time.monotonic() - self._last_leader_contact,
+            election_timeout=self.timing.election_timeout,
+        )
+
+    async def handle_pre_vote(self, request: VoteRequest) -> VoteResponse:
+        """Pre-vote: would we vote for the candidate at ``request.term``? Changes nothing."""
+        last = self.ledger.last_index
+        granted = grants_pre_vote(
+            request,
+            term=self.term,
+            last_index=last,
+            last_term=self.ledger.term_at(last),
+            leader_live=self._leader_live(request.candidate_id),
+        )
+        return VoteResponse(self.term, granted, self.node_id)
+
     async def handle_vote(self, request: VoteRequest) -> VoteResponse:
-        """RequestVote: grant at most once per term, only to an up-to-date log."""
-        now = time.monotonic()
-        if self.role == "leader":
-            return VoteResponse(self.term, False, self.node_id)  # check-quorum handles partitions
-        if (
-            self.leader_id is not None
-            and self.role == "follower"
-            and now - self._last_leader_contact < self.timing.election_timeout
-            and request.candidate_id != self.leader_id
-        ):
-            return VoteResponse(self.term, False, self.node_id)  # leader stickiness
-        if request.term < self.term:
+        """RequestVote: grant at most once per term, only to an up-to-date log.
+
+        Ignored without adopting its term while a leader is live (stickiness).
+        """
+        if self._leader_live(request.candidate_id) or request.term < self.term:
             return VoteResponse(self.term, False, self.node_id)
         if request.term > self.term:
             self._become_follower(request.term)
         last = self.ledger.last_index
-        up_to_date = (request.last_term, request.last_index) >= (self.ledger.term_at(last), last)
+        up_to_date = log_up_to_date(request, last, self.ledger.term_at(last))
         if up_to_date and self.state.voted_for in (None, request.candidate_id):
             self.state.save(self.term, request.candidate_id)
             self._reset_election_deadline()

@@ -34,7 +34,7 @@ from consortium_node.server.governance import Governance
 from consortium_node.server.node import Member, Node, node_json
 from consortium_node.server.peers import CBOR, PeerRejectedError, PeerTransport, authenticate_peer
 from consortium_node.server.primary import Primary, not_leader
-from consortium_node.server.receipts import receipt_response
+from consortium_node.server.receipts import receipt_response, require_committed_here
 from consortium_node.server.validation import (
     APP_TABLE,
     ApiError,
@@ -257,6 +257,14 @@ async def retire_node(request: web.Request) -> web.Response:
     return _json(await _services(request).primary.retire(await _node_id_body(request)))
 
 
+async def refresh(request: web.Request) -> web.Response:
+    """A Trusted node announces a new address or names (``refresh.py``); peers only (mTLS)."""
+    node_id = _peer(request)
+    parse_query(request.query, set(), set())
+    body = parse_json_body(await request.read())
+    return _json(await _services(request).primary.refresh(node_id, body))
+
+
 async def reattest(request: web.Request) -> web.Response:
     """Run a re-attestation round now (the operator's timer asks before renewBefore)."""
     _caller_in(request, ("governor", "operator"), "governors and the operator ask for this")
@@ -331,14 +339,18 @@ async def get_kv(request: web.Request) -> web.Response:
 
 async def get_receipt(request: web.Request) -> web.Response:
     _app_caller(request)
-    node = _services(request).node
-    return receipt_response(node.ledger, _txid(request), node.config.ledger.signature_interval_ms)
+    s = _services(request)
+    interval = s.node.config.ledger.signature_interval_ms
+    leader = s.raft.role == "leader"
+    return receipt_response(s.node.ledger, _txid(request), interval, leader=leader)
 
 
 async def get_transaction(request: web.Request) -> web.Response:
     _app_caller(request)
+    s, txid = _services(request), _txid(request)
+    require_committed_here(s.node.ledger, txid, leader=s.raft.role == "leader")
     try:
-        return _json(_services(request).node.transaction(_txid(request)))
+        return _json(s.node.transaction(txid))
     except UnknownTransactionError as exc:
         raise ApiError(404, "NotFound", "txid", str(exc)) from exc
     except SecretUnavailableError as exc:
@@ -364,6 +376,12 @@ async def raft_append(request: web.Request) -> web.Response:
 async def raft_vote(request: web.Request) -> web.Response:
     message = await _raft_message(request, VoteRequest)
     response = await _services(request).raft.handle_vote(message)
+    return web.Response(body=encode(response), content_type=CBOR)
+
+
+async def raft_pre_vote(request: web.Request) -> web.Response:
+    message = await _raft_message(request, VoteRequest)
+    response = await _services(request).raft.handle_pre_vote(message)
     return web.Response(body=encode(response), content_type=CBOR)
 
 
@@ -409,6 +427,7 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/node/join", join),
         ("POST", "/gov/nodes/retire", retire_node),
         ("POST", "/node/reattest", reattest),
+        ("POST", "/node/refresh", refresh),
         *gov_api.ROUTES,
         ("POST", "/app/transactions", post_transactions),
         ("GET", "/app/kv/{key}", get_kv),
@@ -416,6 +435,7 @@ def build_app(services: Services) -> web.Application:
         ("GET", "/app/transaction", get_transaction),
         ("POST", "/internal/raft/append", raft_append),
         ("POST", "/internal/raft/vote", raft_vote),
+        ("POST", "/internal/raft/prevote", raft_pre_vote),
         ("POST", "/internal/forward/transactions", forwarded_transactions),
         ("GET", "/metrics", metrics),
         ("GET", "/healthz", healthz),

@@ -1,22 +1,31 @@
 """The governance routes (``/gov/proposals…``, ``/gov/members/ack``) over ``governance.py``.
 
 Bodies are signed documents (COSE_Sign1 bytes); the signature, not the TLS client, says who
-speaks, so any client (the operator included) may relay them. Writes go to the primary (others
-answer 503 NotLeader naming it); reads are served by any node from its own log.
+speaks, so any client (the operator included) may relay them — a backup included: a document
+posted to a backup is forwarded, bytes unchanged, to the primary over the node-to-node channel
+and the primary's answer returned, as application writes are. So a member who can reach one
+node (a port-forward to one pod) can propose, vote and acknowledge, whichever node leads; the
+primary's address (a cluster DNS name) never has to resolve on the member's machine. A
+forwarded document is not forwarded again (a primary that lost its role answers 503 NotLeader
+naming the new one). Reads are served by any node from its own log.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.ledger import TxId
 from consortium_node.server.governance import Governance
+from consortium_node.server.primary import not_leader
 from consortium_node.server.receipts import receipt_response
 from consortium_node.server.validation import ApiError, parse_query, parse_txid
 
 GOVERNANCE = web.AppKey("governance", Governance)
 MAX_DOCUMENT = 256 * 1024
+FORWARDED = "X-Consortium-Forwarded"  # set on a document a backup relays to the primary
 
 
 async def _document(request: web.Request) -> bytes:
@@ -38,22 +47,54 @@ def _proposal_id(request: web.Request) -> str:
     return pid
 
 
+async def _forward(request: web.Request, document: bytes) -> web.Response:
+    """Relay ``document`` to the primary at the same path; answer what the primary answered."""
+    governance = request.app[GOVERNANCE]
+    leader = governance.raft.leader_address
+    if request.headers.get(FORWARDED) or not leader:
+        raise not_leader(leader)  # forwarded once already, or no primary known yet
+    headers = {"Content-Type": "application/cose", FORWARDED: "1"}
+    try:
+        status, answer = await governance.primary.transport.relay(
+            leader, request.path, document, headers
+        )
+    except OSError as exc:
+        raise ApiError(503, "Unavailable", None, str(exc)) from exc
+    return web.json_response(answer, status=status)
+
+
+async def _record(request: web.Request, kind: str, proposal_id: str | None) -> web.Response:
+    """Record a signed document of ``kind`` on the primary: here, or forwarded to it."""
+    document = await _document(request)
+    governance = request.app[GOVERNANCE]
+    if governance.raft.role != "leader":
+        return await _forward(request, document)
+    answer: dict[str, Any]
+    if kind == "proposal":
+        answer = await governance.propose(document)
+    elif kind == "ack":
+        answer = await governance.ack(document)
+    elif kind == "ballot":
+        answer = await governance.ballot(str(proposal_id), document)
+    else:
+        answer = await governance.withdraw(str(proposal_id), document)
+    return web.json_response(answer)
+
+
 async def post_proposal(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[GOVERNANCE].propose(await _document(request)))
+    return await _record(request, "proposal", None)
 
 
 async def post_ballot(request: web.Request) -> web.Response:
-    pid = _proposal_id(request)
-    return web.json_response(await request.app[GOVERNANCE].ballot(pid, await _document(request)))
+    return await _record(request, "ballot", _proposal_id(request))
 
 
 async def post_withdrawal(request: web.Request) -> web.Response:
-    pid = _proposal_id(request)
-    return web.json_response(await request.app[GOVERNANCE].withdraw(pid, await _document(request)))
+    return await _record(request, "withdrawal", _proposal_id(request))
 
 
 async def post_ack(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[GOVERNANCE].ack(await _document(request)))
+    return await _record(request, "ack", None)
 
 
 async def get_proposal(request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from consortium_node.server.kube import load_pod_config
 from consortium_node.server.node import Node, NodeStartError
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
+from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.sealed import SealedStoreError
 from consortium_node.server.tls import load_identity, peer_context, server_context
 from consortium_node.server.watch import watch_list_file
@@ -93,7 +94,10 @@ async def serve(node: Node, host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port, ssl_context=server_tls, reuse_address=True)
     await site.start()
     await raft.start()
-    tasks = [asyncio.create_task(primary.run_rotation(), name="rotation")]
+    tasks = [
+        asyncio.create_task(primary.run_rotation(), name="rotation"),
+        asyncio.create_task(keep_address_current(node, raft, primary, transport), name="refresh"),
+    ]
     if config.trusted_list_path is not None:
         tasks.append(asyncio.create_task(watch_list_file(node, config.trusted_list_path)))
     log.warning("INSECURE: platform insecure-virtual emulates the TEE; do not use in production")

@@ -16,7 +16,7 @@ from datetime import datetime
 from consortium_node.common.timeutil import utcnow
 from consortium_node.identity.errors import TrustedListError
 from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList, verify_trusted_list
-from consortium_node.identity.trusted_list_store import TrustedListStore
+from consortium_node.identity.trusted_list_store import Outcome, TrustedListStore
 from consortium_node.ledger import Ledger, TxId
 from consortium_node.replication.raft import Configuration
 
@@ -118,7 +118,10 @@ class Membership:
         if found is None:
             return None
         try:
-            return self.store.accept(base64.b64decode(found[0]["cose"]))
+            # offer, not accept: the watcher may have adopted a newer list (the mounted
+            # ConfigMap) since the check above; an older committed one is then no error.
+            offered = self.store.offer(base64.b64decode(found[0]["cose"]))
         except TrustedListError as exc:  # a list in our own ledger must verify
             log.error("committed trusted-node list version %s refused: %s", version, exc)
             raise
+        return offered.held if offered.outcome is Outcome.ADOPTED else None

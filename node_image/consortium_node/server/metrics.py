@@ -12,7 +12,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList
+from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 
 PLATFORM = "insecure-virtual"
 ROLES = ("primary", "backup", "candidate", "pending", "retired")
@@ -101,8 +101,18 @@ class NodeMetrics:
         )
         self.list_rejections = Counter(
             "consortium_trusted_list_rejections",
-            "Trusted-node lists handed to this node and refused, by reason.",
+            "Trusted-node lists handed to this node and refused, by reason: a forged, "
+            "foreign or inconsistent list (never an older validly signed one: see "
+            "consortium_trusted_list_stale_total).",
             ["reason"],
+            registry=r,
+        )
+        for reason in REFUSALS:  # present from the start, so increase() sees the first one
+            self.list_rejections.labels(reason.value)
+        self.list_stale = Counter(
+            "consortium_trusted_list_stale",
+            "Trusted-node lists handed to this node that verify but are older than the one it "
+            "holds (e.g. a ConfigMap not yet updated): kept out, not counted as rejections.",
             registry=r,
         )
         self.http_requests = Counter(

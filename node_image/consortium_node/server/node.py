@@ -52,6 +52,7 @@ from consortium_node.identity.certs import (
     issue_node_certificate,
     load_certificate,
     load_member_certificate,
+    verify_node_certificate,
 )
 from consortium_node.identity.trusted_list import (
     NodeEntry,
@@ -326,10 +327,10 @@ class Node:
             quote, public_key_der=public_der, nonce=nonce, policy=policy_from_value(policy)
         )
         if not result.ok:
+            mine = "" if self.measurement in result.detail else f" (measures {self.measurement})"
             raise NodeStartError(
                 "this node's own attestation is refused by the configured policy: "
-                f"{result.reason.value if result.reason else '?'}: {result.detail} "
-                f"(this node measures {self.measurement})"
+                f"{result.reason.value if result.reason else '?'}: {result.detail}{mine}"
             )
 
     def _trust_self(self) -> None:
@@ -358,7 +359,7 @@ class Node:
         cert = issue_node_certificate(
             self.service,
             self.node_key.public_key(),
-            subject_alt_names=self._san(),
+            subject_alt_names=self.certificate_names(),
             not_after=expires,
         )
         self._use_certificate(cert)
@@ -385,6 +386,8 @@ class Node:
                             "attestation_expires_at": entry.attestation_expires_at,
                             "quote": quote,
                             "certificate": certificate_pem(cert),
+                            # kept for renewals, as a joiner's requested names are
+                            "subject_alt_names": self.certificate_names(),
                         }
                     },
                     T_LISTS: {
@@ -505,7 +508,9 @@ class Node:
         self.signer = NodeKeySigner(self.node_key, certificate_pem(cert))
         write_atomic(self.data_dir / "node_cert.pem", certificate_pem(cert).encode(), mode=0o644)
 
-    def _san(self) -> list[str]:
+    def certificate_names(self) -> list[str]:
+        """The names this node's certificate must carry, from its configuration: the host of
+        its address, its ``subject_alt_names``, localhost and a specific listen address."""
         host = self.config.address.rsplit(":", 1)[0].strip("[]")
         names = [host, *self.config.subject_alt_names, "localhost"]
         if self.config.listen_host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison
@@ -568,11 +573,27 @@ class Node:
         self.announce_members()
         record = self.ledger.get(T_NODES, self.node_id)
         pem = record[0].get("certificate") if record and isinstance(record[0], dict) else None
-        if pem and pem != self.signer.certificate_pem:
-            self._use_certificate(load_certificate(pem, "renewed node certificate"))
-            log.info("node certificate renewed until %s", self.node_certificate.not_valid_after_utc)
-            if self.on_certificate_change:
-                self.on_certificate_change()
+        if pem:
+            self.adopt_certificate(pem, "renewed node certificate")
+
+    def adopt_certificate(self, pem: str, what: str) -> bool:
+        """Use a node certificate the service issued for this node's key, unless the one in use
+        is newer (a refresh answer arrives before this node's log commits the record that holds
+        it; the older committed record must not take it back). Reloads TLS when it changes."""
+        cert = load_certificate(pem, what)
+        current = self.node_certificate
+        if pem == self.signer.certificate_pem or (
+            cert.not_valid_after_utc,
+            cert.not_valid_before_utc,
+        ) < (current.not_valid_after_utc, current.not_valid_before_utc):
+            return False
+        if verify_node_certificate(cert, self.service.certificate) != self.node_id:
+            raise NodeStartError(f"{what}: issued for another node's key")
+        self._use_certificate(cert)
+        log.info("%s: valid until %s", what, cert.not_valid_after_utc)
+        if self.on_certificate_change:
+            self.on_certificate_change()
+        return True
 
     def announce_members(self) -> None:
         """Hand certificates of members not seen before to ``on_new_members`` (TLS trust)."""

@@ -57,6 +57,14 @@ def authenticate_peer(
     return node_id
 
 
+class PeerHTTPError(OSError):
+    """A peer answered with an HTTP error ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class PeerTransport:
     """HTTPS client for Raft RPCs and forwarded requests (implements raft.Transport)."""
 
@@ -92,7 +100,8 @@ class PeerTransport:
             ) as resp:
                 data = await resp.read()
                 if resp.status != 200:
-                    raise OSError(f"{address}{path}: HTTP {resp.status}: {data[:200]!r}")
+                    message = f"{address}{path}: HTTP {resp.status}: {data[:200]!r}"
+                    raise PeerHTTPError(message, resp.status)
                 return data
         except aiohttp.ClientError as exc:
             raise OSError(f"{address}{path}: {exc}") from exc
@@ -105,6 +114,16 @@ class PeerTransport:
         data = await self._post(address, "/internal/raft/vote", encode(request), CBOR)
         return decode(data, VoteResponse)
 
+    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+        """A pre-vote; None if the peer predates pre-vote (its code has no such route)."""
+        try:
+            data = await self._post(address, "/internal/raft/prevote", encode(request), CBOR)
+        except PeerHTTPError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return decode(data, VoteResponse)
+
     async def get_json(self, address: str, path: str) -> Any:
         """GET a JSON document from a peer (e.g. a re-attestation quote)."""
         try:
@@ -114,6 +133,19 @@ class PeerTransport:
                 return await resp.json()
         except aiohttp.ClientError as exc:
             raise OSError(f"{address}{path}: {exc}") from exc
+
+    async def relay(
+        self, address: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        """POST bytes as they are (a signed governance document) to a peer; its status and
+        JSON answer. OSError if it does not answer."""
+        try:
+            async with self._client().post(
+                f"https://{address}{path}", data=body, headers=headers
+            ) as resp:
+                return resp.status, await resp.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise OSError(f"forwarding to the leader at {address} failed: {exc}") from exc
 
     async def forward(self, address: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         """Relay a request to the leader; returns its status and JSON body."""

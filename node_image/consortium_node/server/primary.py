@@ -13,6 +13,12 @@ the service key wrapped to their attested public key. Refusals name the verifier
 Rotation (step 6): at ``renew_before`` the primary challenges each node with a fresh nonce; a
 valid quote extends the attestation and re-issues the node certificate. A node that fails is
 reported (``renewal_failures``) and Retired once its attestation expires.
+
+Refresh: a Trusted node whose address or names changed (a pod restarted with a new IP, a node
+moved) announces them (``refresh.py``). It is authenticated as itself by mTLS and re-attests
+with a fresh quote over the same key and a nonce of this primary; it is then renewed exactly
+as in a rotation, with the new address in the next list (the Raft configuration) and a
+certificate naming the new names, which it receives in the answer.
 """
 
 from __future__ import annotations
@@ -122,6 +128,33 @@ def parse_join(body: Any) -> JoinRequest:
     )
 
 
+@dataclass(frozen=True)
+class RefreshRequest:
+    address: str
+    subject_alt_names: tuple[str, ...]
+    quote: dict[str, Any]
+    nonce: bytes
+
+
+def parse_refresh(body: Any) -> RefreshRequest:
+    """Validate ``POST /node/refresh``; 400 naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise bad_request("body", "expected a JSON object")
+    fields = {"address", "subject_alt_names", "quote", "nonce"}
+    check_keys(body, "", fields, fields)
+    address = body["address"]
+    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not host or not port.isdigit():
+        raise bad_request("address", "expected HOST:PORT")
+    if not isinstance(body["quote"], dict):
+        raise bad_request("quote", "expected the quote JSON object")
+    try:
+        nonce = bytes.fromhex(str(body["nonce"]))
+    except ValueError as exc:
+        raise bad_request("nonce", f"not hex: {exc}") from exc
+    return RefreshRequest(address, parse_sans(body["subject_alt_names"]), body["quote"], nonce)
+
+
 class Primary:
     """Leader duties of one node; every method checks the node still leads."""
 
@@ -221,6 +254,17 @@ class Primary:
             status=status,
             attested_at=rfc3339(attested),
             attestation_expires_at=rfc3339(attested + validity),
+        )
+
+    def _renewed(self, entry: NodeEntry, claims: Claims) -> NodeEntry:
+        """``entry`` re-attested now with ``claims`` (a rotation challenge or a refresh)."""
+        return self._entry(
+            entry,
+            None,
+            status=NodeStatus.TRUSTED,
+            attested=utcnow(),
+            measurement=claims.measurement,
+            host_data=claims.host_data,
         )
 
     def _record(
@@ -423,6 +467,58 @@ class Primary:
             "failures": dict(sorted(self.renewal_failures.items())),
         }
 
+    # ------------------------------------------------------------------ refresh
+    async def refresh(self, node_id: str, body: Any) -> dict[str, Any]:
+        """A Trusted node (authenticated as ``node_id``) announces a new address or names.
+
+        Refused unless it is Trusted, the nonce is one of ours and unused, and its fresh quote
+        over its listed key passes the ledger's policy; and if another node holds the address.
+        Answers once the new list is committed, with the re-issued node certificate.
+        """
+        self._require_leader()
+        request = parse_refresh(body)
+        current = self.node.membership.current()
+        entry = current.node(node_id) if current else None
+        if entry is None or entry.status is not NodeStatus.TRUSTED:
+            raise ApiError(403, "RefreshRefused", "node_id", "only a Trusted node may refresh")
+        taken = [
+            n.name
+            for n in (current.nodes if current else ())
+            if n.address == request.address
+            and n.node_id != node_id
+            and n.status is not NodeStatus.RETIRED
+        ]
+        if taken:
+            raise ApiError(409, "Conflict", "address", f"{request.address} is {taken[0]}'s")
+        if self.nonces.consume(request.nonce) is not NonceCheck.OK:
+            raise ApiError(
+                403, "RefreshRefused", "nonce", "not a fresh nonce of this primary: fetch one"
+            )
+        public_der = keys.public_key_der(keys.load_public_key(entry.public_key_pem.encode()))
+        result = self.node.verify_quote(request.quote, public_der, request.nonce)
+        if not result.ok or result.claims is None:
+            reason = result.reason.value if result.reason else "Unknown"
+            raise ApiError(403, "RefreshRefused", reason, result.detail)
+        renewed = replace(self._renewed(entry, result.claims), address=request.address)
+        sans = request.subject_alt_names
+        certificate = self._certificate(renewed, sans)
+        try:
+            lst = await self.issue(
+                {node_id: renewed},
+                {node_id: self._record(renewed, request.quote, certificate, sans)},
+            )
+        except RetryLaterError as exc:
+            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        self.renewal_failures.pop(node_id, None)
+        self.node.metrics.reattestations.labels("renewed").inc()
+        log.info("%s (%s) now at %s, names %s", entry.name, node_id[:16], renewed.address, sans)
+        return {
+            "node_id": node_id,
+            "address": renewed.address,
+            "node_certificate": certificate,
+            "trusted_list_version": lst.version,
+        }
+
     # ------------------------------------------------------------------ rotation
     async def run_rotation(self) -> None:
         """Check attestation expiry forever; acts only while this node leads."""
@@ -456,14 +552,7 @@ class Primary:
             challenge = await self._challenge(entry)
             if challenge.claims is not None:
                 self.renewal_failures.pop(entry.node_id, None)
-                renewed = self._entry(
-                    entry,
-                    None,
-                    status=NodeStatus.TRUSTED,
-                    attested=utcnow(),
-                    measurement=challenge.claims.measurement,
-                    host_data=challenge.claims.host_data,
-                )
+                renewed = self._renewed(entry, challenge.claims)
                 changes[entry.node_id] = renewed
                 sans = self._sans(entry.node_id)
                 records[entry.node_id] = self._record(

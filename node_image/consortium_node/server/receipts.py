@@ -3,6 +3,16 @@ transaction covers the txid (``retry_after_ms`` says when to ask again), 404 if 
 
 Shared by ``GET /app/receipt`` (any transaction, for members and users) and
 ``GET /gov/proposals/<id>/receipt`` (the transaction that recorded a proposal's state).
+
+A 404 says which of two very different things it means, in ``error.code``:
+
+* ``NotCommittedYet`` — the txid lies beyond what *this node* knows to be committed. On a
+  backup that is the normal state of a write acknowledged by the primary a moment ago (the
+  backup learns the commit with the next heartbeat): ask again. ``error.commit`` is this node's
+  commit, so a client can tell how far behind it is.
+* ``NotFound`` — final: the index is committed here with another term (that txid was
+  overwritten after a change of primary), or this node is the primary and the txid is not in
+  its log (a primary's log holds every committed entry, so such a txid never committed).
 """
 
 from __future__ import annotations
@@ -14,7 +24,36 @@ from consortium_node.ledger.ledger import Ledger
 from consortium_node.server.validation import ApiError
 
 
-def receipt_response(ledger: Ledger, txid: TxId, retry_after_ms: int) -> web.Response:
+def require_committed_here(ledger: Ledger, txid: TxId, *, leader: bool) -> None:
+    """404 ``NotCommittedYet`` if ``txid`` may still commit here (see above), or ``NotFound``
+    if this node is the primary and has no such entry; nothing if it is within the commit."""
+    if txid.index <= ledger.commit_index:
+        return
+    commit = str(ledger.commit_txid) if ledger.commit_index else None
+    in_flight = txid.index <= ledger.last_index and ledger.term_at(txid.index) == txid.term
+    if leader and not in_flight:
+        raise ApiError(
+            404,
+            "NotFound",
+            "txid",
+            f"transaction {txid} is not in the primary's log (committed up to {commit})",
+            commit=commit,
+        )
+    raise ApiError(
+        404,
+        "NotCommittedYet",
+        "txid",
+        f"transaction {txid} is not committed on this node yet (its commit is {commit}); "
+        "a backup learns new commits within a heartbeat: retry",
+        commit=commit,
+    )
+
+
+def receipt_response(
+    ledger: Ledger, txid: TxId, retry_after_ms: int, *, leader: bool = False
+) -> web.Response:
+    """The receipt of ``txid``; ``leader``: this node is the primary (see above)."""
+    require_committed_here(ledger, txid, leader=leader)
     try:
         return web.json_response(ledger.receipt(txid))
     except UnknownTransactionError as exc:

@@ -101,7 +101,11 @@ def test_invalid_specs_are_reported_and_fixing_them_recovers(
         lambda: _ready_reason(cluster, ns)[1] == "AttestationRefused",
         120,
     )
-    assert "spec.attestation.measurements" in _ready_reason(cluster, ns)[2]
+    refused = _ready_reason(cluster, ns)[2]
+    assert refused.startswith("spec.attestation.measurements: demo-0 runs code measuring "), refused
+    measured = refused.split("measuring ", 1)[1][:64]
+    assert refused.count(measured) == 1, refused  # the node's measurement once…
+    assert f"[{'00' * 32}]" in refused, refused  # …and the list the spec allows
     cluster.apply(ns, good)
     wait_for("Ready 1/1 after fixing the measurement", lambda: ready(cluster, ns, "demo", 1), 180)
 

@@ -16,9 +16,12 @@ import yaml
 from tests.unit.chart.support import (
     CHART,
     KUBE_VERSIONS,
+    NAMESPACE,
     RELEASE,
     REPO,
     helm,
+    of_kind,
+    one,
     render,
     values_files,
     values_path,
@@ -76,14 +79,47 @@ def test_helm_is_v3(helm_bin: str) -> None:
 
 
 # ---------------------------------------------------------------------------- CRDs
+# The chart's Member CRD adds one CEL transition rule to the kubectl copy: Helm installs CRDs
+# without client-side validation and an API server older than 1.25 drops the unknown field,
+# while kubectl (client-side validation against such a server) refuses the whole CRD.
+MEMBERS = "members.consortium.tee.dev.yaml"
+IMMUTABLE_RULE = """                  x-kubernetes-validations:
+                    - rule: self == oldSelf
+                      message: >-
+                        spec.consortium is immutable: the consortium's ledger holds this
+                        member; delete the Member and create a new one to move it
+"""
+
+
+def _without_cel(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _without_cel(v) for k, v in doc.items() if k != "x-kubernetes-validations"}
+    if isinstance(doc, list):
+        return [_without_cel(v) for v in doc]
+    return doc
+
+
 def test_crds_are_byte_copies() -> None:
     shipped = sorted(p.name for p in (CHART / "crds").iterdir())
     assert shipped == sorted(CRD_FILES)
     for name, source in CRD_FILES.items():
+        if name == MEMBERS:
+            continue
         assert (CHART / "crds" / name).read_bytes() == source.read_bytes(), (
             f"charts/consortium-operator/crds/{name} differs from {source.relative_to(REPO)}: "
             "copy it again"
         )
+
+
+def test_the_charts_member_crd_is_the_kubectl_copy_plus_the_immutability_rule() -> None:
+    chart = (CHART / "crds" / MEMBERS).read_text()
+    assert chart.count(IMMUTABLE_RULE) == 1
+    assert chart.replace(IMMUTABLE_RULE, "") == CRD_FILES[MEMBERS].read_text()
+    doc = yaml.safe_load(chart)
+    spec = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = spec["properties"]["consortium"]["x-kubernetes-validations"]
+    assert rules[0]["rule"] == "self == oldSelf"
+    assert "x-kubernetes-validations" not in CRD_FILES[MEMBERS].read_text()
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
@@ -95,8 +131,11 @@ def test_crds_validate(kube_version: str) -> None:
                 continue
             assert doc["apiVersion"] == "apiextensions.k8s.io/v1"
             assert doc["kind"] == "CustomResourceDefinition"
+            old = tuple(map(int, kube_version.split("."))) < (1, 25)  # CEL: unknown to these
             try:
-                kubernetes_validate.validate(doc, kube_version, strict=True)
+                kubernetes_validate.validate(
+                    _without_cel(doc) if old else doc, kube_version, strict=True
+                )
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{path.name}: {doc['metadata']['name']}: {exc.message}")
             kinds.add(doc["spec"]["names"]["kind"])
@@ -187,6 +226,11 @@ BAD_VALUES = [
     (["--set", "image.tag=latest"], "at '/image/tag'"),
     (["--set", "logLevel=LOUD"], "at '/logLevel'"),
     (["--set", "watchNamespaces={Team_A}"], "at '/watchNamespaces/0'"),
+    (["--set", "clusterWide=yes"], "at '/clusterWide'"),
+    (
+        ["--set", "clusterWide=true,watchNamespaces={team-a}"],
+        "clusterWide: true watches every namespace; leave watchNamespaces empty",
+    ),
     (["--set", "extraArgs={--priority=5}"], "at '/extraArgs/0'"),
     (["--set", "serviceMonitor.interval=often"], "at '/serviceMonitor/interval'"),
     (["--set-string", "replicaCount=2"], "at '/replicaCount'"),
@@ -219,21 +263,43 @@ def test_every_cluster_role_rule_is_commented() -> None:
         )
 
 
-def _grants(docs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs granted on every object (rules without resourceNames)."""
-    names = {b["roleRef"]["name"] for b in docs if b["kind"] == "ClusterRoleBinding"}
-    grants: dict[tuple[str, str], set[str]] = {}
-    for role in docs:
-        if role["kind"] != "ClusterRole" or role["metadata"]["name"] not in names:
+Rule = dict[str, Any]
+
+
+def _bound(docs: list[dict[str, Any]]) -> dict[str | None, list[Rule]]:
+    """The rules granted to the operator's ServiceAccount, by where they apply: None for a
+    ClusterRoleBinding (every namespace and the cluster scope), else the RoleBinding's
+    namespace. Every binding must name a role the chart renders."""
+    account = one(docs, "ServiceAccount")["metadata"]
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in {"Role", "ClusterRole"}
+    }
+    bound: dict[str | None, list[Rule]] = {}
+    for binding in docs:
+        if binding["kind"] not in {"RoleBinding", "ClusterRoleBinding"}:
             continue
-        for rule in role["rules"]:
-            assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-            assert "*" not in rule["apiGroups"], rule
-            if "resourceNames" in rule:
-                continue
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    grants.setdefault((group, resource), set()).update(rule["verbs"])
+        subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
+        assert binding["subjects"] == [subject], binding
+        where = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], where if ref["kind"] == "Role" else None, ref["name"])]
+        bound.setdefault(where, []).extend(role["rules"])
+    return bound
+
+
+def _grants(rules: list[Rule]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs granted on every object (rules without resourceNames)."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "*" not in rule["apiGroups"], rule
+        if "resourceNames" in rule:
+            continue
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
     return grants
 
 
@@ -283,44 +349,114 @@ def _needed() -> dict[tuple[str, str], set[str]]:
     return needed
 
 
-@pytest.mark.parametrize("values", ["default.yaml", "namespaced.yaml"])
+# Where the operator acts with each values file: its namespaces, or None for every namespace.
+WATCHED: dict[str, list[str] | None] = {
+    "default.yaml": [NAMESPACE],
+    "namespaced.yaml": ["team-a", "team-b"],
+    "cluster-wide.yaml": None,
+}
+READS = {"get", "list", "watch"}
+
+
+def _manages_workloads(grants: dict[tuple[str, str], set[str]]) -> bool:
+    """The rights that make an operator node root where it has them."""
+    return (
+        {"create", "patch"} <= grants.get(("apps", "statefulsets"), set())
+        and {"create", "patch"} <= grants.get(("", "secrets"), set())
+        and "delete" in grants.get(("", "pods"), set())
+        and "delete" in grants.get(("", "persistentvolumeclaims"), set())
+    )
+
+
+@pytest.mark.parametrize("values", sorted(WATCHED))
 def test_rbac_covers_what_the_operator_calls(helm_bin: str, values: str) -> None:
+    bound = _bound(render(helm_bin, values))
+    watched = WATCHED[values]
+    places: list[str | None] = [None] if watched is None else list(watched)
+    for where in places:
+        grants = _grants(bound.get(None, []) + (bound[where] if where else []))
+        for key, verbs in _needed().items():
+            missing = verbs - grants.get(key, set())
+            assert not missing, f"{where}: {key}: the operator calls {sorted(missing)}, not granted"
+        # Writes nobody makes are not granted.
+        for (group, plural), verbs in grants.items():
+            if (group, plural) != ("consortium.tee.dev", "consortia/finalizers"):
+                assert "update" not in verbs, (group, plural)
+            if "delete" in verbs:
+                assert plural in {"pods", "persistentvolumeclaims", "proposals"}, plural
+        for plural in ("secrets", "configmaps", "services"):
+            assert not {"list", "watch"} & grants[("", plural)], plural
+        assert ("events.k8s.io", "events") not in grants
+
+
+@pytest.mark.parametrize("values", [v for v in values_files() if v != "cluster-wide.yaml"])
+def test_namespaced_by_default_with_no_cluster_wide_writes(helm_bin: str, values: str) -> None:
+    """Unless clusterWide is chosen, the operator's rights to manage workloads are Roles in the
+    watched namespaces (the release namespace by default) and nowhere else; cluster-wide it may
+    only read CRDs and namespaces. The roles that do write cluster-wide (the aggregated edit
+    role) are bound to nobody by the chart."""
     docs = render(helm_bin, values)
-    if values == "namespaced.yaml":  # namespaced rules come through RoleBindings
-        bound = {b["roleRef"]["name"] for b in docs if b["kind"] == "RoleBinding"}
-        docs = docs + [{"kind": "ClusterRoleBinding", "roleRef": {"name": name}} for name in bound]
-    grants = _grants(docs)
-    for key, verbs in _needed().items():
-        missing = verbs - grants.get(key, set())
-        assert not missing, f"{key}: the operator calls {sorted(missing)}, not granted"
-    # Writes nobody makes are not granted.
-    for (group, plural), verbs in grants.items():
-        if (group, plural) != ("consortium.tee.dev", "consortia/finalizers"):
-            assert "update" not in verbs, (group, plural)
-        if "delete" in verbs:
-            assert plural in {"pods", "persistentvolumeclaims", "proposals"}, plural
-    for plural in ("secrets", "configmaps", "services"):
-        assert not {"list", "watch"} & grants[("", plural)], plural
-    assert ("events.k8s.io", "events") not in grants
+    given = yaml.safe_load(values_path(values).read_text()) or {}
+    watched = given.get("watchNamespaces") or [NAMESPACE]
+    bound = _bound(docs)
+    assert sorted(k for k in bound if k is not None) == sorted(watched)
+    for rule in bound.get(None, []):
+        assert set(rule["verbs"]) <= READS, rule
+        assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}, rule
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
+    for where in watched:
+        assert _manages_workloads(_grants(bound[where])), where
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == watched
+    assert "--all-namespaces" not in args
+    if given.get("peering", {}).get("create", True):
+        peerings = of_kind(docs, "KopfPeering")
+        assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
+    assert not of_kind(docs, "ClusterKopfPeering")
+
+
+def test_cluster_wide_is_the_cluster_role(helm_bin: str) -> None:
+    docs = render(helm_bin, "cluster-wide.yaml")
+    bound = _bound(docs)
+    assert list(bound) == [None], "no RoleBindings when cluster-wide"
+    assert not of_kind(docs, "Role") and not of_kind(docs, "KopfPeering")
+    grants = _grants(bound[None])
+    assert _manages_workloads(grants)
+    assert ("", "namespaces") not in grants  # kopf does not observe namespaces cluster-wide
+    names = {b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")}
+    assert names == {RELEASE, f"{RELEASE}-cluster"}
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and "--namespace" not in args
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "consortium-operator"
+
+
+def test_cluster_wide_consequence_is_documented() -> None:
+    """Choosing clusterWide says what it costs, where the user chooses it."""
+    values = (CHART / "values.yaml").read_text()
+    comment = values[: values.index("\nclusterWide:")].rsplit("# --", 1)[1]
+    assert "root on" in comment and "every node" in comment and "kube-system" in comment
+    for doc in (CHART / "README.md", REPO / "docs/reference/security.md"):
+        text = " ".join(doc.read_text().split())
+        assert "clusterWide" in text and "root on every node" in text, doc
 
 
 def test_peering_writes_are_limited_to_the_peering_object(helm_bin: str) -> None:
-    for values, plural in [
-        ("default.yaml", "clusterkopfpeerings"),
-        ("namespaced.yaml", "kopfpeerings"),
+    for values, plural, name in [
+        ("cluster-wide.yaml", "clusterkopfpeerings", "consortium-operator"),
+        ("default.yaml", "kopfpeerings", "consortium-operator"),
+        ("namespaced.yaml", "kopfpeerings", "consortium-operator-teams"),
     ]:
-        docs = render(helm_bin, values)
         rules = [
             rule
-            for role in docs
-            if role["kind"] == "ClusterRole"
-            for rule in role["rules"]
+            for rules in _bound(render(helm_bin, values)).values()
+            for rule in rules
             if plural in rule["resources"]
         ]
         assert rules, values
         for rule in rules:
             if "patch" in rule["verbs"]:
-                assert rule["resourceNames"], rule
+                assert rule["resourceNames"] == [name], rule
 
 
 def test_templates_have_no_tabs_and_end_with_newline() -> None:

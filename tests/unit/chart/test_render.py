@@ -52,6 +52,7 @@ def test_values_files_present() -> None:
         "hostnetwork-test.yaml",
         "all-features.yaml",
         "namespaced.yaml",
+        "cluster-wide.yaml",
     }
 
 
@@ -185,10 +186,13 @@ def test_default_deployment(helm_bin: str) -> None:
     assert container["image"] == "localhost/consortium-operator:0.1.0"  # appVersion, not latest
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert "--namespace" not in container["args"]
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "consortium-operator"
-    assert not of_kind(docs, "KopfPeering") and not of_kind(docs, "RoleBinding")
+    # Least privilege by default: the release namespace only, and its peering object there.
+    args = container["args"]
+    assert args[args.index("--namespace") + 1] == NAMESPACE and args.count("--namespace") == 1
+    peering = one(docs, "KopfPeering")
+    assert peering["metadata"] == {**peering["metadata"], "name": "consortium-operator"}
+    assert not of_kind(docs, "ClusterKopfPeering")
+    assert one(docs, "RoleBinding")["roleRef"]["kind"] == "Role"
     assert not of_kind(docs, "ServiceMonitor") and not of_kind(docs, "PrometheusRule")
     assert not of_kind(docs, "ConfigMap") and not of_kind(docs, "PodDisruptionBudget")
     account = one(docs, "ServiceAccount")
@@ -199,7 +203,7 @@ def test_default_deployment(helm_bin: str) -> None:
         == (account["metadata"]["name"])
     )
     for doc in docs:
-        if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
 
 
@@ -252,11 +256,14 @@ def test_namespaced_watch(helm_bin: str) -> None:
     for binding in bindings:
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
+            "kind": "Role",
             "name": main_role,
         }
         (subject,) = binding["subjects"]
         assert subject["namespace"] == NAMESPACE
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert {r["metadata"]["name"] for r in roles} == {main_role}
     # The namespaced permissions are not granted cluster-wide.
     assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
         f"{main_role}-cluster"
@@ -265,22 +272,20 @@ def test_namespaced_watch(helm_bin: str) -> None:
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert {p["metadata"]["name"] for p in peerings} == {"consortium-operator-teams"}
     assert not of_kind(docs, "ClusterKopfPeering")
-    roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
+    cluster_roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
+    assert main_role not in cluster_roles
     cluster_resources = {
-        res for rule in roles[f"{main_role}-cluster"]["rules"] for res in rule["resources"]
+        res for rule in cluster_roles[f"{main_role}-cluster"]["rules"] for res in rule["resources"]
     }
-    assert "clusterkopfpeerings" not in cluster_resources
-    assert "namespaces" in cluster_resources
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
 
 
 def test_minimal(helm_bin: str) -> None:
     docs = render(helm_bin, "minimal.yaml")
     assert one(docs, "Deployment")["spec"]["replicas"] == 1
-    assert not of_kind(docs, "ClusterKopfPeering")
-    assert {r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")} == {
-        RELEASE,
-        f"{RELEASE}-cluster",
-    }
+    assert not of_kind(docs, "ClusterKopfPeering") and not of_kind(docs, "KopfPeering")
+    assert {r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")} == {f"{RELEASE}-cluster"}
+    assert one(docs, "Role")["metadata"]["name"] == RELEASE
     assert "resources" not in _container(docs)
 
 
@@ -392,6 +397,8 @@ def test_notes(helm_bin: str, tmp_path: Path) -> None:
     assert "kubectl get consortia -n <namespace> -w" in notes
     assert f"{RELEASE}-metrics.{NAMESPACE}.svc.cluster.local:8080/metrics" in notes
     assert "WARNING" not in notes
+    assert f"It watches namespaces: {NAMESPACE} (Role and RoleBinding there" in notes
+    assert "EVERY namespace" not in notes
     assert "{{" not in notes and "<no value>" not in notes
 
 
@@ -403,9 +410,15 @@ def test_notes_warn_about_test_faults(helm_bin: str, tmp_path: Path) -> None:
         "insecureTestFaults=true,serviceMonitor.enabled=true,watchNamespaces={team-a}",
     )
     assert "WARNING: insecureTestFaults is on" in notes
-    assert "It watches namespaces: team-a." in notes
+    assert "It watches namespaces: team-a (" in notes
     assert "ServiceMonitor" in notes
     assert "<no value>" not in notes
+
+
+def test_notes_say_what_cluster_wide_costs(helm_bin: str, tmp_path: Path) -> None:
+    notes = " ".join(_notes(helm_bin, tmp_path, "--set", "clusterWide=true").split())
+    assert "It watches EVERY namespace (clusterWide: true)" in notes
+    assert "kube-system included" in notes and "root on every node" in notes
 
 
 def test_kube_version_floor(helm_bin: str) -> None:

@@ -240,13 +240,53 @@ def test_withdraw_is_a_merge_patch(
     assert doc.signer == member(ids, "alice").member_id
 
 
-def test_an_ack_cannot_go_into_a_proposal(
+def member_object(ids: Path, who: str, consortium: str = "demo") -> dict[str, Any]:
+    return {
+        "apiVersion": "consortium.tee.dev/v1alpha1",
+        "kind": "Member",
+        "metadata": {"name": who, "namespace": "ns", "resourceVersion": "7"},
+        "spec": {
+            "consortium": consortium,
+            "certificate": (ids / f"{who}_cert.pem").read_text(),
+            "role": "governor",
+        },
+    }
+
+
+def test_an_ack_goes_into_the_members_own_object(
     ids: Path, kubectl: Kubectl, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(sign(ids, "bob", "ack", "--kube", "upgrade"), capsys)
-    assert code == 2
-    assert "an ack goes to a node (--node)" in err
-    assert kubectl.calls() == []
+    kubectl.serve(member_object(ids, "bob"))
+    code, shown, err = run(sign(ids, "bob", "ack", "--kube", "bob", "--namespace", "ns"), capsys)
+    assert code == 0, err
+    get, patch = kubectl.calls()
+    assert get["argv"] == ["get", "member", "bob", "-o", "json", "--namespace", "ns"]
+    assert patch["argv"][:5] == ["patch", "member", "bob", "--type", "merge"]
+    body = json.loads(patch["argv"][patch["argv"].index("-p") + 1])
+    assert set(body) == {"spec"} and set(body["spec"]) == {"acknowledgement"}
+    ack = base64.b64decode(body["spec"]["acknowledgement"], validate=True)
+    bob = member(ids, "bob", status="Accepted")
+    doc = verify_document(ack, "ack", "demo", {bob.member_id: bob})
+    assert doc.payload == {"type": "ack", "consortium": "demo", "member_id": bob.member_id}
+    assert shown == {"member": "ns/bob", "type": "ack", "id": hashlib.sha256(ack).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    ("served", "message"),
+    [
+        pytest.param("alice", "each member acknowledges with its own key", id="another-member"),
+        pytest.param("other", "belongs to consortium 'other'", id="another-consortium"),
+    ],
+)
+def test_an_ack_into_someone_elses_member_is_not_put(
+    ids: Path, kubectl: Kubectl, capsys: pytest.CaptureFixture[str], served: str, message: str
+) -> None:
+    obj = member_object(ids, "alice") if served == "alice" else member_object(ids, "bob", served)
+    kubectl.serve(obj)
+    code, out, err = run(sign(ids, "bob", "ack", "--kube", "alice"), capsys)
+    assert code == 1
+    assert message in err and out == ""
+    assert [c["argv"][0] for c in kubectl.calls()] == ["get"]  # nothing patched
 
 
 # --- kubectl failures ---------------------------------------------------------------------------

@@ -16,7 +16,13 @@ except ImportError:  # pragma: no cover - depends on how the venv was set up
 
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.keys import PrivateKey, generate_key
-from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
+from consortium_node.identity.trusted_list import (
+    NodeEntry,
+    NodeStatus,
+    TrustedNodeList,
+    sign_trusted_list,
+)
+from consortium_node.identity.trusted_list_store import TrustedListStore
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MEASUREMENT = "ab" * 32
@@ -89,3 +95,24 @@ def make_list(service: ServiceIdentity, node_keys: list[PrivateKey]) -> ListFact
         )
 
     return build
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """Where a store persists its list."""
+    return tmp_path / "state" / "trusted-nodes.cose"
+
+
+@pytest.fixture
+def store(path: Path, service: ServiceIdentity) -> TrustedListStore:
+    return TrustedListStore(path, service.certificate, "demo")
+
+
+@pytest.fixture
+def signed(make_list: ListFactory, service: ServiceIdentity) -> Callable[..., bytes]:
+    """``signed(version, **make_list kwargs)``: an envelope signed by ``service``."""
+
+    def sign(version: int, **kwargs: object) -> bytes:
+        return sign_trusted_list(make_list(version, **kwargs), service)
+
+    return sign

@@ -11,32 +11,15 @@ import pytest
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.errors import TrustedListError, TrustedListStoreError
 from consortium_node.identity.trusted_list import (
+    REFUSALS,
     ListRejection,
     NodeStatus,
     TrustedNodeList,
     sign_trusted_list,
 )
-from consortium_node.identity.trusted_list_store import TrustedListStore
+from consortium_node.identity.trusted_list_store import Outcome, TrustedListStore
 
 ListFactory = Callable[..., TrustedNodeList]
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "trusted-nodes.cose"
-
-
-@pytest.fixture
-def store(path: Path, service: ServiceIdentity) -> TrustedListStore:
-    return TrustedListStore(path, service.certificate, "demo")
-
-
-@pytest.fixture
-def signed(make_list: ListFactory, service: ServiceIdentity) -> Callable[..., bytes]:
-    def sign(version: int, **kwargs: object) -> bytes:
-        return sign_trusted_list(make_list(version, **kwargs), service)
-
-    return sign
 
 
 def _assert_unchanged(store: TrustedListStore, path: Path, envelope: bytes, version: int) -> None:
@@ -82,13 +65,14 @@ def test_lower_version_is_rollback(
         TrustedListStore(path, service.certificate, "demo").accept(v1)
 
 
+@pytest.mark.parametrize("method", ["accept", "offer"])
 def test_same_version_other_content_is_version_reused(
-    store: TrustedListStore, path: Path, signed: Callable[..., bytes]
+    store: TrustedListStore, path: Path, signed: Callable[..., bytes], method: str
 ) -> None:
     v2 = signed(2)
     store.accept(v2)
     with pytest.raises(TrustedListError) as info:
-        store.accept(signed(2, status_1=NodeStatus.TRUSTED))
+        getattr(store, method)(signed(2, status_1=NodeStatus.TRUSTED))
     assert info.value.reason is ListRejection.VERSION_REUSED
     assert info.value.detail == "version: 2 was already accepted with different content"
     _assert_unchanged(store, path, v2, 2)
@@ -106,37 +90,66 @@ def test_same_version_same_content_is_a_no_op(
     _assert_unchanged(store, path, v2, 2)
 
 
+def test_offer_sets_an_older_valid_list_aside_as_stale(
+    store: TrustedListStore, path: Path, service: ServiceIdentity, signed: Callable[..., bytes]
+) -> None:
+    v1, v2, v3 = signed(1), signed(2), signed(3)
+    assert (store.offer(v2).outcome, store.current_envelope) == (Outcome.ADOPTED, v2)
+    stale = store.offer(v1)
+    assert stale.outcome is Outcome.STALE
+    assert (stale.offered.version, stale.held.version) == (1, 2)
+    _assert_unchanged(store, path, v2, 2)
+    assert store.offer(signed(2)).outcome is Outcome.UNCHANGED  # re-signed, same payload
+    _assert_unchanged(store, path, v2, 2)
+    adopted = store.offer(v3)
+    assert (adopted.outcome, adopted.held.version) == (Outcome.ADOPTED, 3)
+    reopened = TrustedListStore(path, service.certificate, "demo")
+    assert reopened.offer(v2).outcome is Outcome.STALE  # after a restart too
+
+
+def test_only_an_older_valid_list_is_not_a_refusal() -> None:
+    assert set(REFUSALS) == set(ListRejection) - {ListRejection.ROLLBACK}
+
+
 def _tampered(envelope: bytes, payload: bytes) -> bytes:
     item = cbor2.loads(envelope)
     item.value[2] = payload
     return bytes(cbor2.dumps(item))
 
 
+@pytest.mark.parametrize(
+    ("method", "held", "offered"),
+    [("accept", 1, 3), ("offer", 1, 3), ("offer", 3, 1)],
+    ids=["accept newer", "offer newer", "offer older"],  # being older hides no refusal
+)
 def test_rejected_lists_leave_the_store_unchanged(
     store: TrustedListStore,
     path: Path,
     make_list: ListFactory,
-    service: ServiceIdentity,
     other_service: ServiceIdentity,
     signed: Callable[..., bytes],
+    method: str,
+    held: int,
+    offered: int,
 ) -> None:
-    v1 = signed(1)
-    store.accept(v1)
+    kept = signed(held)
+    store.accept(kept)
     attempts = {
         ListRejection.BAD_SIGNATURE: _tampered(
-            signed(3), make_list(3, status_1=NodeStatus.TRUSTED).to_payload()
+            signed(offered), make_list(offered, status_1=NodeStatus.TRUSTED).to_payload()
         ),
         ListRejection.WRONG_SIGNER: sign_trusted_list(
-            make_list(3, svc=other_service), other_service
+            make_list(offered, svc=other_service), other_service
         ),
-        ListRejection.WRONG_SERVICE: signed(3, consortium="other"),
+        ListRejection.WRONG_SERVICE: signed(offered, consortium="other"),
         ListRejection.MALFORMED: b"\xd2\x84",
     }
     for reason, envelope in attempts.items():
         with pytest.raises(TrustedListError) as info:
-            store.accept(envelope)
+            getattr(store, method)(envelope)
         assert info.value.reason is reason
-        _assert_unchanged(store, path, v1, 1)
+        assert reason in REFUSALS
+        _assert_unchanged(store, path, kept, held)
 
 
 def test_rejected_first_list_writes_nothing(

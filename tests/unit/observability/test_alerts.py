@@ -115,6 +115,7 @@ class Scenario:
     series: list[dict[str, str]]
     eval_time: str
     fired: list[Fired]
+    interval: str = "1m"  # between input samples (rules are evaluated every minute)
 
 
 DEMO = {"namespace": "ledger", "consortium": "demo"}
@@ -129,46 +130,115 @@ OPERATOR_DOWN_TRAPS = [
     },
 ]
 
+
+def renew_before(seconds: int, samples: int, **labels: str) -> dict[str, str]:
+    return operator_series(
+        "consortium_operator_attestation_renew_before_seconds", f"{seconds}x{samples}", **labels
+    )
+
+
+def expiry(values: str, /, node: str, **labels: str) -> dict[str, str]:
+    return operator_series(
+        "consortium_operator_attestation_expiry_seconds", values, **labels, node=node
+    )
+
+
+def renewing(validity: int, renewed_at: int, step: int, rounds: int) -> str:
+    """A node that renews: counting down by ``step`` per sample from ``validity``, back to
+    ``validity`` at the first sample not above ``renewed_at`` (the primary's round)."""
+    cycle = list(range(validity, renewed_at - 1, -step))
+    return " ".join(str(v) for v in cycle * rounds)
+
+
+def rejections(reason: str, values: str, /, *, node: str, ordinal: int) -> list[dict[str, str]]:
+    """A node's rejection counter for ``reason``, beside the other reasons' series at 0 (a
+    node exposes every reason from its start)."""
+    return [
+        node_series(
+            "consortium_trusted_list_rejections_total",
+            values if other == reason else "0x40",
+            node=node,
+            ordinal=ordinal,
+            reason=other,
+        )
+        for other in ("BadSignature", "Malformed", "VersionReused")
+    ]
+
+
+# How the expiry alert words the time left (`$value`), rendered per scenario.
+EXPIRY_WORDS = (
+    '{{ if lt $value 0.0 }}expired {{ reReplaceAll "-" "" ($value | humanizeDuration) }} ago'
+    "{{ else }}expires in {{ $value | humanizeDuration }}{{ end }}"
+)
+FAST = {"namespace": "ledger", "consortium": "fast"}  # validity 2m, renewBefore 1m
+SLOW = {"namespace": "ledger", "consortium": "slow"}  # validity 24h, renewBefore 8h
+
 SCENARIOS = [
-    # -- ConsortiumAttestationExpiringSoon
+    # -- ConsortiumAttestationExpiringSoon: relative to each consortium's renewBefore
     Scenario(
-        "expiring-fires-for-the-counting-down-node-only",
+        "expiring-quiet-while-short-validities-renew",
         "ConsortiumAttestationExpiringSoon",
         [
-            # 9000 s left at t=0, one minute less each minute: under 2h from 31m, firing at 41m.
-            operator_series(
-                "consortium_operator_attestation_expiry_seconds",
-                "9000-60x60",
-                **DEMO,
-                node="demo-1",
-            ),
-            operator_series(
-                "consortium_operator_attestation_expiry_seconds",
-                "80000-60x60",
-                **DEMO,
-                node="demo-0",
-            ),
+            # Sampled every 15 s for 40 minutes: renewed at ~58 s left, back to 118 s. A fixed
+            # threshold (the old `< 2h`) fired on every node of such a consortium.
+            renew_before(60, 160, **FAST),
+            expiry(renewing(118, 58, 15, 32), node="fast-0", **FAST),
+            # One node renews late every time (a slow quote), never under half of renewBefore.
+            expiry(renewing(118, 40, 13, 24), node="fast-1", **FAST),
         ],
-        "45m",
-        [Fired({**DEMO, "node": "demo-1"}, {"{{ $value | humanizeDuration }}": "1h 45m 0s"})],
+        "40m",
+        [],
+        interval="15s",
     ),
     Scenario(
-        "expiring-quiet-for-healthy-and-for-a-retired-node",
+        "expiring-fires-when-a-short-renewal-is-stuck",
         "ConsortiumAttestationExpiringSoon",
         [
-            operator_series(
-                "consortium_operator_attestation_expiry_seconds",
-                "80000-60x60",
-                **DEMO,
-                node="demo-0",
-            ),
-            # A node retired at 20m with 1h left: the operator drops its series.
-            operator_series(
-                "consortium_operator_attestation_expiry_seconds",
-                "4800-60x20 _x40",
-                **DEMO,
-                node="demo-2",
-            ),
+            renew_before(60, 80, **FAST),
+            expiry(renewing(118, 58, 15, 16), node="fast-0", **FAST),
+            # Not renewed (no primary): under 30 s from 1m30s, so firing from 6m30s; the list
+            # still says Trusted, so the series goes on below zero.
+            expiry("118-15x80", node="fast-1", **FAST),
+        ],
+        "10m",
+        [Fired({**FAST, "node": "fast-1"}, {EXPIRY_WORDS: "expired 8m 2s ago"})],
+        interval="15s",
+    ),
+    Scenario(
+        "expiring-quiet-while-long-validities-renew",
+        "ConsortiumAttestationExpiringSoon",
+        [
+            renew_before(28800, 310, **SLOW),
+            # Renewed at 8h left after 5 minutes, then counting down from 24h.
+            expiry("29100-60x5 86395-60x300", node="slow-0", **SLOW),
+            expiry("50000-60x305", node="slow-1", **SLOW),
+        ],
+        "300m",
+        [],
+    ),
+    Scenario(
+        "expiring-fires-when-a-long-renewal-is-stuck-in-its-consortium-only",
+        "ConsortiumAttestationExpiringSoon",
+        [
+            renew_before(28800, 310, **SLOW),
+            # Not renewed since 8h were left: under 4h at 245m, firing from 250m.
+            expiry("29100-60x305", node="slow-0", **SLOW),
+            expiry("86395-60x305", node="slow-1", **SLOW),
+            # The same remaining time in a consortium renewing 1h ahead is healthy there.
+            renew_before(3600, 310, namespace="other", consortium="slow"),
+            expiry("29100-60x305", node="slow-0", namespace="other", consortium="slow"),
+        ],
+        "300m",
+        [Fired({**SLOW, "node": "slow-0"}, {EXPIRY_WORDS: "expires in 3h 5m 0s"})],
+    ),
+    Scenario(
+        "expiring-quiet-for-a-retired-node",
+        "ConsortiumAttestationExpiringSoon",
+        [
+            renew_before(28800, 60, **DEMO),
+            expiry("80000-60x60", node="demo-0", **DEMO),
+            # Retired at 20m with 1h left: the operator drops its series.
+            expiry("3600-60x20 _x40", node="demo-2", **DEMO),
         ],
         "45m",
         [],
@@ -299,6 +369,39 @@ SCENARIOS = [
             node_info("demo-0", 5, "demo", namespace="other"),
         ],
         "25m",
+        [],
+    ),
+    # -- ConsortiumTrustedListRejected
+    Scenario(
+        "list-rejected-fires-on-a-forged-list",
+        "ConsortiumTrustedListRejected",
+        [
+            *rejections("BadSignature", "0x10 1x20", node="demo-0", ordinal=0),
+            *rejections("BadSignature", "0x11 1x19", node="demo-1", ordinal=1),
+            *rejections("VersionReused", "0x30", node="demo-0", ordinal=0),
+            node_info("demo-0", 0, "demo"),
+            node_info("demo-1", 1, "demo"),
+            # Another consortium's nodes only see older lists: stale, not rejected.
+            *rejections("BadSignature", "0x30", node="other-0", ordinal=5),
+            node_series("consortium_trusted_list_stale_total", "0+1x30", node="other-0", ordinal=5),
+            node_info("other-0", 5, "other"),
+        ],
+        "15m",
+        [Fired({**DEMO, "reason": "BadSignature"})],
+    ),
+    Scenario(
+        "list-rejected-quiet-for-stale-lists-and-old-rejections",
+        "ConsortiumTrustedListRejected",
+        [
+            # The ConfigMap lagging behind the nodes on every re-attestation round.
+            *rejections("BadSignature", "0x40", node="demo-0", ordinal=0),
+            node_series("consortium_trusted_list_stale_total", "0+1x40", node="demo-0", ordinal=0),
+            node_info("demo-0", 0, "demo"),
+            # A forged list refused 30 minutes ago, and a node restart (counter reset) since.
+            *rejections("Malformed", "0x5 1x15 0x20", node="old-0", ordinal=6),
+            node_info("old-0", 6, "old"),
+        ],
+        "40m",
         [],
     ),
     # -- ConsortiumOperatorReconcileErrors
@@ -463,7 +566,7 @@ def test_all_scenarios_with_promtool(tmp_path: Path) -> None:
         tests.append(
             {
                 "name": scenario.id,
-                "interval": "1m",
+                "interval": scenario.interval,
                 "input_series": scenario.series,
                 "alert_rule_test": [
                     {
@@ -494,7 +597,7 @@ def test_firing_scenario_is_not_vacuous(scenario: Scenario, tmp_path: Path) -> N
             "evaluation_interval": "1m",
             "tests": [
                 {
-                    "interval": "1m",
+                    "interval": scenario.interval,
                     "input_series": scenario.series,
                     "alert_rule_test": [
                         {"eval_time": scenario.eval_time, "alertname": scenario.alert}

@@ -593,9 +593,9 @@ def test_node_config_test_faults_file(
             250,
         ),
         (
-            {"attestation__validity": "1500ms", "attestation__renewBefore": "500ms"},
-            "1500ms",
-            "500ms",
+            {"attestation__validity": "90500ms", "attestation__renewBefore": "30500ms"},
+            "90500ms",
+            "30500ms",
             250,
         ),
         ({"ledger__signatureInterval": "1s"}, "43200s", "14400s", 1000),

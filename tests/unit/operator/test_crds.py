@@ -524,7 +524,7 @@ def test_a_full_status_validates() -> None:
         ],
         "members": {"total": 2, "active": 2},
         "ledger": {"term": 1, "commitIndex": 42, "primary": "demo-0"},
-        "lastReconcile": "2024-05-01T12:00:01Z",
+        "firstReadyTime": "2024-05-01T12:00:01Z",
     }
     assert errors("Consortium", obj) == []
     member = _sample("Member", "alice")

@@ -91,7 +91,11 @@ CASES = [
         {ALICE_ID: "Accepted"},
         PROPOSAL,
         (True, c.AS_EXPECTED),
-        (False, c.ACK_NEEDED, "consortiumctl ack --identity"),
+        (
+            False,
+            c.ACK_NEEDED,
+            "consortiumctl ack --consortium demo --cert CERT.pem --key KEY.pem --kube",
+        ),
         id="accepted-needs-its-ack",
     ),
     pytest.param(
@@ -206,3 +210,58 @@ def test_reconcile_members_names_the_proposal_then_asks_for_the_ack() -> None:
     active = next(x for x in status["conditions"] if x["type"] == c.ACTIVE)
     assert (active["reason"], active["status"]) == (c.ACK_NEEDED, "False")
     assert status["phase"] == "Accepted"
+
+
+# ------------------------------------------------------------------ nothing is ignored silently
+GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    "certificate", [pytest.param(GARBAGE_PEM, id="garbage"), pytest.param("rsa", id="rsa")]
+)
+def test_an_unusable_certificate_gets_a_status_an_event_and_names_the_field(
+    certificate: str,
+) -> None:
+    pem = cached_certificate("rsa", "rsa-member")[0] if certificate == "rsa" else certificate
+    view = MemberView.of(body({"consortium": "demo", "role": "governor", "certificate": pem}))
+    assert view.spec is None and view.bound == "demo"  # still bound: its Consortium writes it
+    recorder = Recorder()
+    kube: Any = recorder
+    reconcile_members(kube, [view], BOOTSTRAPPED, {ALICE_ID: "Active"})
+    ((_, status),) = recorder.writes
+    accepted = next(x for x in status["conditions"] if x["type"] == c.ACCEPTED)
+    assert (accepted["status"], accepted["reason"]) == ("False", c.CERTIFICATE_INVALID)
+    assert accepted["message"].startswith("spec.certificate: ")
+    assert status["phase"] == "Invalid" and "consortium" not in status  # never admitted
+    assert ("Warning", c.CERTIFICATE_INVALID) in [(t, r) for t, r, _ in recorder.events]
+
+
+def test_spec_consortium_is_immutable_once_admitted() -> None:
+    admitted = member_status(ALICE, BOOTSTRAPPED, {ALICE_ID: "Active"})
+    assert admitted["consortium"] == {"name": "demo", "uid": "uid-demo"}
+    moved_spec = {"consortium": "other", "role": "governor", "certificate": PEM}
+    moved = MemberView.of(body(moved_spec, status=admitted))
+    assert (moved.requested, moved.bound, moved.moved) == ("other", "demo", True)
+    accepted, active = member_conditions(moved, BOOTSTRAPPED, {ALICE_ID: "Active"})
+    assert (accepted.status, accepted.reason) == (False, c.CONSORTIUM_IMMUTABLE)
+    assert accepted.message.startswith("spec.consortium is immutable: ")
+    assert "'demo'" in accepted.message and "delete this Member" in accepted.message
+    assert (active.status, active.reason) == (False, c.CONSORTIUM_IMMUTABLE)
+    status = member_status(moved, BOOTSTRAPPED, {ALICE_ID: "Active"})
+    assert status["consortium"] == admitted["consortium"]  # the admission is not rewritten
+    # Set back: accepted again, Active as the ledger says.
+    back = MemberView.of(body(status=status))
+    assert not back.moved
+    assert [x.status for x in member_conditions(back, BOOTSTRAPPED, {ALICE_ID: "Active"})] == [
+        True,
+        True,
+    ]
+
+
+def test_a_member_not_yet_admitted_may_still_change_its_consortium() -> None:
+    unbound = MemberView.of(body({"consortium": "other", "role": "governor", "certificate": PEM}))
+    assert (unbound.bound, unbound.moved) == ("other", False)
+    orphan = member_status(unbound, None, None)
+    assert "consortium" not in orphan
+    retargeted = MemberView.of(body(status=orphan))
+    assert (retargeted.bound, retargeted.moved) == ("demo", False)

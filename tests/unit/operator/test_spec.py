@@ -301,3 +301,54 @@ def test_member_certificate_with_unsupported_key_is_refused(kind: str) -> None:
     assert caught.value.field == "spec.certificate"
     assert "P-256" in caught.value.message
     assert not caught.value.message.startswith("spec.certificate:")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "words"),
+    [
+        ("nodes", 10, "spec.nodes", "from 1 to 9"),
+        ("nodes", 1000, "spec.nodes", "from 1 to 9"),
+        ("attestation.validity", "59s", "spec.attestation.validity", "at least 60s"),
+        ("attestation.validity", "10s", "spec.attestation.validity", "at least 60s"),
+        ("attestation.renewBefore", "29s", "spec.attestation.renewBefore", "at least 30s"),
+        ("attestation.renewBefore", "5s", "spec.attestation.renewBefore", "at least 30s"),
+    ],
+)
+def test_limits_are_enforced_with_their_bound(
+    path: str, value: Any, field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_consortium("demo", spec_with(path, value))
+    assert caught.value.field == field
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("validity", "renew", "ok"),
+    [
+        ("65s", "50s", True),
+        ("70s", "58s", False),  # rounds every 12 s: status and alerts cannot follow
+        ("1m", "30s", True),
+        ("75s", "55s", True),
+        ("75s", "61s", False),  # rounds every 14 s
+        ("2m", "1m", True),
+        ("24h", "8h", True),
+        ("24h", "23h59m50s", False),
+    ],
+)
+def test_renewal_window(validity: str, renew: str, ok: bool) -> None:
+    data = spec_with("attestation.validity", validity)
+    data["attestation"]["renewBefore"] = renew
+    if ok:
+        parsed = parse_consortium("demo", data)
+        assert parsed.attestation.validity - parsed.attestation.renew_before >= timedelta(
+            seconds=15
+        )
+        return
+    with pytest.raises(SpecError) as caught:
+        parse_consortium("demo", data)
+    assert caught.value.field == "spec.attestation.renewBefore"
+
+
+def test_nine_nodes_is_the_largest_consortium() -> None:
+    assert parse_consortium("demo", spec_with("nodes", 9)).nodes == 9

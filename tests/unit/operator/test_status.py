@@ -99,8 +99,10 @@ def healthy(desired: int = 3, **overrides: Any) -> Observation:
         primary="demo-0",
         term=2,
         commit_index=42,
-        members_total=2,
-        members_active=2,
+        ledger_members={"m1": "Active", "m2": "Active", "op": "Active"},
+        ledger_roles={"m1": "governor", "m2": "user", "op": "operator"},
+        member_resources=2,
+        allowed_measurements=(MEASUREMENT, "ab" * 32),
     )
     return replace(obs, **overrides)
 
@@ -159,7 +161,7 @@ FAULTS: list[tuple[str, Fault, str]] = [
     ("genesis", lambda o: replace(o, service_certificate_pem=None), c.WAITING_FOR_GENESIS),
     ("list", lambda o: replace(o, trusted_list=None), c.LIST_UNVERIFIED),
     ("joining", _untrust, c.NODES_JOINING),
-    ("published", lambda o: replace(o, published_version=3), c.LIST_NOT_PUBLISHED),
+    ("published", lambda o: replace(o, published_version=None), c.LIST_NOT_PUBLISHED),
     ("scaling", _scale_down, c.SCALING),
 ]
 
@@ -209,16 +211,55 @@ def test_other_waiting_reasons_are_not_image_failures(waiting: str | None) -> No
     assert ready(obs).reason != c.IMAGE_UNAVAILABLE
 
 
-@pytest.mark.parametrize("waiting", ["CrashLoopBackOff", None, "ContainerCreating"])
-def test_policy_refusal_is_attestation_refused(waiting: str | None) -> None:
-    message = f"  the node's quote was {POLICY_REFUSAL} (measurement {MEASUREMENT})\n"
+MEASURES = "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("waiting", "message"),
+    [
+        (
+            waiting,
+            f"  this node's own attestation is {POLICY_REFUSAL}: MeasurementNotAllowed: "
+            f"measurement {MEASURES} is not in the 2 allowed measurements{tail}\n",
+        )
+        for waiting in ("CrashLoopBackOff", None, "ContainerCreating")
+        for tail in ("", f" (this node measures {MEASURES})")  # older nodes said it twice
+    ],
+)
+def test_policy_refusal_is_attestation_refused(waiting: str | None, message: str) -> None:
+    measures = MEASURES
     obs = _with_pod(
         healthy(), 1, ready=False, waiting_reason=waiting, last_termination_message=message
     )
     cond = ready(obs)
     assert cond.reason == c.ATTESTATION_REFUSED
-    assert cond.message.startswith("spec.attestation.measurements: demo-1 does not match: ")
-    assert cond.message.endswith(message.strip())
+    assert cond.message == (
+        f"spec.attestation.measurements: demo-1 runs code measuring {measures}, which is not "
+        f"in the allowed list [{MEASUREMENT}, {'ab' * 32}]: add it, or run the image that "
+        "measures as allowed"
+    )
+    assert cond.message.count(measures) == 1  # the node's measurement once, the list in full
+
+
+def test_policy_refusal_without_a_measurement_quotes_the_node_and_the_list() -> None:
+    message = f"join: quote {POLICY_REFUSAL}: HostDataNotAllowed: host_data ff is not allowed"
+    obs = _with_pod(healthy(), 2, ready=False, last_termination_message=message)
+    cond = ready(obs)
+    assert cond.reason == c.ATTESTATION_REFUSED
+    assert cond.message.startswith("spec.attestation.measurements: demo-2 was refused: join:")
+    assert cond.message.endswith(f"(allowed: {MEASUREMENT}, {'ab' * 32})")
+
+
+@pytest.mark.parametrize("published", [3, 1])
+def test_a_newer_list_not_yet_published_is_no_outage(published: int) -> None:
+    """The nodes issue a new list every re-attestation round; the ConfigMap lagging a moment
+    behind is told by TrustedListDistributed, never by Ready (no flapping)."""
+    obs = healthy(published_version=published)
+    assert ready(obs).status is True
+    conds = {x.type: x for x in decide(obs)}
+    assert conds[c.LIST_DISTRIBUTED].status is False
+    assert conds[c.LIST_DISTRIBUTED].reason == c.LIST_NOT_PUBLISHED
+    assert c.phase(decide(obs)) == c.PHASE_READY
 
 
 def test_crash_loop_is_node_start_failed() -> None:
@@ -341,7 +382,17 @@ def test_decide_with_spec_error_only_judges_ready() -> None:
             ],
         ),
         (
-            {"published_version": 2},
+            {"published_version": 2},  # a newer list the nodes issued: no outage
+            [
+                (c.READY, True, c.READY_REASON),
+                (c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE),
+                (c.NODES_ATTESTED, True, c.ALL_NODES_ATTESTED),
+                (c.LIST_DISTRIBUTED, False, c.LIST_NOT_PUBLISHED),
+                (c.DEGRADED, False, c.AS_EXPECTED),
+            ],
+        ),
+        (
+            {"published_version": None},  # no list published yet: joiners need the first
             [
                 (c.READY, False, c.LIST_NOT_PUBLISHED),
                 (c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE),
@@ -597,7 +648,8 @@ def test_status_body_ready() -> None:
         "issuedAt": rfc3339(T0),
     }
     assert body["ledger"] == {"term": 2, "commitIndex": 42, "primary": "demo-0"}
-    assert body["members"] == {"total": 2, "active": 2}
+    assert body["members"] == {"total": 2, "active": 2, "resources": 2}  # not the operator
+    assert body["firstReadyTime"] == rfc3339(NOW)
     assert [x["type"] for x in body["conditions"]] == list(c.CONSORTIUM_TYPES)
     assert {x["lastTransitionTime"] for x in body["conditions"]} == {rfc3339(NOW)}
     assert [n["name"] for n in body["nodes"]] == ["demo-0", "demo-1", "demo-2"]
@@ -642,13 +694,14 @@ def test_status_body_keeps_what_was_not_observed() -> None:
         service_certificate_pem=None,
         service_certificate_sha256=None,
         trusted_list=None,
-        members_active=None,
+        ledger_members=None,
+        ledger_roles=None,
     )
     body = _body(obs, existing)
     assert body["serviceCertificate"] == "OLD PEM"
     assert body["serviceCertificateSha256"] == "00" * 32
     assert body["trustedNodeList"] == existing["trustedNodeList"]
-    assert body["members"] == {"total": 2, "active": 4}
+    assert body["members"] == {"total": 5, "active": 4, "resources": 2}
 
 
 def test_status_body_observed_values_replace_existing() -> None:
@@ -667,22 +720,57 @@ def test_status_body_without_anything_observed() -> None:
     obs = healthy(
         service_certificate_pem=None,
         trusted_list=None,
-        members_active=None,
+        ledger_members=None,
+        ledger_roles=None,
         commit_index=None,
         checks={},
     )
     body = _body(obs)
-    for key in ("serviceCertificate", "serviceCertificateSha256", "trustedNodeList", "ledger"):
+    for key in (
+        "serviceCertificate",
+        "serviceCertificateSha256",
+        "trustedNodeList",
+        "ledger",
+        "firstReadyTime",
+    ):
         assert key not in body
-    assert body["members"] == {"total": 2, "active": 0}
+    assert body["members"] == {"resources": 2}  # the ledger was never read: no counts
     assert body["phase"] == c.PHASE_BOOTSTRAPPING
+
+
+@pytest.mark.parametrize(
+    ("members", "roles", "expected"),
+    [
+        ({"a": "Active", "b": "Accepted"}, {"a": "governor", "b": "user"}, (2, 1)),
+        ({"a": "Active", "o": "Active"}, {"a": "governor", "o": "operator"}, (1, 1)),
+        ({}, {}, (0, 0)),
+    ],
+)
+def test_members_are_counted_from_the_ledger(
+    members: dict[str, str], roles: dict[str, str], expected: tuple[int, int]
+) -> None:
+    body = _body(healthy(ledger_members=members, ledger_roles=roles, member_resources=7))
+    assert body["members"] == {"total": expected[0], "active": expected[1], "resources": 7}
+
+
+def test_a_consortium_that_was_ready_never_goes_back_to_bootstrapping() -> None:
+    first = _body(healthy())
+    stamp = first["firstReadyTime"]
+    for fault in (_untrust, lambda o: replace(o, trusted_list=None), _scale_down):
+        broken = fault(healthy())
+        later = status_body(broken, decide(broken), first, NOW + timedelta(minutes=5))
+        assert later["phase"] == c.PHASE_DEGRADED
+        assert later["firstReadyTime"] == stamp  # kept, not moved
+    fresh = healthy(published_version=None)  # before the first Ready: still bootstrapping
+    assert _body(fresh)["phase"] == c.PHASE_BOOTSTRAPPING
+    assert "firstReadyTime" not in _body(fresh)
 
 
 def test_status_body_keeps_transition_times() -> None:
     first = _body(healthy())
     later = status_body(healthy(), decide(healthy()), first, NOW + timedelta(minutes=5))
     assert later["conditions"] == first["conditions"]
-    broken = healthy(published_version=1)
+    broken = healthy(published_version=None)
     flipped = status_body(broken, decide(broken), first, NOW + timedelta(minutes=5))
     times = {x["type"]: x["lastTransitionTime"] for x in flipped["conditions"]}
     assert times[c.READY] == rfc3339(NOW + timedelta(minutes=5))

@@ -51,7 +51,14 @@ TIMING = RaftTiming(
 LEDGER_CONFIG = LedgerConfig(signature_interval_tx=10, signature_interval_ms=20)
 LEDGER_SECRET = bytes(range(32))  # one ledger secret shared by every node, as in a real service
 
+TABLE = "records"  # the application table the tests write to
+
 T = TypeVar("T")
+
+
+def writes(*keys: str) -> list[dict[str, dict[str, Any]]]:
+    """One private write set per key: ``{TABLE: {key: "value-<key>"}}``."""
+    return [{TABLE: {key: f"value-{key}"}} for key in keys]
 
 
 async def eventually(
@@ -103,6 +110,12 @@ class Member:
         return self.directory / "ledger"
 
 
+def value(member: Member, key: str) -> Any:
+    """The committed-or-not value of ``key`` in ``member``'s ledger, or None."""
+    found = member.ledger.get(TABLE, key)
+    return None if found is None else found[0]
+
+
 class Network:
     """The in-memory transport's switchboard: who is reachable, and what happens to messages."""
 
@@ -114,6 +127,7 @@ class Network:
         self.jitter = 0.0  # every message waits a random time in [0, jitter) (reordering)
         self.random = random.Random(1234)
         self.sent: Counter[tuple[str, str, str]] = Counter()  # (kind, from, to) attempts
+        self.legacy: set[str] = set()  # addresses of nodes that predate pre-vote (404 → None)
 
     def _check(self, source: str, target: str) -> Member:
         if source in self.partitioned or target in self.partitioned:
@@ -139,7 +153,10 @@ class Network:
             response = await node.handle_append(decode(encode(request), AppendRequest))
             self._check(source, target)  # the answer is lost if the link broke meanwhile
             return decode(encode(response), AppendResponse)
-        response = await node.handle_vote(decode(encode(request), VoteRequest))
+        if kind == "prevote" and target in self.legacy:
+            return None
+        handle = node.handle_pre_vote if kind == "prevote" else node.handle_vote
+        response = await handle(decode(encode(request), VoteRequest))
         self._check(source, target)
         return decode(encode(response), VoteResponse)
 
@@ -162,6 +179,12 @@ class FakeTransport:
 
     async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse:
         response: VoteResponse = await self.network.deliver("vote", self.source, address, request)
+        return response
+
+    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+        response: VoteResponse | None = await self.network.deliver(
+            "prevote", self.source, address, request
+        )
         return response
 
 

@@ -8,9 +8,7 @@ timings; waiting is polling with a deadline. At teardown each cluster checks ele
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,47 +27,16 @@ from consortium_node.replication.raft import (
 )
 
 from .raft_harness import (
+    TABLE,
     TIMING,
     Cluster,
-    Member,
     eventually,
-    quiet_unretrieved_errors,
     receipt_or_none,
+    value,
+    writes,
 )
 
-TABLE = "records"
-
-
-def writes(*keys: str) -> list[dict[str, dict[str, Any]]]:
-    """One private write set per key: ``{TABLE: {key: "value-<key>"}}``."""
-    return [{TABLE: {key: f"value-{key}"}} for key in keys]
-
-
-def value(member: Member, key: str) -> Any:
-    found = member.ledger.get(TABLE, key)
-    return None if found is None else found[0]
-
-
-@pytest.fixture(scope="module")
-def service() -> ServiceIdentity:
-    return ServiceIdentity.create("raft-test")
-
-
-@pytest.fixture(autouse=True)
-async def _unretrieved_errors() -> AsyncIterator[None]:
-    quiet_unretrieved_errors(asyncio.get_running_loop())
-    yield
-    gc.collect()  # report this test's garbage now, not in the middle of a later ast.parse
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, service: ServiceIdentity) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path, service)
-    try:
-        yield cluster
-        cluster.check_safety()
-    finally:
-        await cluster.close()
+pytestmark = pytest.mark.usefixtures("unretrieved_errors")
 
 
 # ---------------------------------------------------------------------- one node
@@ -300,19 +267,23 @@ async def test_no_quorum_never_commits(cluster: Cluster) -> None:
 
 
 async def test_follower_cut_off_from_leader_cannot_disrupt_it(cluster: Cluster) -> None:
-    """The lonely follower campaigns; the others heard from the leader and refuse it."""
+    """The lonely follower pre-votes; the others heard from the leader and refuse it, so it
+    never campaigns, its term never rises, and the healed link does not depose the leader."""
     members = await cluster.start_all(3)
     leader = await cluster.wait_leader()
     lonely, other = (m for m in members if m is not leader)
     term = leader.node.term
     votes = cluster.network.count("vote", lonely, other)
+    pre_votes = cluster.network.count("prevote", lonely, other)
     cluster.network.dropped.add((leader.address, lonely.address))
 
     await eventually(
-        lambda: cluster.network.count("vote", lonely, other) >= votes + 2, 3.0, "two elections"
+        lambda: cluster.network.count("prevote", lonely, other) >= pre_votes + 2,
+        3.0,
+        "two pre-vote rounds",
     )
-    assert lonely.node.term >= term + 2
-    assert lonely.node.role != "leader"
+    assert cluster.network.count("vote", lonely, other) == votes  # never a real election
+    assert (lonely.node.term, lonely.node.role) == (term, "follower")
     assert (leader.node.role, leader.node.term) == ("leader", term)
     assert (other.node.term, other.node.leader_id) == (term, leader.node_id)
     txids = await leader.node.submit(writes("still-leading"))
@@ -320,10 +291,11 @@ async def test_follower_cut_off_from_leader_cannot_disrupt_it(cluster: Cluster) 
     assert leader.node.commit_index >= txids[0].index  # committed with the other follower
 
     cluster.network.dropped.clear()
-    final = await cluster.wait_leader(members)
-    await final.node.submit(writes("healed"))
+    assert await cluster.wait_leader(members) is leader
+    await leader.node.submit(writes("healed"))
     await cluster.wait_synced(members)
     assert value(lonely, "still-leading") == "value-still-leading"
+    assert {m.node.term for m in members} == {term}
 
 
 # ---------------------------------------------------------------------- votes
