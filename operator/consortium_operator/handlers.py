@@ -158,6 +158,8 @@ def member_deleted(body: kopf.Body, **_: Any) -> None:
     if view.spec is None or consortium is None:
         return
     k = kube()
+    if k.namespace_terminating(namespace):
+        return  # its Consortium and ledger go with the namespace: nobody to propose to
     target = k.get("Consortium", namespace, consortium)
     if (
         target is None
@@ -188,6 +190,12 @@ def finalize(body: kopf.Body, **_: Any) -> None:
     """Honour ``spec.storage.retainOnDelete``; everything else goes by garbage collection."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     k = kube()
+    if k.namespace_terminating(namespace):
+        # The namespace takes the volumes and Secrets with it (retainOnDelete cannot keep
+        # objects in a deleted namespace; a PersistentVolume with reclaimPolicy Retain keeps
+        # the data). The operator's Role there may already be gone: touch nothing, release.
+        log.info("%s/%s deleted with its namespace; releasing it", namespace, name)
+        return
     names = Names(name)
     try:
         spec = parse_consortium(name, body.get("spec") or {})

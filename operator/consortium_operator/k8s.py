@@ -51,6 +51,7 @@ KINDS: dict[str, Kind] = {
     "Consortium": Kind(f"{GROUP}/{VERSION}", "consortia"),
     "Member": Kind(f"{GROUP}/{VERSION}", "members"),
     "Proposal": Kind(f"{GROUP}/{VERSION}", "proposals"),
+    "Namespace": Kind("v1", "namespaces", namespaced=False),
 }
 
 
@@ -115,6 +116,17 @@ class Kube:
                 return None
             raise
         return found
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        """The namespace is being deleted (or already gone): everything in it goes, and the
+        operator's Role there may already be gone with it."""
+        try:
+            found = self.get("Namespace", None, namespace)
+        except ApiError as exc:
+            if exc.status == 403:  # no right to read namespaces (cluster-wide mode): its
+                return False  # ClusterRole outlives any namespace, so carry on as usual
+            raise
+        return found is None or found["metadata"].get("deletionTimestamp") is not None
 
     def list(
         self, kind: str, namespace: str | None, selector: Mapping[str, str] | None = None

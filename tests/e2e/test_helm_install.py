@@ -118,10 +118,15 @@ def test_helm_install_samples_receipt_and_uninstall(
         ]
         assert not refused, "\n".join(refused[:10])
 
-        # Consortia and Members go before the namespace: their finalizers need the operator's
-        # Role, which goes with the namespace.
-        cluster.kubectl("-n", ns, "delete", "consortium", "demo", "--timeout=120s")
-        cluster.kubectl("-n", ns, "delete", "members", "--all", "--timeout=120s")
+        # Deleting the namespace as it is: its first sweep takes the operator's Role with it,
+        # before the finalizers of the Consortium and Members run; the operator still releases
+        # them (its cluster-wide get/patch of these two kinds) and the namespace goes.
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        wait_for(
+            f"namespace {ns} gone",
+            lambda: not cluster.kubectl("get", "namespace", ns, "--ignore-not-found", "-o", "name"),
+            120,
+        )
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     uninstalled = run(helm, "uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s")

@@ -10,6 +10,7 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from consortium_node.ctl.client import CtlError, NodeClient
@@ -72,6 +73,23 @@ def ctl(*args: str) -> str:
     done = run_ctl(*args)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def ack_through_node(who: Identity, ip: str, service_pem_file: Path) -> str:
+    """``consortiumctl ack`` signed with ``who``'s key, sent straight to the node at ``ip``."""
+    return ctl(
+        "ack",
+        "--consortium",
+        "demo",
+        "--cert",
+        str(who.cert),
+        "--key",
+        str(who.key),
+        "--node",
+        f"https://{ip}:8443",
+        "--service-cert",
+        str(service_pem_file),
+    )
 
 
 def proposal_with(cluster: Cluster, ns: str, intent: str) -> dict[str, Any] | None:

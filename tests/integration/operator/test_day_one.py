@@ -21,9 +21,9 @@ from typing import Any
 
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.gov_kube import (
+    ack_through_node,
     append_ballot,
     ballot,
-    ctl,
     member_doc,
     proposal_with,
     state_is,
@@ -77,6 +77,12 @@ def test_reattestation_rounds_never_flap_ready(cluster: Cluster, namespace: str)
     ]
     assert warnings == [], [(e["reason"], e["message"]) for e in warnings]
     assert _status(cluster, ns)["firstReadyTime"]
+    # The nodes saw the ConfigMap lag behind the lists they issued: not an attack, so no ERROR.
+    for pod in ("demo-0", "demo-1", "demo-2"):
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(became_ready))
+        logged = cluster.kubectl("-n", ns, "logs", pod, f"--since-time={since}")
+        errors = [line for line in logged.splitlines() if " ERROR " in line]
+        assert errors == [], f"{pod}: {errors[:3]}"
 
 
 def _epoch(stamp: str) -> float:
@@ -192,7 +198,8 @@ def test_member_changes_are_acted_on_at_once(
     cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path
 ) -> None:
     """With the production resync of 30 s: a new Member's proposal, and its ack sent straight
-    to a node, show within seconds (each deadline is well under the resync)."""
+    to a node, show within seconds (each deadline, 20 s, is under the resync, which would
+    otherwise be the first pass to notice; typical figures are printed)."""
     ns = namespace
     ids = tmp_path / "ids"
     alice = make_identity(ids, "alice", "governor")
@@ -215,7 +222,7 @@ def test_member_changes_are_acted_on_at_once(
         )
         started = time.monotonic()
         cluster.apply(ns, member_doc(dave))
-        add = wait_for("add-member proposal", lambda: proposal_with(cluster, ns, "add-member"), 12)
+        add = wait_for("add-member proposal", lambda: proposal_with(cluster, ns, "add-member"), 20)
         to_proposal = time.monotonic() - started
         append_ballot(
             cluster,
@@ -225,7 +232,7 @@ def test_member_changes_are_acted_on_at_once(
         )
         name = add["metadata"]["name"]
         try:
-            wait_for("dave accepted", lambda: state_is(cluster, ns, name, "Accepted"), 12)
+            wait_for("dave accepted", lambda: state_is(cluster, ns, name, "Accepted"), 20)
         except AssertionError:
             print(json.dumps(cluster.get(ns, "proposal", name), indent=1)[-3000:])
             raise
@@ -236,31 +243,19 @@ def test_member_changes_are_acted_on_at_once(
                 == "AcknowledgementNeeded"
                 or None
             ),
-            12,
+            20,
         )
         service = tmp_path / "service.pem"
         service.write_text(obj["status"]["serviceCertificate"])
         ip = obj["status"]["nodes"][0]["podIP"]
         started = time.monotonic()
-        ctl(
-            "ack",
-            "--consortium",
-            "demo",
-            "--cert",
-            str(dave.cert),
-            "--key",
-            str(dave.key),
-            "--node",
-            f"https://{ip}:8443",
-            "--service-cert",
-            str(service),
-        )
+        ack_through_node(dave, ip, service)
         wait_for(
             "dave Active",
             lambda: (
                 _condition(cluster, ns, "member", "dave", "Active").get("status") == "True" or None
             ),
-            12,
+            20,
         )
         to_active = time.monotonic() - started
         print(f"Member → proposal {to_proposal:.1f} s; ack → Active {to_active:.1f} s")

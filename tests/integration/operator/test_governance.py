@@ -25,6 +25,7 @@ from consortium_node.ledger.receipt import verify_receipt
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.gov_kube import (
     Writer,
+    ack_through_node,
     answering,
     append_ballot,
     ballot,
@@ -267,19 +268,7 @@ def test_members_join_and_leave_by_proposal_and_a_rejected_upgrade_keeps_the_old
     )
     service_file = tmp_path / "service.pem"
     service_file.write_text(service_pem)
-    ctl(
-        "ack",
-        "--consortium",
-        "demo",
-        "--cert",
-        str(dave.cert),
-        "--key",
-        str(dave.key),
-        "--node",
-        f"https://{ip}:8443",
-        "--service-cert",
-        str(service_file),
-    )
+    ack_through_node(dave, ip, service_file)
     wait_for(
         "dave Active",
         lambda: cluster.condition(ns, "member", "dave", "Active").get("status") == "True" or None,

@@ -58,7 +58,7 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
         "Degraded": "False",
         "UpToDate": "True",
     }
-    assert st["members"] == {"total": 2, "active": 2}
+    assert st["members"] == {"total": 2, "active": 2, "resources": 2}
     assert [n["status"] for n in st["nodes"]] == ["Trusted"] * 3
     # The published list verifies with pycose and only the published service certificate.
     identity = cluster.get(ns, "configmap", "demo-service-identity")
@@ -96,10 +96,10 @@ def test_samples_become_ready_with_a_verifiable_list(cluster: Cluster, namespace
     assert proposal["status"]["actions"][0]["name"] == "remove_member"
     assert any(e["reason"] == "MemberRemovalProposed" for e in cluster.events(ns, "demo"))
     wait_for(
-        "members.total 1 (the ledger still has both)",
+        "one Member resource left; the ledger still has both members",
         lambda: (
             (cluster.get(ns, "consortium", "demo") or {}).get("status", {}).get("members")
-            == {"total": 1, "active": 1}
+            == {"total": 2, "active": 2, "resources": 1}
         ),
         60,
     )

@@ -274,10 +274,18 @@ def test_namespaced_watch(helm_bin: str) -> None:
     assert not of_kind(docs, "ClusterKopfPeering")
     cluster_roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
     assert main_role not in cluster_roles
-    cluster_resources = {
-        res for rule in cluster_roles[f"{main_role}-cluster"]["rules"] for res in rule["resources"]
+    cluster_rules = {
+        res: set(rule["verbs"])
+        for rule in cluster_roles[f"{main_role}-cluster"]["rules"]
+        for res in rule["resources"]
     }
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    assert cluster_rules == {
+        "customresourcedefinitions": {"list", "watch"},
+        "namespaces": {"get", "list", "watch"},
+        # releasing finalizers in a namespace being deleted, whose Role went first
+        "consortia": {"get", "patch"},
+        "members": {"get", "patch"},
+    }
 
 
 def test_minimal(helm_bin: str) -> None:
