@@ -9,16 +9,20 @@ refused or reported, and Member changes acted on at once (issue 11).
   Consortium says InvalidSpec and keeps the last observed facts (nodes, list, members).
 * With the operator's production resync (30 s), a new Member's proposal and its acknowledgement
   show within seconds, not at the next resync.
+* A follower pod deleted under load comes back without a term change or a new leader.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from consortium_node.ctl.client import CtlError, NodeClient
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.gov_kube import (
     ack_through_node,
@@ -28,7 +32,7 @@ from tests.support.gov_kube import (
     proposal_with,
     state_is,
 )
-from tests.support.harness import make_identity
+from tests.support.harness import Identity, make_identity
 from tests.support.kube import Cluster, Operator, sample_docs, wait_for
 from tests.unit.operator.support import certificate
 
@@ -262,3 +266,85 @@ def test_member_changes_are_acted_on_at_once(
     finally:
         production.stop()
         operator.start()
+
+
+def _state(ip: str, service_pem: str, who: Identity) -> dict[str, Any] | None:
+    try:
+        reply = NodeClient(f"https://{ip}:8443", service_pem, who.cert, who.key, 5).request(
+            "GET", "/node/state"
+        )
+    except (CtlError, OSError):
+        return None
+    found: dict[str, Any] = reply.json()
+    return found if reply.status == 200 else None
+
+
+def test_a_restarted_follower_does_not_depose_the_leader(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """A follower pod deleted under a write load comes back (new pod, new IP, same volume)
+    without a term change or a new leader (PreVote, leader stickiness), and the writes to the
+    leader pause for no longer than an election timeout would."""
+    ns = namespace
+    alice = make_identity(tmp_path / "ids", "alice", "governor")
+    _, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 3
+    cluster.apply(ns, member_doc(alice), consortium)
+    obj = wait_for("Ready 3/3", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
+    pem = obj["status"]["serviceCertificate"]
+    ips = {n["name"]: n["podIP"] for n in obj["status"]["nodes"]}
+
+    def leader() -> tuple[str, int] | None:
+        for name, ip in ips.items():
+            st = _state(ip, pem, alice)
+            if st is not None and st["role"] == "primary":
+                return name, int(st["term"])
+        return None
+
+    primary, term = wait_for("a primary", leader, 30)
+    acked: list[float] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        client = NodeClient(f"https://{ips[primary]}:8443", pem, alice.cert, alice.key, 10)
+        i = 0
+        while not stop.is_set():
+            body = {"transactions": [{"writes": {f"k{i}": i}}]}
+            try:
+                if client.request("POST", "/app/transactions", body=body).status == 200:
+                    acked.append(time.monotonic())
+                    i += 1
+            except (CtlError, OSError):
+                pass
+            stop.wait(0.05)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        wait_for("writes flowing", lambda: len(acked) >= 20, 30)
+        follower = next(n for n in sorted(ips) if n != primary)
+        old_uid = (cluster.get(ns, "pod", follower) or {})["metadata"]["uid"]
+        cluster.kubectl("-n", ns, "delete", "pod", follower, "--wait=false")
+
+        def back() -> dict[str, Any] | None:
+            pod = cluster.get(ns, "pod", follower) or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            if pod.get("metadata", {}).get("uid") in (None, old_uid) or not ip:
+                return None
+            st = _state(ip, pem, alice)
+            lead = _state(ips[primary], pem, alice)
+            caught_up = st and lead and st["commit_index"] >= lead["commit_index"] - 50
+            return st if caught_up and st["role"] == "backup" else None
+
+        rejoined = wait_for(f"{follower} back and caught up", back, 120)
+        wait_for("more writes after it", lambda: len(acked) >= 40, 30)
+    finally:
+        stop.set()
+        writer.join(15)
+    now = _state(ips[primary], pem, alice)
+    assert now is not None and now["role"] == "primary", now  # the same leader…
+    assert int(now["term"]) == term, (term, now["term"])  # …in the same term
+    assert int(rejoined["term"]) == term, rejoined
+    gaps = [b - a for a, b in itertools.pairwise(acked)]
+    assert max(gaps) < 2.0, f"writes paused {max(gaps):.2f} s (election timeout 1 s)"
+    print(f"restart: term {term} kept, longest write gap {max(gaps) * 1000:.0f} ms")
