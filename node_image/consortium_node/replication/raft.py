@@ -590,8 +590,20 @@ class RaftNode:
         if response.success:
             peer.match_index = max(peer.match_index, response.match_index)
             self._advance_commit()
-        else:
-            self._reset_peer(peer, min(response.last_index + 1, request.prev_index))
+            return
+        if response.last_index < peer.match_index:
+            # The follower lost entries it had acknowledged (a torn tail on SIGKILL, a storage
+            # fault): resend from where its log now ends. Leader stickiness means no election
+            # will come to reset this view, and sending from match_index + 1 would fail for ever.
+            log.warning(
+                "%s lost entries it had acknowledged: its log ends at %d, it had matched %d; "
+                "resending from there",
+                peer.node_id[:8],
+                response.last_index,
+                peer.match_index,
+            )
+            peer.match_index = response.last_index
+        self._reset_peer(peer, min(response.last_index + 1, request.prev_index))
 
     def _reset_peer(self, peer: _Peer, next_index: int) -> None:
         peer.generation += 1

@@ -325,18 +325,35 @@ def test_a_restarted_follower_does_not_depose_the_leader(
         follower = next(n for n in sorted(ips) if n != primary)
         old_uid = (cluster.get(ns, "pod", follower) or {})["metadata"]["uid"]
         cluster.kubectl("-n", ns, "delete", "pod", follower, "--wait=false")
+        started = time.monotonic()
+
+        seen: dict[str, float] = {}
 
         def back() -> dict[str, Any] | None:
             pod = cluster.get(ns, "pod", follower) or {}
             ip = (pod.get("status") or {}).get("podIP")
             if pod.get("metadata", {}).get("uid") in (None, old_uid) or not ip:
                 return None
+            seen.setdefault("new pod has an IP", time.monotonic() - started)
             st = _state(ip, pem, alice)
+            if st is None:
+                return None
+            seen.setdefault("node answers", time.monotonic() - started)
             lead = _state(ips[primary], pem, alice)
-            caught_up = st and lead and st["commit_index"] >= lead["commit_index"] - 50
+            caught_up = lead and st["commit_index"] >= lead["commit_index"] - 50
             return st if caught_up and st["role"] == "backup" else None
 
-        rejoined = wait_for(f"{follower} back and caught up", back, 120)
+        try:
+            rejoined = wait_for(f"{follower} back and caught up", back, 240)
+        except AssertionError:
+            pod = cluster.get(ns, "pod", follower) or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            print("seen:", seen, "restarted:", ip and _state(ip, pem, alice))
+            print("leader:", _state(ips[primary], pem, alice))
+            print(cluster.kubectl("-n", ns, "logs", follower, check=False)[-3000:])
+            print(cluster.kubectl("-n", ns, "logs", primary, check=False)[-3000:])
+            raise
+        caught_up_after = time.monotonic() - started
         wait_for("more writes after it", lambda: len(acked) >= 40, 30)
     finally:
         stop.set()
@@ -347,4 +364,7 @@ def test_a_restarted_follower_does_not_depose_the_leader(
     assert int(rejoined["term"]) == term, rejoined
     gaps = [b - a for a, b in itertools.pairwise(acked)]
     assert max(gaps) < 2.0, f"writes paused {max(gaps):.2f} s (election timeout 1 s)"
-    print(f"restart: term {term} kept, longest write gap {max(gaps) * 1000:.0f} ms")
+    print(
+        f"restart: term {term} kept, caught up after {caught_up_after:.1f} s {seen}, longest "
+        f"write gap {max(gaps) * 1000:.0f} ms"
+    )

@@ -296,3 +296,37 @@ async def test_peer_that_predates_pre_vote_counts_as_granting(cluster: Cluster) 
 
     assert new is fresh
     assert new.node.term == term + 1
+
+
+async def test_a_follower_that_lost_its_tail_is_repaired_by_the_same_leader(
+    tmp_path: Path, service: ServiceIdentity
+) -> None:
+    """A follower whose newest chunk lost entries it had acknowledged (a torn write on a
+    SIGKILL, a storage fault) restarts shorter than the leader's record of it. With leader
+    stickiness no election comes to reset the leader's view, so the leader itself must resend
+    from where the follower's log now ends (issue 13's stuck follower, which a leader change
+    used to unstick)."""
+    cluster = Cluster(tmp_path, service, STABLE)
+    try:
+        members = await cluster.start_all(3)
+        leader = await cluster.wait_leader()
+        for i in range(8):
+            await leader.node.submit(writes(f"k{i}"))
+        await cluster.wait_synced(members)
+        term = leader.node.term
+        follower = next(m for m in members if m is not leader)
+        await cluster.stop(follower)
+        [chunk] = sorted(follower.ledger_dir.glob("ledger_*.chunk"))[-1:]
+        data = chunk.read_bytes()
+        chunk.write_bytes(data[: len(data) - 100])  # the tail of acknowledged entries is gone
+        cluster.reopen(follower)
+        assert follower.ledger.last_index < leader.ledger.last_index
+        await cluster.start(follower)
+        await leader.node.submit(writes("after"))
+        await cluster.wait_synced(members, timeout=10)
+        assert value(follower, "after") == "value-after"
+        assert value(follower, "k7") == "value-k7"
+        assert cluster.stable_leader(members) is leader and leader.node.term == term
+        cluster.check_safety()
+    finally:
+        await cluster.close()
