@@ -41,11 +41,11 @@ from typing import Any
 from consortium_node.common.timeutil import rfc3339
 from consortium_node.governance.documents import document_id
 from consortium_operator import status
-from consortium_operator.context import Pass
+from consortium_operator.context import Pass, primary
 from consortium_operator.members import MemberView
 from consortium_operator.mirror import Document
-from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
-from consortium_operator.relay import COSE, REFUSALS, RETRY_REFUSED_SECONDS, RelayMemory
+from consortium_operator.nodeclient import NodeUnreachableError, Reply
+from consortium_operator.relay import REFUSALS, RETRY_REFUSED_SECONDS, RelayMemory
 
 log = logging.getLogger("consortium_operator")
 
@@ -130,14 +130,12 @@ def relay_acks(
 ) -> status.Observation:
     """Relay every due ack to the primary; ``obs`` with the members that became Active."""
     items = due(members, obs.ledger_members)
-    ip = p.pod_ips().get(obs.primary) if obs.primary else None
-    if not items or obs.primary is None or not ip or obs.service_certificate_pem is None:
+    target = primary(p, obs) if items else None
+    if target is None:
         return obs
-    client = NodeClient(obs.service_certificate_pem, p.operator_identity)
-    server_name = p.fqdn(obs.primary)
 
     def post(document: bytes) -> Reply:
-        return client.request(ip, server_name, "POST", ACK_PATH, raw=document, content_type=COSE)
+        return target.post(ACK_PATH, document)
 
     def report(item: Due, type_: str, reason: str, message: str) -> None:
         name = item.body["metadata"]["name"]

@@ -18,7 +18,7 @@ from consortium_operator import status
 from consortium_operator.k8s import Kube
 from consortium_operator.names import Names
 from consortium_operator.nodeclient import NodeClient, NodeUnreachableError, Reply
-from consortium_operator.relay import RelayMemory
+from consortium_operator.relay import Primary, RelayMemory
 from consortium_operator.spec import ConsortiumSpec
 
 log = logging.getLogger("consortium_operator")
@@ -102,17 +102,28 @@ class Pass:
         return self.names.pod_fqdn(pod, self.namespace, self.settings.cluster_domain)
 
 
+def primary(p: Pass, obs: status.Observation, timeout: float | None = None) -> Primary | None:
+    """The primary, to ask as the operator; None while no primary with an IP is known or the
+    service certificate is not (the next pass tries again). ``timeout``: the client's, if not
+    its default."""
+    ip = p.pod_ips().get(obs.primary) if obs.primary else None
+    if obs.primary is None or not ip or obs.service_certificate_pem is None:
+        return None
+    extra = {} if timeout is None else {"timeout": timeout}
+    client = NodeClient(obs.service_certificate_pem, p.operator_identity, **extra)
+    return Primary(client, ip, p.fqdn(obs.primary))
+
+
 def ask_primary(
     p: Pass, obs: status.Observation, path: str, body: Mapping[str, Any], timeout: float
 ) -> Reply | None:
     """POST to the primary as the operator (a member with role ``operator``); None if no
     primary is known or it did not answer (logged; the next pass tries again)."""
-    ip = p.pod_ips().get(obs.primary) if obs.primary else None
-    if obs.primary is None or not ip or obs.service_certificate_pem is None:
+    target = primary(p, obs, timeout)
+    if target is None:
         return None
-    client = NodeClient(obs.service_certificate_pem, p.operator_identity, timeout=timeout)
     try:
-        return client.request(ip, p.fqdn(obs.primary), "POST", path, dict(body))
+        return target.client.request(target.ip, target.server_name, "POST", path, dict(body))
     except NodeUnreachableError as exc:
         log.warning("%s on the primary: %s", path, exc)
         return None

@@ -16,11 +16,10 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import load_certificate
 from consortium_operator import intents as gov
 from consortium_operator import metrics, status, upgrade
-from consortium_operator.context import Pass, retire
+from consortium_operator.context import Pass, primary, retire
 from consortium_operator.members import MemberView
 from consortium_operator.mirror import FINAL
-from consortium_operator.nodeclient import NodeClient
-from consortium_operator.relay import Primary, Relay, operator_signer
+from consortium_operator.relay import Relay, operator_signer
 
 log = logging.getLogger("consortium_operator")
 
@@ -39,13 +38,8 @@ def governance(
     """Relay every Proposal CR, propose what the spec and Member CRs still need, and decide
     the image the nodes may run (``upgrade.node_image``); also what the spec still asks of
     the members, for ``roll`` and ``member_proposals`` later in the pass."""
-    primary = None
-    ip = p.pod_ips().get(obs.primary) if obs.primary else None
-    if obs.primary and ip and obs.service_certificate_pem is not None:
-        client = NodeClient(obs.service_certificate_pem, p.operator_identity)
-        primary = Primary(client, ip, p.fqdn(obs.primary))
     signer = operator_signer(p.kube, p.namespace, p.names.operator_secret)
-    relay = Relay(p.kube, p.namespace, p.body, primary, p.memory.relay, p.now, signer)
+    relay = Relay(p.kube, p.namespace, p.body, primary(p, obs), p.memory.relay, p.now, signer)
     bodies = relay.proposals()
     ledger = gov.LedgerGovernance.from_network(obs.network) if obs.network else None
     wanted: list[gov.Intent] = []

@@ -82,11 +82,7 @@ def reconcile_consortium(
     p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
     _secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
-    obs = replace(
-        observe(p, generation),
-        member_resources=len(bound),
-        was_ready=(body.get("status") or {}).get("firstReadyTime") is not None,
-    )
+    obs = replace(observe(p, generation), member_resources=len(bound))
     obs, asked = governance(p, obs, members)
     obs = relay_acks(p, obs, members)  # before status: a relayed ack shows at once
     obs = _apply(p, obs, members)

@@ -79,7 +79,6 @@ class Observation:
     allowed_measurements: tuple[str, ...] = ()  # spec.attestation.measurements
     member_resources: int = 0  # Member objects bound to this Consortium
     ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
-    was_ready: bool = False  # Ready at least once before (status.firstReadyTime set)
 
     def current_entries(self) -> dict[str, NodeEntry]:
         """Per pod name, the list entry of the node running there now.

@@ -71,12 +71,16 @@ def test_invalid_specs_are_reported_and_fixing_them_recovers(
     consortium["spec"]["nodes"] = 1
     good = copy.deepcopy(consortium)
 
-    # nodes 0: refused by the API server, naming the field; nothing is stored.
-    zero = copy.deepcopy(consortium)
-    zero["spec"]["nodes"] = 0
-    out = cluster.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(zero), check=False)
-    assert "spec.nodes" in out
-    assert cluster.get(ns, "consortium", "demo") is None
+    # nodes 0, or past the maximum (9; Parallel pod management would start them all at
+    # once): refused by the API server, naming the field and its bound; nothing is stored.
+    for nodes, bound in ((0, "1"), (1000, "9")):
+        bad_nodes = copy.deepcopy(consortium)
+        bad_nodes["spec"]["nodes"] = nodes
+        out = cluster.kubectl(
+            "-n", ns, "apply", "-f", "-", stdin=json.dumps(bad_nodes), check=False
+        )
+        assert "spec.nodes" in out and bound in out, out
+        assert cluster.get(ns, "consortium", "demo") is None
 
     # renewBefore >= validity: only the operator can tell. Ready=False naming the field, an
     # Event, and no partial resources.
