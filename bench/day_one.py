@@ -8,8 +8,8 @@ tree), on the real local Kubernetes, with the node image of this tree:
   genesis published, the first list published, Ready, and every pod's own readiness probe
   passing, which may come after the Consortium is Ready) — where the first pass waits;
 * **Ready flaps per hour** over ``--watch-minutes`` of re-attestation rounds (validity 2m,
-  renewBefore 1m: a round a minute, as in issue 11): how often Ready left True, how often the
-  phase said Bootstrapping, and the Warning Events written meanwhile.
+  renewBefore 1m: a round a minute): how often Ready left True, how often the phase said
+  Bootstrapping, and the Warning Events written meanwhile.
 
 Both operators run with the production resync (30 s). Prints a table and the load average.
 Takes the local Kubernetes' lock (``tests.support.kube.exclusive``) and brings it up if needed.
@@ -28,16 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.kube import (
-    ROOT,
-    Cluster,
-    Operator,
-    bring_up,
-    exclusive,
-    sample_docs,
-    tear_down,
-    wait_for,
-)
+from tests.support.kube import ROOT, Cluster, Operator, bring_up, exclusive, sample_docs, tear_down
+from tests.support.wait import wait_for
 
 MILESTONES = ("pod 0 running", "genesis published", "list published", "Ready", "3 pods ready")
 

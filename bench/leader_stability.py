@@ -1,4 +1,4 @@
-"""Benchmark: leader churn on follower restarts and joins (issue 11 item 14).
+"""Benchmark: leader churn on follower restarts and joins.
 
     .venv/bin/python bench/leader_stability.py [--restarts 3] [--no-join]
 
@@ -10,7 +10,7 @@ same, but the node comes back at another IP its peers learn ``--late`` seconds a
 published late. Prints, per round: the terms the cluster went through, whether the leader
 stayed, the longest time without an acknowledged write, and the load average.
 
-To measure another version of the node (e.g. the code before PreVote), run the script with
+To measure another version of the node (e.g. one without pre-vote), run the script with
 that checkout first on the path: ``git worktree add /tmp/baseline HEAD`` and
 ``PYTHONPATH=/tmp/baseline/node_image:/tmp/baseline .venv/bin/python bench/leader_stability.py``.
 """

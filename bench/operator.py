@@ -24,15 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.kube import (
-    ROOT,
-    Cluster,
-    Operator,
-    bring_up,
-    sample_docs,
-    tear_down,
-    wait_for,
-)
+from tests.support.kube import ROOT, Cluster, Operator, bring_up, sample_docs, tear_down
+from tests.support.wait import wait_for
 
 PASSES = "consortium_operator_reconcile_duration_seconds_count"
 WRITES = "consortium_operator_api_writes_total"
@@ -108,7 +101,7 @@ def main() -> None:
             f"{args.consortia} Consortia Ready",
             lambda: all_ready(cluster, ns, args.consortia),
             60 + 20 * args.consortia,
-            every=3,
+            interval=3,
         )
         print(f"{args.consortia} one-node Consortia Ready after {time.monotonic() - started:.1f} s")
         # Let every Consortium finish the pass that wrote it Ready, then measure.

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.harness import LocalNode, make_identity, make_platform
 
-from consortium_node.attestation import VirtualEnclave, VirtualPlatform
+from consortium_node.attestation.insecure_virtual import VirtualEnclave, VirtualPlatform
 from consortium_node.common.timeutil import rfc3339
 from consortium_node.governance.documents import sign_document
 from consortium_node.identity import keys

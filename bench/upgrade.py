@@ -43,7 +43,8 @@ from tests.support.gov_kube import (
     state_is,
 )
 from tests.support.harness import make_identity
-from tests.support.kube import Operator, bring_up, build_node_variant, tear_down, wait_for
+from tests.support.kube import Operator, bring_up, build_node_variant, tear_down
+from tests.support.wait import wait_for
 
 
 def main() -> None:
@@ -114,7 +115,7 @@ def main() -> None:
             done = ready() is not None and trusted_new == 3 and on_new == 3
             return (done and condition(o, "UpToDate")["status"] == "True") or None
 
-        wait_for("roll done", rolled, 900, every=1.0)
+        wait_for("roll done", rolled, 900, interval=1.0)
         t_done = time.monotonic()
         acked_during = len(writer.acked) - acked_before
         failures_during = writer.failures

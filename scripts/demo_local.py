@@ -160,7 +160,7 @@ def main() -> None:
     work.mkdir(parents=True)
     node_bin, ctl = str(BIN / "consortium-node"), str(BIN / "consortiumctl")
 
-    print("== 1. an insecure-virtual platform root and two identities (a member, a user)")
+    print("== 1. an emulated platform's endorsements (INSECURE); identities: a member, a user")
     run(node_bin, "platform-init", "--out", str(work / "platform"))
     run(ctl, "keygen", "--name", "member0", "--out-dir", str(work / "identities"))
     run(ctl, "keygen", "--name", "user0", "--out-dir", str(work / "identities"))

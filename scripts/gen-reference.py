@@ -29,10 +29,11 @@ sys.path[:0] = [str(ROOT / "node_image"), str(ROOT / "operator")]
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.metrics import MetricWrapperBase  # noqa: E402
 
+from consortium_node.attestation import platforms  # noqa: E402
 from consortium_node.attestation.results import Reason  # noqa: E402
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus  # noqa: E402
 from consortium_node.server.metrics import ROLES, NodeMetrics  # noqa: E402
-from consortium_operator.metrics import REGISTRY  # noqa: E402
+from consortium_operator.api.metrics import REGISTRY  # noqa: E402
 
 CRDS = (
     "crds/consortia.consortium.tee.dev.yaml",
@@ -42,7 +43,7 @@ CRDS = (
 CHART = "charts/consortium-operator/"
 VALUES, SCHEMA = CHART + "values.yaml", CHART + "values.schema.json"
 ALERTS, DASHBOARD = CHART + "files/alerts.yaml", CHART + "files/dashboard.json"
-OPERATOR_METRICS = "operator/consortium_operator/metrics.py"
+OPERATOR_METRICS = "operator/consortium_operator/api/metrics.py"
 NODE_METRICS = "node_image/consortium_node/server/metrics.py"
 Page = list[str]
 
@@ -266,7 +267,7 @@ LABELS = {
     "kind": "reconciles: the kind reconciled (`Consortium`); API writes: the kind written",
     "verb": "API write: `apply` (server-side apply), `delete`, `patch-status`, `create` (Events)",
     "status": f"trust status ({', '.join(NodeStatus)}); HTTP requests: the response status code",
-    "platform": "TEE platform of the quote (`insecure-virtual`)",
+    "platform": f"TEE platform of the node or quote ({', '.join(platforms.names())})",
     "result": "verifications: `ok` or `refused`; joins: `trusted`, `pending` or `refused`",
     "reason": f"refused quotes and joins: a verifier reason ({', '.join(Reason)}); the "
     "operator adds `TlsKeyMismatch`, `WrongService` and `Unknown`, joins add `Retired`; empty "
@@ -298,7 +299,13 @@ def metric_rows(registry: CollectorRegistry) -> tuple[list[list[str]], list[str]
 
 
 def metrics_page() -> Page:
-    node = NodeMetrics(consortium="example", node_id="0" * 64, name="example-0", version="0")
+    node = NodeMetrics(
+        consortium="example",
+        node_id="0" * 64,
+        name="example-0",
+        platform=platforms.DEFAULT,
+        version="0",
+    )
     page = header(
         "Prometheus metrics",
         [OPERATOR_METRICS, NODE_METRICS],

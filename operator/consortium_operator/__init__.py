@@ -1,9 +1,12 @@
-"""consortium_operator: kopf handlers reconciling Consortium and Member resources.
+"""consortium_operator: kopf handlers reconciling Consortium, Member and Proposal resources.
 
-Layers (enforced by import-linter): ``handlers`` (kopf registration) → ``reconcile`` (one pass
-over one Consortium: observe → build → apply → status) → ``builders``, ``status``,
-``nodeclient``, ``verify``, ``spec`` (pure or node-facing) → ``names``, ``conditions``.
-``k8s`` is the only module that talks to the Kubernetes API.
+Layers, one folder each (enforced by import-linter, every module must be in one): ``main`` →
+``handlers`` (kopf registration only) → ``consortium`` (one reconcile pass: its steps, each a
+module; ``reconcile.py`` only sequences them) → ``members`` | ``proposals`` (Member
+reconciliation; governance intents, relay and mirror) → ``nodes`` (the node client, quote and
+list verification) → ``kube`` (``k8s``, the only module that talks to the Kubernetes API;
+pure manifest builders) → ``api`` (names, spec, conditions, metrics). Only ``handlers`` and
+``main`` import kopf. See docs/ARCHITECTURE.md.
 
 The operator is convenience, not a root of trust: every document it moves (quotes, the signed
 trusted-node list, the service certificate) is verified by the nodes themselves; the operator

@@ -1,4 +1,5 @@
-"""kopf registration: when to reconcile, and the finalizer. Nothing else lives here.
+"""kopf registration: when to reconcile, and the two finalizers. Nothing else lives here:
+a pass is ``consortium.reconcile``, deletions are ``consortium.teardown``.
 
 Reconciliation is level-based: a per-Consortium kopf timer ticks every second and runs a
 pass when one is due; watch events (the Consortium's spec, its pods, its Members, its
@@ -10,7 +11,6 @@ Proposal for the members).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
@@ -19,15 +19,13 @@ from typing import Any
 
 import kopf
 
-from consortium_node.common.timeutil import rfc3339, utcnow
-from consortium_operator import builders, metrics
-from consortium_operator.context import Memory, Settings
-from consortium_operator.k8s import Kube
-from consortium_operator.members import MemberView, reconcile_members
-from consortium_operator.names import GROUP, LABEL_CONSORTIUM, VERSION, Names
-from consortium_operator.reconcile import reconcile_consortium
-from consortium_operator.relay import operator_signer, propose_removal
-from consortium_operator.spec import SpecError, parse_consortium
+from consortium_operator.api import metrics
+from consortium_operator.api.names import GROUP, LABEL_CONSORTIUM, VERSION
+from consortium_operator.consortium import teardown
+from consortium_operator.consortium.context import Memory, Settings
+from consortium_operator.consortium.reconcile import reconcile_consortium
+from consortium_operator.kube.k8s import Kube
+from consortium_operator.members.reconcile import MemberView, reconcile_members
 
 log = logging.getLogger("consortium_operator")
 
@@ -154,77 +152,16 @@ def member_deleted(body: kopf.Body, **_: Any) -> None:
     the Member go. The ledger changes only if the governors accept it."""
     namespace = body.metadata.namespace or ""
     view = MemberView.of(body)
-    consortium = view.bound  # the ledger that holds it, even if spec.consortium was changed
-    if view.spec is None or consortium is None:
-        return
-    k = kube()
-    if k.namespace_terminating(namespace):
-        return  # its Consortium and ledger go with the namespace: nobody to propose to
-    target = k.get("Consortium", namespace, consortium)
-    if (
-        target is None
-        or target["metadata"].get("deletionTimestamp")
-        or not (target.get("status") or {}).get("serviceCertificate")
-    ):
-        return  # not bootstrapped, or going away with its ledger
-    known = memory_of(namespace, consortium).ledger_members
-    if known is not None and view.spec.member_id not in known:
-        return  # never reached the ledger: its add-member proposal is withdrawn instead
-    signer = operator_signer(k, namespace, Names(consortium).operator_secret)
-    name = propose_removal(k, target, view.spec, signer, utcnow(), uid=body.metadata.uid or "")
-    if name is None:
-        raise kopf.TemporaryError("the operator's member identity is not created yet", delay=5)
-    memory_of(namespace, consortium).poke()
-    k.event(
-        target,
-        "Normal",
-        "MemberRemovalProposed",
-        f"Member {view.spec.name} ({view.spec.member_id[:16]}) was deleted; Proposal {name} "
-        "asks the members to remove it from the ledger",
-        rfc3339(utcnow()),
-    )
+    known = memory_of(namespace, view.bound).ledger_members if view.bound else None
+    try:
+        proposed = teardown.propose_member_removal(kube(), body, known)
+    except teardown.NotYetError as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    if proposed is not None and view.bound:
+        memory_of(namespace, view.bound).poke()
 
 
 @kopf.on.delete(GROUP, VERSION, "consortia")
 def finalize(body: kopf.Body, **_: Any) -> None:
     """Honour ``spec.storage.retainOnDelete``; everything else goes by garbage collection."""
-    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    k = kube()
-    if k.namespace_terminating(namespace):
-        # The namespace takes the volumes and Secrets with it (retainOnDelete cannot keep
-        # objects in a deleted namespace; a PersistentVolume with reclaimPolicy Retain keeps
-        # the data). The operator's Role there may already be gone: touch nothing, release.
-        log.info("%s/%s deleted with its namespace; releasing it", namespace, name)
-        return
-    names = Names(name)
-    try:
-        spec = parse_consortium(name, body.get("spec") or {})
-        retain = spec.storage.retain_on_delete
-    except SpecError:
-        spec, retain = None, False
-    selector = names.selector().items()
-    claims = [
-        c
-        for c in k.list("PersistentVolumeClaim", namespace)
-        if names.claim_ordinal(c["metadata"]["name"]) is not None
-        or selector <= (c["metadata"].get("labels") or {}).items()
-    ]
-    if retain and spec is not None:
-        # Sealed ledger data is useless without the platform root (chips derive from it):
-        # keep the Secret too, released from the Consortium so GC leaves it.
-        live = k.get("Secret", namespace, names.platform_secret)
-        if live is not None:
-            k.apply(
-                builders.platform_secret(
-                    spec,
-                    namespace,
-                    None,
-                    base64.b64decode(live["data"]["root.key"]),
-                    base64.b64decode(live["data"]["root.pem"]),
-                )
-            )
-        log.info("%s/%s deleted; keeping %d ledger volume(s)", namespace, name, len(claims))
-        return
-    for claim in claims:
-        k.delete("PersistentVolumeClaim", namespace, claim["metadata"]["name"])
-    log.info("%s/%s deleted; removed %d ledger volume(s)", namespace, name, len(claims))
+    teardown.release_consortium(kube(), body)

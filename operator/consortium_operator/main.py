@@ -24,7 +24,8 @@ import sys
 import kopf
 from prometheus_client import start_http_server
 
-from consortium_operator import handlers, metrics
+from consortium_operator import handlers
+from consortium_operator.api import metrics
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from tests.e2e.support import CHART, SYSTEM, ctl, release_left, remove_stale_peering, run
-from tests.support.kube import ROOT, Cluster, free_port, wait_for
+from tests.support.kube import ROOT, Cluster, free_port
+from tests.support.wait import wait_for
 from tests.unit.observability.promql import substitute
 
 DEMO = ROOT / "scripts/demo.sh"

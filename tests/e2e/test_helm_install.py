@@ -22,7 +22,8 @@ from tests.e2e.support import (
     remove_stale_peering,
     run,
 )
-from tests.support.kube import ROOT, Cluster, sample_docs, wait_for
+from tests.support.kube import ROOT, Cluster, sample_docs
+from tests.support.wait import wait_for
 
 VALUES = ROOT / "tests/unit/chart/values/hostnetwork-test.yaml"
 

@@ -1,4 +1,4 @@
-"""Fault tests of a replicated consortium: real node processes on 127.0.0.1 (issue 3, 1-6)."""
+"""Fault tests of a replicated consortium: real node processes on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from tests.support.cluster import Cluster
-from tests.support.harness import LocalNode, make_platform, wait_for
+from tests.support.harness import LocalNode, make_platform
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def receipt_from(node: LocalNode, cluster: Cluster, txid: str, timeout: float = 
         status, body = node.get(f"/app/receipt?txid={txid}", cluster.user)
         return body if status == 200 else None
 
-    return wait_for(ready, timeout, f"receipt of {txid} from {node.name}")
+    return wait_for(f"receipt of {txid} from {node.name}", ready, timeout, interval=0.05)
 
 
 def verify_all(cluster: Cluster, txids: list[str], sample: int = 40) -> None:
@@ -96,9 +97,7 @@ class Writer:
 
 
 @pytest.mark.parametrize("size", [3, 5])
-def test_1_bootstrap_same_ledger_and_receipts_from_any_node(
-    cluster_factory: Any, size: int
-) -> None:
+def test_bootstrap_same_ledger_and_receipts_from_any_node(cluster_factory: Any, size: int) -> None:
     cluster: Cluster = cluster_factory(size)
     status, body = cluster.write({"hello": "world"}, count=5)
     assert status == 200, body
@@ -116,37 +115,47 @@ def test_1_bootstrap_same_ledger_and_receipts_from_any_node(
     assert sorted(n["status"] for n in lst["nodes"]) == ["Trusted"] * size
 
 
-def test_2_leader_sigkill_loses_nothing_and_recovers(cluster_factory: Any) -> None:
+def test_leader_sigkill_loses_nothing_and_recovers(cluster_factory: Any) -> None:
     cluster: Cluster = cluster_factory(3)
     with Writer(cluster) as writer:
-        wait_for(lambda: writer.count() >= 150, 30, "writes before the kill")
+        wait_for("writes before the kill", lambda: writer.count() >= 150, 30, interval=0.05)
         old = cluster.leader()
         old.kill()
         killed_at = time.monotonic()
         before = writer.count()
         new = wait_for(
+            "new leader",
             lambda: next((n for n in cluster.alive() if n.state()["role"] == "primary"), None),
             10,
-            "new leader",
+            interval=0.05,
         )
-        wait_for(lambda: writer.count() > before + 30, 10, "commits under the new leader")
+        wait_for(
+            "commits under the new leader", lambda: writer.count() > before + 30, 10, interval=0.05
+        )
         recovery = time.monotonic() - killed_at
         assert new is not old
         assert recovery < 5, f"new leader committed after {recovery:.1f}s"
         old.start()
-        wait_for(lambda: writer.count() > before + 200, 30, "writes after the restart")
+        wait_for(
+            "writes after the restart", lambda: writer.count() > before + 200, 30, interval=0.05
+        )
     cluster.wait_converged()
     verify_all(cluster, writer.acknowledged)
 
 
-def test_3_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory: Any) -> None:
+def test_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory: Any) -> None:
     cluster: Cluster = cluster_factory(3)
     with Writer(cluster) as writer:
         for round_ in range(3):
             victim = [n for n in cluster.alive() if n.state()["role"] != "primary"][round_ % 2]
             victim.kill()
             count = writer.count()
-            wait_for(lambda c=count: writer.count() > c + 50, 15, "writes with a minority down")
+            wait_for(
+                "writes with a minority down",
+                lambda c=count: writer.count() > c + 50,
+                15,
+                interval=0.05,
+            )
             victim.start()
             cluster.wait_converged()
     acknowledged = list(writer.acknowledged)
@@ -158,7 +167,12 @@ def test_3_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory:
     assert status == 503, body
     assert body["error"]["code"] in ("CommitTimeout", "NotLeader")
     assert "reason" in body["error"]
-    wait_for(lambda: leader.state()["role"] != "primary", 10, "the isolated leader to step down")
+    wait_for(
+        "the isolated leader to step down",
+        lambda: leader.state()["role"] != "primary",
+        10,
+        interval=0.05,
+    )
     status, body = cluster.write({"during": "outage"}, node=leader)
     assert status == 503 and body["error"]["code"] == "NotLeader", body
     for node in followers:
@@ -166,7 +180,10 @@ def test_3_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory:
     for node in followers:
         node.wait_ready(30)
     status, body = wait_for(
-        lambda: (r := cluster.write({"after": "outage"}))[0] == 200 and r, 20, "writes to resume"
+        "writes to resume",
+        lambda: (r := cluster.write({"after": "outage"}))[0] == 200 and r,
+        20,
+        interval=0.05,
     )
     cluster.wait_converged()
     verify_all(cluster, acknowledged + [t["txid"] for t in body["transactions"]])
@@ -181,7 +198,7 @@ def test_3_minority_kills_keep_going_majority_kill_stops_writes(cluster_factory:
         ("unendorsed-chip", "UnknownPlatform"),
     ],
 )
-def test_4_bad_joiners_are_refused_with_the_reason(
+def test_bad_joiners_are_refused_with_the_reason(
     cluster_factory: Any, fault: str, reason: str
 ) -> None:
     cluster: Cluster = cluster_factory(1)
@@ -212,12 +229,12 @@ def _samples(node: LocalNode, prefix: str) -> dict[str, float]:
     return {sample: float(value) for sample, value in lines}
 
 
-def test_5_tampered_list_is_refused_an_older_one_set_aside(
+def test_tampered_list_is_refused_an_older_one_set_aside(
     cluster_factory: Any, tmp_path: Path
 ) -> None:
     """The mounted list (the operator's ConfigMap) lagging behind the node's is stale: counted
     apart, logged without ERROR; a tampered one is refused at ERROR and counted by reason.
-    The node keeps its list either way (issue 11, item 3)."""
+    The node keeps its list either way."""
     watched = tmp_path / "mounted" / "trusted-nodes.cose"
     cluster: Cluster = cluster_factory(1)
     v1 = cluster.nodes[0].request("GET", "/node/trusted-list")[1]
@@ -233,7 +250,12 @@ def test_5_tampered_list_is_refused_an_older_one_set_aside(
     watched.parent.mkdir(parents=True, exist_ok=True)
 
     watched.write_bytes(v1)  # validly signed, older than what the node holds
-    wait_for(lambda: _samples(node, stale) == {stale: 1.0}, 10, "the older list counted stale")
+    wait_for(
+        "the older list counted stale",
+        lambda: _samples(node, stale) == {stale: 1.0},
+        10,
+        interval=0.05,
+    )
     assert f"is version 1, older than the held version {version}" in node.log()
     assert _samples(node, rejected) == before
     assert " ERROR " not in node.log()
@@ -243,7 +265,9 @@ def test_5_tampered_list_is_refused_an_older_one_set_aside(
     tampered[len(tampered) // 2] ^= 0x01
     watched.write_bytes(bytes(tampered))
     bad = f'{rejected}{{reason="BadSignature"}}'
-    wait_for(lambda: _samples(node, rejected)[bad] == 1.0, 10, "the tampered list refused")
+    wait_for(
+        "the tampered list refused", lambda: _samples(node, rejected)[bad] == 1.0, 10, interval=0.05
+    )
     assert _samples(node, rejected) == {**before, bad: 1.0}
     assert _samples(node, stale) == {stale: 1.0}
     errors = [line for line in node.log().splitlines() if " ERROR " in line]
@@ -254,7 +278,7 @@ def test_5_tampered_list_is_refused_an_older_one_set_aside(
     assert cluster.write({"still": "working"})[0] == 200
 
 
-def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: Any) -> None:
+def test_rotation_cycles_then_failed_reattestation_retires(cluster_factory: Any) -> None:
     attestation = {"validity": "4s", "renew_before": "2s"}
     cluster: Cluster = cluster_factory(3, overrides={"attestation": attestation})
     first = {
@@ -271,7 +295,7 @@ def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: An
                 seen[entry["node_id"]].add(entry["attested_at"])
             return all(len(v) >= 4 for v in seen.values())
 
-        wait_for(three_cycles, 40, "three re-attestation cycles of every node", interval=0.3)
+        wait_for("three re-attestation cycles of every node", three_cycles, 40, interval=0.3)
         count = writer.count()
         assert count > 100
         leader = cluster.leader()
@@ -285,9 +309,11 @@ def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: An
             _, lst = cluster.leader().get("/node/trusted-list?format=json")
             return any(e["node_id"] == victim_id and e["status"] == "Retired" for e in lst["nodes"])
 
-        wait_for(retired, 30, "the failing node to be retired", interval=0.3)
+        wait_for("the failing node to be retired", retired, 30, interval=0.3)
         count = writer.count()
-        wait_for(lambda: writer.count() > count + 100, 20, "commits after the retirement")
+        wait_for(
+            "commits after the retirement", lambda: writer.count() > count + 100, 20, interval=0.05
+        )
     network = cluster.leader().get("/node/network")[1]
     assert network["primary"]["node_id"] != victim_id
     shutil.rmtree(victim.data_dir, ignore_errors=True)
@@ -296,7 +322,7 @@ def test_6_rotation_cycles_then_failed_reattestation_retires(cluster_factory: An
     verify_all(Cluster(cluster.workdir, alive, cluster.user, cluster.member), writer.acknowledged)
 
 
-def test_7_without_auto_trust_governance_trusts_and_retires_a_node(cluster_factory: Any) -> None:
+def test_without_auto_trust_governance_trusts_and_retires_a_node(cluster_factory: Any) -> None:
     """trust_node / retire_node as proposals: accepted by the (single) governor's ballot, the
     node's trust changes in the same ledger entry as the outcome."""
     from datetime import UTC, datetime  # noqa: PLC0415
@@ -334,7 +360,12 @@ def test_7_without_auto_trust_governance_trusts_and_retires_a_node(cluster_facto
         return next((n["status"] for n in lst["nodes"] if n["name"] == name), None)
 
     joiner = cluster.add(1, wait=False)
-    wait_for(lambda: status_of("node-1") == "Pending", 20, "the joiner to be listed Pending")
+    wait_for(
+        "the joiner to be listed Pending",
+        lambda: status_of("node-1") == "Pending",
+        20,
+        interval=0.05,
+    )
     _, lst = primary.get("/node/trusted-list?format=json")
     node_id = next(n["node_id"] for n in lst["nodes"] if n["name"] == "node-1")
     # Pending: it waits, holding no secret, and no single call can trust it (only a proposal).
@@ -353,4 +384,4 @@ def test_7_without_auto_trust_governance_trusts_and_retires_a_node(cluster_facto
     assert again["state"] == "Rejected" and "is Trusted, not Pending" in again["reason"]
     retired = decide("retire_node", node_id)
     assert retired["state"] == "Accepted", retired
-    wait_for(lambda: status_of("node-1") == "Retired", 20, "the node to be Retired")
+    wait_for("the node to be Retired", lambda: status_of("node-1") == "Retired", 20, interval=0.05)

@@ -186,6 +186,16 @@ def test_quote_verify_live_and_wrong_measurement(consortium: Consortium) -> None
             1,
             "HTTP 404",
         ),
+        (
+            ["quote", "verify", "--measurement", "0" * 64, "--node", "{url}"],
+            2,
+            "--platform-root is required with --platform",
+        ),
+        (
+            ["quote", "verify", "--platform-root", "{ukey}", "--measurement", "0" * 64],
+            2,
+            "endorsements",  # a key file where the platform root certificate belongs
+        ),
     ],
 )
 def test_failures_have_clear_messages_and_exit_codes(

@@ -15,7 +15,7 @@ import consortium_node
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from tests.integration.conftest import Consortium
-from tests.support.harness import wait_for
+from tests.support.wait import wait_for
 
 
 def _writer(c: Any, acknowledged: list[str], stop: threading.Event) -> None:
@@ -44,7 +44,7 @@ def test_sigkill_under_load_keeps_every_acknowledged_transaction(
     writers = [threading.Thread(target=_writer, args=(c, acknowledged, stop)) for _ in range(4)]
     for w in writers:
         w.start()
-    wait_for(lambda: len(acknowledged) >= 300, 30, "300 acknowledged transactions")
+    wait_for("300 acknowledged transactions", lambda: len(acknowledged) >= 300, 30, interval=0.05)
     c.node.kill()  # SIGKILL while the writers are mid-request
     stop.set()
     for w in writers:
@@ -65,7 +65,7 @@ def test_sigkill_under_load_keeps_every_acknowledged_transaction(
             code, body = c.node.get(f"/app/receipt?txid={txid}", c.user)
             return body if code == 200 else None
 
-        verify_receipt(wait_for(signed, 10, f"receipt {txid}"), cert)
+        verify_receipt(wait_for(f"receipt {txid}", signed, 10, interval=0.05), cert)
     c.node.stop()
 
 

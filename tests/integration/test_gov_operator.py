@@ -14,7 +14,8 @@ import pytest
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from tests.integration.test_governance import Gov, add_measurement, member_id
-from tests.support.harness import Identity, make_identity, wait_for
+from tests.support.harness import Identity, make_identity
+from tests.support.wait import wait_for
 
 
 class OperatorGov(Gov):
@@ -41,7 +42,7 @@ def _receipt(gov: Gov, pid: str) -> dict[str, Any]:
         assert status in (200, 202), body
         return body if status == 200 else None
 
-    found: dict[str, Any] = wait_for(ready, 10, f"receipt of proposal {pid[:16]}")
+    found: dict[str, Any] = wait_for(f"receipt of proposal {pid[:16]}", ready, 10, interval=0.05)
     return found
 
 

@@ -19,7 +19,8 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import certificate_der, load_certificate
 from consortium_node.identity.cose import sign1
 from consortium_node.ledger.receipt import verify_receipt
-from tests.support.harness import Identity, LocalNode, make_identity, make_platform, wait_for
+from tests.support.harness import Identity, LocalNode, make_identity, make_platform
+from tests.support.wait import wait_for
 
 CONSORTIUM = "test"
 NEW_MEASUREMENT = "ab" * 32
@@ -81,7 +82,7 @@ class Gov:
             assert status in (200, 202), body
             return body if status == 200 else None
 
-        receipt = wait_for(ready, 10, f"receipt of {txid}")
+        receipt = wait_for(f"receipt of {txid}", ready, 10, interval=0.05)
         service = load_certificate(self.node.service_cert.read_bytes())
         verify_receipt(receipt, service)
         return True

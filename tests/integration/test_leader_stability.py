@@ -1,13 +1,12 @@
-"""Leader stability under load (issue 11 item 14): real node processes on loopback.
+"""Leader stability under load: real node processes on loopback.
 
-A restarted follower or a joiner used to campaign while the leader could not reach it yet,
-raise the term again and again (terms 3 → 12 in one pod restart) and depose the leader once
-reachable, pausing writes each time. With pre-vote and leader stickiness
-(``replication/election.py``) it cannot: these tests restart a follower and add a joiner under a
-steady client load, both reachable at once and — as after a pod restart on Kubernetes — at an
-address the leader learns seconds late (``tests/support/stability.py``), and assert that the
-leader and its term stay and that no write waited longer than two election timeouts. A leader
-that really dies is still replaced.
+A restarted follower or a joiner that campaigned while the leader could not reach it yet would
+raise the term again and again and depose the leader once reachable, pausing writes each time.
+With pre-vote and leader stickiness (``replication/election.py``) it cannot: these tests
+restart a follower and add a joiner under a steady client load, both reachable at once and —
+as after a pod restart on Kubernetes — at an address the leader learns seconds late
+(``tests/support/stability.py``), and assert that the leader and its term stay and that no
+write waited longer than two election timeouts. A leader that really dies is still replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import Cluster
-from tests.support.harness import wait_for
 from tests.support.stability import (
     LoadClient,
     PeerHosts,
@@ -29,6 +27,7 @@ from tests.support.stability import (
     restart_follower,
     start_cluster,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +97,12 @@ def test_killed_leader_is_still_replaced_under_load(named_cluster: Start) -> Non
         old.kill()
         killed = time.monotonic()
         new = cluster.leader(timeout=20 * election_timeout(survivor))
-        wait_for(lambda: client.acks and client.acks[-1] > killed, 30, "a write after the kill")
+        wait_for(
+            "a write after the kill",
+            lambda: client.acks and client.acks[-1] > killed,
+            30,
+            interval=0.05,
+        )
         recovered = client.acks[-1] - killed
     assert new is not old
     assert new.state()["term"] > term

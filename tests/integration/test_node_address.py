@@ -19,7 +19,8 @@ from cryptography import x509
 
 from consortium_node.identity.certs import subject_alt_names
 from tests.support.cluster import Cluster
-from tests.support.harness import LocalNode, ctl, wait_for
+from tests.support.harness import LocalNode, ctl
+from tests.support.wait import wait_for
 
 NEW_HOST = "127.0.0.2"
 
@@ -72,7 +73,7 @@ def test_a_node_restarted_on_a_new_address_is_reachable_there(
             failures.append((done.returncode, done.stderr.strip()))
         return done.returncode == 0
 
-    wait_for(reachable, 30, f"a write through {moved.url}", interval=0.2)
+    wait_for(f"a write through {moved.url}", reachable, 30, interval=0.2)
     # Before the refresh a client saw either nothing listening yet (exit 3) or a certificate
     # for the old address, reported as such (exit 1), never as "unreachable".
     for code, message in failures:

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from consortium_node.attestation import InsecureVirtualVerifier, Policy
+from consortium_node.attestation import Policy
+from consortium_node.attestation.insecure_virtual import InsecureVirtualVerifier
 from consortium_node.identity import keys
 from consortium_node.identity.certs import load_certificate
 from consortium_node.identity.trusted_list import NodeStatus, verify_trusted_list
 from consortium_node.ledger.receipt import verify_receipt
 from tests.integration.conftest import Consortium
-from tests.support.harness import wait_for
+from tests.support.wait import wait_for
 
 
 def write(c: Consortium, writes: dict[str, Any], n: int = 1) -> list[str]:
@@ -34,7 +35,7 @@ def receipt(c: Consortium, txid: str) -> dict[str, Any]:
         assert status in (200, 202), body
         return body if status == 200 else None
 
-    result: dict[str, Any] = wait_for(ready, 10, f"receipt of {txid}")
+    result: dict[str, Any] = wait_for(f"receipt of {txid}", ready, 10, interval=0.05)
     return result
 
 
@@ -123,7 +124,9 @@ def quiescent_commit_index(c: Consortium) -> int:
             state["commit_index"] if state["last_signed_index"] == state["commit_index"] else None
         )
 
-    return int(wait_for(settled, 10, "the last signature to cover every transaction"))
+    return int(
+        wait_for("the last signature to cover every transaction", settled, 10, interval=0.05)
+    )
 
 
 @pytest.mark.parametrize(

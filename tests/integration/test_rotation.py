@@ -21,14 +21,8 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from tests.support.cluster import Cluster
-from tests.support.harness import (
-    Identity,
-    LocalNode,
-    ctl,
-    make_identity,
-    make_platform,
-    wait_for,
-)
+from tests.support.harness import Identity, LocalNode, ctl, make_identity, make_platform
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 T_SECRETS = "public:consortium.ledger_secrets"
@@ -106,7 +100,7 @@ def receipt(node: LocalNode, user: Identity, txid: str) -> dict[str, Any]:
         assert status in (200, 202), body
         return body if status == 200 else None
 
-    found: dict[str, Any] = wait_for(ready, 15, f"receipt of {txid}")
+    found: dict[str, Any] = wait_for(f"receipt of {txid}", ready, 15, interval=0.05)
     return found
 
 
@@ -133,8 +127,15 @@ def test_rotation_end_to_end(cluster: Governed) -> None:
     assert status == 200, body
     expected = {"before": "secret-one", "after": "secret-two"}
     for node in cluster.alive():
-        wait_for(lambda n=node: serves_all(n, user, expected), 15, f"{node.name} reads both")
-        wait_for(lambda n=node: secret_version(n) == 2, 10, f"{node.name} on version 2")
+        wait_for(
+            f"{node.name} reads both",
+            lambda n=node: serves_all(n, user, expected),
+            15,
+            interval=0.05,
+        )
+        wait_for(
+            f"{node.name} on version 2", lambda n=node: secret_version(n) == 2, 10, interval=0.05
+        )
 
     # consortiumctl shows the decided proposal, with the txid whose receipt proves it.
     leader = cluster.leader()
@@ -166,19 +167,29 @@ def test_rotation_end_to_end(cluster: Governed) -> None:
     backup = next(n for n in cluster.alive() if n is not leader)
     backup.stop()
     backup.start()
-    wait_for(lambda: serves_all(backup, user, expected), 20, "the restarted node reads both")
+    wait_for(
+        "the restarted node reads both",
+        lambda: serves_all(backup, user, expected),
+        20,
+        interval=0.05,
+    )
     assert secret_version(backup) == 2
 
     # A node joining after the rotation receives every version: it reads history too.
     joiner = cluster.add(3)
     cluster.wait_converged()
-    wait_for(lambda: serves_all(joiner, user, expected), 20, "the joiner reads both")
+    wait_for("the joiner reads both", lambda: serves_all(joiner, user, expected), 20, interval=0.05)
     assert secret_version(joiner) == 2
     status, body = cluster.write({"later": "secret-three"})
     assert status == 200, body
     expected["later"] = "secret-three"
     for node in cluster.alive():
-        wait_for(lambda n=node: serves_all(n, user, expected), 15, f"{node.name} reads all")
+        wait_for(
+            f"{node.name} reads all",
+            lambda n=node: serves_all(n, user, expected),
+            15,
+            interval=0.05,
+        )
     # Nodes say they took the new version up; no log holds any copy of it.
     for node in cluster.nodes[:3]:
         assert "holding ledger secret version 2" in node.log(), node.name

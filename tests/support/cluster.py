@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.harness import Identity, LocalNode, make_identity, make_platform, wait_for
+from tests.support.harness import Identity, LocalNode, make_identity, make_platform
+from tests.support.wait import wait_for
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Cluster:
                     continue
             return None
 
-        found: LocalNode = wait_for(find, timeout, "a leader")
+        found: LocalNode = wait_for("a leader", find, timeout, interval=0.05)
         return found
 
     def wait_converged(self, timeout: float = 30) -> None:
@@ -89,7 +90,7 @@ class Cluster:
                 and all(n.get("/readyz")[0] == 200 for n in self.alive())
             )
 
-        wait_for(converged, timeout, "all nodes to converge")
+        wait_for("all nodes to converge", converged, timeout, interval=0.05)
 
     def write(
         self, writes: dict[str, Any], count: int = 1, node: LocalNode | None = None

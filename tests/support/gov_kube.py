@@ -19,7 +19,8 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from tests.support.harness import Identity
-from tests.support.kube import KUBECONFIG, ROOT, Cluster, kube_bin, sample_docs, wait_for
+from tests.support.kube import KUBECONFIG, ROOT, Cluster, kube_bin, sample_docs
+from tests.support.wait import wait_for
 
 
 def member_doc(who: Identity, consortium: str = "demo") -> dict[str, Any]:

@@ -14,16 +14,17 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consortium_node.attestation import VirtualPlatform, measure_installed
+from consortium_node.attestation import measure_installed
+from consortium_node.attestation.insecure_virtual import VirtualPlatform
 from consortium_node.identity import keys
 from consortium_node.identity.certs import certificate_pem, self_signed_certificate
+from tests.support.wait import wait_for
 
 NODE_BIN = [sys.executable, "-m", "consortium_node.server.main"]
 _STARTED: list[subprocess.Popen[bytes]] = []
@@ -45,21 +46,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
 @dataclass
@@ -200,7 +186,7 @@ class LocalNode:
                 return False
             return self.get("/readyz")[0] == 200
 
-        wait_for(ready, timeout, f"{self.name} ready")
+        wait_for(f"{self.name} ready", ready, timeout, interval=0.05)
 
     def context(self, identity: Identity | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.service_cert))

@@ -18,34 +18,19 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import yaml
+
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = Path(os.environ.get("KUBE_RUN", "/tmp/consortium-kube"))
 KUBECONFIG = RUN / "admin.kubeconfig"
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return cast(T, last)
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def kube_bin() -> Path:

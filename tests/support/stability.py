@@ -1,9 +1,9 @@
 """Leader stability under load: what a follower restart or a join costs a writing client.
 
-Issue 11 item 14: every restart or join used to depose a healthy leader (a restarted follower
-campaigned, raised the term again and again, and writes paused each time). The integration test
+A restart or a join must not depose a healthy leader (a restarted follower that campaigns
+raises the term again and again, and writes pause each time). The integration test
 (`tests/integration/test_leader_stability.py`) and the benchmark (`bench/leader_stability.py`)
-measure it the same way, with the code here, so the test's bounds and the bench's figures mean
+measure that the same way, with the code here, so the test's bounds and the bench's figures mean
 the same thing:
 
 * a ``LoadClient`` thread writes in a closed loop through one node that is never killed and
@@ -15,14 +15,15 @@ the same thing:
   acknowledgement from the disruption to the end of the window.
 
 On loopback a restarted node is reachable again the moment it listens, so the leader reaches it
-before its election timer fires and the old code got away with it. On Kubernetes a pod comes
-back at a new IP that its peers learn only later (on the local cluster through the operator's
-peer hosts ConfigMap and kubelet's volume refresh; aiohttp also caches a resolved name for
-10 s): meanwhile the node hears nobody but reaches everyone, and that is when it campaigned.
-``start_cluster`` reproduces that: every node is announced as ``<name>.stability.test:<port>``,
-resolved through one ``peer_hosts_file`` (``PeerHosts``), and ``restart_follower(...,
-late=...)`` brings the node back on another loopback IP that is published only ``late``
-seconds after it serves (``add_joiner(..., late=...)`` likewise for a new node).
+before its election timer fires, and even a node without pre-vote would not campaign. On
+Kubernetes a pod comes back at a new IP that its peers learn only later (on the local cluster
+through the operator's peer hosts ConfigMap and kubelet's volume refresh; aiohttp also caches a
+resolved name for 10 s): meanwhile the node hears nobody but reaches everyone, and that is when
+a node without pre-vote campaigns. ``start_cluster`` reproduces that: every node is announced
+as ``<name>.stability.test:<port>``, resolved through one ``peer_hosts_file`` (``PeerHosts``),
+and ``restart_follower(..., late=...)`` brings the node back on another loopback IP that is
+published only ``late`` seconds after it serves (``add_joiner(..., late=...)`` likewise for a
+new node).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from typing import Any
 
 from consortium_node.common.timeutil import parse_duration
 from tests.support.cluster import Cluster
-from tests.support.harness import LocalNode, make_identity, make_platform, wait_for
+from tests.support.harness import LocalNode, make_identity, make_platform
+from tests.support.wait import wait_for
 
 DOMAIN = "stability.test"
 IPS = ("127.0.0.1", "127.0.0.2")  # where a node may listen: its "pod IPs" (all of 127/8 is lo)
@@ -91,7 +93,9 @@ class LoadClient:
     def wait_acks(self, count: int, timeout: float = 30) -> None:
         """Wait until ``count`` more writes than now have been acknowledged."""
         goal = len(self.acks) + count
-        wait_for(lambda: len(self.acks) >= goal, timeout, f"{count} acknowledged writes")
+        wait_for(
+            f"{count} acknowledged writes", lambda: len(self.acks) >= goal, timeout, interval=0.05
+        )
 
     def max_gap(self, since: float, until: float) -> float:
         """The longest time in [since, until] without an acknowledgement (seconds)."""
@@ -142,9 +146,10 @@ def observe(
     cluster.wait_converged(60)
     converged = time.monotonic()
     wait_for(
+        "a write acknowledged after the observation window",
         lambda: client.acks and client.acks[-1] >= converged + window,
         window + 30,
-        "a write acknowledged after the observation window",
+        interval=0.05,
     )
     ended = client.acks[-1]
     states = _states(cluster)
@@ -245,9 +250,14 @@ def start_cluster(workdir: Path, size: int) -> tuple[Cluster, PeerHosts]:
 
 def _published_late(node: NamedNode, hosts: PeerHosts, late: float) -> None:
     """Let ``node`` serve ``late`` seconds unreachable by its peers, then publish where it is."""
-    wait_for(lambda: node.get("/healthz")[0] == 200, 30, f"{node.name} serving")
+    wait_for(f"{node.name} serving", lambda: node.get("/healthz")[0] == 200, 30, interval=0.05)
     started = time.monotonic()
-    wait_for(lambda: time.monotonic() >= started + late, late + 1, "the stale name to expire")
+    wait_for(
+        "the stale name to expire",
+        lambda: time.monotonic() >= started + late,
+        late + 1,
+        interval=0.05,
+    )
     hosts.publish(node.dns_name, node.host)
     node.wait_ready(60)  # the peers' resolvers may keep the stale IP a while longer
 

@@ -1,8 +1,8 @@
 """Test-only fault injection: make an enclave produce evidence that must be rejected.
 
 End-to-end tests need to show that a bad node is refused *for the right reason*. Each fault
-corrupts one aspect of a quote so that ``InsecureVirtualVerifier`` fails with exactly one
-``Reason`` (see enclave.py for how each is produced):
+corrupts one aspect of a quote so that the platform's verifier fails with exactly one
+``Reason`` (an emulated platform's attester produces them; hardware cannot):
 
     wrong-measurement -> MeasurementNotAllowed     stale-timestamp -> Stale
     replayed-nonce    -> NonceMismatch             bad-signature   -> BadSignature

@@ -23,11 +23,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from consortium_node.attestation import (
-    InsecureVirtualVerifier,
-    Policy,
-    VerifierRegistry,
-)
+from consortium_node.attestation import AttestationError, Policy, UnknownPlatformError, platforms
 from consortium_node.common.timeutil import parse_duration
 from consortium_node.ctl import gov
 from consortium_node.ctl.client import (
@@ -92,8 +88,37 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- quote
+def _endorsements(args: argparse.Namespace) -> tuple[str, dict[str, bytes]]:
+    """The chosen platform and its public endorsement files, from that platform's flags."""
+    try:
+        platform = platforms.by_name(args.platform)
+    except UnknownPlatformError as exc:
+        raise CtlError(f"--platform: {exc}", EXIT_USAGE) from exc
+    files = {}
+    for endorsement in platform.endorsements:
+        if endorsement.private or endorsement.cli_flag is None:
+            continue
+        value = getattr(args, _dest(endorsement.cli_flag))
+        if not value:
+            raise CtlError(
+                f"{endorsement.cli_flag} is required with --platform {platform.name}: "
+                f"{endorsement.description}",
+                EXIT_USAGE,
+            )
+        files[endorsement.file] = read_input(value, endorsement.cli_flag)
+    return platform.name, files
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def cmd_quote_verify(args: argparse.Namespace) -> int:
-    root = read_input(args.platform_root, "--platform-root")
+    platform, endorsements = _endorsements(args)
+    try:
+        registry = platforms.verifier_registry({platform: endorsements})
+    except (ValueError, AttestationError) as exc:  # material the platform cannot use
+        raise CtlError(f"{platform} endorsements: {exc}", EXIT_USAGE) from exc
     if args.node:
         if not args.service_cert:
             raise CtlError("--node needs --service-cert", EXIT_USAGE)
@@ -120,8 +145,6 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
         public_der = keys.public_key_der(keys.load_public_key(public_pem.encode()))
     except IdentityError as exc:
         raise CtlError(f"--public-key: {exc}", EXIT_USAGE) from exc
-    registry = VerifierRegistry()
-    registry.register(InsecureVirtualVerifier(root))
     policy = Policy(
         allowed_measurements=frozenset(args.measurement),
         allowed_host_data=frozenset(args.host_data) if args.host_data else None,
@@ -391,7 +414,21 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
         dest="quote_command", required=True
     )
     qv = quote.add_parser("verify", help="verify a quote against a measurement policy")
-    qv.add_argument("--platform-root", required=True, help="insecure-virtual platform root cert")
+    qv.add_argument(
+        "--platform",
+        choices=platforms.names(),
+        default=platforms.DEFAULT,
+        help=f"the TEE platform (default {platforms.DEFAULT})",
+    )
+    flags: dict[str, list[str]] = {}
+    for name in platforms.names():  # each platform's public endorsement files, by its flags
+        for endorsement in platforms.by_name(name).endorsements:
+            if endorsement.cli_flag and not endorsement.private:
+                flags.setdefault(endorsement.cli_flag, []).append(
+                    f"{name}: {endorsement.description}"
+                )
+    for flag, helps in flags.items():
+        qv.add_argument(flag, dest=_dest(flag), help="; ".join(helps))
     qv.add_argument("--measurement", action="append", required=True, help="allowed (repeat)")
     qv.add_argument("--host-data", action="append", help="allowed host_data (repeat)")
     qv.add_argument("--node", help="fetch a fresh quote from this node with a random nonce")

@@ -10,3 +10,7 @@ in public ledger tables, so receipts prove every outcome.
   documents.py     signed proposals, ballots, withdrawals and acks (COSE_Sign1 payloads)
   proposals.py     the proposal state machine: ballots, tally, expiry, invalidation
 """
+
+from consortium_node.governance.proposals import FINAL_STATES, LEDGER_STATES, ProposalState
+
+__all__ = ["FINAL_STATES", "LEDGER_STATES", "ProposalState"]

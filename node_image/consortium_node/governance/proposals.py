@@ -1,6 +1,7 @@
 """The proposal state machine, as pure functions of (proposal, document, constitution, now).
 
-States (CCF's, minus "Dropped", which is Rejected with an ``Invalidated`` reason here)::
+States (``ProposalState``: CCF's, minus "Dropped", which is Rejected with an ``Invalidated``
+reason here, and "Failed", which is Rejected with a ``Failed`` reason)::
 
     Open ──approvals ≥ needed──────────────▶ Accepted   (then applied, atomically)
       │ ──rejections make it unreachable───▶ Rejected
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from consortium_node.common.timeutil import parse_rfc3339, rfc3339
@@ -32,8 +34,36 @@ from consortium_node.governance.constitution import Constitution
 from consortium_node.governance.documents import SignedDocument
 from consortium_node.governance.errors import GovernanceError
 
-STATES = ("Open", "Accepted", "Rejected", "Withdrawn", "Expired")
 CLOCK_SKEW = timedelta(minutes=5)
+
+
+class ProposalState(StrEnum):
+    """A proposal's state; the value is the string on the wire, in the ledger and in a
+    Proposal resource's ``status.state``. One enum for the node, ``consortiumctl`` and the
+    operator's relay, mirror and upgrade logic.
+
+    The first five are the ledger's (``LEDGER_STATES``). The last three exist only on a
+    Proposal resource, before (or instead of) a ledger state: the operator has not relayed
+    it yet (Pending), every node refused it (Refused), or the document itself is unusable
+    (Invalid). A ledger value never holds them (``Proposal`` refuses them).
+    """
+
+    OPEN = "Open"
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    WITHDRAWN = "Withdrawn"
+    EXPIRED = "Expired"
+    PENDING = "Pending"
+    REFUSED = "Refused"
+    INVALID = "Invalid"
+
+
+FINAL_STATES = frozenset(
+    {ProposalState.ACCEPTED, ProposalState.REJECTED, ProposalState.WITHDRAWN, ProposalState.EXPIRED}
+)
+"""Ledger states a proposal never leaves."""
+LEDGER_STATES = frozenset({ProposalState.OPEN, *FINAL_STATES})
+"""The states a proposal can have in the ledger."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +89,15 @@ class Proposal:
     actions: tuple[Action, ...]
     created_at: datetime
     expires_at: datetime
-    state: str = "Open"
+    state: ProposalState = ProposalState.OPEN
     reason: str = ""
     ballots: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        state = ProposalState(self.state)  # "Open" → OPEN
+        if state not in LEDGER_STATES:
+            raise ValueError(f"state {state!r} is not a ledger state of a proposal")
+        object.__setattr__(self, "state", state)
 
     @property
     def subjects(self) -> frozenset[str]:
@@ -74,7 +110,7 @@ class Proposal:
             "actions": [a.to_json() for a in self.actions],
             "created_at": rfc3339(self.created_at),
             "expires_at": rfc3339(self.expires_at),
-            "state": self.state,
+            "state": self.state.value,
             "reason": self.reason,
             "ballots": dict(sorted(self.ballots.items())),
             "subjects": sorted(self.subjects),
@@ -89,7 +125,7 @@ class Proposal:
             actions=parse_actions(value["actions"]),
             created_at=parse_rfc3339(value["created_at"]),
             expires_at=parse_rfc3339(value["expires_at"]),
-            state=value["state"],
+            state=ProposalState(value["state"]),
             reason=value["reason"],
             ballots=dict(value["ballots"]),
         )
@@ -133,21 +169,22 @@ def decide(
     p: Proposal, constitution: Constitution, governors: Iterable[str], now: datetime
 ) -> Proposal:
     """Move an Open proposal to the state its ballots, the constitution and the clock give."""
-    if p.state != "Open":
+    if p.state is not ProposalState.OPEN:
         return p
     if now >= p.expires_at:
-        return replace(p, state="Expired", reason=f"no decision by {rfc3339(p.expires_at)}")
+        reason = f"no decision by {rfc3339(p.expires_at)}"
+        return replace(p, state=ProposalState.EXPIRED, reason=reason)
     if constitution.auto_approves([a.name for a in p.actions]):
-        return replace(p, state="Accepted", reason="auto-approved by the constitution")
+        return replace(p, state=ProposalState.ACCEPTED, reason="auto-approved by the constitution")
     t = tally(p, constitution, governors)
     if t.needed <= t.governors and t.approve >= t.needed:
-        return replace(p, state="Accepted", reason=f"{t.approve} of {t.governors} approved")
+        reason = f"{t.approve} of {t.governors} approved"
+        return replace(p, state=ProposalState.ACCEPTED, reason=reason)
     # An integer threshold above the number of governors cannot be met: such a proposal
     # stays Open (until it expires) rather than being rejected by nobody's vote.
     if t.needed <= t.governors and t.reject > t.governors - t.needed:
-        return replace(
-            p, state="Rejected", reason=f"{t.reject} of {t.governors} rejected; {t.needed} needed"
-        )
+        reason = f"{t.reject} of {t.governors} rejected; {t.needed} needed"
+        return replace(p, state=ProposalState.REJECTED, reason=reason)
     return p
 
 
@@ -162,7 +199,7 @@ def cast_ballot(
     if ballot.kind != "ballot" or ballot.payload["proposal_id"] != p.proposal_id:
         raise GovernanceError("payload.proposal_id", f"not a ballot on {p.proposal_id}")
     current = decide(p, constitution, governors, now)
-    if current.state != "Open":
+    if current.state is not ProposalState.OPEN:
         raise GovernanceError("proposal", f"is {current.state} ({current.reason}): no more ballots")
     if ballot.signer not in set(governors):
         raise GovernanceError("document.kid", "only an Active governor's ballot counts")
@@ -177,20 +214,20 @@ def withdraw(p: Proposal, withdrawal: SignedDocument, now: datetime) -> Proposal
         raise GovernanceError("payload.proposal_id", f"not a withdrawal of {p.proposal_id}")
     if withdrawal.signer != p.proposer:
         raise GovernanceError("document.kid", "only the proposer can withdraw a proposal")
-    if p.state != "Open" or now >= p.expires_at:
-        state = p.state if p.state != "Open" else "Expired"
+    if p.state is not ProposalState.OPEN or now >= p.expires_at:
+        state = p.state if p.state is not ProposalState.OPEN else ProposalState.EXPIRED
         raise GovernanceError("proposal", f"is {state}: only an Open proposal can be withdrawn")
-    return replace(p, state="Withdrawn", reason="withdrawn by its proposer")
+    return replace(p, state=ProposalState.WITHDRAWN, reason="withdrawn by its proposer")
 
 
 def invalidated_by(applied: Proposal, others: Iterable[Proposal]) -> list[Proposal]:
     """The Open proposals that touch state ``applied`` changed, now Rejected (Invalidated)."""
     out = []
     for other in others:
-        if other.state != "Open" or other.proposal_id == applied.proposal_id:
+        if other.state is not ProposalState.OPEN or other.proposal_id == applied.proposal_id:
             continue
         common = sorted(other.subjects & applied.subjects)
         if common:
             reason = f"Invalidated: {applied.proposal_id[:16]}… changed {', '.join(common)} first"
-            out.append(replace(other, state="Rejected", reason=reason))
+            out.append(replace(other, state=ProposalState.REJECTED, reason=reason))
     return out

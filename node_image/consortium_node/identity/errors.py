@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from consortium_node.identity.trusted_list import ListRejection
+from enum import StrEnum
 
 
 class IdentityError(Exception):
@@ -30,6 +27,17 @@ class CoseSignatureError(CoseError):
 
 class CoseKeyMismatchError(CoseError):
     """The envelope's ``alg`` cannot have been produced by the given key's type."""
+
+
+class ListRejection(StrEnum):
+    """Why a list was refused; the value is the ``reason`` of TrustedListError."""
+
+    MALFORMED = "Malformed"  # not COSE_Sign1 / bad payload field (detail names the field)
+    BAD_SIGNATURE = "BadSignature"  # does not verify with the service key (tampered)
+    WRONG_SIGNER = "WrongSigner"  # kid or key type is not the service certificate's key
+    WRONG_SERVICE = "WrongService"  # payload names another service certificate or consortium
+    ROLLBACK = "Rollback"  # version lower than the last accepted one (else valid: stale)
+    VERSION_REUSED = "VersionReused"  # same version as the last accepted, different content
 
 
 class TrustedListError(IdentityError):

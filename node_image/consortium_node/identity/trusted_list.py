@@ -42,6 +42,7 @@ from consortium_node.identity.errors import (
     CoseKeyMismatchError,
     CoseSignatureError,
     IdentityError,
+    ListRejection,
     TrustedListError,
 )
 from consortium_node.identity.keys import (
@@ -62,17 +63,6 @@ class NodeStatus(StrEnum):
     PENDING = "Pending"
     TRUSTED = "Trusted"
     RETIRED = "Retired"
-
-
-class ListRejection(StrEnum):
-    """Why a list was refused; the value is the ``reason`` of TrustedListError."""
-
-    MALFORMED = "Malformed"  # not COSE_Sign1 / bad payload field (detail names the field)
-    BAD_SIGNATURE = "BadSignature"  # does not verify with the service key (tampered)
-    WRONG_SIGNER = "WrongSigner"  # kid or key type is not the service certificate's key
-    WRONG_SERVICE = "WrongService"  # payload names another service certificate or consortium
-    ROLLBACK = "Rollback"  # version lower than the last accepted one (else valid: stale)
-    VERSION_REUSED = "VersionReused"  # same version as the last accepted, different content
 
 
 REFUSALS = tuple(reason for reason in ListRejection if reason is not ListRejection.ROLLBACK)

@@ -22,9 +22,12 @@ from pathlib import Path
 from cryptography import x509
 
 from consortium_node.common.files import write_atomic
-from consortium_node.identity.errors import TrustedListError, TrustedListStoreError
-from consortium_node.identity.trusted_list import (
+from consortium_node.identity.errors import (
     ListRejection,
+    TrustedListError,
+    TrustedListStoreError,
+)
+from consortium_node.identity.trusted_list import (
     TrustedNodeList,
     _as_certificate,
     _reject,

@@ -58,8 +58,3 @@ class PublicView:
         """The newest public entry; it identifies the view's state (a truncated and rewritten
         suffix carries a newer term, so the same index never names two states)."""
         return self._entries[-1][0] if self._entries else None
-
-    @property
-    def entry_count(self) -> int:
-        """Number of PUBLIC entries in the log."""
-        return len(self._entries)

@@ -4,8 +4,8 @@ Why this exists: in textbook Raft a node whose election timer fires raises its t
 campaigns, and every node that sees the higher term steps down — the leader too, through the
 answer to its next AppendEntries. A follower that restarts, was cut off for a while, or joined
 and was not reached in time therefore deposed a healthy leader, once per timeout as its term
-kept climbing, although with a stale log it could not even win (issue 11 item 14: terms 3 → 12
-in one pod restart, writes paused each time). Three rules stop that:
+kept climbing, although with a stale log it could not even win (seen: terms 3 → 12 in one pod
+restart, writes paused each time). Three rules stop that:
 
 * **Pre-vote**: when its timer fires a node first asks the voters whether they *would* vote for
   it at ``term + 1``, without raising or persisting any term; it campaigns only if a majority

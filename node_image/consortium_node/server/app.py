@@ -1,8 +1,9 @@
 """The node's HTTP API (DESIGN section 7) on aiohttp.
 
-Routes are thin: validate the request (``validation``), call the ``Node``, the ``RaftNode`` or
-the ``Primary``, return JSON. Every error is JSON ``{"error": {"code", "field", "reason"}}`` —
-including aiohttp's own (unknown route, body too large), which a middleware rewrites.
+Routes are thin: authenticate the caller (``callers``), validate the request (``validation``),
+call the ``Node``, the ``RaftNode`` or the ``Primary``, return JSON. Every error is JSON
+``{"error": {"code", "field", "reason"}}``: the middleware answers the node's own exceptions as
+``http_errors`` maps them, and rewrites aiohttp's own (unknown route, body too large).
 
 Writes sent to a backup are forwarded to the primary over the node-to-node channel with the
 caller's member_id (nodes are attested and trust each other; members do not reach the primary
@@ -19,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from consortium_node.identity.trusted_list import NodeEntry, NodeStatus
 from consortium_node.ledger import SecretUnavailableError, TxId, UnknownTransactionError
 from consortium_node.replication.messages import (
     AppendRequest,
@@ -28,20 +30,41 @@ from consortium_node.replication.messages import (
     decode,
     encode,
 )
-from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError, RaftNode
+from consortium_node.replication.raft import NotLeaderError, RaftNode
 from consortium_node.server import gov_api
+from consortium_node.server.callers import (
+    APP_ONLY,
+    APP_ROLES,
+    NETWORK_ROLES,
+    Member,
+    forwarded_member,
+    member_calling,
+    require_role,
+)
+from consortium_node.server.errors import (
+    BadRequestError,
+    NoLedgerSecretError,
+    NotFoundError,
+    NotReadyError,
+    UnavailableError,
+)
 from consortium_node.server.governance import Governance
-from consortium_node.server.node import Member, Node, node_json
-from consortium_node.server.peers import CBOR, PeerRejectedError, PeerTransport, authenticate_peer
-from consortium_node.server.primary import Primary, not_leader
+from consortium_node.server.http_errors import ANSWERED, ApiError, api_error
+from consortium_node.server.node import Node
+from consortium_node.server.peers import CBOR, PeerTransport, authenticate_peer
+from consortium_node.server.primary import Primary
 from consortium_node.server.receipts import receipt_response, require_committed_here
 from consortium_node.server.validation import (
     APP_TABLE,
-    ApiError,
     check_key_param,
+    parse_forwarded,
+    parse_join,
     parse_json_body,
+    parse_list_format,
+    parse_node_id,
     parse_nonce,
     parse_query,
+    parse_refresh,
     parse_transactions,
     parse_txid,
 )
@@ -78,8 +101,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     route_name = resource.canonical if resource is not None else "unmatched"
     try:
         response = await handler(request)
-    except ApiError as exc:
-        response = _json(exc.body(), exc.status)
+    except ANSWERED as exc:  # the node's own errors (``http_errors.py``)
+        err = api_error(exc)
+        response = _json(err.body(), err.status)
     except web.HTTPRequestEntityTooLarge as exc:
         limit = node.config.limits.max_body_bytes
         err = ApiError(413, "PayloadTooLarge", "body", f"larger than {limit} bytes")
@@ -87,11 +111,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         code = exc.reason.replace(" ", "")
         response = _json(ApiError(exc.status, code, None, exc.reason).body(), exc.status)
-    except NotLeaderError as exc:
-        response = _json(not_leader(exc.leader_address).body(), 503)
-    except CommitTimeoutError as exc:
-        err = ApiError(503, "CommitTimeout", None, str(exc), txids=[str(t) for t in exc.txids])
-        response = _json(err.body(), 503)
     node.metrics.http_requests.labels(route_name, str(response.status)).inc()
     return response
 
@@ -103,35 +122,22 @@ def _peer_der(request: web.Request) -> bytes | None:
     return None
 
 
-def _caller(request: web.Request) -> Member:
-    """The Active member/user authenticated by the TLS client certificate, or 401/403."""
-    der = _peer_der(request)
-    if not der:
-        raise ApiError(
-            401,
-            "Unauthenticated",
-            "client_certificate",
-            "this endpoint needs a TLS client certificate of a member or user",
-        )
-    member = _services(request).node.authenticate(der)
-    if member is None:
-        raise ApiError(
-            403,
-            "Forbidden",
-            "client_certificate",
-            "the certificate is not an Active member or user of this consortium",
-        )
-    return member
+def _caller_in(request: web.Request, roles: tuple[str, ...], what: str) -> Member:
+    """The Active member calling (``callers.py``), if its role is one of ``roles``."""
+    member = member_calling(_services(request).node.members(), _peer_der(request))
+    return require_role(member, roles, what)
+
+
+def _app_caller(request: web.Request) -> Member:
+    return _caller_in(request, APP_ROLES, APP_ONLY)
 
 
 def _peer(request: web.Request) -> str:
+    """The node_id of the Trusted node calling (mTLS), or PeerRejectedError."""
     node = _services(request).node
-    try:
-        return authenticate_peer(
-            _peer_der(request), node.service.certificate, node.membership.is_trusted
-        )
-    except PeerRejectedError as exc:
-        raise ApiError(403, "PeerRejected", "client_certificate", str(exc)) from exc
+    return authenticate_peer(
+        _peer_der(request), node.service.certificate, node.membership.is_trusted
+    )
 
 
 def _txid(request: web.Request) -> TxId:
@@ -158,14 +164,11 @@ async def node_quote(request: web.Request) -> web.Response:
 
 
 async def node_trusted_list(request: web.Request) -> web.Response:
-    query = parse_query(request.query, {"format"}, set())
-    fmt = query.get("format", "cose")
-    if fmt not in ("cose", "json"):
-        raise ApiError(400, "BadRequest", "format", "must be cose or json")
+    fmt = parse_list_format(request.query)
     store = _services(request).node.membership.store
     envelope, current = store.current_envelope, store.current
     if envelope is None or current is None:
-        raise ApiError(503, "Unavailable", None, "no trusted-node list has been accepted yet")
+        raise UnavailableError("no trusted-node list has been accepted yet")
     if fmt == "json":
         return web.Response(body=current.to_payload(), content_type="application/json")
     return web.Response(
@@ -173,6 +176,19 @@ async def node_trusted_list(request: web.Request) -> web.Response:
         content_type="application/cose",
         headers={"X-Trusted-List-Version": str(current.version)},
     )
+
+
+def node_json(node: NodeEntry) -> dict[str, Any]:
+    """A node of the trusted-node list as ``/node/network`` shows it."""
+    return {
+        "node_id": node.node_id,
+        "name": node.name,
+        "address": node.address,
+        "status": node.status.value,
+        "measurement": node.measurement,
+        "attested_at": node.attested_at,
+        "attestation_expires_at": node.attestation_expires_at,
+    }
 
 
 async def node_network(request: web.Request) -> web.Response:
@@ -217,44 +233,18 @@ async def join_nonce(request: web.Request) -> web.Response:
 
 
 async def join(request: web.Request) -> web.Response:
+    """200 with the secrets for a Trusted node, 202 while it waits for members to trust it."""
     parse_query(request.query, set(), set())
-    status, body = await _services(request).primary.join(parse_json_body(await request.read()))
-    return _json(body, status)
-
-
-def _caller_in(request: web.Request, roles: tuple[str, ...], what: str) -> Member:
-    member = _caller(request)
-    if member.role not in roles:
-        raise ApiError(403, "Forbidden", "client_certificate", f"only {what}")
-    return member
-
-
-# The operator's identity is a member so that it can keep the network running (retire nodes,
-# ask for re-attestation); it must not be able to read or write application data, or anyone
-# who can read its Kubernetes Secret could.
-APP_ROLES = ("governor", "user")
-APP_ONLY = "members and users read and write application data (not the operator identity)"
-
-
-def _app_caller(request: web.Request) -> Member:
-    return _caller_in(request, APP_ROLES, APP_ONLY)
-
-
-async def _node_id_body(request: web.Request) -> str:
-    body = parse_json_body(await request.read())
-    if (
-        not isinstance(body, dict)
-        or set(body) != {"node_id"}
-        or not isinstance(body["node_id"], str)
-    ):
-        raise ApiError(400, "BadRequest", "node_id", 'expected {"node_id": "<hex>"}')
-    return body["node_id"]
+    body = parse_join(parse_json_body(await request.read()))
+    answer = await _services(request).primary.join(body)
+    return _json(answer, 200 if answer["status"] == NodeStatus.TRUSTED.value else 202)
 
 
 async def retire_node(request: web.Request) -> web.Response:
     """Retire a node from the configuration (scale-down); governors or the operator."""
-    _caller_in(request, ("governor", "operator"), "governors and the operator retire nodes")
-    return _json(await _services(request).primary.retire(await _node_id_body(request)))
+    _caller_in(request, NETWORK_ROLES, "governors and the operator retire nodes")
+    node_id = parse_node_id(parse_json_body(await request.read()))
+    return _json(await _services(request).primary.retire(node_id))
 
 
 async def refresh(request: web.Request) -> web.Response:
@@ -262,23 +252,26 @@ async def refresh(request: web.Request) -> web.Response:
     node_id = _peer(request)
     parse_query(request.query, set(), set())
     body = parse_json_body(await request.read())
-    return _json(await _services(request).primary.refresh(node_id, body))
+    primary = _services(request).primary
+    primary.require_leader()  # a backup answers NotLeader naming the primary, whatever the body
+    return _json(await primary.refresh(node_id, parse_refresh(body)))
 
 
 async def reattest(request: web.Request) -> web.Response:
     """Run a re-attestation round now (the operator's timer asks before renewBefore)."""
-    _caller_in(request, ("governor", "operator"), "governors and the operator ask for this")
+    _caller_in(request, NETWORK_ROLES, "governors and the operator ask for this")
     parse_json_body(await request.read() or b"{}")
     return _json(await _services(request).primary.reattest_now())
 
 
 # ---------------------------------------------------------------------- app
-async def _submit_as(services: Services, member_id: str, body: Any) -> dict[str, Any]:
+async def _submit(services: Services, body: Any) -> dict[str, Any]:
+    """Write a member's transactions on this primary (the route checked who may)."""
     batch = parse_transactions(body, services.node.config.limits)
     try:
         txids = await services.raft.submit(batch.write_sets)
     except SecretUnavailableError as exc:  # this primary was left out of a secret rotation
-        raise ApiError(503, "SecretUnavailable", None, str(exc)) from exc
+        raise NoLedgerSecretError(None, str(exc)) from exc
     return {"transactions": [{"txid": str(t)} for t in txids], "commit": services.node.commit()}
 
 
@@ -288,10 +281,10 @@ async def post_transactions(request: web.Request) -> web.Response:
     parse_query(request.query, set(), set())
     body = parse_json_body(await request.read())
     if s.raft.role == "leader":
-        return _json(await _submit_as(s, member.member_id, body))
+        return _json(await _submit(s, body))
     parse_transactions(body, s.node.config.limits)  # fail bad input here, not at the primary
     if not s.raft.leader_address:
-        raise not_leader(None)
+        raise NotLeaderError(s.raft.leader_id, None)
     try:
         status, answer = await s.transport.forward(
             s.raft.leader_address,
@@ -299,7 +292,7 @@ async def post_transactions(request: web.Request) -> web.Response:
             {"member_id": member.member_id, "body": body},
         )
     except OSError as exc:
-        raise ApiError(503, "Unavailable", None, str(exc)) from exc
+        raise UnavailableError(str(exc)) from exc
     return _json(answer, status)
 
 
@@ -307,16 +300,10 @@ async def forwarded_transactions(request: web.Request) -> web.Response:
     _peer(request)
     s = _services(request)
     if s.raft.role != "leader":
-        raise not_leader(s.raft.leader_address)
-    data = parse_json_body(await request.read())
-    if not isinstance(data, dict) or set(data) != {"member_id", "body"}:
-        raise ApiError(400, "BadRequest", "body", "expected {member_id, body}")
-    member = s.node.members().get(str(data["member_id"]))
-    if member is None or member.status != "Active":
-        raise ApiError(403, "Forbidden", "member_id", "not an Active member or user")
-    if member.role not in APP_ROLES:
-        raise ApiError(403, "Forbidden", "member_id", f"only {APP_ONLY}")
-    return _json(await _submit_as(s, member.member_id, data["body"]))
+        raise NotLeaderError(s.raft.leader_id, s.raft.leader_address)
+    member_id, body = parse_forwarded(parse_json_body(await request.read()))
+    forwarded_member(s.node.members(), member_id)
+    return _json(await _submit(s, body))
 
 
 async def get_kv(request: web.Request) -> web.Response:
@@ -327,12 +314,10 @@ async def get_kv(request: web.Request) -> web.Response:
     try:
         found = node.ledger.get(APP_TABLE, key)
     except SecretUnavailableError as exc:
-        raise ApiError(503, "SecretUnavailable", "key", str(exc)) from exc
+        raise NoLedgerSecretError("key", str(exc)) from exc
     commit = node.commit()
     if found is None or found[0] is None:
-        raise ApiError(
-            404, "NotFound", "key", f"no value for this key as of commit {commit['txid']}"
-        )
+        raise NotFoundError("key", f"no value for this key as of commit {commit['txid']}")
     value, txid = found
     return _json({"key": key, "value": value, "txid": str(txid), "commit": commit})
 
@@ -352,9 +337,9 @@ async def get_transaction(request: web.Request) -> web.Response:
     try:
         return _json(s.node.transaction(txid))
     except UnknownTransactionError as exc:
-        raise ApiError(404, "NotFound", "txid", str(exc)) from exc
+        raise NotFoundError("txid", str(exc)) from exc
     except SecretUnavailableError as exc:
-        raise ApiError(503, "SecretUnavailable", "txid", str(exc)) from exc
+        raise NoLedgerSecretError("txid", str(exc)) from exc
 
 
 # ---------------------------------------------------------------------- raft
@@ -364,7 +349,7 @@ async def _raft_message(request: web.Request, cls: type[M]) -> M:
     try:
         return decode(await request.read(), cls)
     except MessageError as exc:
-        raise ApiError(400, "BadRequest", exc.field, exc.reason) from exc
+        raise BadRequestError(exc.field, exc.reason) from exc
 
 
 async def raft_append(request: web.Request) -> web.Response:
@@ -406,7 +391,7 @@ async def readyz(request: web.Request) -> web.Response:
     if s.node.ledger.commit_index == 0:
         problems.append("nothing committed yet (catching up)")
     if problems:
-        raise ApiError(503, "NotReady", None, "; ".join(problems))
+        raise NotReadyError("; ".join(problems))
     return _json({"status": "ready", "role": s.node.role})
 
 

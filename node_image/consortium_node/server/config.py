@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from consortium_node.attestation import platforms
 from consortium_node.common.timeutil import parse_duration
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -36,9 +37,13 @@ class MemberConfig:
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    root_certificate: Path
-    root_key: Path
+    """The TEE platform this node runs on (``attestation.platforms``) and where its
+    endorsement material is: ``platform.<Endorsement.config_key>`` paths, kept here keyed by
+    ``Endorsement.file``."""
+
+    endorsements: Mapping[str, Path]
     chip_id: str
+    name: str = platforms.DEFAULT
     tcb_version: int = 1
     min_tcb_version: int = 1
     revoked_chip_ids: tuple[str, ...] = ()
@@ -210,6 +215,22 @@ def _member(item: Any, path: str, base: Path) -> MemberConfig:
     return MemberConfig(certificate_pem=text, role=role)
 
 
+def _platform(plat: _Reader, node_name: str) -> PlatformConfig:
+    """``platform``: its ``name`` picks the registered platform, whose endorsements decide
+    which path keys are required (``platform.<config_key>``)."""
+    tee = platforms.by_name(plat.choice("name", platforms.names(), platforms.DEFAULT))
+    platform = PlatformConfig(
+        name=tee.name,
+        endorsements={e.file: plat.path_(e.config_key) for e in tee.endorsements},
+        chip_id=plat.str_("chip_id", node_name),
+        tcb_version=plat.int_("tcb_version", 1, 0, 255),
+        min_tcb_version=plat.int_("min_tcb_version", 1, 0, 255),
+        revoked_chip_ids=plat.strings("revoked_chip_ids"),
+    )
+    plat.done()
+    return platform
+
+
 def parse_config(data: Any, base: Path) -> NodeConfig:
     """Build a NodeConfig from parsed YAML; relative paths resolve against ``base``."""
     root = _Reader(data, "", base)
@@ -220,16 +241,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
     host = listen.str_("host", "127.0.0.1")
     port = listen.int_("port", 8443, 0, 65535)
     listen.done()
-    plat = root.child("platform")
-    platform = PlatformConfig(
-        root_certificate=plat.path_("root_certificate"),
-        root_key=plat.path_("root_key"),
-        chip_id=plat.str_("chip_id", name),
-        tcb_version=plat.int_("tcb_version", 1, 0, 255),
-        min_tcb_version=plat.int_("min_tcb_version", 1, 0, 255),
-        revoked_chip_ids=plat.strings("revoked_chip_ids"),
-    )
-    plat.done()
+    platform = _platform(root.child("platform"), name)
     att = root.child("attestation")
     attestation = AttestationConfig(
         measurements=att.strings("measurements", HEX64_RE),

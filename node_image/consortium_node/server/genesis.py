@@ -11,9 +11,10 @@ Pure builders (configuration → write sets) so the content of genesis is review
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from consortium_node.attestation import host_data_for
+from consortium_node.attestation import Policy, host_data_for
 from consortium_node.common.timeutil import rfc3339, utcnow
 from consortium_node.identity.certs import MemberCertificate, ServiceIdentity
 from consortium_node.server.config import NodeConfig
@@ -41,6 +42,17 @@ def attestation_policy(config: NodeConfig) -> dict[str, Any]:
         "min_tcb_version": config.platform.min_tcb_version,
         "revoked_chip_ids": sorted(config.platform.revoked_chip_ids),
     }
+
+
+def policy_from_value(value: dict[str, Any]) -> Policy:
+    """The verifier's policy from the attestation policy as the ledger holds it."""
+    return Policy(
+        allowed_measurements=frozenset(value["measurements"]),
+        allowed_host_data=frozenset(value["host_data"]),
+        max_age=timedelta(seconds=value["max_quote_age_seconds"]),
+        min_tcb_version=value["min_tcb_version"],
+        revoked_chip_ids=frozenset(value["revoked_chip_ids"]),
+    )
 
 
 def genesis_writes(

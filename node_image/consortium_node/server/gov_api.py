@@ -16,35 +16,29 @@ from typing import Any
 
 from aiohttp import web
 
-from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.ledger import TxId
+from consortium_node.replication.raft import NotLeaderError
+from consortium_node.server.errors import UnavailableError
 from consortium_node.server.governance import Governance
-from consortium_node.server.primary import not_leader
 from consortium_node.server.receipts import receipt_response
-from consortium_node.server.validation import ApiError, parse_query, parse_txid
+from consortium_node.server.validation import (
+    check_document,
+    parse_proposal_id,
+    parse_query,
+    parse_txid,
+)
 
 GOVERNANCE = web.AppKey("governance", Governance)
-MAX_DOCUMENT = 256 * 1024
 FORWARDED = "X-Consortium-Forwarded"  # set on a document a backup relays to the primary
 
 
 async def _document(request: web.Request) -> bytes:
     parse_query(request.query, set(), set())
-    body = await request.read()
-    if not body:
-        raise ApiError(400, "BadRequest", "body", "expected a COSE_Sign1 document")
-    if len(body) > MAX_DOCUMENT:
-        raise ApiError(
-            413, "TooLarge", "body", f"a governance document is at most {MAX_DOCUMENT} bytes"
-        )
-    return body
+    return check_document(await request.read())
 
 
 def _proposal_id(request: web.Request) -> str:
-    pid = request.match_info["proposal_id"]
-    if not is_sha256_hex(pid):
-        raise ApiError(400, "BadRequest", "proposal_id", "expected 64 lowercase hex digits")
-    return pid
+    return parse_proposal_id(request.match_info["proposal_id"])
 
 
 async def _forward(request: web.Request, document: bytes) -> web.Response:
@@ -52,14 +46,15 @@ async def _forward(request: web.Request, document: bytes) -> web.Response:
     governance = request.app[GOVERNANCE]
     leader = governance.raft.leader_address
     if request.headers.get(FORWARDED) or not leader:
-        raise not_leader(leader)  # forwarded once already, or no primary known yet
+        # forwarded once already, or no primary known yet
+        raise NotLeaderError(governance.raft.leader_id, leader)
     headers = {"Content-Type": "application/cose", FORWARDED: "1"}
     try:
         status, answer = await governance.primary.transport.relay(
             leader, request.path, document, headers
         )
     except OSError as exc:
-        raise ApiError(503, "Unavailable", None, str(exc)) from exc
+        raise UnavailableError(str(exc)) from exc
     return web.json_response(answer, status=status)
 
 

@@ -31,9 +31,10 @@ from consortium_node.common.timeutil import utcnow
 from consortium_node.governance.actions import KNOWN
 from consortium_node.governance.constitution import Constitution, parse_constitution
 from consortium_node.governance.documents import SignedDocument, Signer, verify_document
-from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
+from consortium_node.governance.errors import GovernanceError
 from consortium_node.governance.proposals import (
     Proposal,
+    ProposalState,
     cast_ballot,
     decide,
     invalidated_by,
@@ -42,11 +43,11 @@ from consortium_node.governance.proposals import (
     withdraw,
 )
 from consortium_node.ledger import EntryKind
+from consortium_node.replication.raft import NotLeaderError
+from consortium_node.server.errors import ConflictError, NotFoundError
 from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
 from consortium_node.server.ledger_secrets import rotation_writes
-from consortium_node.server.primary import RetryLaterError, not_leader
-from consortium_node.server.validation import ApiError
 
 if TYPE_CHECKING:
     from consortium_node.replication.raft import RaftNode
@@ -63,13 +64,6 @@ Positioned = Callable[[int], dict[str, dict[str, Any]]]
 
 def _b64(envelope: bytes) -> str:
     return base64.b64encode(envelope).decode("ascii")
-
-
-def refused(exc: GovernanceError) -> ApiError:
-    """403 for a signature or signer refusal, 400 for a malformed document."""
-    if isinstance(exc, SignatureRefusedError):
-        return ApiError(403, "SignatureRefused", exc.field, exc.reason)
-    return ApiError(400, "BadRequest", exc.field, exc.reason)
 
 
 class Governance:
@@ -116,7 +110,7 @@ class Governance:
         """A proposal as the API shows it: state now (expiry applied), tally, documents."""
         found = self._found(proposal_id)
         if found is None:
-            raise ApiError(404, "NotFound", "proposal_id", f"no proposal {proposal_id}")
+            raise NotFoundError("proposal_id", f"no proposal {proposal_id}")
         return self._show(*found, self.constitution(), self._governors())
 
     def views(self) -> list[dict[str, Any]]:
@@ -142,14 +136,13 @@ class Governance:
         return active_governors(self.members())
 
     def _verify(self, envelope: bytes, kind: str) -> SignedDocument:
-        try:
-            return verify_document(envelope, kind, self.consortium(), self.signers())
-        except GovernanceError as exc:
-            raise refused(exc) from exc
+        """The verified document; GovernanceError (SignatureRefusedError if the signature or
+        signer is refused) otherwise."""
+        return verify_document(envelope, kind, self.consortium(), self.signers())
 
     def _require_leader(self) -> None:
         if self.raft.role != "leader":
-            raise not_leader(self.raft.leader_address)
+            raise NotLeaderError(self.raft.leader_id, self.raft.leader_address)
 
     # ------------------------------------------------------------------ requests
     async def propose(self, envelope: bytes) -> dict[str, Any]:
@@ -157,11 +150,8 @@ class Governance:
         async with self._lock:
             doc = self._verify(envelope, "proposal")
             if self.record(doc.document_id) is not None:
-                raise ApiError(409, "Conflict", "proposal", "this proposal was already submitted")
-            try:
-                p = open_proposal(doc, self.constitution(), utcnow())
-            except GovernanceError as exc:
-                raise refused(exc) from exc
+                raise ConflictError("proposal", "this proposal was already submitted")
+            p = open_proposal(doc, self.constitution(), utcnow())
             documents: dict[str, Any] = {"proposal": _b64(envelope), "ballots": {}}
             return await self._settle(p, documents)
 
@@ -173,7 +163,7 @@ class Governance:
             try:
                 voted = cast_ballot(p, doc, self.constitution(), self._governors(), utcnow())
             except GovernanceError as exc:
-                raise ApiError(409, "Conflict", exc.field, exc.reason) from exc
+                raise ConflictError(exc.field, exc.reason) from exc
             documents["ballots"][doc.signer] = _b64(envelope)
             return await self._settle(voted, documents)
 
@@ -185,7 +175,7 @@ class Governance:
             try:
                 done = withdraw(p, doc, utcnow())
             except GovernanceError as exc:
-                raise ApiError(409, "Conflict", exc.field, exc.reason) from exc
+                raise ConflictError(exc.field, exc.reason) from exc
             documents["withdrawal"] = _b64(envelope)
             return await self._settle(done, documents)
 
@@ -204,7 +194,7 @@ class Governance:
     def _load(self, proposal_id: str) -> tuple[Proposal, dict[str, Any]]:
         record = self.record(proposal_id)
         if record is None:
-            raise ApiError(404, "NotFound", "proposal_id", f"no proposal {proposal_id}")
+            raise NotFoundError("proposal_id", f"no proposal {proposal_id}")
         documents = {**record["documents"], "ballots": dict(record["documents"]["ballots"])}
         return Proposal.from_json(record["proposal"]), documents
 
@@ -217,7 +207,7 @@ class Governance:
         records: dict[str, dict[str, Any]] = {}
         policy = None
         positioned: Positioned | None = None
-        if p.state == "Accepted":
+        if p.state is ProposalState.ACCEPTED:
             p, writes, changes, records, policy, positioned = self._apply(p)
         tallied = tally(p, constitution, governors).to_json()
         writes.setdefault(T_PROPOSALS, {})[p.proposal_id] = {
@@ -225,18 +215,15 @@ class Governance:
             "tally": tallied,
             "documents": documents,
         }
-        try:
-            if changes or policy is not None:
-                await self.primary.issue(
-                    changes, records, extra_writes=writes, policy=policy, positioned=positioned
-                )
-            elif positioned is not None:
-                late = positioned
-                await self.raft.submit(lambda index: [{**writes, **late(index)}], EntryKind.PUBLIC)
-            else:
-                await self.raft.submit([writes], EntryKind.PUBLIC)
-        except RetryLaterError as exc:
-            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        if changes or policy is not None:
+            await self.primary.issue(
+                changes, records, extra_writes=writes, policy=policy, positioned=positioned
+            )
+        elif positioned is not None:
+            late = positioned
+            await self.raft.submit(lambda index: [{**writes, **late(index)}], EntryKind.PUBLIC)
+        else:
+            await self.raft.submit([writes], EntryKind.PUBLIC)
         log.info("proposal %s…: %s %s", p.proposal_id[:16], p.state, p.reason)
         return self.view(p.proposal_id)
 
@@ -251,7 +238,7 @@ class Governance:
         try:
             effects = effects_of(p.actions, state)
         except GovernanceError as exc:
-            failed = replace(p, state="Rejected", reason=f"Failed: {exc}")
+            failed = replace(p, state=ProposalState.REJECTED, reason=f"Failed: {exc}")
             return failed, {}, {}, {}, None, None
         writes = dict(effects.writes)
         others = [Proposal.from_json(r["proposal"]) for r in self.records()]

@@ -24,16 +24,9 @@ from cryptography import x509
 
 from consortium_node.identity.certs import certificate_pem
 from consortium_node.identity.trusted_list import NodeStatus, verify_trusted_list
+from consortium_node.server.errors import JoinRefusedError
 
 log = logging.getLogger("consortium_node.join")
-
-
-class JoinRefusedError(RuntimeError):
-    """The primary refused this node; ``reason`` is the verifier's named reason."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"join refused: {reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True)

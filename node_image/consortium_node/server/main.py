@@ -4,7 +4,7 @@
     consortium-node kube [--config FILE]        the same, as a pod of the operator's StatefulSet
     consortium-node measure                     print this build's code measurement
     consortium-node host-data --consortium C --role genesis|join
-    consortium-node platform-init --out DIR     create an insecure-virtual platform root
+    consortium-node platform-init --out DIR     create an emulated platform's endorsements
 
 Exit codes: 0 ok, 1 the node failed (message on stderr), 2 usage or configuration error.
 """
@@ -22,16 +22,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from consortium_node.attestation import VirtualPlatform, host_data_for, measure_installed
+from consortium_node.attestation import host_data_for, measure_installed, platforms
 from consortium_node.common.files import write_atomic
 from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
 from consortium_node.server.config import MODES, ConfigError, load_config
+from consortium_node.server.errors import JoinRefusedError, NodeStartError
 from consortium_node.server.governance import Governance
-from consortium_node.server.joiner import JoinRefusedError
 from consortium_node.server.kube import load_pod_config
-from consortium_node.server.node import Node, NodeStartError
+from consortium_node.server.node import Node
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
 from consortium_node.server.refresh import keep_address_current
@@ -46,13 +46,13 @@ async def serve(node: Node, host: str, port: int) -> None:
     """Run consensus, the primary's duties and the API over TLS until SIGTERM/SIGINT."""
     config = node.config
     server_tls = server_context(
-        node.node_key, node.node_certificate, [node.service.certificate_pem]
+        node.node_key, node.certificate.current, [node.service.certificate_pem]
     )
     # Members' certificates are trust anchors for client authentication; a joiner learns them
     # as its ledger catches up, so they are added as they appear.
     node.on_new_members = lambda pems: server_tls.load_verify_locations(cadata="\n".join(pems))
     node.announce_members()
-    peer_tls = peer_context(node.service.certificate_pem, node.node_key, node.node_certificate)
+    peer_tls = peer_context(node.service.certificate_pem, node.node_key, node.certificate.current)
     transport = PeerTransport(peer_tls, timeout=max(2.0, config.raft.election_timeout))
     metrics = node.metrics
 
@@ -67,7 +67,7 @@ async def serve(node: Node, host: str, port: int) -> None:
         state=node.raft_state,
         transport=transport,
         configuration=node.membership.configuration,
-        signer=lambda: node.signer,
+        signer=lambda: node.certificate.signer,
         timing=RaftTiming(
             election_timeout=config.raft.election_timeout,
             heartbeat_interval=config.raft.heartbeat_interval,
@@ -83,11 +83,11 @@ async def serve(node: Node, host: str, port: int) -> None:
     primary = Primary(node, raft, transport)
 
     def reload_certificates() -> None:
-        load_identity(server_tls, node.node_key, node.node_certificate)
-        load_identity(peer_tls, node.node_key, node.node_certificate)
+        load_identity(server_tls, node.node_key, node.certificate.current)
+        load_identity(peer_tls, node.node_key, node.certificate.current)
         transport.reset()
 
-    node.on_certificate_change = reload_certificates
+    node.certificate.on_change = reload_certificates
     app = build_app(Services(node, raft, primary, transport, Governance(node, raft, primary)))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -100,7 +100,11 @@ async def serve(node: Node, host: str, port: int) -> None:
     ]
     if config.trusted_list_path is not None:
         tasks.append(asyncio.create_task(watch_list_file(node, config.trusted_list_path)))
-    log.warning("INSECURE: platform insecure-virtual emulates the TEE; do not use in production")
+    if platforms.by_name(config.platform.name).insecure:
+        log.warning(
+            "INSECURE: platform %s emulates the TEE; do not use in production",
+            config.platform.name,
+        )
     log.info("node %s (%s) listening on https://%s:%d", config.name, node.node_id[:16], host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,15 +170,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _platform_init(args: argparse.Namespace) -> int:
+    """Write a fresh set of an emulated platform's endorsements as ``platform-<file>``
+    (private files 0600, public 0644); a hardware platform's come from its vendor."""
+    platform = platforms.by_name(args.platform)
+    if platform.provision is None:
+        print(
+            f"consortium-node: platform {platform.name}'s endorsements come from its vendor; "
+            "they cannot be created here",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out)
-    key_path, cert_path = out / "platform-root.key", out / "platform-root.pem"
-    if key_path.exists() and not args.force:
-        print(f"consortium-node: {key_path} exists; use --force to replace it", file=sys.stderr)
+    paths = {e.file: out / f"platform-{e.file}" for e in platform.endorsements}
+    existing = [str(path) for path in paths.values() if path.exists()]
+    if existing and not args.force:
+        print(
+            f"consortium-node: {', '.join(existing)} exists; use --force to replace it",
+            file=sys.stderr,
+        )
         return 1
-    platform = VirtualPlatform.generate()
-    write_atomic(key_path, platform.root_key_pem())
-    write_atomic(cert_path, platform.root_certificate_pem, mode=0o644)
-    print(f"INSECURE virtual platform root written to {cert_path} (key: {key_path})")
+    material = platform.provision()
+    for e in platform.endorsements:
+        write_atomic(paths[e.file], material[e.file], mode=0o600 if e.private else 0o644)
+    written = ", ".join(str(path) for path in paths.values())
+    print(f"{'INSECURE ' if platform.insecure else ''}platform {platform.name}: wrote {written}")
     return 0
 
 
@@ -198,8 +217,9 @@ def parser() -> argparse.ArgumentParser:
     hd = sub.add_parser("host-data", help="print host_data for a launch configuration")
     hd.add_argument("--consortium", required=True)
     hd.add_argument("--role", required=True, choices=MODES)
-    init = sub.add_parser("platform-init", help="create an insecure-virtual platform root")
-    init.add_argument("--out", required=True, help="directory for platform-root.{key,pem}")
+    init = sub.add_parser("platform-init", help="create an emulated platform's endorsements")
+    init.add_argument("--out", required=True, help="directory for platform-<file> files")
+    init.add_argument("--platform", default=platforms.DEFAULT, choices=platforms.names())
     init.add_argument("--force", action="store_true", help="replace an existing root")
     return p
 

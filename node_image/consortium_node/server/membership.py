@@ -19,10 +19,9 @@ from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList, v
 from consortium_node.identity.trusted_list_store import Outcome, TrustedListStore
 from consortium_node.ledger import Ledger, TxId
 from consortium_node.replication.raft import Configuration
+from consortium_node.server.genesis import T_LISTS
 
 log = logging.getLogger("consortium_node.membership")
-
-T_LISTS = "public:consortium.trusted_lists"
 
 
 @dataclass(frozen=True)

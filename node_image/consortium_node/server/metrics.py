@@ -3,18 +3,22 @@
 One registry per Node (not the process-global one) so several nodes in one test process do not
 collide. Labels are bounded: node ids (one per node of the consortium), statuses, reasons and
 routes — never transaction ids or keys. Point-in-time values (expiry countdowns, nodes by
-status) are refreshed from the trusted-node list at scrape time.
+status, ledger size) are refreshed from the node's ledger and trusted-node list at scrape time
+(``observe_node``); commits are counted as they happen (``observe_commit``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 
-PLATFORM = "insecure-virtual"
+if TYPE_CHECKING:
+    from consortium_node.ledger import Ledger
+
 ROLES = ("primary", "backup", "candidate", "pending", "retired")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -22,8 +26,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 class NodeMetrics:
     """All metrics one node exposes on ``/metrics``."""
 
-    def __init__(self, *, consortium: str, node_id: str, name: str, version: str) -> None:
+    def __init__(
+        self, *, consortium: str, node_id: str, name: str, platform: str, version: str
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._counted = 0  # the highest index counted in ``committed``
         r = self.registry
         self.info = Gauge(
             "consortium_node_info",
@@ -31,7 +38,7 @@ class NodeMetrics:
             ["consortium", "node_id", "name", "platform", "version"],
             registry=r,
         )
-        self.info.labels(consortium, node_id, name, PLATFORM, version).set(1)
+        self.info.labels(consortium, node_id, name, platform, version).set(1)
         self.commit_index = Gauge(
             "consortium_commit_index",
             "Index of the last committed (durable) transaction.",
@@ -149,6 +156,22 @@ class NodeMetrics:
                 self.expiry.labels(node.node_id, node.name).set(remaining)
         for status, count in counts.items():
             self.nodes.labels(status).set(count)
+
+    def observe_commit(self, index: int) -> None:
+        """Everything up to ``index`` is committed: count the entries not counted yet."""
+        self.committed.inc(max(0, index - self._counted))
+        self._counted = max(self._counted, index)
+        self.commit_index.set(index)
+
+    def observe_node(
+        self, ledger: Ledger, term: int, trusted: TrustedNodeList | None, now: datetime
+    ) -> None:
+        """Refresh what is read from the node's state (at start and at scrape time)."""
+        self.commit_index.set(ledger.commit_index)
+        self.term.set(term)
+        self.ledger_secret_version.set(ledger.secrets.current_version)
+        self.observe_list(trusted, now)
+        self.ledger_bytes.set(sum(p.stat().st_size for p in ledger.chunk_paths))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

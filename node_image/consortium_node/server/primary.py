@@ -26,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -45,10 +43,20 @@ from consortium_node.identity.certs import certificate_pem, issue_node_certifica
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
 from consortium_node.identity.wrap import wrap
 from consortium_node.ledger import EntryKind
+from consortium_node.replication.raft import NotLeaderError
+from consortium_node.server.errors import (
+    BadRequestError,
+    ConflictError,
+    JoinRefusedError,
+    NotFoundError,
+    RefreshRefusedError,
+    RetryLaterError,
+)
+from consortium_node.server.genesis import T_LISTS, T_NODES
 from consortium_node.server.join_secrets import join_context
 from consortium_node.server.ledger_secrets import encode_later
 from consortium_node.server.nonces import NonceCheck, NonceRegistry
-from consortium_node.server.validation import ApiError, bad_request, check_keys
+from consortium_node.server.validation import JoinRequest, RefreshRequest
 
 if TYPE_CHECKING:
     from consortium_node.replication.raft import RaftNode
@@ -56,103 +64,6 @@ if TYPE_CHECKING:
     from consortium_node.server.peers import PeerTransport
 
 log = logging.getLogger("consortium_node.primary")
-
-T_NODES = "public:consortium.nodes"
-T_LISTS = "public:consortium.trusted_lists"
-
-
-class RetryLaterError(Exception):
-    """A previous trust change is not committed yet; the caller should retry shortly."""
-
-
-@dataclass(frozen=True)
-class JoinRequest:
-    name: str
-    address: str
-    public_key_pem: str
-    public_key_der: bytes
-    quote: dict[str, Any]
-    nonce: bytes
-    subject_alt_names: tuple[str, ...] = ()
-
-
-_DNS_NAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
-)
-MAX_SANS = 16
-
-
-def parse_sans(value: Any) -> tuple[str, ...]:
-    """``subject_alt_names`` of a join request: ≤16 DNS names or IP addresses."""
-    if not isinstance(value, list) or len(value) > MAX_SANS:
-        raise bad_request("subject_alt_names", f"expected a list of at most {MAX_SANS} names")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise bad_request(f"subject_alt_names[{i}]", "expected a string")
-        try:
-            ipaddress.ip_address(item)
-        except ValueError:
-            if not _DNS_NAME.match(item):
-                raise bad_request(
-                    f"subject_alt_names[{i}]", f"{item!r} is neither a DNS name nor an IP"
-                ) from None
-    return tuple(value)
-
-
-def parse_join(body: Any) -> JoinRequest:
-    """Validate ``POST /node/join``; 400 naming the field otherwise."""
-    if not isinstance(body, dict):
-        raise bad_request("body", "expected a JSON object")
-    fields = {"name", "address", "public_key", "quote", "nonce"}
-    check_keys(body, "", fields | {"subject_alt_names"}, fields)
-    for name in ("name", "address", "public_key", "nonce"):
-        if not isinstance(body[name], str) or not body[name]:
-            raise bad_request(name, "expected a non-empty string")
-    if not isinstance(body["quote"], dict):
-        raise bad_request("quote", "expected the quote JSON object")
-    try:
-        public = keys.load_public_key(body["public_key"].encode())
-        nonce = bytes.fromhex(body["nonce"])
-    except ValueError as exc:
-        raise bad_request("nonce", f"not hex: {exc}") from exc
-    except Exception as exc:
-        raise bad_request("public_key", str(exc)) from exc
-    return JoinRequest(
-        body["name"],
-        body["address"],
-        body["public_key"],
-        keys.public_key_der(public),
-        body["quote"],
-        nonce,
-        parse_sans(body.get("subject_alt_names", [])),
-    )
-
-
-@dataclass(frozen=True)
-class RefreshRequest:
-    address: str
-    subject_alt_names: tuple[str, ...]
-    quote: dict[str, Any]
-    nonce: bytes
-
-
-def parse_refresh(body: Any) -> RefreshRequest:
-    """Validate ``POST /node/refresh``; 400 naming the field otherwise."""
-    if not isinstance(body, dict):
-        raise bad_request("body", "expected a JSON object")
-    fields = {"address", "subject_alt_names", "quote", "nonce"}
-    check_keys(body, "", fields, fields)
-    address = body["address"]
-    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-    if not host or not port.isdigit():
-        raise bad_request("address", "expected HOST:PORT")
-    if not isinstance(body["quote"], dict):
-        raise bad_request("quote", "expected the quote JSON object")
-    try:
-        nonce = bytes.fromhex(str(body["nonce"]))
-    except ValueError as exc:
-        raise bad_request("nonce", f"not hex: {exc}") from exc
-    return RefreshRequest(address, parse_sans(body["subject_alt_names"]), body["quote"], nonce)
 
 
 class Primary:
@@ -164,9 +75,10 @@ class Primary:
         self.renewal_failures: dict[str, str] = {}
         self._issue_lock = asyncio.Lock()
 
-    def _require_leader(self) -> None:
+    def require_leader(self) -> None:
+        """NotLeaderError (naming the primary, if known) unless this node leads."""
         if self.raft.role != "leader":
-            raise not_leader(self.raft.leader_address)
+            raise NotLeaderError(self.raft.leader_id, self.raft.leader_address)
 
     # ------------------------------------------------------------------ list issuance
     async def issue(
@@ -310,20 +222,20 @@ class Primary:
         """Any Trusted node issues nonces: it can answer re-joins of already-Trusted nodes."""
         return {"nonce": self.nonces.issue().hex(), "expires_in_seconds": 60}
 
-    def _refuse(self, reason: str, detail: str) -> ApiError:
+    def _refuse(self, reason: str, detail: str) -> JoinRefusedError:
         self.node.metrics.join_requests.labels("refused", reason).inc()
         log.warning("join refused: %s: %s", reason, detail)
-        return ApiError(403, "JoinRefused", reason, detail)
+        return JoinRefusedError(reason, detail)
 
-    async def join(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """Handle ``POST /node/join``: (HTTP status, JSON body).
+    async def join(self, request: JoinRequest) -> dict[str, Any]:
+        """Handle ``POST /node/join``: the answer, whose ``status`` says whether the node is
+        Trusted (with its certificate and the secrets) or Pending (waiting for members).
 
         Trust changes need the primary; a node that is already Trusted (its answer was lost,
         or the primary lost quorum before it could answer) is answered by any Trusted node,
         since every one of them holds the secrets — otherwise a new voter could wait forever
         for a primary that is waiting for it.
         """
-        request = parse_join(body)
         node_id = keys.node_id_of(keys.load_public_key(request.public_key_pem.encode()))
         check = self.nonces.consume(request.nonce)
         if check is not NonceCheck.OK:
@@ -352,7 +264,7 @@ class Primary:
         elif existing is not None and existing.status is NodeStatus.PENDING:
             entry = existing  # still waiting for members; nothing changes
         else:
-            self._require_leader()
+            self.require_leader()
             status = NodeStatus.TRUSTED if auto else NodeStatus.PENDING
             entry = self._entry(
                 None,
@@ -364,29 +276,26 @@ class Primary:
             )
             sans = request.subject_alt_names
             certificate = self._certificate(entry, sans) if status is NodeStatus.TRUSTED else None
-            try:
-                # A new voter: answer once durable here; it commits when the joiner catches up.
-                await self.issue(
-                    {node_id: entry},
-                    {node_id: self._record(entry, request.quote, certificate, sans)},
-                    until_committed=status is not NodeStatus.TRUSTED,
-                )
-            except RetryLaterError as exc:
-                raise ApiError(503, "RetryLater", None, str(exc)) from exc
+            # A new voter: answer once durable here; it commits when the joiner catches up.
+            await self.issue(
+                {node_id: entry},
+                {node_id: self._record(entry, request.quote, certificate, sans)},
+                until_committed=status is not NodeStatus.TRUSTED,
+            )
         self.node.metrics.join_requests.labels(entry.status.value.lower(), "").inc()
         if entry.status is not NodeStatus.TRUSTED:
-            return 202, {
+            return {
                 "status": entry.status.value,
                 "node_id": node_id,
                 "reason": "waiting for members to trust this node",
             }
-        return 200, self._join_answer(entry, node_id)
+        return self._join_answer(entry, node_id)
 
     def _join_answer(self, entry: NodeEntry, node_id: str) -> dict[str, Any]:
         record = self.node.node_record(node_id)
         certificate = record.get("certificate") if record else None
         if not certificate:
-            raise ApiError(503, "RetryLater", None, "the node certificate is not recorded yet")
+            raise RetryLaterError("the node certificate is not recorded yet")
         held = self.node.ledger.secrets.held()
         secrets = canonical_json(
             {
@@ -398,7 +307,7 @@ class Primary:
         )
         public = keys.load_public_key(entry.public_key_pem.encode())
         if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise ApiError(400, "BadRequest", "public_key", "node keys must be P-256")
+            raise BadRequestError("public_key", "node keys must be P-256")
         wrapped = wrap(public, secrets, context=join_context(self.node.config.consortium, node_id))
         envelope = self.node.membership.store.current_envelope
         logged = self.node.membership.logged()
@@ -435,32 +344,26 @@ class Primary:
 
     async def retire(self, node_id: str) -> dict[str, Any]:
         """Retire a Trusted or Pending node (scale-down); answers once the list is committed."""
-        self._require_leader()
+        self.require_leader()
         current = self.node.membership.current()
         entry = current.node(node_id) if current else None
         if entry is None:
-            raise ApiError(404, "NotFound", "node_id", f"node {node_id[:16]}… is not listed")
+            raise NotFoundError("node_id", f"node {node_id[:16]}… is not listed")
         if entry.status is NodeStatus.RETIRED:
             return {"node_id": node_id, "status": "Retired"}
         voters = [n for n in current.nodes if n.status is NodeStatus.TRUSTED] if current else []
         if entry.status is NodeStatus.TRUSTED and len(voters) <= 1:
-            raise ApiError(409, "Conflict", "node_id", "cannot retire the last Trusted node")
+            raise ConflictError("node_id", "cannot retire the last Trusted node")
         retired, record = self.retired_change(entry, "Removed")
-        try:
-            await self.issue({node_id: retired}, {node_id: record})
-        except RetryLaterError as exc:
-            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        await self.issue({node_id: retired}, {node_id: record})
         self.node.metrics.reattestations.labels("retired").inc()
         log.info("retired %s (%s) on request", entry.name, node_id[:16])
         return {"node_id": node_id, "status": "Retired"}
 
     async def reattest_now(self) -> dict[str, Any]:
         """One re-attestation round on request; what was renewed, retired, and what failed."""
-        self._require_leader()
-        try:
-            changes = await self.rotate_once()
-        except RetryLaterError as exc:
-            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        self.require_leader()
+        changes = await self.rotate_once()
         return {
             "renewed": sorted(k for k, v in changes.items() if v.status is NodeStatus.TRUSTED),
             "retired": sorted(k for k, v in changes.items() if v.status is NodeStatus.RETIRED),
@@ -468,19 +371,18 @@ class Primary:
         }
 
     # ------------------------------------------------------------------ refresh
-    async def refresh(self, node_id: str, body: Any) -> dict[str, Any]:
+    async def refresh(self, node_id: str, request: RefreshRequest) -> dict[str, Any]:
         """A Trusted node (authenticated as ``node_id``) announces a new address or names.
 
         Refused unless it is Trusted, the nonce is one of ours and unused, and its fresh quote
         over its listed key passes the ledger's policy; and if another node holds the address.
         Answers once the new list is committed, with the re-issued node certificate.
         """
-        self._require_leader()
-        request = parse_refresh(body)
+        self.require_leader()
         current = self.node.membership.current()
         entry = current.node(node_id) if current else None
         if entry is None or entry.status is not NodeStatus.TRUSTED:
-            raise ApiError(403, "RefreshRefused", "node_id", "only a Trusted node may refresh")
+            raise RefreshRefusedError("node_id", "only a Trusted node may refresh")
         taken = [
             n.name
             for n in (current.nodes if current else ())
@@ -489,26 +391,21 @@ class Primary:
             and n.status is not NodeStatus.RETIRED
         ]
         if taken:
-            raise ApiError(409, "Conflict", "address", f"{request.address} is {taken[0]}'s")
+            raise ConflictError("address", f"{request.address} is {taken[0]}'s")
         if self.nonces.consume(request.nonce) is not NonceCheck.OK:
-            raise ApiError(
-                403, "RefreshRefused", "nonce", "not a fresh nonce of this primary: fetch one"
-            )
+            raise RefreshRefusedError("nonce", "not a fresh nonce of this primary: fetch one")
         public_der = keys.public_key_der(keys.load_public_key(entry.public_key_pem.encode()))
         result = self.node.verify_quote(request.quote, public_der, request.nonce)
         if not result.ok or result.claims is None:
             reason = result.reason.value if result.reason else "Unknown"
-            raise ApiError(403, "RefreshRefused", reason, result.detail)
+            raise RefreshRefusedError(reason, result.detail)
         renewed = replace(self._renewed(entry, result.claims), address=request.address)
         sans = request.subject_alt_names
         certificate = self._certificate(renewed, sans)
-        try:
-            lst = await self.issue(
-                {node_id: renewed},
-                {node_id: self._record(renewed, request.quote, certificate, sans)},
-            )
-        except RetryLaterError as exc:
-            raise ApiError(503, "RetryLater", None, str(exc)) from exc
+        lst = await self.issue(
+            {node_id: renewed},
+            {node_id: self._record(renewed, request.quote, certificate, sans)},
+        )
         self.renewal_failures.pop(node_id, None)
         self.node.metrics.reattestations.labels("renewed").inc()
         log.info("%s (%s) now at %s, names %s", entry.name, node_id[:16], renewed.address, sans)
@@ -609,15 +506,3 @@ class Challenge:
     claims: Claims | None
     quote: dict[str, Any]
     failure: str | None
-
-
-def not_leader(leader_address: str | None) -> ApiError:
-    """503 NotLeader, naming the primary's address when known (clients retry there)."""
-    where = leader_address or "not known yet (an election may be running)"
-    return ApiError(
-        503,
-        "NotLeader",
-        None,
-        f"this node is not the primary; the primary is {where}",
-        leader_address=leader_address,
-    )

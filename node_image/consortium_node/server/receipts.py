@@ -21,27 +21,23 @@ from aiohttp import web
 
 from consortium_node.ledger import ReceiptNotReadyError, TxId, UnknownTransactionError
 from consortium_node.ledger.ledger import Ledger
-from consortium_node.server.validation import ApiError
+from consortium_node.server.errors import NotCommittedYetError, NotFoundError
 
 
 def require_committed_here(ledger: Ledger, txid: TxId, *, leader: bool) -> None:
-    """404 ``NotCommittedYet`` if ``txid`` may still commit here (see above), or ``NotFound``
-    if this node is the primary and has no such entry; nothing if it is within the commit."""
+    """NotCommittedYetError if ``txid`` may still commit here (see above), or NotFoundError if
+    this node is the primary and has no such entry; nothing if it is within the commit."""
     if txid.index <= ledger.commit_index:
         return
     commit = str(ledger.commit_txid) if ledger.commit_index else None
     in_flight = txid.index <= ledger.last_index and ledger.term_at(txid.index) == txid.term
     if leader and not in_flight:
-        raise ApiError(
-            404,
-            "NotFound",
+        raise NotFoundError(
             "txid",
             f"transaction {txid} is not in the primary's log (committed up to {commit})",
             commit=commit,
         )
-    raise ApiError(
-        404,
-        "NotCommittedYet",
+    raise NotCommittedYetError(
         "txid",
         f"transaction {txid} is not committed on this node yet (its commit is {commit}); "
         "a backup learns new commits within a heartbeat: retry",
@@ -57,7 +53,7 @@ def receipt_response(
     try:
         return web.json_response(ledger.receipt(txid))
     except UnknownTransactionError as exc:
-        raise ApiError(404, "NotFound", "txid", str(exc)) from exc
+        raise NotFoundError("txid", str(exc)) from exc
     except ReceiptNotReadyError as exc:
         return web.json_response(
             {

@@ -7,8 +7,8 @@ dial the new address fail TLS hostname checks, and if its address in the trusted
 changed, the primary cannot even reach it: its Raft traffic goes to the old address.
 
 So every node compares, every few seconds, what its configuration says it is (``address``,
-``subject_alt_names``: ``Node.certificate_names``) with its entry in the current list and its
-certificate. When they differ it asks the primary to refresh it (``Primary.refresh``):
+``subject_alt_names``: ``certificates.certificate_names``) with its entry in the current list
+and its certificate. When they differ it asks the primary to refresh it (``Primary.refresh``):
 
 1. fetch a single-use nonce from the primary (``GET /node/join/nonce``);
 2. ``POST /node/refresh`` over the node-to-node channel — mutual TLS with its current node
@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from consortium_node.identity.certs import subject_alt_names
 from consortium_node.identity.trusted_list import NodeStatus
+from consortium_node.server.certificates import certificate_names
+from consortium_node.server.validation import parse_refresh
 
 if TYPE_CHECKING:
     from consortium_node.replication.raft import RaftNode
@@ -89,9 +91,9 @@ def needed(node: Node) -> Announcement | None:
         return None
     return announcement(
         node.config.address,
-        node.certificate_names(),
+        certificate_names(node.config),
         own.address,
-        subject_alt_names(node.node_certificate),
+        subject_alt_names(node.certificate.current),
     )
 
 
@@ -112,7 +114,7 @@ async def announce(
     """Ask the primary to refresh this node; its answer (with the new node certificate)."""
     if raft.role == "leader":
         nonce = primary.nonces.issue()
-        return await primary.refresh(node.node_id, _body(node, wanted, nonce))
+        return await primary.refresh(node.node_id, parse_refresh(_body(node, wanted, nonce)))
     answers = []
     queue = candidates(node, raft.leader_address)
     tried: set[str] = set()
@@ -161,7 +163,7 @@ async def keep_address_current(
             continue
         try:
             answer = await announce(node, raft, primary, transport, wanted)
-            node.adopt_certificate(str(answer["node_certificate"]), "refreshed node certificate")
+            node.certificate.adopt(str(answer["node_certificate"]), "refreshed node certificate")
         except Exception as exc:  # any failure: log it and ask again later
             delay = min(max(delay, 0.5) * 2, MAX_BACKOFF)
             log.warning("announcing %s failed (retry in %.0fs): %s", wanted.address, delay, exc)

@@ -1,4 +1,4 @@
-"""Secrets at rest: sealed by the (virtual) TEE to this chip and this code measurement.
+"""Secrets at rest: sealed by the TEE to this chip and this code measurement.
 
 Files live in ``<data_dir>/sealed/<label>.sealed`` and are written atomically (temp file, fsync,
 rename, fsync of the directory), so a crash leaves either the old or the new blob, never half.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consortium_node.attestation import UnsealError, VirtualEnclave
+from consortium_node.attestation import Attester, UnsealError
 from consortium_node.common.files import write_atomic
 
 
@@ -21,7 +21,7 @@ class SealedStoreError(RuntimeError):
 class SealedStore:
     """Seal/unseal named secrets with the enclave's sealing key."""
 
-    def __init__(self, directory: Path, enclave: VirtualEnclave) -> None:
+    def __init__(self, directory: Path, enclave: Attester) -> None:
         self.directory, self.enclave = directory, enclave
 
     def _path(self, label: str) -> Path:

@@ -5,7 +5,7 @@ consortium, a version never reused with other content) before it is adopted, and
 keeps the last valid one (DESIGN section 4).
 
 What is read falls in three kinds, reported differently so that the tamper signal means
-something (issue 11, item 3):
+something:
 
 - newer: adopted (INFO);
 - stale: validly signed but older than the held list. The ConfigMap lags behind what the node

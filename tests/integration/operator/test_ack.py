@@ -30,7 +30,8 @@ from tests.support.gov_kube import (
     state_is,
 )
 from tests.support.harness import make_identity
-from tests.support.kube import Cluster, wait_for
+from tests.support.kube import Cluster
+from tests.support.wait import wait_for
 
 
 def active(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """What a user meets on day one, on a real cluster: status that does not lie, bad input that is
-refused or reported, and Member changes acted on at once (issue 11).
+refused or reported, and Member changes acted on at once.
 
 * Re-attestation rounds issue new trusted-node lists every few seconds; Ready never flaps, the
   phase never goes back to Bootstrapping, and no Warning Event is written for them.
@@ -34,7 +34,8 @@ from tests.support.gov_kube import (
     state_is,
 )
 from tests.support.harness import Identity, make_identity
-from tests.support.kube import Cluster, Operator, sample_docs, wait_for
+from tests.support.kube import Cluster, Operator, sample_docs
+from tests.support.wait import wait_for
 from tests.unit.operator.support import certificate
 
 
@@ -117,7 +118,7 @@ def test_bad_input_is_refused_or_reported_and_changes_nothing(
     for name in ("rsa", "garbage"):
         cond = wait_for(
             f"Member {name} Accepted=False",
-            lambda n=name: (  # type: ignore[misc]
+            lambda n=name: (
                 c
                 if (c := _condition(cluster, ns, "member", n, "Accepted")).get("status") == "False"
                 else None

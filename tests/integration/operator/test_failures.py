@@ -7,7 +7,8 @@ import copy
 import json
 
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
-from tests.support.kube import Cluster, Operator, sample_docs, wait_for
+from tests.support.kube import Cluster, Operator, sample_docs
+from tests.support.wait import wait_for
 
 
 def _ready_reason(cluster: Cluster, ns: str, name: str = "demo") -> tuple[str, str, str]:

@@ -40,11 +40,8 @@ from tests.support.gov_kube import (
     state_is,
 )
 from tests.support.harness import Identity, make_identity
-from tests.support.kube import (
-    Cluster,
-    build_node_variant,
-    wait_for,
-)
+from tests.support.kube import Cluster, build_node_variant
+from tests.support.wait import wait_for
 
 ROLL_TIMEOUT = 420
 

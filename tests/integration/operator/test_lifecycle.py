@@ -16,7 +16,8 @@ from pycose.keys.ec2 import EC2Key
 from pycose.messages.sign1message import Sign1Message
 
 from consortium_node.identity.trusted_list import TrustedNodeList
-from tests.support.kube import ROOT, Cluster, Operator, sample_docs, wait_for
+from tests.support.kube import ROOT, Cluster, Operator, sample_docs
+from tests.support.wait import wait_for
 
 READY_TIMEOUT = 180
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
-from tests.support.kube import ROOT, Cluster, Operator, sample_docs, wait_for
+from tests.support.kube import ROOT, Cluster, Operator, sample_docs
+from tests.support.wait import wait_for
 
 PASSES = "consortium_operator_reconcile_duration_seconds_count"
 

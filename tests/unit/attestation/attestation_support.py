@@ -10,16 +10,15 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.attestation import (
+from consortium_node.attestation import Policy, host_data_for
+from consortium_node.attestation.insecure_virtual import (
     InsecureVirtualVerifier,
-    Policy,
     Quote,
     VirtualEnclave,
     VirtualPlatform,
-    host_data_for,
     report_data_for,
 )
-from consortium_node.attestation.platform import Chip
+from consortium_node.attestation.insecure_virtual.platform import Chip
 from consortium_node.common.timeutil import utcnow
 
 NOW = utcnow()

@@ -14,7 +14,7 @@ except ModuleNotFoundError:  # pragma: no cover - depends on how the venv was se
 
 from attestation_support import Setup, make_setup
 
-from consortium_node.attestation import VirtualPlatform
+from consortium_node.attestation.insecure_virtual import VirtualPlatform
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from attestation_support import CHIP_ID, HOST_DATA, MEASUREMENT, NONCE, NOW, Set
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.attestation import (
-    AttestationError,
-    UnsealError,
+from consortium_node.attestation import AttestationError, UnsealError
+from consortium_node.attestation.insecure_virtual import (
     VirtualEnclave,
     VirtualPlatform,
     report_data_for,

@@ -12,8 +12,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.attestation import REVOKED_TEST_CHIP_ID, Fault, parse_faults, report_data_for
-from consortium_node.attestation.enclave import flip_last_byte
+from consortium_node.attestation import Fault, parse_faults
+from consortium_node.attestation.insecure_virtual import REVOKED_TEST_CHIP_ID, report_data_for
+from consortium_node.attestation.insecure_virtual.enclave import flip_last_byte
 
 NAMES = ["wrong-measurement", "stale-timestamp", "replayed-nonce", "bad-signature", "revoked-chip"]
 

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from consortium_node.attestation import REVOKED_TEST_CHIP_ID, PlatformError, VirtualPlatform
-from consortium_node.attestation.certificates import tcb_version_of
+from consortium_node.attestation import PlatformError
+from consortium_node.attestation.insecure_virtual import REVOKED_TEST_CHIP_ID, VirtualPlatform
+from consortium_node.attestation.insecure_virtual.certificates import tcb_version_of
 
 
 def public_bytes(key: ec.EllipticCurvePublicKey) -> bytes:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from attestation_support import NONCE, NOW, Setup
 
-from consortium_node.attestation import QUOTE_FORMAT, Quote, QuoteFormatError, report_data_for
+from consortium_node.attestation import QuoteFormatError
+from consortium_node.attestation.insecure_virtual import QUOTE_FORMAT, Quote, report_data_for
 from consortium_node.common.canonical import canonical_json
 from consortium_node.common.timeutil import rfc3339
 

@@ -15,21 +15,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from consortium_node.attestation import (
-    QUOTE_FORMAT,
-    REVOKED_TEST_CHIP_ID,
     Claims,
     Fault,
-    InsecureVirtualVerifier,
     PlatformError,
     Policy,
     QuoteVerifier,
     Reason,
     VerificationResult,
     VerifierRegistry,
+)
+from consortium_node.attestation.insecure_virtual import (
+    QUOTE_FORMAT,
+    REVOKED_TEST_CHIP_ID,
+    InsecureVirtualVerifier,
     VirtualPlatform,
     report_data_for,
 )
-from consortium_node.attestation.certificates import build_chip_certificate
+from consortium_node.attestation.insecure_virtual.certificates import build_chip_certificate
 from consortium_node.common.timeutil import rfc3339
 
 

@@ -305,7 +305,7 @@ def _grants(rules: list[Rule]) -> dict[tuple[str, str], set[str]]:
 
 def _kinds() -> dict[str, tuple[str, str]]:
     """Kind -> (apiGroup, plural), from the operator's own table in k8s.py."""
-    source = (OPERATOR / "k8s.py").read_text()
+    source = (OPERATOR / "kube" / "k8s.py").read_text()
     kinds = {}
     for kind, group_version, plural in re.findall(r'"(\w+)": Kind\((f?"[^"]+"), "(\w+)"', source):
         group = group_version.strip('f"').rsplit("/", 1)[0] if "/" in group_version else ""
@@ -317,7 +317,7 @@ def _kinds() -> dict[str, tuple[str, str]]:
 def _needed() -> dict[tuple[str, str], set[str]]:
     """What the operator's source calls, read statically (so new calls fail this test)."""
     kinds = _kinds()
-    sources = {p.name: p.read_text() for p in OPERATOR.glob("*.py")}
+    sources = {str(p.relative_to(OPERATOR)): p.read_text() for p in OPERATOR.rglob("*.py")}
     everything = "\n".join(sources.values())
     needed: dict[tuple[str, str], set[str]] = {}
 
@@ -325,7 +325,11 @@ def _needed() -> dict[tuple[str, str], set[str]]:
         group, plural = kinds[kind]
         needed.setdefault((group, plural + sub), set()).update(verbs)
 
-    built = sources["builders.py"] + sources["intents.py"] + sources["relay.py"]
+    built = (
+        sources["kube/builders.py"]
+        + sources["proposals/intents.py"]
+        + sources["proposals/relay.py"]
+    )
     for kind in re.findall(r'"kind": "(\w+)"', built):
         if kind != "Consortium":  # the owner reference, not an applied object
             need(kind, "get", "create", "patch")  # get the live object, then server-side apply

@@ -231,8 +231,8 @@ def test_host_network_only_when_asked(helm_bin: str, values: str) -> None:
 def test_node_network_policy_admits_the_operator_pods(helm_bin: str, values: str) -> None:
     """Whatever the values (nameOverride included), the operator's pods carry the label every
     Consortium's NetworkPolicy admits the operator by."""
-    from consortium_operator import builders  # noqa: PLC0415
-    from consortium_operator.spec import parse_consortium  # noqa: PLC0415
+    from consortium_operator.api.spec import parse_consortium  # noqa: PLC0415
+    from consortium_operator.kube import builders  # noqa: PLC0415
 
     sample = yaml.safe_load((REPO / "crds/samples/consortium.yaml").read_text())
     policy = builders.network_policy(parse_consortium("demo", sample["spec"]), "ns", "uid")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from consortium_node import governance
 from consortium_node.common.timeutil import rfc3339
 from consortium_node.governance.constitution import Constitution
 from consortium_node.governance.documents import SignedDocument
@@ -18,6 +19,7 @@ from consortium_node.governance.errors import GovernanceError
 from consortium_node.governance.proposals import (
     CLOCK_SKEW,
     Proposal,
+    ProposalState,
     Tally,
     cast_ballot,
     decide,
@@ -504,3 +506,34 @@ def test_ledger_form() -> None:
         "subjects": [f"measurement:{MEASUREMENT}"],
     }
     assert list(p.to_json()["ballots"]) == sorted(p.ballots)
+
+
+def test_states_are_spelled_as_on_the_wire() -> None:
+    """``ProposalState`` (exported for the operator) is the ledger's and the API's spelling."""
+    assert governance.ProposalState is ProposalState
+    assert sorted(governance.LEDGER_STATES) == [
+        "Accepted",
+        "Expired",
+        "Open",
+        "Rejected",
+        "Withdrawn",
+    ]
+    assert sorted(governance.FINAL_STATES) == ["Accepted", "Expired", "Rejected", "Withdrawn"]
+    assert sorted(set(ProposalState) - governance.LEDGER_STATES) == [
+        "Invalid",
+        "Pending",
+        "Refused",
+    ]
+    written = propose().to_json()
+    assert type(written["state"]) is str and written["state"] == "Open"
+    withdrawn = Proposal.from_json({**written, "state": "Withdrawn"})
+    assert withdrawn.state is ProposalState.WITHDRAWN
+    with pytest.raises(ValueError, match="Dropped"):
+        Proposal.from_json({**written, "state": "Dropped"})
+    for resource_only in (
+        "Pending",
+        "Refused",
+        "Invalid",
+    ):  # a Proposal resource's, never a ledger value's
+        with pytest.raises(ValueError, match="not a ledger state"):
+            Proposal.from_json({**written, "state": resource_only})

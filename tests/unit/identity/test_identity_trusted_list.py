@@ -23,10 +23,9 @@ from pycose.messages.sign1message import Sign1Message
 from consortium_node.common.canonical import canonical_json
 from consortium_node.identity.certs import ServiceIdentity, self_signed_certificate
 from consortium_node.identity.cose import sign1
-from consortium_node.identity.errors import TrustedListError
+from consortium_node.identity.errors import ListRejection, TrustedListError
 from consortium_node.identity.keys import PrivateKey, generate_key, node_id_of
 from consortium_node.identity.trusted_list import (
-    ListRejection,
     NodeEntry,
     NodeStatus,
     TrustedNodeList,

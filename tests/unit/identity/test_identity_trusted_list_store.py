@@ -9,10 +9,13 @@ import cbor2
 import pytest
 
 from consortium_node.identity.certs import ServiceIdentity
-from consortium_node.identity.errors import TrustedListError, TrustedListStoreError
+from consortium_node.identity.errors import (
+    ListRejection,
+    TrustedListError,
+    TrustedListStoreError,
+)
 from consortium_node.identity.trusted_list import (
     REFUSALS,
-    ListRejection,
     NodeStatus,
     TrustedNodeList,
     sign_trusted_list,

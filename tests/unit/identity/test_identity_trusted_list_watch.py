@@ -1,4 +1,4 @@
-"""The node's watcher of the mounted list (server/watch.py): stale is not tampering (issue 11).
+"""The node's watcher of the mounted list (server/watch.py): stale is not tampering.
 
 A list older than the held one but validly signed is counted as stale and logged at INFO once
 per version; a forged or inconsistent list is refused at ERROR and counted by reason. The
@@ -25,7 +25,13 @@ WATCHER = "consortium_node.watch"
 
 @pytest.fixture
 def node(store: TrustedListStore) -> Any:
-    metrics = NodeMetrics(consortium="demo", node_id="00" * 32, name="demo-0", version="0.1.0")
+    metrics = NodeMetrics(
+        consortium="demo",
+        node_id="00" * 32,
+        name="demo-0",
+        platform="insecure-virtual",
+        version="0.1.0",
+    )
     return SimpleNamespace(membership=SimpleNamespace(store=store), metrics=metrics)
 
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,19 +23,7 @@ from consortium_node.identity.certs import (  # noqa: E402
 )
 from consortium_node.identity.keys import generate_key  # noqa: E402
 from consortium_node.ledger import Ledger, LedgerConfig, NodeKeySigner  # noqa: E402
-
-
-@dataclass
-class FakeClock:
-    """A monotonic clock the test moves by hand (seconds)."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_ms(self, ms: float) -> None:
-        self.now += ms / 1000.0
+from tests.support.clock import FakeClock  # noqa: E402
 
 
 def make_signer(service: ServiceIdentity, *, expired: bool = False) -> NodeKeySigner:

@@ -22,8 +22,9 @@ from consortium_node.ledger import (
     verify_receipt,
 )
 from consortium_node.ledger.entries import SignatureBody, decode_entry, signature_entry
+from tests.support.clock import FakeClock
 
-from .conftest import FakeClock, OpenLedger
+from .conftest import OpenLedger
 from .helpers import fill, find_record, record_offsets, rewrite_record
 
 

@@ -24,8 +24,7 @@ from consortium_node.ledger import (
     NodeKeySigner,
     TxId,
 )
-
-from .conftest import FakeClock
+from tests.support.clock import FakeClock
 
 SECRET = bytes(range(32))
 CONFIG = LedgerConfig(signature_interval_tx=10**6, chunk_max_bytes=500)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from prometheus_client.metrics import Histogram, MetricWrapperBase
 
-import consortium_operator.metrics as operator_metrics
+import consortium_operator.api.metrics as operator_metrics
 from consortium_node.server.metrics import NodeMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -113,7 +113,13 @@ def operator_specs() -> tuple[MetricSpec, ...]:
 
 @cache
 def node_specs() -> tuple[MetricSpec, ...]:
-    node = NodeMetrics(consortium="demo", node_id="00" * 32, name="demo-0", version="0.1.0")
+    node = NodeMetrics(
+        consortium="demo",
+        node_id="00" * 32,
+        name="demo-0",
+        platform="insecure-virtual",
+        version="0.1.0",
+    )
     return tuple(_specs(vars(node).values(), "node"))
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from consortium_operator.spec import ConsortiumSpec, MemberSpec, parse_consortium, parse_member
+from consortium_operator.api.spec import ConsortiumSpec, MemberSpec, parse_consortium, parse_member
 
 M1 = "a1" * 32
 M2 = "0b" * 32

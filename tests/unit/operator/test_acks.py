@@ -12,7 +12,7 @@ import pytest
 
 from consortium_node.governance.documents import Signer, verify_document
 from consortium_node.governance.errors import GovernanceError
-from consortium_operator.acks import (
+from consortium_operator.consortium.acks import (
     ACK_REFUSED,
     ACKNOWLEDGED,
     Due,
@@ -20,9 +20,9 @@ from consortium_operator.acks import (
     local_refusal,
     relay,
 )
-from consortium_operator.members import MemberView
-from consortium_operator.nodeclient import NodeUnreachableError, Reply
-from consortium_operator.relay import RelayMemory
+from consortium_operator.members.reconcile import MemberView
+from consortium_operator.nodes.client import NodeUnreachableError, Reply
+from consortium_operator.proposals.relay import RelayMemory
 from tests.unit.governance.support import Member, member
 
 NEWBIE, OLDIE, OTHER = member("acks-newbie"), member("acks-oldie"), member("acks-other")

@@ -17,8 +17,7 @@ import yaml
 from consortium_node.attestation import host_data_for
 from consortium_node.server.config import parse_config
 from consortium_node.server.kube import pod_settings
-from consortium_operator import builders
-from consortium_operator.names import (
+from consortium_operator.api.names import (
     API_VERSION,
     DATA_DIR,
     LABEL_CLIENT,
@@ -33,7 +32,8 @@ from consortium_operator.names import (
     NODE_UID,
     Names,
 )
-from consortium_operator.spec import ConsortiumSpec, MemberSpec, SpecError
+from consortium_operator.api.spec import ConsortiumSpec, MemberSpec, SpecError
+from consortium_operator.kube import builders
 
 from .support import M1, M2, cached_certificate, consortium, member
 
@@ -42,6 +42,7 @@ UID = "0b7d9e6c-1111-2222-3333-444455556666"
 DOMAIN = "cluster.local"
 KEY = b"-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n"
 CERT = b"-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
+PLATFORM_FILES = {"root.key": KEY, "root.pem": CERT}  # the default platform's endorsement files
 ENVELOPE = b"\xd2\x84\x00\xffsigned list bytes"
 PAYLOAD = {"version": 7, "consortium": "demo", "nodes": []}
 
@@ -64,7 +65,7 @@ def operator_pem() -> str:
 Builder = Callable[[ConsortiumSpec, Any], dict[str, Any]]
 
 OWNED: dict[str, Builder] = {
-    "platform_secret": lambda s, uid: builders.platform_secret(s, NS, uid, KEY, CERT),
+    "platform_secret": lambda s, uid: builders.platform_secret(s, NS, uid, PLATFORM_FILES),
     "operator_secret": lambda s, uid: builders.operator_secret(s, NS, uid, KEY, CERT),
     "config_map": lambda s, uid: builders.config_map(s, NS, uid, {"a": 1}),
     "headless_service": lambda s, uid: builders.headless_service(s, NS, uid),
@@ -148,28 +149,22 @@ def test_builders_are_pure(spec: ConsortiumSpec, builder: str) -> None:
 
 
 def test_retained_platform_secret_has_no_owner(spec: ConsortiumSpec) -> None:
-    manifest = builders.platform_secret(spec, NS, None, KEY, CERT)
+    manifest = builders.platform_secret(spec, NS, None, PLATFORM_FILES)
     assert "ownerReferences" not in manifest["metadata"]
     assert manifest["metadata"]["name"] == "demo-platform-root"
 
 
-@pytest.mark.parametrize(
-    ("builder", "keys"),
-    [
-        (builders.platform_secret, {"root.key": KEY, "root.pem": CERT}),
-        (builders.operator_secret, {"tls.key": KEY, "tls.crt": CERT}),
-    ],
-)
-def test_secrets_carry_base64_key_and_certificate(
-    spec: ConsortiumSpec, builder: Callable[..., dict[str, Any]], keys: dict[str, bytes]
-) -> None:
-    manifest = builder(spec, NS, UID, KEY, CERT)
-    assert {k: base64.b64decode(v) for k, v in manifest["data"].items()} == keys
+def test_secrets_carry_base64_key_and_certificate(spec: ConsortiumSpec) -> None:
+    for manifest, files in [
+        (builders.platform_secret(spec, NS, UID, PLATFORM_FILES), PLATFORM_FILES),
+        (builders.operator_secret(spec, NS, UID, KEY, CERT), {"tls.key": KEY, "tls.crt": CERT}),
+    ]:
+        assert {k: base64.b64decode(v) for k, v in manifest["data"].items()} == files
 
 
 def test_operator_secret_is_tls_typed(spec: ConsortiumSpec) -> None:
     assert builders.operator_secret(spec, NS, UID, KEY, CERT)["type"] == "kubernetes.io/tls"
-    assert builders.platform_secret(spec, NS, UID, KEY, CERT)["type"] == "Opaque"
+    assert builders.platform_secret(spec, NS, UID, PLATFORM_FILES)["type"] == "Opaque"
 
 
 # ---------------------------------------------------------------------------- service
@@ -464,8 +459,10 @@ def test_node_config_genesis_pod_parses(
     assert config.name == "demo-0"
     assert config.consortium == "demo"
     assert config.platform.chip_id == "demo-0"
-    assert config.platform.root_certificate == Path(f"{MOUNT_PLATFORM}/root.pem")
-    assert config.platform.root_key == Path(f"{MOUNT_PLATFORM}/root.key")
+    assert config.platform.name == spec.attestation.platform
+    assert config.platform.endorsements == {
+        file: Path(f"{MOUNT_PLATFORM}/{file}") for file in PLATFORM_FILES
+    }
     assert config.address == f"demo-0.demo-nodes.{NS}.svc.{DOMAIN}:{NODE_PORT}"
     assert "10.1.2.3" in config.subject_alt_names
     assert (config.listen_host, config.listen_port) == ("0.0.0.0", NODE_PORT)
@@ -545,7 +542,7 @@ def test_node_config_paths_match_mounted_keys(
     """Every file the config names is a key of the object mounted at that directory."""
     config = builders.node_config(spec, members, operator_pem, test_faults=True)
     mounted = {
-        MOUNT_PLATFORM: set(builders.platform_secret(spec, NS, UID, KEY, CERT)["data"]),
+        MOUNT_PLATFORM: set(builders.platform_secret(spec, NS, UID, PLATFORM_FILES)["data"]),
         MOUNT_SERVICE: set(builders.service_identity_config_map(spec, NS, UID, "x", "y")["data"]),
         MOUNT_LIST: set(
             builders.trusted_nodes_config_map(spec, NS, UID, ENVELOPE, PAYLOAD)["binaryData"]
@@ -636,16 +633,37 @@ def test_node_config_threshold(
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"ledger__signatureIntervalTx": 2_000_000}, {"ledger__signatureInterval": "2h"}],
+    [
+        {"ledger__signatureIntervalTx": 1},
+        {"ledger__signatureIntervalTx": 1_000_000},
+        {"ledger__signatureInterval": "1ms"},
+        {"ledger__signatureInterval": "1h"},
+        {"attestation__validity": "1m", "attestation__renewBefore": "30s"},
+        {"nodes": 9},
+    ],
 )
-def test_every_accepted_spec_renders_a_parsable_node_config(
+def test_the_spec_limits_render_a_node_config_the_node_accepts(
     members: list[MemberSpec], operator_pem: str, tmp_path: Path, overrides: dict[str, Any]
 ) -> None:
-    """Either the operator refuses the spec, or the node accepts what it renders from it."""
-    try:
-        spec = consortium(**overrides)
-    except SpecError:
-        return
+    """At each edge the operator accepts, the node accepts what the operator renders (so a
+    spec the operator takes never becomes a node that refuses to start)."""
+    spec = consortium(**overrides)
     config = builders.node_config(spec, members, operator_pem)
     base = {**config, "kubernetes": {"service_certificate": str(tmp_path / "none.pem")}}
-    parse_config(pod_settings(base, _pod_env(spec, 0)), tmp_path)
+    parsed = parse_config(pod_settings(base, _pod_env(spec, 0)), tmp_path)
+    assert parsed.consortium == spec.name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"ledger__signatureIntervalTx": 1_000_001}, "spec.ledger.signatureIntervalTx"),
+        ({"ledger__signatureInterval": "2h"}, "spec.ledger.signatureInterval"),
+    ],
+)
+def test_beyond_the_limits_the_operator_refuses_the_spec(
+    overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(SpecError) as refused:
+        consortium(**overrides)
+    assert refused.value.field == field

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from consortium_operator import conditions as c
-from consortium_operator.conditions import Condition, merge, phase
+from consortium_operator.api import conditions as c
+from consortium_operator.api.conditions import Condition, merge, phase
 
 T1 = "2026-01-01T00:00:00Z"
 T2 = "2026-01-02T00:00:00Z"

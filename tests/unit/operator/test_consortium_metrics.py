@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from types import SimpleNamespace
 
-from consortium_operator import metrics
-from consortium_operator.reconcile import _metrics
+from consortium_operator.api import metrics
+from consortium_operator.consortium.report import publish_metrics
 from tests.unit.operator.support import T0
 
 NAMESPACE = "metrics-test"
@@ -30,7 +30,7 @@ def test_a_pass_exports_renew_before_even_before_a_list_exists() -> None:
         namespace=NAMESPACE, spec=SimpleNamespace(name="fast", attestation=attestation), now=T0
     )
     try:
-        _metrics(p, SimpleNamespace(trusted_list=None, published_version=None))
+        publish_metrics(p, SimpleNamespace(trusted_list=None, published_version=None))
         assert renew_before("fast") == 60.0
     finally:
         metrics.forget(NAMESPACE, "fast")

@@ -16,10 +16,10 @@ from consortium_node.common.timeutil import rfc3339
 from consortium_node.governance.documents import Signer, verify_document
 from consortium_node.governance.errors import SignatureRefusedError
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
-from consortium_operator import intents as gov
-from consortium_operator.builders import owner_reference
-from consortium_operator.names import LABEL_CONSORTIUM
-from consortium_operator.spec import ConsortiumSpec, parse_consortium
+from consortium_operator.api.names import LABEL_CONSORTIUM
+from consortium_operator.api.spec import ConsortiumSpec, parse_consortium
+from consortium_operator.kube.builders import owner_reference
+from consortium_operator.proposals import intents as gov
 from tests.unit.governance.support import member as signing_member
 
 from .support import EXTRA_HOST_DATA, M1, M2, T0, full_spec, member, spec_with

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consortium_operator.k8s import KINDS, Kind, contains
+from consortium_operator.kube.k8s import KINDS, Kind, contains
 
 LIVE_STS: dict[str, Any] = {
     "apiVersion": "apps/v1",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from consortium_operator import conditions as c
-from consortium_operator.members import (
+from consortium_operator.api import conditions as c
+from consortium_operator.members.reconcile import (
     MemberView,
     member_conditions,
     member_status,

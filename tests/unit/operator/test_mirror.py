@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from consortium_node.governance import FINAL_STATES
 from consortium_node.governance.documents import document_id
-from consortium_operator import conditions as c
-from consortium_operator.mirror import FINAL, Document, Relayed, proposal_status
+from consortium_operator.api import conditions as c
+from consortium_operator.proposals.mirror import Document, Relayed, proposal_status
 from tests.unit.governance.support import (
     Member,
     action,
@@ -204,7 +205,7 @@ STATE_CASES = [
             ("True", state),
             id=state.lower(),
         )
-        for state in FINAL
+        for state in sorted(FINAL_STATES)
     ],
 ]
 

@@ -29,19 +29,19 @@ from consortium_node.governance.documents import (
 )
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
 from consortium_node.identity.keys import private_key_pem
-from consortium_operator import conditions as c
-from consortium_operator import intents as gov
-from consortium_operator import relay as relay_module
-from consortium_operator.mirror import Document
-from consortium_operator.names import LABEL_CONSORTIUM
-from consortium_operator.nodeclient import NodeUnreachableError, Reply
-from consortium_operator.relay import (
+from consortium_operator.api import conditions as c
+from consortium_operator.api.names import LABEL_CONSORTIUM
+from consortium_operator.api.spec import parse_member
+from consortium_operator.nodes.client import NodeUnreachableError, Reply
+from consortium_operator.proposals import intents as gov
+from consortium_operator.proposals import relay as relay_module
+from consortium_operator.proposals.mirror import Document
+from consortium_operator.proposals.relay import (
     Relay,
     RelayMemory,
     operator_signer,
     propose_removal,
 )
-from consortium_operator.spec import parse_member
 from tests.unit.governance.support import (
     Member,
     add_measurement,

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consortium_operator.context import Memory
-from consortium_operator.members import MemberView
-from consortium_operator.reconcile import AWAITING_MEMBERS, SLOW, _awaits_members
-from consortium_operator.spec import MemberSpec
-from consortium_operator.status import Observation
+from consortium_operator.api.spec import MemberSpec
+from consortium_operator.consortium.context import Memory
+from consortium_operator.consortium.observation import Observation
+from consortium_operator.consortium.reconcile import AWAITING_MEMBERS, SLOW, _awaits_members
+from consortium_operator.members.reconcile import MemberView
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consortium_node.attestation import host_data_for
-from consortium_operator.spec import (
+from consortium_operator.api.spec import (
     MAX_CONSORTIUM_NAME,
     SpecError,
     parse_consortium,

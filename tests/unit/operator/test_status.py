@@ -12,14 +12,12 @@ import pytest
 
 from consortium_node.common.timeutil import rfc3339
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
-from consortium_operator import conditions as c
-from consortium_operator.spec import SpecError
-from consortium_operator.status import (
+from consortium_operator.api import conditions as c
+from consortium_operator.api.spec import SpecError
+from consortium_operator.consortium.observation import NodeCheck, Observation, PodView
+from consortium_operator.consortium.status import (
     POLICY_REFUSAL,
     READY_CHAIN,
-    NodeCheck,
-    Observation,
-    PodView,
     decide,
     degraded,
     node_statuses,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from consortium_operator import conditions as c
-from consortium_operator.upgrade import (
+from consortium_operator.api import conditions as c
+from consortium_operator.consortium.upgrade import (
     Asked,
     PodFacts,
     Step,

@@ -474,7 +474,7 @@ async def test_membership_changes_follow_the_configuration(cluster: Cluster) -> 
     assert leader.node.role == "leader"
 
 
-# ---------------------------------------------------------------------- robustness (regressions)
+# ---------------------------------------------------------------------- robustness
 
 
 async def test_invalid_write_set_fails_only_its_own_submission(cluster: Cluster) -> None:

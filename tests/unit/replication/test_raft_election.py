@@ -1,4 +1,4 @@
-"""Pre-vote, leader stickiness and check-quorum (``replication/election.py``; issue 11 item 14).
+"""Pre-vote, leader stickiness and check-quorum (``replication/election.py``).
 
 A node that cannot win — cut off from the leader, restarted, joining, lagging, removed — must
 not raise terms or depose a healthy leader; a leader cut off from its majority must step down;
@@ -304,8 +304,8 @@ async def test_a_follower_that_lost_its_tail_is_repaired_by_the_same_leader(
     """A follower whose newest chunk lost entries it had acknowledged (a torn write on a
     SIGKILL, a storage fault) restarts shorter than the leader's record of it. With leader
     stickiness no election comes to reset the leader's view, so the leader itself must resend
-    from where the follower's log now ends (issue 13's stuck follower, which a leader change
-    used to unstick)."""
+    from where the follower's log now ends: the follower is not left stuck waiting for a leader
+    change."""
     cluster = Cluster(tmp_path, service, STABLE)
     try:
         members = await cluster.start_all(3)

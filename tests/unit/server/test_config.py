@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from consortium_node.attestation import platforms
 from consortium_node.server.config import ConfigError, load_config, parse_config
 
 M = "a" * 64
@@ -69,11 +70,25 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ("surprise", 1, "<root>: unknown key"),
         ("platform", ..., "platform.root_certificate: required"),
         ("platform.tcb_version", True, "platform.tcb_version: expected an integer"),
+        ("platform.name", "sev-snp-typo", "platform.name: 'sev-snp-typo' is not one of"),
+        ("platform.root_key", ..., "platform.root_key: required"),
+        ("platform.vcek", "v.pem", "platform: unknown key"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path: Path, path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(with_(path, value), tmp_path)
+
+
+def test_the_platform_decides_which_endorsement_files_are_read(tmp_path: Path) -> None:
+    config = parse_config(base(), tmp_path)
+    assert config.platform.name == platforms.DEFAULT
+    tee = platforms.by_name(config.platform.name)
+    assert config.platform.endorsements == {
+        e.file: tmp_path / base()["platform"][e.config_key] for e in tee.endorsements
+    }
+    named = parse_config(with_("platform.name", platforms.DEFAULT), tmp_path)
+    assert named.platform == config.platform
 
 
 def test_member_certificate_from_file_and_yaml(tmp_path: Path) -> None:

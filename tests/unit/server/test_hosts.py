@@ -14,14 +14,7 @@ import pytest
 
 from consortium_node.server import hosts
 from consortium_node.server.hosts import HostsFile, parse_hosts
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def _write(path: Path, names: dict[str, str]) -> None:

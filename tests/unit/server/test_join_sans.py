@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consortium_node.server.primary import MAX_SANS, parse_sans
-from consortium_node.server.validation import ApiError
+from consortium_node.server.errors import BadRequestError
+from consortium_node.server.http_errors import api_error
+from consortium_node.server.validation import MAX_SANS, parse_sans
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,8 @@ def test_accepted(names: list[str]) -> None:
     ],
 )
 def test_refused_naming_the_field(value: object, field: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         parse_sans(value)
-    assert caught.value.status == 400
-    assert caught.value.body()["error"]["field"] == field
+    answer = api_error(caught.value)
+    assert answer.status == 400
+    assert answer.body()["error"]["field"] == field

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.attestation import VirtualEnclave, VirtualPlatform
+from consortium_node.attestation.insecure_virtual import VirtualEnclave, VirtualPlatform
 from consortium_node.identity import keys
 from consortium_node.identity.wrap import unwrap
 from consortium_node.ledger import (

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from consortium_node.attestation import measure_installed
+from consortium_node.server import startup
 from consortium_node.server.config import NodeConfig, parse_config
-from consortium_node.server.node import Node, NodeStartError
+from consortium_node.server.errors import NodeStartError
+from consortium_node.server.node import Node
 from consortium_node.server.sealed import SealedStore
 from tests.support.harness import make_identity, make_platform
 
@@ -91,7 +93,7 @@ class _JoinStartedError(Exception):
 
 def _other_code(monkeypatch: pytest.MonkeyPatch) -> str:
     other = "ab" * 32
-    monkeypatch.setattr("consortium_node.server.node.measure_installed", lambda: other)
+    monkeypatch.setattr("consortium_node.server.startup.measure_installed", lambda: other)
     return other
 
 
@@ -109,11 +111,11 @@ def test_identity_sealed_by_other_code_is_set_aside_and_the_node_joins_afresh(
     joiner = replace(config, mode="join")
     opened: list[Node] = []
 
-    def join(self: Node) -> None:  # no primary to join here: stop where the join would start
-        opened.append(self)
+    def join(node: Node) -> None:  # no primary to join here: stop where the join would start
+        opened.append(node)
         raise _JoinStartedError
 
-    monkeypatch.setattr(Node, "_join", join)
+    monkeypatch.setattr(startup, "_join", join)
     with pytest.raises(_JoinStartedError):
         Node.open(joiner)
     (fresh,) = opened

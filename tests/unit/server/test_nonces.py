@@ -7,19 +7,9 @@ from datetime import timedelta
 import pytest
 
 from consortium_node.server.nonces import NONCE_LENGTH, NonceCheck, NonceRegistry
+from tests.support.clock import FakeClock
 
 TTL = 60.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 
 from consortium_node.ledger import TxId
 from consortium_node.ledger.ledger import Ledger
+from consortium_node.server.errors import NotCommittedYetError, NotFoundError
+from consortium_node.server.http_errors import api_error
 from consortium_node.server.receipts import require_committed_here
-from consortium_node.server.validation import ApiError
 
 
 @dataclass
@@ -36,10 +37,11 @@ class Log:
 def code(txid: TxId, *, leader: bool) -> str | None:
     try:
         require_committed_here(cast(Ledger, Log()), txid, leader=leader)
-    except ApiError as exc:
-        assert exc.status == 404 and exc.field == "txid"
-        assert exc.extra["commit"] == "2.3"
-        return exc.code
+    except (NotFoundError, NotCommittedYetError) as exc:
+        answer = api_error(exc)
+        assert answer.status == 404 and answer.field == "txid"
+        assert answer.extra["commit"] == "2.3"
+        return answer.code
     return None
 
 
@@ -64,6 +66,6 @@ def test_beyond_the_commit(txid: TxId, on_primary: str, on_backup: str) -> None:
 
 
 def test_the_reason_says_to_retry() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(NotCommittedYetError) as caught:
         require_committed_here(cast(Any, Log()), TxId(2, 4), leader=False)
     assert "retry" in caught.value.reason and "2.4" in caught.value.reason

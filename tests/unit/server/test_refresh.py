@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from consortium_node.server.primary import parse_refresh
+from consortium_node.server.errors import BadRequestError
+from consortium_node.server.http_errors import api_error
 from consortium_node.server.refresh import Announcement, announcement, normal
-from consortium_node.server.validation import ApiError
+from consortium_node.server.validation import parse_refresh
 
 ADDRESS = "demo-1.demo-nodes.ns.svc.cluster.local:8443"
 NAMES = ["demo-1.demo-nodes.ns.svc.cluster.local", "10.88.0.7", "localhost"]
@@ -76,6 +77,6 @@ def test_a_refresh_request_parses() -> None:
     ],
 )
 def test_a_bad_refresh_request_names_the_field(changes: dict[str, Any], field: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         parse_refresh(body(**changes))
-    assert caught.value.status == 400 and caught.value.field == field
+    assert api_error(caught.value).status == 400 and caught.value.field == field

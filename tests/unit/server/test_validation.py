@@ -5,10 +5,17 @@ from typing import Any
 import pytest
 
 from consortium_node.server.config import Limits
+from consortium_node.server.errors import BadRequestError, DocumentTooLargeError
+from consortium_node.server.http_errors import api_error
 from consortium_node.server.validation import (
-    ApiError,
+    MAX_DOCUMENT,
+    check_document,
+    parse_forwarded,
     parse_json_body,
+    parse_list_format,
+    parse_node_id,
     parse_nonce,
+    parse_proposal_id,
     parse_query,
     parse_transactions,
     parse_txid,
@@ -43,9 +50,9 @@ def test_transactions_become_app_write_sets() -> None:
     ],
 )
 def test_bad_transactions(body: Any, field: str, reason: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(BadRequestError) as info:
         parse_transactions(body, LIMITS)
-    assert info.value.status == 400
+    assert api_error(info.value).status == 400
     assert info.value.field is not None and info.value.field.startswith(field)
     assert reason in info.value.reason
 
@@ -55,7 +62,7 @@ def test_bad_transactions(body: Any, field: str, reason: str) -> None:
     [(b"{", "malformed JSON"), (b"\xff\xfe", "not UTF-8"), (b"", "malformed JSON")],
 )
 def test_malformed_json(raw: bytes, reason: str) -> None:
-    with pytest.raises(ApiError, match=reason) as info:
+    with pytest.raises(BadRequestError, match=reason) as info:
         parse_json_body(raw)
     assert info.value.field == "body"
 
@@ -76,7 +83,7 @@ def test_nonce(text: str, ok: bool) -> None:
     if ok:
         assert parse_nonce(text) == bytes.fromhex(text)
     else:
-        with pytest.raises(ApiError, match="nonce"):
+        with pytest.raises(BadRequestError, match="nonce"):
             parse_nonce(text)
 
 
@@ -98,20 +105,56 @@ def test_txid(text: str, expected: tuple[int, int] | None) -> None:
     if expected:
         assert parse_txid(text) == expected
     else:
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(BadRequestError) as info:
             parse_txid(text)
         assert info.value.field == "txid"
 
 
 def test_query_unknown_and_missing() -> None:
     assert parse_query({"txid": "1.1"}, {"txid"}, {"txid"}) == {"txid": "1.1"}
-    with pytest.raises(ApiError, match="unknown query parameter") as info:
+    with pytest.raises(BadRequestError, match="unknown query parameter") as info:
         parse_query({"txid": "1.1", "x": "y"}, {"txid"}, set())
     assert info.value.field == "x"
-    with pytest.raises(ApiError, match="required query parameter"):
+    with pytest.raises(BadRequestError, match="required query parameter"):
         parse_query({}, {"txid"}, {"txid"})
 
 
-def test_error_body_shape() -> None:
-    err = ApiError(404, "NotFound", "txid", "unknown")
-    assert err.body() == {"error": {"code": "NotFound", "field": "txid", "reason": "unknown"}}
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [({"node_id": "ab"}, True), ({"node_id": 1}, False), ({}, False), (["ab"], False)],
+)
+def test_node_id_body(body: Any, ok: bool) -> None:
+    if ok:
+        assert parse_node_id(body) == body["node_id"]
+    else:
+        with pytest.raises(BadRequestError) as info:
+            parse_node_id(body)
+        assert info.value.field == "node_id"
+
+
+def test_forwarded_write() -> None:
+    assert parse_forwarded({"member_id": "m", "body": {"x": 1}}) == ("m", {"x": 1})
+    with pytest.raises(BadRequestError, match="member_id, body") as info:
+        parse_forwarded({"member_id": "m"})
+    assert info.value.field == "body"
+
+
+def test_governance_document_size() -> None:
+    assert check_document(b"x" * MAX_DOCUMENT) == b"x" * MAX_DOCUMENT
+    with pytest.raises(BadRequestError) as info:
+        check_document(b"")
+    assert info.value.field == "body"
+    with pytest.raises(DocumentTooLargeError) as too_large:
+        check_document(b"x" * (MAX_DOCUMENT + 1))
+    assert api_error(too_large.value).status == 413
+
+
+def test_proposal_id_and_list_format() -> None:
+    assert parse_proposal_id("ab" * 32) == "ab" * 32
+    with pytest.raises(BadRequestError, match="64 lowercase hex"):
+        parse_proposal_id("AB" * 32)
+    assert parse_list_format({}) == "cose"
+    assert parse_list_format({"format": "json"}) == "json"
+    with pytest.raises(BadRequestError) as info:
+        parse_list_format({"format": "xml"})
+    assert info.value.field == "format"

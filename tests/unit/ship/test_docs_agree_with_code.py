@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from consortium_node.ctl.main import parser
-from consortium_operator import builders
-from consortium_operator.spec import parse_consortium
+from consortium_operator.api.spec import parse_consortium
+from consortium_operator.kube import builders
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = sorted(

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from consortium_operator import builders
-from consortium_operator.spec import parse_consortium
+from consortium_operator.api.spec import parse_consortium
+from consortium_operator.kube import builders
 
 ROOT = Path(__file__).resolve().parents[3]
 KIND = ROOT / "deploy/kind"

@@ -1,0 +1,215 @@
+"""The virtual enclave: what a node's code asks its TEE for — quotes and sealed storage.
+
+A real enclave gets its measurement from the hardware; this one is *told* its measurement
+(``measure_installed()`` at start-up) and holds its chip from the ``VirtualPlatform``. The
+interface is what matters: the rest of the node only ever calls ``quote`` and
+``seal``/``unseal``, so swapping in real SEV-SNP or TDX evidence changes this module only.
+
+Sealed blob byte format (version 1)::
+
+    0x01 || nonce (12 bytes) || AES-256-GCM ciphertext || tag (16 bytes)
+
+The key is ``HKDF-SHA256(ikm=chip.secret, salt=b"consortium-seal-v1",
+info=bytes.fromhex(measurement), length=32)`` and the GCM associated data is the label's UTF-8
+bytes, so only the same code (measurement) on the same chip, asking for the same label, can
+unseal — like SEV-SNP's ``MSG_KEY_REQ`` with the measurement mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from consortium_node.attestation.errors import AttestationError, QuoteFormatError, UnsealError
+from consortium_node.attestation.faults import Fault
+from consortium_node.attestation.insecure_virtual.certificates import PLATFORM_NAME
+from consortium_node.attestation.insecure_virtual.platform import (
+    REVOKED_TEST_CHIP_ID,
+    VirtualPlatform,
+)
+from consortium_node.attestation.insecure_virtual.quote import Quote, check_hex, report_data_for
+from consortium_node.common.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+SEAL_VERSION = 1
+SEAL_SALT = b"consortium-seal-v1"
+SEAL_NONCE_BYTES = 12
+SEAL_TAG_BYTES = 16
+SEAL_MIN_BYTES = 1 + SEAL_NONCE_BYTES + SEAL_TAG_BYTES
+
+STALE_BY = timedelta(hours=1)
+FIRST_REPLAYED_NONCE = hashlib.sha256(b"insecure-virtual replayed nonce").digest()
+
+
+def seal_key(chip_secret: bytes, measurement: str) -> bytes:
+    """The 32-byte AES key for (chip, measurement); see the module docstring."""
+    return HKDF(hashes.SHA256(), 32, SEAL_SALT, bytes.fromhex(measurement)).derive(chip_secret)
+
+
+def wrong_measurement(measurement: str) -> str:
+    """The measurement a ``wrong-measurement`` enclave reports: SHA-256("wrong" + measurement)."""
+    return hashlib.sha256(b"wrong" + measurement.encode("ascii")).hexdigest()
+
+
+def flip_last_byte(signature: bytes) -> bytes:
+    """``signature`` with its last byte XOR 0x01 (still DER-shaped, no longer valid)."""
+    return signature[:-1] + bytes([signature[-1] ^ 0x01])
+
+
+def _tampered(sign: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    def tampered_sign(data: bytes) -> bytes:
+        return flip_last_byte(sign(data))
+
+    return tampered_sign
+
+
+def _check_digest(name: str, value: str) -> str:
+    try:
+        return check_hex(name, value, min_bytes=32, max_bytes=32)
+    except QuoteFormatError as error:
+        raise AttestationError(f"VirtualEnclave: {error}") from None
+
+
+class VirtualEnclave:
+    """An emulated TEE instance bound to one chip, one measurement and one host_data."""
+
+    platform_name = PLATFORM_NAME
+
+    def __init__(
+        self,
+        platform: VirtualPlatform,
+        chip_id: str,
+        measurement: str,
+        host_data: str,
+        tcb_version: int = 1,
+        *,
+        faults: Iterable[Fault] = frozenset(),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._platform = platform
+        self._measurement = _check_digest("measurement", measurement)
+        self._host_data = _check_digest("host_data", host_data)
+        self._chip = platform.chip(chip_id, tcb_version)
+        self._faults: frozenset[Fault] = frozenset()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._previous_nonce: bytes | None = None
+        self.set_faults(faults)
+
+    def set_faults(self, faults: Iterable[Fault]) -> None:
+        """Replace the active test faults (a test-only switch; logged loudly when any is on)."""
+        new = frozenset(Fault(fault) for fault in faults)
+        if new == self._faults:
+            return
+        self._faults = new
+        if new:
+            names = ", ".join(sorted(fault.value for fault in new))
+            log.warning(
+                "INSECURE TEST FAULTS ACTIVE: %s (chip %s); this enclave's quotes will be "
+                "rejected on purpose",
+                names,
+                self._chip.chip_id,
+            )
+        else:
+            log.warning("insecure test faults cleared (chip %s)", self._chip.chip_id)
+
+    @property
+    def measurement(self) -> str:
+        """The measurement this enclave reports (hex)."""
+        return self._measurement
+
+    @property
+    def host_data(self) -> str:
+        """The host_data this enclave reports (hex)."""
+        return self._host_data
+
+    @property
+    def chip_id(self) -> str:
+        """The chip this enclave runs on."""
+        return self._chip.chip_id
+
+    @property
+    def tcb_version(self) -> int:
+        """The chip's TCB version."""
+        return self._chip.tcb_version
+
+    @property
+    def faults(self) -> frozenset[Fault]:
+        """Active test faults (empty in any real deployment)."""
+        return self._faults
+
+    def _nonce_to_report(self, nonce: bytes) -> bytes:
+        """The asked-for nonce, or under ``replayed-nonce`` the previous one (first: fixed)."""
+        with self._lock:
+            previous, self._previous_nonce = self._previous_nonce, nonce
+        if Fault.REPLAYED_NONCE not in self._faults:
+            return nonce
+        return FIRST_REPLAYED_NONCE if previous is None else previous
+
+    def quote(self, public_key_der: bytes, nonce: bytes) -> Quote:
+        """Evidence binding ``public_key_der`` and the verifier's ``nonce`` to this enclave."""
+        if not isinstance(nonce, bytes) or not nonce:
+            raise AttestationError("quote: nonce must be non-empty bytes")
+        reported_nonce = self._nonce_to_report(nonce)
+        chip = self._chip
+        if Fault.REVOKED_CHIP in self._faults:
+            chip = self._platform.chip(REVOKED_TEST_CHIP_ID, chip.tcb_version)
+        measurement = self._measurement
+        if Fault.WRONG_MEASUREMENT in self._faults:
+            measurement = wrong_measurement(measurement)
+        timestamp = self._clock()
+        if Fault.STALE_TIMESTAMP in self._faults:
+            timestamp -= STALE_BY
+        sign: Callable[[bytes], bytes] = chip.sign
+        if Fault.BAD_SIGNATURE in self._faults:
+            sign = _tampered(chip.sign)
+        return Quote.create(
+            measurement=measurement,
+            host_data=self._host_data,
+            report_data=report_data_for(public_key_der, reported_nonce),
+            nonce=reported_nonce,
+            timestamp=timestamp,
+            tcb_version=chip.tcb_version,
+            chip_id=chip.chip_id,
+            endorsements=chip.endorsements,
+            sign=sign,
+        )
+
+    def seal(self, plaintext: bytes, label: str) -> bytes:
+        """Encrypt ``plaintext`` so only this measurement on this chip can read it back."""
+        nonce = os.urandom(SEAL_NONCE_BYTES)
+        aead = AESGCM(seal_key(self._chip.secret, self._measurement))
+        return bytes([SEAL_VERSION]) + nonce + aead.encrypt(nonce, plaintext, label.encode())
+
+    def unseal(self, blob: bytes, label: str) -> bytes:
+        """Decrypt a ``seal`` blob; ``UnsealError`` if not ours, not this label, or damaged."""
+        if len(blob) < SEAL_MIN_BYTES:
+            raise UnsealError(
+                f"sealed blob is {len(blob)} bytes; a version-{SEAL_VERSION} blob has at least "
+                f"{SEAL_MIN_BYTES} (version byte, {SEAL_NONCE_BYTES}-byte nonce, "
+                f"{SEAL_TAG_BYTES}-byte tag)"
+            )
+        if blob[0] != SEAL_VERSION:
+            raise UnsealError(
+                f"sealed blob byte 0: version {blob[0]} is not the supported version {SEAL_VERSION}"
+            )
+        nonce = blob[1 : 1 + SEAL_NONCE_BYTES]
+        aead = AESGCM(seal_key(self._chip.secret, self._measurement))
+        try:
+            return aead.decrypt(nonce, blob[1 + SEAL_NONCE_BYTES :], label.encode())
+        except InvalidTag:
+            raise UnsealError(
+                f"sealed blob does not open with label {label!r} on chip {self.chip_id!r} at "
+                f"measurement {self._measurement[:16]}…: it was sealed by another measurement, "
+                "another chip or under another label, or it was modified"
+            ) from None

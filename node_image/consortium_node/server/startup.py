@@ -1,0 +1,501 @@
+"""How a node comes up: its TEE (the configured platform) and key, then genesis, join or restart.
+
+Why a module of its own: start-up decides once, before anything is served, which identity
+and which ledger this node runs with, and when an identity must be set aside instead of used;
+the running node (``node.py``) never needs any of it again. ``Node.open`` calls
+``open_node``, which provisions the TEE (``_platform``) and the node key, then one of
+
+* **genesis**: create the service identity and ledger secret inside the enclave, write the
+  genesis transaction, trust itself and issue trusted-node list version 1;
+* **join**: attest to the primary and receive the secrets wrapped to this node's key
+  (``joiner``), then catch up through Raft;
+* **restart**: unseal, replay the ledger; consensus tells what is committed.
+
+An identity is set aside (moved to ``retired-<stamp>-<why>/``, never deleted) when this code
+cannot unseal it (a code upgrade: sealing keys derive from the measurement) or the published
+trusted-node list says the node was Retired; the node then starts afresh as a joiner.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from consortium_node.attestation import (
+    AttestationError,
+    Attester,
+    AttesterSettings,
+    VerifierRegistry,
+    host_data_for,
+    measure_installed,
+    parse_faults,
+    platforms,
+)
+from consortium_node.common.canonical import canonical_json
+from consortium_node.common.files import write_atomic
+from consortium_node.common.timeutil import rfc3339, utcnow
+from consortium_node.identity import keys
+from consortium_node.identity.certs import (
+    ServiceIdentity,
+    certificate_der,
+    certificate_pem,
+    issue_node_certificate,
+    load_certificate,
+    load_member_certificate,
+)
+from consortium_node.identity.trusted_list import (
+    NodeEntry,
+    NodeStatus,
+    TrustedNodeList,
+    verify_trusted_list,
+)
+from consortium_node.identity.trusted_list_store import TrustedListStore
+from consortium_node.identity.wrap import unwrap
+from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets
+from consortium_node.server import joiner
+from consortium_node.server.certificates import NodeCertificate, certificate_names
+from consortium_node.server.config import NodeConfig
+from consortium_node.server.errors import NodeStartError
+from consortium_node.server.genesis import (
+    T_LISTS,
+    T_NODES,
+    attestation_policy,
+    genesis_writes,
+    policy_from_value,
+)
+from consortium_node.server.join_secrets import join_context
+from consortium_node.server.ledger_secrets import decode_later
+from consortium_node.server.membership import Membership
+from consortium_node.server.sealed import SealedStore, SealedStoreError
+
+if TYPE_CHECKING:
+    from consortium_node.server.node import Node
+
+log = logging.getLogger("consortium_node.node")  # start-up is the node's own story in the logs
+
+
+@dataclass(frozen=True)
+class Tee:
+    """The TEE a node runs in, as ``_platform`` builds it."""
+
+    measurement: str
+    host_data: str
+    enclave: Attester
+    verifiers: VerifierRegistry
+    sealed: SealedStore
+
+
+# Makes a Node from its configuration, TEE and node key (``Node.__init__``).
+NewNode = Callable[[NodeConfig, Tee, keys.PrivateKey], "Node"]
+
+
+def open_node(new: NewNode, config: NodeConfig) -> Node:
+    """Start a node from its configuration and data directory (see above)."""
+    try:
+        node = _provision(new, config)
+    except SealedStoreError as exc:
+        # Sealed by other code (a code upgrade: sealing keys derive from the measurement)
+        # or another chip. This code can never use that identity; keep it and join afresh
+        # (never as a second genesis: that would be a second network).
+        if config.mode == "genesis":
+            raise NodeStartError(
+                f"{exc}; a genesis node will not start a second network "
+                "over it: start this node as a joiner"
+            ) from exc
+        aside = set_aside(config.data_dir, "sealed-elsewhere")
+        log.warning("%s; the data is kept at %s and the node starts afresh", exc, aside)
+        node = _provision(new, config)
+    if node.sealed.exists("service-identity") and _retired_by_published_list(node):
+        _set_aside_retired_identity(node)
+        node = _provision(new, config)
+    if node.sealed.exists("service-identity"):
+        _restart(node)
+    elif config.mode == "genesis":
+        _genesis(node)
+    else:
+        _join(node)
+    # Public: how a local user obtains the service certificate (CCF writes it the same way).
+    write_atomic(
+        node.data_dir / "service_cert.pem",
+        node.service.certificate_pem.encode("ascii"),
+        mode=0o644,
+    )
+    node.refresh_metrics()
+    return node
+
+
+def _provision(new: NewNode, config: NodeConfig) -> Node:
+    """A node in its TEE with its key (unsealed, or created and sealed); nothing started."""
+    tee = _platform(config)
+    return new(config, tee, _node_key(tee.sealed))
+
+
+def _platform(config: NodeConfig) -> Tee:
+    """The TEE this node runs in: the configured platform's attester (quotes and sealing)
+    for this node's chip and code, the verifiers of quotes, and the sealed store. Nothing
+    here knows one platform: the registry (``attestation.platforms``) builds both sides."""
+    platform = platforms.by_name(config.platform.name)
+    material = {
+        file: _read(path, f"platform.{_config_key(platform, file)}")
+        for file, path in config.platform.endorsements.items()
+    }
+    measurement = measure_installed()
+    host_data = host_data_for(config.consortium, config.mode)
+    try:
+        enclave = platform.attester(
+            AttesterSettings(
+                chip_id=config.platform.chip_id,
+                tcb_version=config.platform.tcb_version,
+                measurement=measurement,
+                host_data=host_data,
+                endorsements=material,
+                faults=parse_faults(config.insecure_test_faults),
+            )
+        )
+        verifiers = platforms.verifier_registry({platform.name: material})
+    except AttestationError as exc:
+        raise NodeStartError(f"platform {platform.name}: {exc}") from exc
+    sealed = SealedStore(config.data_dir / "sealed", enclave)
+    return Tee(measurement, host_data, enclave, verifiers, sealed)
+
+
+def _node_key(sealed: SealedStore) -> keys.PrivateKey:
+    if sealed.exists("node-key"):
+        return keys.load_private_key(sealed.get("node-key"))
+    key = keys.generate_key("p256")
+    sealed.put("node-key", keys.private_key_pem(key))
+    return key
+
+
+def _config_key(platform: platforms.Platform, file: str) -> str:
+    return next(e.config_key for e in platform.endorsements if e.file == file)
+
+
+def _read(path: Path, field: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise NodeStartError(f"{field}: cannot read {path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- set-aside
+def set_aside(data_dir: Path, tag: str) -> Path:
+    """Move everything in ``data_dir`` into ``retired-<UTC stamp>-<tag>/`` (never deleted:
+    no data is lost) so the node can start with a fresh identity."""
+    aside = data_dir / f"retired-{utcnow():%Y%m%dT%H%M%SZ}-{tag}"
+    aside.mkdir(parents=True)
+    for child in list(data_dir.iterdir()):
+        if child != aside and not child.name.startswith("retired-"):
+            child.rename(aside / child.name)
+    return aside
+
+
+def _retired_by_published_list(node: Node) -> bool:
+    """Does the mounted, verified trusted-node list say this node was Retired?
+
+    A Retired node can never rejoin with its old identity; the operator replaces its pod
+    and the new pod must start fresh. The list is verified with the sealed service
+    certificate, so nobody but the service can make a node discard its identity.
+    """
+    path = node.config.trusted_list_path
+    if path is None or not path.is_file():
+        return False
+    try:
+        blob = json.loads(node.sealed.get("service-identity"))
+        lst = verify_trusted_list(
+            path.read_bytes(), blob["certificate"], consortium=node.config.consortium
+        )
+    except Exception as exc:
+        log.warning("cannot read the published trusted-node list %s: %s", path, exc)
+        return False
+    own = lst.node(node.node_id)
+    return own is not None and own.status is NodeStatus.RETIRED
+
+
+def _set_aside_retired_identity(node: Node) -> None:
+    """Move this Retired node's data aside (kept, never deleted) and start afresh."""
+    aside = set_aside(node.data_dir, node.node_id[:16])
+    log.warning(
+        "this node (%s) is Retired in the published trusted-node list; its data is kept "
+        "at %s and the node starts with a fresh identity",
+        node.node_id[:16],
+        aside,
+    )
+
+
+def _set_aside_interrupted_genesis(node: Node, ledger_dir: Path) -> None:
+    """Move aside a ledger left by a genesis that crashed before sealing its service key.
+
+    Such a ledger holds at most the genesis transaction, which nobody could ever extend or
+    verify (its service key was lost) and nobody was told about. Anything longer means the
+    sealed identity was removed by hand: refuse, rather than start a second history.
+    """
+    if not node.sealed.exists("ledger-secret"):
+        raise NodeStartError(f"{ledger_dir} holds a ledger but no sealed secrets; refusing")
+    with _open_ledger(node, node.sealed.get("ledger-secret")) as orphan:
+        entries = orphan.last_index
+    if entries > 1:
+        raise NodeStartError(
+            f"{ledger_dir} holds {entries} transactions but no sealed service identity; "
+            "refusing to start a second history over it (restore the sealed/ directory)"
+        )
+    aside = ledger_dir.with_name(f"ledger.interrupted-genesis-{utcnow():%Y%m%dT%H%M%SZ}")
+    ledger_dir.rename(aside)
+    log.warning("genesis was interrupted before completing; its ledger is kept at %s", aside)
+
+
+# ---------------------------------------------------------------------- shared steps
+def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
+    settings = node.config.ledger
+    return Ledger.open(
+        node.data_dir / "ledger",
+        ledger_secret=secrets,
+        config=LedgerConfig(
+            signature_interval_tx=settings.signature_interval_tx,
+            signature_interval_ms=settings.signature_interval_ms,
+            chunk_max_bytes=settings.chunk_max_bytes,
+        ),
+    )
+
+
+def _seal_service(node: Node) -> None:
+    node.sealed.put(
+        "service-identity",
+        canonical_json(
+            {
+                "key": keys.private_key_pem(node.service.key).decode("ascii"),
+                "certificate": node.service.certificate_pem,
+            }
+        ),
+    )
+
+
+def _start_views(node: Node) -> None:
+    store = TrustedListStore(
+        node.data_dir / "trusted-list" / "current.cose",
+        node.service.certificate,
+        node.config.consortium,
+    )
+    node.membership = Membership(node.ledger, store)
+
+
+def _use_certificate(node: Node, cert: x509.Certificate) -> None:
+    node.certificate = NodeCertificate(
+        node.node_key, node.service.certificate, node.data_dir / "node_cert.pem", cert
+    )
+
+
+# ---------------------------------------------------------------------- genesis
+def _genesis(node: Node) -> None:
+    config = node.config
+    ledger_dir = node.data_dir / "ledger"
+    if ledger_dir.exists() and any(ledger_dir.glob("*.chunk")):
+        _set_aside_interrupted_genesis(node, ledger_dir)
+    members = [
+        load_member_certificate(m.certificate_pem, f"members[{i}].certificate")
+        for i, m in enumerate(config.members)
+    ]
+    _check_own_attestation(node, attestation_policy(config))
+    node.service = ServiceIdentity.create(config.consortium)
+    node.ledger = _open_ledger(node, node.vault.create(os.urandom(32)))
+    _start_views(node)
+    nonce = hashlib.sha256(certificate_der(node.service.certificate)).digest()
+    quote = node.enclave.quote(keys.public_key_der(node.node_key), nonce).to_json()
+    writes = genesis_writes(
+        config,
+        service=node.service,
+        members=members,
+        node_id=node.node_id,
+        genesis_quote=quote,
+        platform=node.enclave.platform_name,
+    )
+    node.raft_state.save(1, node.node_id)
+    node.ledger.term = 1
+    node.ledger.append([writes], EntryKind.PUBLIC)
+    node.ledger.sync_and_commit()
+    # Sealed only once genesis is durable; see _set_aside_interrupted_genesis.
+    _seal_service(node)
+    _trust_self(node)
+    log.info(
+        "genesis complete: consortium %s, service certificate sha256 %s",
+        config.consortium,
+        node.service.certificate_sha256,
+    )
+
+
+def _check_own_attestation(node: Node, policy: dict[str, Any]) -> None:
+    """Genesis: refuse to write anything if the configured policy rejects this very node.
+
+    A wrong ``measurements`` list would otherwise leave a sealed identity and a ledger
+    that no node (not even this one) can ever be trusted in.
+    """
+    nonce = os.urandom(32)
+    public_der = keys.public_key_der(node.node_key)
+    quote = node.enclave.quote(public_der, nonce).to_json()
+    result = node.verifiers.verify(
+        quote, public_key_der=public_der, nonce=nonce, policy=policy_from_value(policy)
+    )
+    if not result.ok:
+        mine = "" if node.measurement in result.detail else f" (measures {node.measurement})"
+        raise NodeStartError(
+            "this node's own attestation is refused by the configured policy: "
+            f"{result.reason.value if result.reason else '?'}: {result.detail}{mine}"
+        )
+
+
+def _trust_self(node: Node) -> None:
+    """Genesis only: verify our own quote like a joiner's and issue list version 1."""
+    nonce = os.urandom(32)
+    quote = node.enclave.quote(keys.public_key_der(node.node_key), nonce).to_json()
+    result = node.verify_quote(quote, keys.public_key_der(node.node_key), nonce)
+    if not result.ok:
+        raise NodeStartError(
+            "this node's own attestation is refused by the ledger's policy: "
+            f"{result.reason.value if result.reason else '?'}: {result.detail}"
+        )
+    now = utcnow()
+    expires = now + timedelta(seconds=node.policy_value()["validity_seconds"])
+    entry = NodeEntry(
+        node_id=node.node_id,
+        name=node.config.name,
+        address=node.config.address,
+        public_key_pem=keys.public_key_pem(node.node_key),
+        measurement=node.measurement,
+        host_data=node.host_data,
+        status=NodeStatus.TRUSTED,
+        attested_at=rfc3339(now),
+        attestation_expires_at=rfc3339(expires),
+    )
+    cert = issue_node_certificate(
+        node.service,
+        node.node_key.public_key(),
+        subject_alt_names=certificate_names(node.config),
+        not_after=expires,
+    )
+    _use_certificate(node, cert)
+    lst = TrustedNodeList(
+        consortium=node.config.consortium,
+        version=1,
+        issued_at=rfc3339(now),
+        service_certificate_sha256=node.service.certificate_sha256,
+        allowed_measurements=tuple(node.policy_value()["measurements"]),
+        nodes=(entry,),
+    )
+    envelope = node.sign_list(lst)
+    node.ledger.append(
+        [
+            {
+                T_NODES: {
+                    node.node_id: {
+                        "name": entry.name,
+                        "address": entry.address,
+                        "status": "Trusted",
+                        "measurement": entry.measurement,
+                        "host_data": entry.host_data,
+                        "attested_at": entry.attested_at,
+                        "attestation_expires_at": entry.attestation_expires_at,
+                        "quote": quote,
+                        "certificate": certificate_pem(cert),
+                        # kept for renewals, as a joiner's requested names are
+                        "subject_alt_names": certificate_names(node.config),
+                    }
+                },
+                T_LISTS: {
+                    "1": {
+                        "cose": base64.b64encode(envelope).decode("ascii"),
+                        "sha256": hashlib.sha256(envelope).hexdigest(),
+                        "issued_at": lst.issued_at,
+                    }
+                },
+            }
+        ],
+        EntryKind.PUBLIC,
+    )
+    node.ledger.append_signature(node.certificate.signer)
+    node.ledger.sync_and_commit()
+    node.membership.adopt_committed()
+
+
+# ---------------------------------------------------------------------- join
+def _join(node: Node) -> None:
+    settings = node.config.join
+    if settings is None:
+        raise NodeStartError(
+            "join: mode join needs a join section (service_certificate, trusted_list)"
+        )
+    service_cert = load_certificate(_read(settings.service_certificate, "join.service_certificate"))
+    answer = joiner.join(
+        consortium=node.config.consortium,
+        name=node.config.name,
+        address=node.config.address,
+        public_key_pem=keys.public_key_pem(node.node_key),
+        quote_for=lambda nonce: node.enclave.quote(
+            keys.public_key_der(node.node_key), nonce
+        ).to_json(),
+        service_certificate=service_cert,
+        trusted_list_source=settings.trusted_list,
+        retry_interval=settings.retry_interval,
+        timeout=settings.timeout,
+        subject_alt_names=node.config.subject_alt_names,
+    )
+    assert isinstance(node.node_key, ec.EllipticCurvePrivateKey)
+    secrets = json.loads(
+        unwrap(
+            node.node_key,
+            answer.wrapped_secrets,
+            join_context(node.config.consortium, node.node_id),
+        )
+    )
+    node.service = ServiceIdentity.from_parts(
+        keys.load_private_key(secrets["service_key"].encode("ascii")),
+        load_certificate(secrets["service_certificate"], "service certificate"),
+    )
+    if node.service.certificate_sha256 != hashlib.sha256(certificate_der(service_cert)).hexdigest():
+        raise NodeStartError("join: the primary sent another service identity")
+    # Every version the primary holds, so history from before this node joined reads too.
+    keyring = node.vault.create(
+        bytes.fromhex(secrets["ledger_secret"]), decode_later(secrets.get("ledger_secrets", {}))
+    )
+    _seal_service(node)
+    node.ledger = _open_ledger(node, keyring)
+    _start_views(node)
+    node.membership.store.accept(answer.trusted_list)
+    _use_certificate(node, load_certificate(answer.node_certificate, "node certificate"))
+    log.info("joined consortium %s as %s", node.config.consortium, node.node_id[:16])
+
+
+# ---------------------------------------------------------------------- restart
+def _restart(node: Node) -> None:
+    blob = json.loads(node.sealed.get("service-identity"))
+    node.service = ServiceIdentity.from_parts(
+        keys.load_private_key(blob["key"].encode("ascii")),
+        load_certificate(blob["certificate"], "sealed service certificate"),
+    )
+    node.ledger = _open_ledger(node, node.vault.load())
+    _start_views(node)
+    record = node.node_record(node.node_id)
+    pem = record.get("certificate") if record else None
+    saved = node.data_dir / "node_cert.pem"
+    if saved.exists():
+        on_disk = load_certificate(saved.read_bytes(), "node_cert.pem")
+        if pem is None or on_disk.not_valid_after_utc > load_certificate(pem).not_valid_after_utc:
+            pem = certificate_pem(on_disk)
+    if pem is None:
+        raise NodeStartError("no node certificate for this node in the ledger or on disk")
+    _use_certificate(node, load_certificate(pem, "node certificate"))
+    log.info(
+        "restarted: %d entries replayed (term %d); waiting for consensus to commit",
+        node.ledger.last_index,
+        node.ledger.term_at(node.ledger.last_index),
+    )

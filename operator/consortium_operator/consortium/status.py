@@ -1,0 +1,351 @@
+"""Decide a Consortium's conditions and status from what one reconcile pass observed.
+
+Pure: an ``Observation`` in, conditions and a status dict out. The Ready condition is an
+ordered chain of small checks; the first that fails names the cause (and, for spec problems,
+the field), so a user reads one actionable message. Table-driven unit tests cover each link.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from consortium_node.common.timeutil import rfc3339
+from consortium_node.identity.trusted_list import NodeStatus
+from consortium_operator.api import conditions as c
+from consortium_operator.api.names import Names
+from consortium_operator.consortium.observation import Observation
+
+IMAGE_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+POLICY_REFUSAL = "refused by the configured policy"
+
+
+Check = Callable[[Observation], c.Condition | None]
+
+
+def _spec(o: Observation) -> c.Condition | None:
+    if o.spec_error is None:
+        return None
+    return c.Condition(c.READY, False, c.INVALID_SPEC, str(o.spec_error))
+
+
+def _image(o: Observation) -> c.Condition | None:
+    for pod in o.pods:
+        if pod.waiting_reason in IMAGE_FAILURES:
+            detail = pod.waiting_message or pod.waiting_reason
+            return c.Condition(
+                c.READY,
+                False,
+                c.IMAGE_UNAVAILABLE,
+                f"spec.image: {o.image} cannot be started on {pod.name}: {detail}",
+            )
+    return None
+
+
+# The node's refusal names its own measurement ("measurement <hex> is not in …", or
+# "measures <hex>" where the verifier's detail did not).
+_MEASURES = re.compile(r"\bmeasure(?:s|ment) ([0-9a-f]{64})\b")
+
+
+def refusal_message(pod: str, node_message: str, allowed: Sequence[str]) -> str:
+    """AttestationRefused: what the node measures, once, and what the spec allows."""
+    found = _MEASURES.search(node_message)
+    listed = ", ".join(allowed) if allowed else "none"
+    if found is None:
+        return (
+            f"spec.attestation.measurements: {pod} was refused: {node_message.strip()[:300]} "
+            f"(allowed: {listed})"
+        )
+    return (
+        f"spec.attestation.measurements: {pod} runs code measuring {found.group(1)}, which is "
+        f"not in the allowed list [{listed}]: add it, or run the image that measures as allowed"
+    )
+
+
+def _node_start(o: Observation) -> c.Condition | None:
+    for pod in o.pods:
+        message = pod.last_termination_message
+        if not message or pod.ready:
+            continue
+        if POLICY_REFUSAL in message:
+            return c.Condition(
+                c.READY,
+                False,
+                c.ATTESTATION_REFUSED,
+                refusal_message(pod.name, message, o.allowed_measurements),
+            )
+        if pod.waiting_reason == "CrashLoopBackOff":
+            return c.Condition(
+                c.READY, False, c.NODE_START_FAILED, f"{pod.name}: {message.strip()[:500]}"
+            )
+    return None
+
+
+def _bootstrapped(o: Observation) -> c.Condition | None:
+    if o.service_certificate_pem is None:
+        return c.Condition(
+            c.READY, False, c.WAITING_FOR_GENESIS, f"waiting for {o.consortium}-0 to run genesis"
+        )
+    return None
+
+
+def _list(o: Observation) -> c.Condition | None:
+    if o.trusted_list is None:
+        why = o.list_error or "no node answered with its trusted-node list"
+        return c.Condition(c.READY, False, c.LIST_UNVERIFIED, why)
+    return None
+
+
+def _nodes(o: Observation) -> c.Condition | None:
+    trusted = o.trusted_pods()
+    if len(trusted) >= o.desired:
+        return None
+    no_quorum = len(trusted) * 2 <= o.desired and o.commit_index is None
+    reason = c.NO_QUORUM if no_quorum else c.NODES_JOINING
+    missing = [
+        Names(o.consortium).pod(i)
+        for i in range(o.desired)
+        if Names(o.consortium).pod(i) not in trusted
+    ]
+    return c.Condition(
+        c.READY,
+        False,
+        reason,
+        f"{len(trusted)}/{o.desired} nodes trusted and verified; waiting for {', '.join(missing)}",
+    )
+
+
+def _distributed(o: Observation) -> c.Condition | None:
+    """Only the first list gates readiness: before it is published, joiners have nothing to
+    verify. Later the nodes issue newer lists themselves (every re-attestation round) and
+    adopt them from the ledger; the ConfigMap catching up a moment later is no outage (the
+    TrustedListDistributed condition tells how far it lags)."""
+    if o.trusted_list is not None and o.published_version is None:
+        return c.Condition(
+            c.READY,
+            False,
+            c.LIST_NOT_PUBLISHED,
+            f"trusted-node list version {o.trusted_list.version} not yet published",
+        )
+    return None
+
+
+def _scaling(o: Observation) -> c.Condition | None:
+    extra = [p.name for p in o.pods if p.ordinal >= o.desired]
+    if extra:
+        return c.Condition(
+            c.READY, False, c.SCALING, f"retiring and removing {', '.join(sorted(extra))}"
+        )
+    return None
+
+
+READY_CHAIN: tuple[Check, ...] = (
+    _spec,
+    _image,
+    _node_start,
+    _bootstrapped,
+    _list,
+    _nodes,
+    _distributed,
+    _scaling,
+)
+
+
+def ready(o: Observation) -> c.Condition:
+    for check in READY_CHAIN:
+        found = check(o)
+        if found is not None:
+            return found
+    version = o.trusted_list.version if o.trusted_list else "?"
+    return c.Condition(
+        c.READY,
+        True,
+        c.READY_REASON,
+        f"{o.desired}/{o.desired} nodes trusted; trusted-node list version {version} published",
+    )
+
+
+def degraded(o: Observation) -> c.Condition:
+    entries = {e.node_id: e for e in o.trusted_list.nodes} if o.trusted_list else {}
+    problems = []
+    for node_id, reason in sorted(o.renewal_failures.items()):
+        entry = entries.get(node_id)
+        if entry is not None and entry.status is NodeStatus.TRUSTED:
+            problems.append(
+                (
+                    c.REATTESTATION_FAILING,
+                    f"{entry.name} failed re-attestation ({reason}); its attestation expires "
+                    f"at {entry.attestation_expires_at}",
+                )
+            )
+    current = o.current_entries()
+    for pod in o.pods:
+        entry = current.get(pod.name)
+        check = o.checks.get(pod.name)
+        runs_retired = (
+            entry is not None
+            and entry.status is NodeStatus.RETIRED
+            and check is not None
+            and check.node_id == entry.node_id
+        )
+        if runs_retired and pod.ordinal < o.desired:
+            problems.append((c.NODE_RETIRED, f"{pod.name} was retired; replacing its pod"))
+        if check is not None and not check.verified and check.reason and pod.ready:
+            problems.append((c.NODE_NOT_VERIFIED, f"{pod.name}: {check.reason}"))
+    if not problems:
+        return c.Condition(c.DEGRADED, False, c.AS_EXPECTED, "no node needs attention")
+    return c.Condition(c.DEGRADED, True, problems[0][0], "; ".join(m for _, m in problems))
+
+
+def decide(o: Observation) -> list[c.Condition]:
+    """All Consortium conditions, in a fixed order."""
+    if o.spec_error is not None:
+        return [ready(o)]  # nothing else can be judged against an invalid spec
+    boot = (
+        c.Condition(c.BOOTSTRAPPED, True, c.GENESIS_COMPLETE, "service identity published")
+        if o.service_certificate_pem is not None
+        else c.Condition(
+            c.BOOTSTRAPPED, False, c.WAITING_FOR_GENESIS, f"waiting for {o.consortium}-0"
+        )
+    )
+    trusted = o.trusted_pods()
+    attested = (
+        c.Condition(
+            c.NODES_ATTESTED,
+            True,
+            c.ALL_NODES_ATTESTED,
+            f"{len(trusted)} nodes verified by the operator and Trusted in the list",
+        )
+        if len(trusted) >= o.desired
+        else c.Condition(
+            c.NODES_ATTESTED,
+            False,
+            c.NODES_JOINING,
+            f"{len(trusted)}/{o.desired} nodes verified and Trusted",
+        )
+    )
+    if o.trusted_list is None:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED, False, c.LIST_UNVERIFIED, o.list_error or "no list yet"
+        )
+    elif o.published_version == o.trusted_list.version:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED,
+            True,
+            c.LIST_PUBLISHED,
+            f"version {o.trusted_list.version} in ConfigMap {Names(o.consortium).trusted_nodes}",
+        )
+    else:
+        dist = c.Condition(
+            c.LIST_DISTRIBUTED,
+            False,
+            c.LIST_NOT_PUBLISHED,
+            f"version {o.trusted_list.version} not published yet",
+        )
+    found = [ready(o), boot, attested, dist, degraded(o)]
+    return found if o.up_to_date is None else [*found, o.up_to_date]
+
+
+def node_statuses(o: Observation) -> list[dict[str, Any]]:
+    """``status.nodes``: one item per pod the Consortium runs (or should run)."""
+    names = Names(o.consortium)
+    entries = o.current_entries()
+    pods = {p.name: p for p in o.pods}
+    out = []
+    for name in sorted(set(entries) | set(pods), key=lambda n: names.ordinal_of(n) or 0):
+        ordinal = names.ordinal_of(name)
+        if ordinal is None:
+            continue
+        entry = entries.get(name)
+        pod = pods.get(name)
+        if pod is None and (entry is None or entry.status is NodeStatus.RETIRED):
+            continue
+        item: dict[str, Any] = {"name": name, "ordinal": ordinal}
+        if pod is not None and pod.ip:
+            item["podIP"] = pod.ip
+        if entry is not None:
+            item.update(
+                nodeId=entry.node_id,
+                status=entry.status.value,
+                measurement=entry.measurement,
+                attestedAt=entry.attested_at,
+                attestationExpiresAt=entry.attestation_expires_at,
+            )
+            failure = o.renewal_failures.get(entry.node_id)
+            if failure:
+                item["reattestationFailure"] = failure
+        else:
+            item["status"] = "Unknown"
+        out.append(item)
+    return out
+
+
+def members_status(o: Observation, existing: Mapping[str, Any]) -> dict[str, Any]:
+    """``status.members``: the ledger's members (the operator's own identity, role
+    ``operator``, is not one), and how many Member resources name this Consortium. Before the
+    ledger was read (or while no node answers) the last counts read are kept."""
+    out: dict[str, Any] = {"resources": o.member_resources}
+    if o.ledger_members is None or o.ledger_roles is None:
+        for key in ("total", "active"):
+            if key in existing:
+                out[key] = existing[key]
+        return out
+    ids = [i for i, role in o.ledger_roles.items() if role != "operator"]
+    out["total"] = len(ids)
+    out["active"] = sum(1 for i in ids if o.ledger_members.get(i) == "Active")
+    return out
+
+
+def status_body(
+    o: Observation,
+    conds: Sequence[c.Condition],
+    existing: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole ``status`` to write (compared with the current one before writing)."""
+    trusted = len(o.trusted_pods())
+    ready = c.find(conds, c.READY)
+    first_ready = existing.get("firstReadyTime")
+    if first_ready is None and ready is not None and ready.status:
+        first_ready = rfc3339(now)
+    body: dict[str, Any] = {
+        "observedGeneration": o.generation,
+        "phase": c.phase(conds, was_ready=first_ready is not None),
+        "conditions": c.merge(
+            existing.get("conditions"), conds, now=rfc3339(now), generation=o.generation
+        ),
+        "desiredNodes": o.desired,
+        "trustedNodes": trusted,
+        "nodesReady": f"{trusted}/{o.desired}",
+        "nodes": node_statuses(o),
+        "members": members_status(o, existing.get("members") or {}),
+    }
+    if first_ready is not None:
+        body["firstReadyTime"] = first_ready
+    if o.service_certificate_pem is not None:
+        body["serviceCertificate"] = o.service_certificate_pem
+        body["serviceCertificateSha256"] = o.service_certificate_sha256
+    elif "serviceCertificate" in existing:
+        body["serviceCertificate"] = existing["serviceCertificate"]
+        body["serviceCertificateSha256"] = existing.get("serviceCertificateSha256")
+    if o.trusted_list is not None:
+        body["trustedNodeList"] = {
+            "version": o.trusted_list.version,
+            "sha256": o.list_sha256,
+            "issuedAt": o.trusted_list.issued_at,
+        }
+    elif "trustedNodeList" in existing:
+        body["trustedNodeList"] = existing["trustedNodeList"]
+    if o.running_image is not None:
+        body["runningImage"] = o.running_image
+    if o.up_to_date is not None:
+        body["waitingProposals"] = list(o.waiting_proposals)
+    if o.commit_index is not None:
+        body["ledger"] = {"term": o.term, "commitIndex": o.commit_index}
+        if o.primary:  # no empty strings in custom resources (see the CRD notes)
+            body["ledger"]["primary"] = o.primary
+    return body

@@ -1,0 +1,1 @@
+"""Member resources: their validated view and their status from the ledger (``reconcile``)."""
