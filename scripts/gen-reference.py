@@ -32,6 +32,7 @@ from prometheus_client.metrics import MetricWrapperBase  # noqa: E402
 from consortium_node.attestation import platforms  # noqa: E402
 from consortium_node.attestation.results import Reason  # noqa: E402
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus  # noqa: E402
+from consortium_node.ledger.damage import DamageKind  # noqa: E402
 from consortium_node.server.metrics import ROLES, NodeMetrics  # noqa: E402
 from consortium_operator.api.metrics import REGISTRY  # noqa: E402
 
@@ -272,7 +273,8 @@ LABELS = {
     "reason": f"refused quotes and joins: a verifier reason ({', '.join(Reason)}); the "
     "operator adds `TlsKeyMismatch`, `WrongService` and `Unknown`, joins add `Retired`; empty "
     "when accepted. Reconcile errors: the exception's class name. Trusted-list rejections: "
-    f"{', '.join(REFUSALS)} (an older validly signed list is stale, not a rejection)",
+    f"{', '.join(REFUSALS)} (an older validly signed list is stale, not a rejection). Ledger "
+    f"repairs: the kind of storage fault ({', '.join(DamageKind)})",
     "role": f"one of {', '.join(ROLES)}; the series of the current role is 1, the others 0",
     "outcome": "`renewed` or `retired`",
     "route": "the route pattern served (e.g. `/app/kv/{key}`), or `unmatched`",

@@ -69,7 +69,7 @@ def test_sigkill_under_load_keeps_every_acknowledged_transaction(
     c.node.stop()
 
 
-def test_corrupted_chunk_is_refused_with_file_and_offset(
+def test_a_corrupted_chunk_no_peer_can_repair_is_refused_with_file_and_offset(
     fresh_consortium: Callable[..., Consortium],
 ) -> None:
     c = fresh_consortium()
@@ -87,7 +87,9 @@ def test_corrupted_chunk_is_refused_with_file_and_offset(
     code = c.node.proc.wait(30)
     log = c.node.log()
     assert code != 0
-    assert chunks[-1].name in log and "ledger corrupt" in log, log[-2000:]
+    assert f"{chunks[-1].name} byte " in log, log[-2000:]  # the file and the record's offset
+    assert "no other node holds them" in log, log[-2000:]
+    assert list(chunks[-1].parent.glob(f"{chunks[-1].name}.damaged-*")), "the bytes are kept"
 
 
 def test_modified_code_cannot_unseal_the_node_secrets(

@@ -1,1 +1,2 @@
-"""Small pure helpers shared by every layer: canonical JSON, RFC 3339 times, durations."""
+"""Small pure helpers shared by every layer: canonical JSON, bounded JSON
+decoding of untrusted bytes, RFC 3339 times, durations."""

@@ -25,13 +25,13 @@ document signed for one consortium from being replayed into another that shares 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from consortium_node.common import bounded_json
 from consortium_node.common.canonical import canonical_json
 from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
@@ -102,10 +102,10 @@ def _signer(envelope: bytes, members: Mapping[str, Signer]) -> Signer:
 
 
 def _payload(raw: bytes, kind: str, consortium: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GovernanceError("payload", f"not JSON: {exc}") from exc
+    try:  # the node's one bounded JSON loader: a signed document is still untrusted input
+        payload = bounded_json.loads(raw, root="payload")
+    except bounded_json.BoundedJSONError as exc:
+        raise GovernanceError(exc.path, exc.reason) from exc
     if not isinstance(payload, dict):
         raise GovernanceError("payload", "expected a JSON object")
     try:

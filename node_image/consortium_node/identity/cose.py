@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+from cbor2 import _types as _pure_types  # the pure-Python decoder's types (_loads_exactly)
+from cbor2._decoder import CBORDecoder as _PureDecoder
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -113,11 +115,18 @@ def sign1(
 
 
 def _loads_exactly(data: bytes, what: str) -> Any:
-    """Decode one CBOR item that must span all of ``data`` (no trailing bytes)."""
+    """Decode one CBOR item that must span all of ``data`` (no trailing bytes).
+
+    With cbor2's pure-Python decoder: envelopes come from anyone (a governance document is
+    posted without a client certificate), and cbor2 5.x's C decoder corrupts the heap on a
+    definite-length text string whose declared length passes the end of the data after
+    65,536 to 131,071 bytes (found by tests/integration/test_hostile_input.py: the node
+    aborted). An envelope is small; the Python decoder costs microseconds more.
+    """
     stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
-    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        value = _PureDecoder(stream).decode()
+    except (_pure_types.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise CoseError(f"{what}: not valid CBOR ({exc})") from exc
     if stream.tell() != len(data):
         raise CoseError(
@@ -151,7 +160,7 @@ def decode_sign1(envelope: bytes) -> CoseSign1:
     if not isinstance(envelope, bytes | bytearray | memoryview):
         raise CoseError(f"envelope: expected bytes, got {type(envelope).__name__}")
     item = _loads_exactly(bytes(envelope), "envelope")
-    if isinstance(item, cbor2.CBORTag):
+    if isinstance(item, _pure_types.CBORTag):
         if item.tag != COSE_SIGN1_TAG:
             raise CoseError(f"envelope: CBOR tag {item.tag} is not COSE_Sign1 (tag 18)")
         item = item.value

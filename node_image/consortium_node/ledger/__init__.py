@@ -67,13 +67,20 @@ Signature entries [ledger.Ledger.append_signature, signing.check_signature]
     ``node_certificate``'s key. A receipt uses the first signature after its entry, once that
     signature is committed.
 
-Chunk files [storage]
-    ``<dir>/ledger_<first_index:020d>.chunk``, a sequence of records ``b"CLE1" ||
-    u32be(len(payload)) || u32be(zlib.crc32(payload)) || payload``; indices consecutive across
-    files. A chunk is closed at an entry boundary once it reaches ``chunk_max_bytes``. An
-    incomplete record at the very end of the last chunk is an unacknowledged torn write: its
-    bytes are moved to ``<chunk>.torn-<offset>`` and the chunk truncated. Any other damage is a
-    ``LedgerCorruptionError`` naming file and byte offset.
+Chunk files [storage, records]
+    ``<dir>/ledger_<first_index:020d>.chunk``, a sequence of entry records ``b"CLE1" ||
+    u32be(len(payload)) || u32be(zlib.crc32(payload)) || payload`` (indices consecutive across
+    files) and commit markers ``b"CLM1" || u32be(16) || u32be(crc32(body)) || u64be(commit
+    index) || u64be(its term)``, written in the same write as the entries of a sync when the
+    commit index moved, and on a clean close. A chunk is closed at an entry boundary once it
+    reaches ``chunk_max_bytes``. An incomplete record at the very end of the last chunk, above
+    the highest marker, is an unacknowledged torn write: its bytes are moved to
+    ``<chunk>.torn-<offset>`` and the chunk truncated. Any other damage (a record at or below
+    the highest marker cut short, bad bytes, a missing chunk) is a storage fault:
+    ``LedgerCorruptionError`` naming file and byte offset, or, when opened with ``repair``, the
+    damaged suffix is moved aside (``<chunk>.damaged-<offset>``, later chunks
+    ``<chunk>.damaged``; never deleted) and ``missing_committed`` tells consensus which
+    committed entries the node must get back [damage].
 
 Log positions [ledger.Ledger, entry_log.EntryLog]
     The Raft log IS the ledger. Three positions, ``commit_index <= durable_index <=
@@ -101,9 +108,10 @@ Log positions [ledger.Ledger, entry_log.EntryLog]
 Truncation [ledger.Ledger.truncate, storage.ChunkStore.truncate]
     ``truncate(last_kept)`` drops every entry with index ``> last_kept`` from memory, disk,
     the tree, the terms, the signature positions and the public view; it refuses
-    (LedgerError, nothing changed) if ``last_kept < commit_index``: committed entries are
-    never removed. On disk, chunk files wholly beyond ``last_kept`` are unlinked newest first
-    with a directory fsync after each (a crash leaves a consecutive prefix of chunks), then
+    (LedgerError, nothing changed) if ``last_kept`` is below ``commit_index`` or the highest
+    commit marker: committed entries are never removed, even after a restart. On disk,
+    chunk files wholly beyond ``last_kept`` are unlinked newest first with a directory
+    fsync after each (a crash leaves a consecutive prefix of chunks), then
     the chunk holding ``last_kept + 1`` is cut at that record's offset and fsynced (unlinked
     if that record was its first). The next entry is ``last_kept + 1``; ``term`` is kept.
     The record format is unchanged: a truncated ledger is an ordinary, shorter ledger.

@@ -19,6 +19,7 @@ from consortium_node.ledger.entries import Entry, EntryKind
 from consortium_node.ledger.errors import EntryFormatError, LedgerError, UnknownTransactionError
 from consortium_node.ledger.merkle import MerkleTree
 from consortium_node.ledger.public_view import PublicView
+from consortium_node.ledger.records import Marker
 from consortium_node.ledger.replica import Staged, check_stored, staged_from
 from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.storage import ChunkStore
@@ -89,14 +90,20 @@ class EntryLog:
         """Every entry so far came from disk: they are durable."""
         self._durable_index = self.last_index
 
-    def sync(self) -> int:
-        """Write and fdatasync the entries after ``durable_index``; returns the new one."""
+    def sync(self, marker: Marker | None = None) -> int:
+        """Write and fdatasync the entries after ``durable_index``, led by a commit ``marker``
+        if given (written and synced even when no entry is pending); returns the new one."""
         count = self.last_index - self._durable_index
         if count:
             pending = self._recent[len(self._recent) - count :]
-            self.store.append([staged.payload for staged in pending], self._durable_index + 1)
+            self.store.append(
+                [staged.payload for staged in pending], self._durable_index + 1, marker
+            )
             self.store.sync()
             self._durable_index = self.last_index
+        elif marker is not None:
+            self.store.mark(marker)
+            self.store.sync()
         return self._durable_index
 
     def truncate(self, last_kept: int) -> None:

@@ -18,10 +18,11 @@ class LedgerError(Exception):
 class LedgerCorruptionError(LedgerError):
     """The ledger on disk is damaged or forged; the node must not start from it as is."""
 
-    def __init__(self, path: Path | str, offset: int, reason: str) -> None:
+    def __init__(self, path: Path | str, offset: int, reason: str, kind: str = "corrupted") -> None:
         self.path = Path(path)
         self.offset = offset
         self.reason = reason
+        self.kind = kind  # a damage.DamageKind value: truncated, corrupted or missing
         super().__init__(f"ledger corrupt: {self.path} at byte {offset}: {reason}")
 
 

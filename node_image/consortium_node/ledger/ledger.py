@@ -15,12 +15,14 @@ does not hold a version keeps the log but refuses to serve private state past it
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consortium_node.ledger.damage import Damage, DamageKind
 from consortium_node.ledger.entries import (
     PUBLIC_PREFIX,
     Entry,
@@ -28,6 +30,7 @@ from consortium_node.ledger.entries import (
     SignatureBody,
     TxId,
     WriteSet,
+    peek_position,
     position_label,
     private_entry,
     public_entry,
@@ -45,6 +48,7 @@ from consortium_node.ledger.errors import (
 )
 from consortium_node.ledger.kv import KVStore
 from consortium_node.ledger.receipt import make_receipt
+from consortium_node.ledger.records import Marker, Position
 from consortium_node.ledger.replica import (
     Staged,
     TransactionView,
@@ -116,6 +120,8 @@ class Ledger:
         self._signatures: dict[int, SignatureBody] = {}  # committed signature entries
         self._last_signature_time = clock()
         self._certificates = CertificateCache()
+        self._commit_file_index, self._commit_file_at = 0, clock()
+        self._contradicted: Position | None = None  # see _check_expected
 
     @classmethod
     def open(
@@ -125,6 +131,7 @@ class Ledger:
         ledger_secret: bytes | LedgerSecrets,
         config: LedgerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        repair: bool = False,
     ) -> Ledger:
         """Open (or create) the ledger in ``directory``, replaying and checking every chunk.
 
@@ -132,6 +139,9 @@ class Ledger:
         (every version it holds, and how to unwrap its copy in a rotation entry).
         Every replayed entry is durable and none is committed: consensus says how far the
         log is committed (``advance_commit``); until then the KV state is empty.
+        Damage raises LedgerCorruptionError; with ``repair`` it is set aside instead (kept
+        on disk), the log ends before it, and ``damage`` and ``missing_committed`` say what
+        this node must get back from its peers.
         """
         config = config or LedgerConfig()
         secrets = (
@@ -142,8 +152,17 @@ class Ledger:
         store = ChunkStore(directory, config.chunk_max_bytes)
         try:
             ledger = cls(store, secrets, config, clock)
-            for payload, path, offset in store.replay():
-                ledger._replay(payload, path, offset)
+            replay = store.replay(repair=repair)
+            try:
+                for payload, path, offset in replay:
+                    ledger._replay(payload, path, offset)
+            except LedgerCorruptionError as exc:  # an entry the store read whole is bad
+                if not repair:
+                    raise
+                replay.close()
+                first_lost = ledger.last_index + 1
+                store.set_aside(exc.path, exc.offset, first_lost, DamageKind.CORRUPTED, exc.reason)
+                secrets.truncate(ledger.last_index)
         except BaseException:
             store.close()
             raise
@@ -226,6 +245,45 @@ class Ledger:
         return self._unreadable
 
     @property
+    def damage(self) -> Damage | None:
+        """The storage fault a repairing open set aside, if any."""
+        return self._store.damage
+
+    @property
+    def known_commit(self) -> Position:
+        """The highest position this node knows was committed: its commit index, or a commit
+        marker it wrote earlier (which survives restarts and repairs)."""
+        here = Position(self._commit_index, self.term_at(self._commit_index))
+        return max(here, self._store.known_commit)
+
+    @property
+    def missing_committed(self) -> Position | None:
+        """The known committed position this log does not reach (entries lost to a storage
+        fault and not yet replicated again), or None."""
+        known = self._store.known_commit
+        return known if known.index > self.last_index else None
+
+    @property
+    def unvouched(self) -> Position | None:
+        """A position this node knew durable (so it may have acknowledged it) that its log's
+        end no longer reaches, as Raft compares logs; or None. While it is set the node must
+        not lead nor vote for a log that does not reach it (``replication.raft``): the entries
+        may be committed with this node's acknowledgement. A log that goes past it in a
+        later term (a leader's) settles it: those entries were then never committed."""
+        known = self._store.known_durable
+        end = Position(self.last_index, self.term_at(self.last_index))
+        return known if end.raft_order() < known.raft_order() else None
+
+    @property
+    def diverged(self) -> Position | None:
+        """A known committed position whose entry has another term in this log: the history
+        replicated to this node is not the one it knew committed (never expected), or None."""
+        known = self._store.known_commit
+        if 0 < known.index <= self.last_index and self.term_at(known.index) != known.term:
+            return known
+        return self._contradicted
+
+    @property
     def recovered_torn_tail(self) -> tuple[Path, int, int] | None:
         """``(chunk, offset, bytes)`` of an unacknowledged torn write repaired at open."""
         return self._store.recovered_torn_tail
@@ -300,6 +358,7 @@ class Ledger:
         Returns the last index.
         """
         tree, base = self._log.tree, self.last_index
+        self._check_expected(payloads, base + 1)
         checked = check_batch(payloads, tree, self.term_at(base), self._secrets, self._certificates)
         for entry, staged in checked:
             self._log.record(staged, keep=True)
@@ -309,11 +368,47 @@ class Ledger:
             self._term = max(self._term, checked[-1][0].term)
         return self.last_index
 
+    def _check_expected(self, payloads: Sequence[bytes], first: int) -> None:
+        """Entries replicated again after a storage fault must be the signature entries this
+        node still holds (set aside, intact): each signs the root over every entry before it.
+        LedgerError (nothing appended) otherwise: that history contradicts the committed one."""
+        expected = self._store.expected_signatures
+        if not expected:
+            return
+        for index, payload in enumerate(payloads, start=first):
+            digest = expected.get(index)
+            if digest is not None and hashlib.sha256(payload).digest() != digest:
+                self._contradicted = Position(index, peek_position(payload)[0])
+                raise LedgerError(
+                    f"entry {index} differs from the committed signature entry this node held "
+                    "before a storage fault (set aside): refusing a contradicting history"
+                )
+            expected.pop(index, None)
+
     # -- durability, commitment, truncation -----------------------------------------------
 
     def sync(self) -> int:
-        """Write and fdatasync every pending entry; returns ``durable_index`` (commits nothing)."""
-        return self._log.sync()
+        """Write and fdatasync every pending entry, with a commit marker if the commit index
+        moved since the last one; returns ``durable_index`` (commits nothing). At most once a
+        second the commit position also goes to the commit file (``storage``)."""
+        durable = self._log.sync(self._marker() if self.durable_index < self.last_index else None)
+        now = self._clock()
+        if durable > self._commit_file_index and now - self._commit_file_at >= 1.0:
+            self._store.write_commit_file(self._state())
+            self._commit_file_index, self._commit_file_at = durable, now
+        return durable
+
+    def _state(self) -> Marker:
+        """What this node knows now: committed and durable positions."""
+        c, d = self._commit_index, self.durable_index
+        return Marker(Position(c, self.term_at(c)), Position(d, self.term_at(d)))
+
+    def _marker(self) -> Marker | None:
+        """A marker, if the commit or durable index moved since the last one written."""
+        state, known = self._state(), self._store.known
+        if state.commit.index > known.commit.index or state.durable.index > known.durable.index:
+            return state
+        return None
 
     def advance_commit(self, index: int) -> int:
         """Commit entries up to ``min(index, durable_index)`` in order; returns ``commit_index``.
@@ -354,6 +449,15 @@ class Ledger:
                 f"cannot truncate after index {last_kept}: the ledger is committed up to "
                 f"{self.commit_txid} and committed entries are never removed"
             )
+        if last_kept < self._store.known_commit.index:
+            raise LedgerError(
+                f"cannot truncate after index {last_kept}: index {self._store.known_commit.index}"
+                " is known committed (a commit marker) and committed entries are never removed"
+            )
+        known = self._store.known
+        if known.durable.index > last_kept:  # first void the claim that they were durable
+            kept = Position(last_kept, self.term_at(last_kept))
+            self._store.write_commit_file(Marker(known.commit, kept), lower=True)
         self._log.truncate(last_kept)
         self._secrets.truncate(last_kept)
 
@@ -437,8 +541,12 @@ class Ledger:
     def close(self) -> None:
         """Sync pending entries (a clean shutdown loses nothing; commits nothing) and close."""
         try:
-            if self.durable_index < self.last_index:
-                self.sync()
+            self._log.sync(self._marker())
+            final = self._marker()  # a clean close records what is committed and durable
+            if final is not None:
+                self._log.sync(final)
+            if self.durable_index > 0:
+                self._store.write_commit_file(self._state())
         finally:
             self._store.close()
 

@@ -5,21 +5,26 @@ anything on disk that is not a complete, checksummed record can only be the tail
 that was never acknowledged. Everything else that is wrong is damage or forgery, and the node
 refuses to start rather than silently dropping acknowledged history.
 
-Files: ``<dir>/ledger_<first_index:020d>.chunk``; each is a sequence of records::
+Files: ``<dir>/ledger_<first_index:020d>.chunk``; each is a sequence of entry records and
+commit markers (byte formats in ``records``), and the entries' indices are consecutive across
+all chunks (the index is read from the payload's CBOR header, see ``entries.peek_position``).
+A batch is written with one ``os.write`` per chunk it touches, led by a commit marker when the
+commit index moved since the last one; a chunk is closed (and fdatasync'ed, so a non-last
+chunk is always complete) at an entry boundary once it has reached ``chunk_max_bytes``;
+creating a chunk fsyncs the directory. On replay (``known``: the markers so far):
 
-    b"CLE1" | u32be len(payload) | u32be zlib.crc32(payload) | payload
-
-and the payloads' indices are consecutive across all chunks (the index is read from the
-payload's CBOR header, see ``entries.peek_position``). A batch is written with one
-``os.write`` per chunk it touches; a chunk is closed (and fdatasync'ed, so a non-last chunk
-is always complete) at an entry boundary once it has reached ``chunk_max_bytes``; creating a
-chunk fsyncs the directory. On replay:
-
-* bad magic, CRC mismatch, a payload whose header does not decode, an index that is not the
-  next one, or an incomplete record in a chunk that is not the last → LedgerCorruptionError;
-* an incomplete record at the end of the last chunk (and no complete record after it) is a
-  torn, unacknowledged write: its bytes are copied to ``<chunk>.torn-<offset>``, the chunk is
-  truncated there, and a WARNING names the file and offset (``recovered_torn_tail``).
+* an incomplete record at the end of the last chunk (and no complete record after it) whose
+  index is above ``known.durable`` is a torn, unacknowledged write: its bytes are copied to
+  ``<chunk>.torn-<offset>``, the chunk is truncated there, and a WARNING names the file and
+  offset (``recovered_torn_tail``);
+* anything else wrong is damage (``damage.DamageKind``): bad magic, CRC mismatch, a payload
+  whose header does not decode, an index that is not the next one, a missing chunk, an
+  incomplete record in a chunk that is not the last or at or below ``known.durable``, a log
+  that ends before ``known.durable`` (its newest records are gone). Without
+  ``repair`` it raises LedgerCorruptionError naming file and offset; with ``repair`` the
+  damaged record and everything after it is set aside (``set_aside``: kept beside the chunks,
+  never deleted), replay ends before it, and a marker keeps ``known`` durable so the
+  node knows which committed entries it must get back from its peers.
 
 ``truncate(last_kept)`` removes a suffix (Raft replaces a conflicting uncommitted suffix) so
 that a crash at any point of it still leaves a consecutive, replayable prefix.
@@ -31,22 +36,36 @@ import bisect
 import logging
 import os
 import re
-import struct
 import zlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from consortium_node.common.files import fsync_directory
+from consortium_node.common.files import fsync_directory, write_atomic
+from consortium_node.ledger.damage import Damage, DamageKind, cut_aside, rename_aside
 from consortium_node.ledger.entries import peek_position
 from consortium_node.ledger.errors import EntryFormatError, LedgerCorruptionError, LedgerError
+from consortium_node.ledger.records import (
+    HEADER,
+    MAGIC,
+    MARK,
+    NO_MARKER,
+    Marker,
+    Position,
+    complete_record_after,
+    decode_marker,
+    encode_marker,
+    encode_record,
+    highest_marker,
+    intact_signatures,
+    read_commit_file,
+)
 
 log = logging.getLogger("consortium_node.ledger")
 
-MAGIC = b"CLE1"
-HEADER = struct.Struct(">4sII")
 CHUNK_NAME = re.compile(r"ledger_(\d{20})\.chunk")
+__all__ = ["HEADER", "MAGIC", "ChunkStore", "chunk_name", "encode_record"]
 
 
 def chunk_name(first_index: int) -> str:
@@ -54,33 +73,11 @@ def chunk_name(first_index: int) -> str:
     return f"ledger_{first_index:020d}.chunk"
 
 
-def encode_record(payload: bytes) -> bytes:
-    """One on-disk record: magic, length, CRC-32 of the payload, payload."""
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
 def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _complete_record_after(data: bytes, start: int) -> int | None:
-    """Offset of a complete, CRC-valid record beginning after ``start``, if there is one.
-
-    A torn write is a prefix of the last write, so nothing valid can follow it; a record that
-    does follow means the length field before it was damaged, which is corruption.
-    """
-    pos = data.find(MAGIC, start + 1)
-    while pos != -1:
-        if pos + HEADER.size <= len(data):
-            _, length, crc = HEADER.unpack_from(data, pos)
-            end = pos + HEADER.size + length
-            if end <= len(data) and zlib.crc32(data[pos + HEADER.size : end]) == crc:
-                return pos
-        pos = data.find(MAGIC, pos + 1)
-    return None
 
 
 @dataclass
@@ -99,6 +96,11 @@ class ChunkStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.chunk_max_bytes = chunk_max_bytes
         self.recovered_torn_tail: tuple[Path, int, int] | None = None
+        self.known = read_commit_file(self.commit_file)  # every marker read or written
+        self.damage: Damage | None = None  # set by a repairing replay that set damage aside
+        # index → SHA-256 of an intact signature entry set aside with damage, at or below the
+        # known commit: the entry replicated again at that index must be the same bytes.
+        self.expected_signatures: dict[int, bytes] = {}
         self._chunks: list[_Chunk] = []
         self._chunk_firsts: list[int] = []
         self._base_index: int | None = None  # index of the first record of the store
@@ -112,6 +114,32 @@ class ChunkStore:
         self._closed = False
         self._dirty = False
 
+    # -- the commit file -----------------------------------------------------------------
+
+    @property
+    def commit_file(self) -> Path:
+        """``commit.marker``: one marker record, rewritten atomically on a clean close, after
+        a repair and at most once a second, so a fault that cuts the end of the newest
+        chunk (and the markers in it) does not make committed entries look torn."""
+        return self.directory / "commit.marker"
+
+    @property
+    def known_commit(self) -> Position:
+        return self.known.commit
+
+    @property
+    def known_durable(self) -> Position:
+        return self.known.durable
+
+    def write_commit_file(self, marker: Marker, *, lower: bool = False) -> None:
+        """Persist ``marker`` in ``commit.marker`` (temp file, fsync, rename). ``lower``: it
+        replaces what is known (a truncation voids durable claims beyond what it keeps)."""
+        try:
+            write_atomic(self.commit_file, encode_marker(marker))
+        except OSError as exc:
+            raise LedgerError(f"cannot write {self.commit_file}: {exc}") from exc
+        self.known = marker if lower else self.known.merge(marker)
+
     # -- replay -------------------------------------------------------------------------
 
     def _list_chunks(self) -> list[_Chunk]:
@@ -122,32 +150,63 @@ class ChunkStore:
                 found.append(_Chunk(int(match.group(1)), path))
         return sorted(found, key=lambda c: c.first_index)
 
-    def replay(self) -> Iterator[tuple[bytes, Path, int]]:
-        """Yield ``(payload, chunk path, record offset)`` for every record, oldest first.
+    def replay(self, *, repair: bool = False) -> Generator[tuple[bytes, Path, int], None, None]:
+        """Yield ``(payload, chunk path, record offset)`` for every entry, oldest first.
 
         Must be consumed to the end before ``append``; it repairs a torn tail at the end.
+        Damage raises LedgerCorruptionError, or with ``repair`` is set aside and ends replay.
+        A caller that finds an entry bad (tree, signature) calls ``set_aside`` itself.
         """
         if self._replayed:
             raise LedgerError("the chunk store was already replayed")
         chunks = self._list_chunks()
         expected: int | None = None
-        for number, chunk in enumerate(chunks):
-            if expected is not None and chunk.first_index != expected:
+        try:
+            for number, chunk in enumerate(chunks):
+                if expected is not None and chunk.first_index != expected:
+                    raise LedgerCorruptionError(
+                        chunk.path,
+                        0,
+                        f"chunk starts at index {chunk.first_index}, expected {expected}",
+                        DamageKind.MISSING,
+                    )
+                expected = chunk.first_index
+                if self._base_index is None:
+                    self._base_index = chunk.first_index
+                self._add_chunk(chunk)
+                yield from self._replay_chunk(chunk, number == len(chunks) - 1)
+                expected = self._next_index
+            if expected is not None and self.known_durable.index >= expected:
+                last = chunks[-1].path
                 raise LedgerCorruptionError(
-                    chunk.path, 0, f"chunk starts at index {chunk.first_index}, expected {expected}"
+                    last,
+                    last.stat().st_size,
+                    f"the log ends at index {expected - 1}, but index "
+                    f"{self.known_durable.index} was durable (its newest records are gone)",
+                    DamageKind.MISSING,
                 )
-            expected = chunk.first_index
-            if self._base_index is None:
-                self._base_index = chunk.first_index
-            self._add_chunk(chunk)
-            data = chunk.path.read_bytes()
-            is_last = number == len(chunks) - 1
-            offset = 0
-            while offset < len(data):
-                payload = self._record_at(data, offset, chunk.path, is_last)
-                if payload is None:  # torn tail, repaired
-                    data = data[:offset]
-                    break
+        except LedgerCorruptionError as exc:
+            first_lost = self._next_index if self._next_index is not None else expected
+            if not repair or first_lost is None:
+                raise
+            self.set_aside(exc.path, exc.offset, first_lost, DamageKind(exc.kind), exc.reason)
+            return
+        self._finish_replay(expected)
+
+    def _replay_chunk(self, chunk: _Chunk, is_last: bool) -> Iterator[tuple[bytes, Path, int]]:
+        data = chunk.path.read_bytes()
+        expected = chunk.first_index
+        self._next_index = expected
+        offset = 0
+        while offset < len(data):
+            record = self._record_at(data, offset, chunk.path, is_last, expected)
+            if record is None:  # torn tail, repaired
+                data = data[:offset]
+                break
+            magic, payload = record
+            if magic == MARK:
+                self.known = self.known.merge(decode_marker(payload))
+            else:
                 try:
                     _, index = peek_position(payload)
                 except EntryFormatError as exc:
@@ -159,56 +218,65 @@ class ChunkStore:
                 self._offsets.append(offset)
                 yield payload, chunk.path, offset
                 expected += 1
-                offset += HEADER.size + len(payload)
-            self._size = len(data)
-        self._next_index = expected
-        if chunks:
-            self._fd = os.open(chunks[-1].path, os.O_RDWR | os.O_APPEND)
+                self._next_index = expected
+            offset += HEADER.size + len(payload)
+        self._size = len(data)
+
+    def _finish_replay(self, next_index: int | None) -> None:
+        self._next_index = next_index
+        if self._chunks:
+            self._fd = os.open(self._chunks[-1].path, os.O_RDWR | os.O_APPEND)
+            self._size = os.fstat(self._fd).st_size
         self._replayed = True
 
-    def _record_at(self, data: bytes, offset: int, path: Path, is_last: bool) -> bytes | None:
+    def _record_at(
+        self, data: bytes, offset: int, path: Path, is_last: bool, index: int
+    ) -> tuple[bytes, bytes] | None:
+        """The record at ``offset`` (magic, payload); None for a torn tail (repaired)."""
         remaining = len(data) - offset
         if remaining >= HEADER.size:
             magic, length, crc = HEADER.unpack_from(data, offset)
-            if magic != MAGIC:
+            if magic not in (MAGIC, MARK):
                 raise LedgerCorruptionError(path, offset, f"bad record magic {magic!r}")
             if remaining >= HEADER.size + length:
                 payload = data[offset + HEADER.size : offset + HEADER.size + length]
                 if zlib.crc32(payload) != crc:
                     raise LedgerCorruptionError(path, offset, "record CRC-32 mismatch")
-                return payload
+                if magic == MARK:
+                    try:
+                        decode_marker(payload)
+                    except ValueError as exc:
+                        raise LedgerCorruptionError(path, offset, str(exc)) from exc
+                return magic, payload
             problem = f"record of {length} bytes is truncated ({remaining - HEADER.size} present)"
         else:
-            if data[offset : offset + min(remaining, 4)] != MAGIC[: min(remaining, 4)]:
+            head = data[offset : offset + min(remaining, 4)]
+            if head not in (MAGIC[: len(head)], MARK[: len(head)]):
                 raise LedgerCorruptionError(path, offset, "bad record magic in a short header")
             problem = f"record header is truncated ({remaining} of {HEADER.size} bytes)"
+        truncated = DamageKind.TRUNCATED
         if not is_last:
-            raise LedgerCorruptionError(path, offset, f"{problem} in a chunk that is not the last")
-        following = _complete_record_after(data, offset)
+            raise LedgerCorruptionError(
+                path, offset, f"{problem} in a chunk that is not the last", truncated
+            )
+        following = complete_record_after(data, offset)
         if following is not None:
             raise LedgerCorruptionError(
                 path, offset, f"{problem}, but a complete record follows at byte {following}"
+            )
+        if index <= self.known_durable.index:
+            raise LedgerCorruptionError(
+                path,
+                offset,
+                f"{problem} at index {index}, which was durable (up to "
+                f"{self.known_durable.index}): a storage fault, not a torn write",
+                truncated,
             )
         self._recover_torn_tail(path, data, offset)
         return None
 
     def _recover_torn_tail(self, path: Path, data: bytes, offset: int) -> None:
-        torn = path.with_name(f"{path.name}.torn-{offset}")
-        suffix = 1
-        while torn.exists():
-            torn = path.with_name(f"{path.name}.torn-{offset}.{suffix}")
-            suffix += 1
-        fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, data[offset:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with path.open("r+b") as handle:
-            handle.truncate(offset)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fsync_directory(self.directory)
+        torn = cut_aside(path, offset, "torn", keep_empty=True)
         nbytes = len(data) - offset
         self.recovered_torn_tail = (path, offset, nbytes)
         log.warning(
@@ -217,12 +285,58 @@ class ChunkStore:
             path,
             offset,
             nbytes,
-            torn.name,
+            torn.name if torn else None,
         )
 
     def _add_chunk(self, chunk: _Chunk) -> None:
         self._chunks.append(chunk)
         self._chunk_firsts.append(chunk.first_index)
+
+    def set_aside(
+        self, path: Path, offset: int, first_lost: int, kind: DamageKind, reason: str
+    ) -> Damage:
+        """Set the damaged record at ``offset`` in ``path`` (index ``first_lost``) and every
+        later byte aside, ending replay there (see the module docstring).
+
+        The damaged chunk's tail goes to ``<chunk>.damaged-<offset>``, later chunks are renamed
+        ``<chunk>.damaged``; markers in what was set aside still count for ``known``, which is
+        written again as a marker (fdatasync'ed) and in the commit file when it claims entries
+        beyond the kept log.
+        """
+        firsts = {chunk.path.name: chunk.first_index for chunk in self._list_chunks()}
+        damaged_first = firsts.get(path.name, first_lost)
+        later = sorted(
+            (first, self.directory / name)
+            for name, first in firsts.items()
+            if first > damaged_first
+        )
+        damaged = [later_path.read_bytes() for _, later_path in later]
+        if path.exists():
+            damaged.insert(0, path.read_bytes()[offset:])
+        for data in damaged:
+            self.known = self.known.merge(highest_marker(data) or NO_MARKER)
+        for data in damaged:
+            self.expected_signatures.update(intact_signatures(data, self.known_commit.index))
+        self._release_fds()
+        aside = [rename_aside(later_path, "damaged") for _, later_path in reversed(later)]
+        if path.exists():
+            copy = cut_aside(path, offset, "damaged")
+            aside += [copy] if copy is not None else []
+        keep = [c for c in self._chunks if c.first_index < damaged_first]
+        if offset > 0 and path.exists():
+            keep += [c for c in self._chunks if c.path == path]
+        self._chunks = keep
+        self._chunk_firsts = [c.first_index for c in keep]
+        if self._base_index is not None:
+            del self._offsets[max(0, first_lost - self._base_index) :]
+        self._finish_replay(first_lost)
+        self.damage = Damage(kind, path, offset, first_lost, reason, tuple(aside))
+        log.error("ledger: %s; set aside (kept) as %s", self.damage.describe(), list(aside))
+        if self.known_durable.index >= first_lost:
+            self.mark(self.known)
+            self.sync()
+            self.write_commit_file(self.known)
+        return self.damage
 
     # -- append -------------------------------------------------------------------------
 
@@ -257,8 +371,28 @@ class ChunkStore:
             _write_all(self._fd, buffer)
             self._size += len(buffer)
 
-    def append(self, payloads: Sequence[bytes], first_index: int) -> None:
-        """Write a batch of records (one ``os.write`` per chunk touched); ``sync()`` persists."""
+    def mark(self, marker: Marker) -> None:
+        """Write a commit marker now (made durable by the next ``sync``)."""
+        self._check_writable()
+        if self._fd is None:
+            if self._next_index is None:
+                raise LedgerError("a commit marker needs a chunk: nothing was ever stored")
+            self._new_chunk(self._next_index)
+        try:
+            record = encode_marker(marker)
+            _write_all(self._fd, record)  # type: ignore[arg-type]  # opened above
+        except OSError as exc:
+            self._failed = f"write failed ({exc})"
+            raise LedgerError(f"ledger write to {self.directory} failed: {exc}") from exc
+        self._size += len(record)
+        self._dirty = True
+        self.known = self.known.merge(marker)
+
+    def append(
+        self, payloads: Sequence[bytes], first_index: int, marker: Marker | None = None
+    ) -> None:
+        """Write a batch of records (one ``os.write`` per chunk touched), led by a commit
+        ``marker`` if given; ``sync()`` persists."""
         self._check_writable()
         if self._next_index is not None and first_index != self._next_index:
             raise LedgerError(
@@ -268,6 +402,8 @@ class ChunkStore:
             self._base_index = first_index
         try:
             buffer = bytearray()
+            if marker is not None and self._fd is not None:
+                buffer += encode_marker(marker)
             offsets: list[int] = []
             for number, payload in enumerate(payloads):
                 start = self._size + len(buffer)
@@ -285,6 +421,8 @@ class ChunkStore:
         self._offsets.extend(offsets)
         self._next_index = first_index + len(payloads)
         self._dirty = True
+        if marker is not None:
+            self.known = self.known.merge(marker)
 
     def sync(self) -> None:
         """fdatasync the last chunk (earlier chunks were synced when they were closed)."""

@@ -16,6 +16,14 @@ primary issues one list change at a time). What this module adds to textbook Raf
   heard from a live leader refuses (pre-)votes; a leader that has not heard from a majority
   within an election timeout steps down (writes then fail fast instead of hanging). A
   restarted, lagging, joining or removed node therefore cannot depose a healthy leader.
+* **Protocol-aware recovery** (as CTRL, Alagappan et al., FAST 2018): a node whose ledger lost
+  entries it held durably, and so may have acknowledged, to a storage fault
+  (``Ledger.unvouched``: its commit markers say how far its log was durable and committed)
+  neither campaigns nor grants a (pre-)vote to a log that does not reach that position,
+  until the leader has replicated the entries again; and no node
+  truncates an entry it knows committed (the append is refused and logged instead). Damage on
+  a minority is repaired with no loss; on a majority no leader can be elected without the lost
+  entries, so writes stop (and ``/readyz`` says why) instead of silently forgetting them.
 
 The network is behind the ``Transport`` protocol; membership comes from a ``configuration``
 callable (node_id → address), so this module knows nothing of TLS or trusted-node lists.
@@ -35,6 +43,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 from consortium_node.ledger import (
     EntryKind,
     Ledger,
+    LedgerError,
     LedgerSigner,
     TxId,
     peek_position,
@@ -197,6 +206,8 @@ class RaftNode:
         self._stopped = False
         self._leader_since = 0.0
         self._force_signature = False
+        self._unfit_reported: str | None = None  # why we do not campaign, as last logged
+        self._refused_leader: tuple[str, int] | None = None  # whose entries we last refused
         self.ledger.term = max(self.ledger.term, self.state.current_term)
 
     # ------------------------------------------------------------------ lifecycle
@@ -296,12 +307,41 @@ class RaftNode:
         self.leader_id = self.leader_address = None  # it is not live any more, as far as we know
         self._reset_election_deadline()
         term, contact = self.term, self._last_leader_contact
+        unfit = self._unfit_to_lead()
+        if unfit is not None:
+            if unfit != self._unfit_reported:
+                log.warning("term %d: not campaigning: %s", term, unfit)
+                self._unfit_reported = unfit
+            return
         if not await self._pre_vote():
             return
         if self.role == "leader" or self.term != term or self._last_leader_contact != contact:
             return  # a leader reached us, or the term moved on, while we asked
         if not self._stopped and self.node_id in self.voters():
             await self._campaign()
+
+    def _unfit_to_lead(self) -> str | None:
+        """Why this node must not campaign now, or None: a log that lost entries it held
+        durably (and may have acknowledged) to a storage fault, until the leader has
+        replicated them again, or that holds another history than the one it knew committed,
+        could only lead the consortium to forget them."""
+        missing, diverged = self.ledger.unvouched, self.ledger.diverged
+        if missing is not None:
+            return (
+                f"its log ends at {self.ledger.last_index}, before entries it held durably and "
+                f"lost (up to {missing.term}.{missing.index})"
+            )
+        if diverged is not None:
+            return f"its log disagrees with the committed entry {diverged.term}.{diverged.index}"
+        return None
+
+    def _vouched(self) -> tuple[int, int]:
+        """``(last_term, last_index)`` a candidate's log must reach for our (pre-)vote: our
+        log's end, or the durable position we know of and lost, whichever is later."""
+        last = self.ledger.last_index
+        own = (self.ledger.term_at(last), last)
+        missing = self.ledger.unvouched
+        return max(own, missing.raft_order()) if missing is not None else own
 
     def _vote_request(self, term: int) -> VoteRequest:
         last = self.ledger.last_index
@@ -636,7 +676,14 @@ class RaftNode:
                 or self.ledger.term_at(request.prev_index) != request.prev_term
             ):
                 return self._append_response(False)
-            self._append_new(request)
+            try:
+                self._append_new(request)
+            except LedgerError as exc:  # it would remove entries known committed
+                if (request.leader_id, request.term) != self._refused_leader:
+                    leader = request.leader_id[:8]
+                    log.error("term %d: refusing %s's entries: %s", self.term, leader, exc)
+                    self._refused_leader = (request.leader_id, request.term)
+                return self._append_response(False)
             self._append_cond.notify_all()
             match = request.prev_index + len(request.entries)
             commit = min(request.leader_commit, match)
@@ -680,12 +727,12 @@ class RaftNode:
 
     async def handle_pre_vote(self, request: VoteRequest) -> VoteResponse:
         """Pre-vote: would we vote for the candidate at ``request.term``? Changes nothing."""
-        last = self.ledger.last_index
+        last_term, last_index = self._vouched()
         granted = grants_pre_vote(
             request,
             term=self.term,
-            last_index=last,
-            last_term=self.ledger.term_at(last),
+            last_index=last_index,
+            last_term=last_term,
             leader_live=self._leader_live(request.candidate_id),
         )
         return VoteResponse(self.term, granted, self.node_id)
@@ -699,8 +746,8 @@ class RaftNode:
             return VoteResponse(self.term, False, self.node_id)
         if request.term > self.term:
             self._become_follower(request.term)
-        last = self.ledger.last_index
-        up_to_date = log_up_to_date(request, last, self.ledger.term_at(last))
+        last_term, last_index = self._vouched()
+        up_to_date = log_up_to_date(request, last_index, last_term)
         if up_to_date and self.state.voted_for in (None, request.candidate_id):
             self.state.save(self.term, request.candidate_id)
             self._reset_election_deadline()

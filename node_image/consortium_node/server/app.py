@@ -390,6 +390,9 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("no primary is known (election running?)")
     if s.node.ledger.commit_index == 0:
         problems.append("nothing committed yet (catching up)")
+    ledger = s.node.ledger_problem()
+    if ledger is not None:
+        problems.append(ledger)
     if problems:
         raise NotReadyError("; ".join(problems))
     return _json({"status": "ready", "role": s.node.role})

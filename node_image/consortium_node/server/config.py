@@ -82,6 +82,11 @@ class RaftConfig:
 
 @dataclass(frozen=True)
 class Limits:
+    """Request size limits (``limits:`` in the file). The shape of a JSON body is bounded in
+    code, the same for every node and every JSON it parses (``common/bounded_json.py``:
+    ``MAX_DEPTH`` nesting, ``MAX_NUMBER_CHARS`` per number), since a recursive walker's
+    safety must not depend on a setting."""
+
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 1000
     max_key_bytes: int = 1024

@@ -88,17 +88,25 @@ def join(
         try:
             envelope = read_list(trusted_list_source, context)
             lst = verify_trusted_list(envelope, service_certificate, consortium=consortium)
-            candidates = [n.address for n in lst.nodes if n.status is NodeStatus.TRUSTED]
+            candidates = [
+                n.address
+                for n in lst.nodes
+                if n.status is NodeStatus.TRUSTED and n.address != address  # not ourselves
+            ]
             for target in ([hint] if hint else []) + candidates:
-                outcome = _attempt(
-                    target,
-                    context,
-                    name=name,
-                    address=address,
-                    public_key_pem=public_key_pem,
-                    quote_for=quote_for,
-                    sans=subject_alt_names,
-                )
+                try:
+                    outcome = _attempt(
+                        target,
+                        context,
+                        name=name,
+                        address=address,
+                        public_key_pem=public_key_pem,
+                        quote_for=quote_for,
+                        sans=subject_alt_names,
+                    )
+                except OSError as exc:  # that one is down: the next may answer
+                    log.info("join attempt at %s failed: %s", target, exc)
+                    continue
                 if isinstance(outcome, JoinAnswer):
                     return outcome
                 if outcome:

@@ -37,6 +37,7 @@ from consortium_node.server.primary import Primary
 from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.sealed import SealedStoreError
 from consortium_node.server.tls import load_identity, peer_context, server_context
+from consortium_node.server.tls_site import TLSSite
 from consortium_node.server.watch import watch_list_file
 
 log = logging.getLogger("consortium_node")
@@ -91,7 +92,7 @@ async def serve(node: Node, host: str, port: int) -> None:
     app = build_app(Services(node, raft, primary, transport, Governance(node, raft, primary)))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=server_tls, reuse_address=True)
+    site = TLSSite(runner, host, port, server_tls)  # refusals send their alert and are logged
     await site.start()
     await raft.start()
     tasks = [

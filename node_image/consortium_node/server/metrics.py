@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
+from consortium_node.ledger.damage import DamageKind
 
 if TYPE_CHECKING:
     from consortium_node.ledger import Ledger
@@ -137,6 +138,23 @@ class NodeMetrics:
         self.ledger_bytes = Gauge(
             "consortium_ledger_bytes", "Bytes of ledger chunks on this node's volume.", registry=r
         )
+        self.repairs = Counter(
+            "consortium_ledger_repairs",
+            "Storage faults repaired from the consortium, by the kind of damage: truncated, "
+            "corrupted or missing ledger records (counted once every entry lost was replicated "
+            "again), or sealed secrets lost (counted once obtained again by an attested re-join).",
+            ["reason"],
+            registry=r,
+        )
+        for kind in DamageKind:  # present from the start, so increase() sees the first one
+            self.repairs.labels(kind.value)
+        self.recovering = Gauge(
+            "consortium_ledger_recovering",
+            "1 while this node's log lacks committed entries it lost to a storage fault (it "
+            "neither votes for a log without them nor campaigns), else 0; 2 if the entries "
+            "replicated to it contradict what it knew committed.",
+            registry=r,
+        )
 
     def set_role(self, role: str) -> None:
         for candidate in ROLES:
@@ -172,6 +190,13 @@ class NodeMetrics:
         self.ledger_secret_version.set(ledger.secrets.current_version)
         self.observe_list(trusted, now)
         self.ledger_bytes.set(sum(p.stat().st_size for p in ledger.chunk_paths))
+        self.recovering.set(
+            2
+            if ledger.diverged is not None
+            else 1
+            if ledger.missing_committed or ledger.unvouched
+            else 0
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

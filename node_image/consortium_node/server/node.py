@@ -64,6 +64,7 @@ class Node:
             version=__version__,
         )
         self.role = "backup"
+        self._repair_counted = False  # a storage fault set aside at start was repaired
         self.on_new_members: Callable[[list[str]], None] | None = None
         self._announced_members: set[str] = set()
         # Set by start-up (genesis / join / restart):
@@ -119,6 +120,7 @@ class Node:
     def on_commit(self, index: int) -> None:
         """After each commit: adopt a new committed list, pick up a renewed certificate."""
         self.metrics.observe_commit(index)
+        self._note_repair()
         adopted = self.membership.adopt_committed()
         if adopted is not None:
             self.metrics.observe_list(adopted, utcnow())
@@ -133,6 +135,23 @@ class Node:
         pem = record[0].get("certificate") if record and isinstance(record[0], dict) else None
         if pem:
             self.certificate.adopt(pem, "renewed node certificate")
+
+    def _note_repair(self) -> None:
+        """Count a storage-fault repair once the log again holds every entry it knew committed
+        (the leader replicated them; each was checked like any replicated entry)."""
+        damage = self.ledger.damage
+        if damage is None or self._repair_counted:
+            return
+        ledger = self.ledger
+        if ledger.missing_committed is None and ledger.unvouched is None and not ledger.diverged:
+            self._repair_counted = True
+            self.metrics.repairs.labels(damage.kind.value).inc()
+            log.warning(
+                "ledger repaired from the consortium: %s; the log holds every committed entry "
+                "again (commit %s)",
+                damage.describe(),
+                self.ledger.commit_txid,
+            )
 
     def announce_members(self) -> None:
         """Hand certificates of members not seen before to ``on_new_members`` (TLS trust)."""
@@ -178,7 +197,43 @@ class Node:
             "last_signed_index": self.ledger.last_signed_index,
             "node_certificate_expires_at": rfc3339(self.certificate.current.not_valid_after_utc),
             "started_at": rfc3339(self.started_at),
+            "ledger_repair": self.ledger_repair(),
         }
+
+    def ledger_repair(self) -> dict[str, Any] | None:
+        """A storage fault found at start and where its repair stands (None: no fault).
+
+        ``state``: ``recovering`` while committed entries lost to it are not replicated
+        again, ``repaired`` once they are, ``diverged`` if what was replicated contradicts
+        what this node knew committed."""
+        damage = self.ledger.damage
+        if damage is None:
+            return None
+        missing = self.ledger.missing_committed or self.ledger.unvouched
+        state = "diverged" if self.ledger.diverged else "recovering" if missing else "repaired"
+        known = self.ledger.known_commit
+        return {
+            "state": state,
+            "damage": damage.describe(),
+            "kind": damage.kind.value,
+            "known_committed": f"{known.term}.{known.index}",
+            "set_aside": [str(path) for path in damage.aside],
+        }
+
+    def ledger_problem(self) -> str | None:
+        """Why the ledger keeps this node from being ready, or None."""
+        repair = self.ledger_repair()
+        if repair is None or repair["state"] == "repaired":
+            return None
+        if repair["state"] == "diverged":
+            return (
+                f"the entries replicated to this node contradict the committed entry "
+                f"{repair['known_committed']} it held before a storage fault ({repair['damage']})"
+            )
+        return (
+            f"recovering committed entries up to {repair['known_committed']} lost to a storage "
+            f"fault ({repair['damage']}) from the primary"
+        )
 
     def _refresh_test_faults(self) -> None:
         """Test-only: re-read ``insecure_test_faults_file`` (comma-separated fault names).

@@ -18,6 +18,11 @@ class SealedStoreError(RuntimeError):
     """A sealed secret exists but cannot be unsealed (other code, other chip, corrupt)."""
 
 
+class IdentityLostError(SealedStoreError):
+    """The sealed node key is gone while the rest of the node's data is there: the identity
+    that data belongs to can never be used again (a storage fault)."""
+
+
 class SealedStore:
     """Seal/unseal named secrets with the enclave's sealing key."""
 

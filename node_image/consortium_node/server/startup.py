@@ -54,6 +54,7 @@ from consortium_node.identity.certs import (
     load_certificate,
     load_member_certificate,
 )
+from consortium_node.identity.errors import IdentityError
 from consortium_node.identity.trusted_list import (
     NodeEntry,
     NodeStatus,
@@ -63,9 +64,10 @@ from consortium_node.identity.trusted_list import (
 from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets
+from consortium_node.ledger.damage import DamageKind
 from consortium_node.server import joiner
 from consortium_node.server.certificates import NodeCertificate, certificate_names
-from consortium_node.server.config import NodeConfig
+from consortium_node.server.config import JoinConfig, NodeConfig
 from consortium_node.server.errors import NodeStartError
 from consortium_node.server.genesis import (
     T_LISTS,
@@ -75,9 +77,10 @@ from consortium_node.server.genesis import (
     policy_from_value,
 )
 from consortium_node.server.join_secrets import join_context
+from consortium_node.server.ledger_secrets import FIRST as FIRST_SECRET
 from consortium_node.server.ledger_secrets import decode_later
 from consortium_node.server.membership import Membership
-from consortium_node.server.sealed import SealedStore, SealedStoreError
+from consortium_node.server.sealed import IdentityLostError, SealedStore, SealedStoreError
 
 if TYPE_CHECKING:
     from consortium_node.server.node import Node
@@ -102,25 +105,36 @@ NewNode = Callable[[NodeConfig, Tee, keys.PrivateKey], "Node"]
 
 def open_node(new: NewNode, config: NodeConfig) -> Node:
     """Start a node from its configuration and data directory (see above)."""
+    rejoin: JoinConfig | None = None
     try:
         node = _provision(new, config)
     except SealedStoreError as exc:
         # Sealed by other code (a code upgrade: sealing keys derive from the measurement)
-        # or another chip. This code can never use that identity; keep it and join afresh
-        # (never as a second genesis: that would be a second network).
-        if config.mode == "genesis":
+        # or another chip, or the node key is gone. That identity can never be used again;
+        # keep its data and join afresh (never as a second genesis: a second network). A
+        # genesis node joins through the peers it knew.
+        if config.mode == "genesis" and _known_peers(config.data_dir) is None:
             raise NodeStartError(
-                f"{exc}; a genesis node will not start a second network "
-                "over it: start this node as a joiner"
+                f"{exc}; a genesis node will not start a second network over it, and knows "
+                "no peer to join: start this node as a joiner"
             ) from exc
-        aside = set_aside(config.data_dir, "sealed-elsewhere")
+        lost = isinstance(exc, IdentityLostError)
+        aside = set_aside(config.data_dir, "identity-lost" if lost else "sealed-elsewhere")
+        if config.mode == "genesis":
+            rejoin = _known_peers(aside)
         log.warning("%s; the data is kept at %s and the node starts afresh", exc, aside)
         node = _provision(new, config)
     if node.sealed.exists("service-identity") and _retired_by_published_list(node):
         _set_aside_retired_identity(node)
         node = _provision(new, config)
-    if node.sealed.exists("service-identity"):
+    if node.sealed.exists("service-identity") and node.sealed.exists(FIRST_SECRET):
         _restart(node)
+    elif (node.sealed.exists("service-identity") or node.sealed.exists(FIRST_SECRET)) and (
+        config.join is not None or _known_peers(config.data_dir) is not None
+    ):
+        _rejoin(node)  # part of the sealed state was lost: get it again, same identity
+    elif rejoin is not None:
+        _join(node, rejoin)
     elif config.mode == "genesis":
         _genesis(node)
     else:
@@ -173,6 +187,15 @@ def _platform(config: NodeConfig) -> Tee:
 def _node_key(sealed: SealedStore) -> keys.PrivateKey:
     if sealed.exists("node-key"):
         return keys.load_private_key(sealed.get("node-key"))
+    others = sorted(p.name for p in sealed.directory.glob("*.sealed"))
+    ledger = sealed.directory.parent / "ledger"
+    if others or any(ledger.glob("ledger_*.chunk")):
+        # The identity this data belongs to is gone (a storage fault): nobody can ever use
+        # it again, and a new key must not impersonate it. Keep the data, start afresh.
+        raise IdentityLostError(
+            f"{sealed.directory}/node-key.sealed is missing although this node holds "
+            f"{', '.join(others) or 'a ledger'}: its identity is lost"
+        )
     key = keys.generate_key("p256")
     sealed.put("node-key", keys.private_key_pem(key))
     return key
@@ -257,8 +280,10 @@ def _set_aside_interrupted_genesis(node: Node, ledger_dir: Path) -> None:
 
 # ---------------------------------------------------------------------- shared steps
 def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
+    """The node's ledger; a storage fault in it is set aside (kept) and the entries it held
+    are replicated again by the leader (``Ledger.open(repair=True)``)."""
     settings = node.config.ledger
-    return Ledger.open(
+    ledger = Ledger.open(
         node.data_dir / "ledger",
         ledger_secret=secrets,
         config=LedgerConfig(
@@ -266,7 +291,18 @@ def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
             signature_interval_ms=settings.signature_interval_ms,
             chunk_max_bytes=settings.chunk_max_bytes,
         ),
+        repair=True,
     )
+    missing = ledger.missing_committed
+    if ledger.damage is not None:
+        log.error(
+            "ledger storage fault: %s; the log now ends at %d%s; this node gets the rest from "
+            "the primary and neither leads nor votes for a log without it until then",
+            ledger.damage.describe(),
+            ledger.last_index,
+            f", before committed entries up to {missing.term}.{missing.index}" if missing else "",
+        )
+    return ledger
 
 
 def _seal_service(node: Node) -> None:
@@ -428,8 +464,8 @@ def _trust_self(node: Node) -> None:
 
 
 # ---------------------------------------------------------------------- join
-def _join(node: Node) -> None:
-    settings = node.config.join
+def _join(node: Node, settings: JoinConfig | None = None) -> None:
+    settings = settings or node.config.join
     if settings is None:
         raise NodeStartError(
             "join: mode join needs a join section (service_certificate, trusted_list)"
@@ -475,7 +511,62 @@ def _join(node: Node) -> None:
     log.info("joined consortium %s as %s", node.config.consortium, node.node_id[:16])
 
 
+def _rejoin(node: Node) -> None:
+    """Sealed secrets lost to a storage fault (the service identity or the ledger secret),
+    the node key intact: attest to the primary again, as a Trusted node that lost a join
+    answer does, and receive the secrets wrapped to this key; the ledger on disk is kept."""
+    missing = [f"{label}.sealed" for label in ("service-identity", FIRST_SECRET)
+               if not node.sealed.exists(label)]  # fmt: skip
+    settings = node.config.join or _known_peers(node.data_dir)
+    if settings is None:
+        raise NodeStartError(
+            f"sealed state lost ({', '.join(missing)}) and this node knows no peer to get it "
+            "again from (no join section, no service certificate and trusted-node list on "
+            "disk): restore it, or start the node as a joiner"
+        )
+    log.warning("sealed state lost (%s): getting it again from the primary", ", ".join(missing))
+    _join(node, settings)
+    node.metrics.repairs.labels(DamageKind.SEALED.value).inc()
+    log.warning("sealed state repaired: %s obtained again from the primary", ", ".join(missing))
+
+
+def _known_peers(data_dir: Path) -> JoinConfig | None:
+    """Join settings from what a node kept in plain files in ``data_dir``: the service
+    certificate it wrote at its last start and the last trusted-node list it adopted (both
+    public, both verified again by the join: the list is signed by the service)."""
+    cert, lst = data_dir / "service_cert.pem", data_dir / "trusted-list" / "current.cose"
+    try:
+        known = verify_trusted_list(lst.read_bytes(), cert.read_bytes().decode("ascii"))
+    except (OSError, UnicodeDecodeError, IdentityError):
+        return None
+    trusted = [n for n in known.nodes if n.status is NodeStatus.TRUSTED]
+    if len(trusted) < 2:  # only this node: nobody to get anything from
+        return None
+    return JoinConfig(service_certificate=cert, trusted_list=str(lst), retry_interval=0.5)
+
+
 # ---------------------------------------------------------------------- restart
+def _check_repairable(node: Node) -> None:
+    """A storage fault lost entries and no other node could hand them back (this node is the
+    only Trusted one it knows of): refuse to start, naming the fault, instead of waiting for
+    ever. The damaged bytes stay set aside; restoring them (or a backup) is the way back."""
+    ledger, lst = node.ledger, node.membership.current()
+    lacking = ledger.missing_committed or ledger.unvouched
+    if ledger.damage is None or lacking is None:
+        return
+    others = [
+        n
+        for n in (lst.nodes if lst else ())
+        if n.status is NodeStatus.TRUSTED and n.node_id != node.node_id
+    ]
+    if not others:
+        raise NodeStartError(
+            f"ledger storage fault: {ledger.damage.describe()}; entries up to "
+            f"{lacking.term}.{lacking.index} are lost and no other node holds them (this node "
+            f"is the only Trusted one); the damaged bytes are kept in {ledger.damage.aside}"
+        )
+
+
 def _restart(node: Node) -> None:
     blob = json.loads(node.sealed.get("service-identity"))
     node.service = ServiceIdentity.from_parts(
@@ -484,6 +575,7 @@ def _restart(node: Node) -> None:
     )
     node.ledger = _open_ledger(node, node.vault.load())
     _start_views(node)
+    _check_repairable(node)
     record = node.node_record(node.node_id)
     pem = record.get("certificate") if record else None
     saved = node.data_dir / "node_cert.pem"

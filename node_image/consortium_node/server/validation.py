@@ -3,6 +3,8 @@
 Every request body, query string and path parameter the API takes is parsed here, and only
 here. Every rejection is a BadRequestError (``errors.py``) naming the field (a JSON-path-like
 string) and the reason, raised before the node is touched, so a bad request changes nothing.
+JSON bodies are decoded by ``common/bounded_json.py`` (nesting, number and Unicode limits,
+no recursion), whose refusals name the path from ``body`` (``body.transactions[3].writes``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from consortium_node.common import bounded_json
 from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.identity import keys
 from consortium_node.server.config import Limits
@@ -24,21 +27,26 @@ TXID_RE = re.compile(r"^(\d{1,19})\.(\d{1,19})$")
 APP_TABLE = "app"
 MAX_DOCUMENT = 256 * 1024  # bytes of one signed governance document
 MAX_SANS = 16
+_KEY_SHOWN = 32  # characters of a key named in an error's field
 _DNS_NAME = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 )
 
 
 def parse_json_body(raw: bytes) -> Any:
-    """Decode a UTF-8 JSON body; malformed input → 400 naming the body and the position."""
+    """Decode a UTF-8 JSON body within the bounded loader's limits; anything else → 400
+    naming the JSON path where it went wrong (``body`` itself for a body that is not JSON)."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadRequestError("body", f"not UTF-8 at byte {exc.start}") from exc
-    except json.JSONDecodeError as exc:
-        raise BadRequestError(
-            "body", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        return bounded_json.loads(raw, root="body")
+    except bounded_json.BoundedJSONError as exc:
+        raise BadRequestError(exc.path, exc.reason) from exc
+
+
+def key_field(path: str, key: str) -> str:
+    """The field naming ``key`` of the object at ``path``. An error body echoes it, so an
+    empty key is shown as ``""`` and a long one is cut short."""
+    shown = key[:_KEY_SHOWN] + "…" if len(key) > _KEY_SHOWN else key or '""'
+    return f"{path}.{shown}" if path else shown
 
 
 def check_keys(obj: Mapping[str, Any], path: str, allowed: set[str], required: set[str]) -> None:
@@ -46,12 +54,12 @@ def check_keys(obj: Mapping[str, Any], path: str, allowed: set[str], required: s
     unknown = sorted(set(obj) - allowed)
     if unknown:
         raise BadRequestError(
-            f"{path}.{unknown[0]}" if path else unknown[0],
+            key_field(path, unknown[0]),
             f"unknown key; allowed keys are {', '.join(sorted(allowed))}",
         )
     for key in sorted(required):
         if key not in obj:
-            raise BadRequestError(f"{path}.{key}" if path else key, "required")
+            raise BadRequestError(key_field(path, key), "required")
 
 
 @dataclass(frozen=True)
@@ -87,27 +95,30 @@ def parse_transactions(body: Any, limits: Limits) -> TransactionBatch:
             raise BadRequestError(f"{path}.writes", "expected a non-empty object of key: value")
         for key, value in writes.items():
             _check_key(key, f"{path}.writes", limits)
+            where = key_field(f"{path}.writes", key)
             size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
             if size > limits.max_value_bytes:
                 raise BadRequestError(
-                    f"{path}.writes.{key}",
-                    f"value of {size} bytes exceeds the limit {limits.max_value_bytes}",
+                    where, f"value of {size} bytes exceeds the limit {limits.max_value_bytes}"
                 )
             if _has_float(value):
-                raise BadRequestError(
-                    f"{path}.writes.{key}", "floats are not allowed (use a string or integer)"
-                )
+                raise BadRequestError(where, "floats are not allowed (use a string or integer)")
         write_sets.append({APP_TABLE: dict(writes)})
     return TransactionBatch(tuple(write_sets))
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
+    """Whether a float is anywhere in ``value``; a loop over a stack, not recursion, so no
+    nesting can exhaust the interpreter's stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
     return False
 
 

@@ -372,6 +372,28 @@ REFUSED: list[Any] = [
         lambda c: raw_signed(c.gov_p256, b"approve"), "ballot", GOV, "payload", id="not-json"
     ),
     pytest.param(lambda c: raw_signed(c.gov_p256, b"[]"), "ballot", GOV, "payload", id="array"),
+    # The bounded loader's refusals (common/bounded_json.py), named by their JSON path.
+    pytest.param(
+        lambda c: raw_signed(c.gov_p256, b'{"vote":' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+        "ballot",
+        GOV,
+        "payload.vote" + "[0]" * 63,
+        id="nested-10000-deep",
+    ),
+    pytest.param(
+        lambda c: raw_signed(c.gov_p256, b'{"vote":' + b"7" * 5_000 + b"}"),
+        "ballot",
+        GOV,
+        "payload.vote",
+        id="number-5000-digits",
+    ),
+    pytest.param(
+        lambda c: raw_signed(c.gov_p256, b'{"vote":[1,NaN]}'),
+        "ballot",
+        GOV,
+        "payload.vote[1]",
+        id="nan",
+    ),
     pytest.param(
         lambda c: raw_signed(
             c.gov_p256,

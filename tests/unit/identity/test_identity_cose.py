@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +118,38 @@ def test_untagged_array_is_accepted() -> None:
     key = generate_key("p256")
     untagged = cbor2.dumps(cbor2.loads(sign1(key, PAYLOAD, kid=KID_BYTES)).value)
     assert verify_sign1(untagged, key.public_key()).payload == PAYLOAD
+
+
+_TRUNCATED_LONG_TEXT = """
+from consortium_node.identity.cose import decode_sign1
+from consortium_node.identity.errors import CoseError
+
+# a text string declared 2**40 bytes long that ends 66,000 bytes in
+envelope = b"\\x7b" + (2**40).to_bytes(8, "big") + b"x" * 66_000
+refused = 0
+for _ in range(50):
+    try:
+        decode_sign1(envelope)
+    except CoseError:
+        refused += 1
+    churn = [bytes(1000 + i) for i in range(200)]  # allocations that meet a corrupt heap
+print("refused", refused)
+"""
+
+
+def test_a_truncated_long_text_string_does_not_corrupt_memory() -> None:
+    """cbor2 5.x's C decoder frees such a string twice (a node aborted on a 66 KB POST to
+    /gov/proposals, which needs no client certificate). glibc's MALLOC_CHECK_=3 turns the
+    corruption into an abort at once, so the decode runs in a child process."""
+    child = subprocess.run(
+        [sys.executable, "-c", _TRUNCATED_LONG_TEXT],
+        env={**os.environ, "MALLOC_CHECK_": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "refused 50"), child.stderr[-2000:]
 
 
 def _build(

@@ -78,6 +78,7 @@ def open_ledger(tmp_path: Path, secret: bytes, clock: FakeClock) -> Iterator[Ope
             ledger_secret=kwargs.pop("ledger_secret", secret),  # type: ignore[arg-type]
             config=config or LedgerConfig(),
             clock=clock,
+            repair=bool(kwargs.pop("repair", False)),
         )
         opened.append(ledger)
         return ledger

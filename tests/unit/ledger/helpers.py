@@ -11,11 +11,13 @@ from consortium_node.ledger import EntryKind, Ledger, LedgerSigner, TxId
 
 
 def record_offsets(data: bytes) -> list[int]:
-    """Start offset of every complete record in a chunk's bytes."""
+    """Start offset of every complete entry record in a chunk's bytes (commit markers, which
+    are not entries, are skipped)."""
     offsets, pos = [], 0
     while pos + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, pos + 4)
-        offsets.append(pos)
+        if data[pos : pos + 4] != b"CLM1":
+            offsets.append(pos)
         pos += 12 + length
     return offsets
 

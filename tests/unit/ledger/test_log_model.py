@@ -59,6 +59,7 @@ class Model:
     payloads: list[bytes] = field(default_factory=list)
     durable: int = 0
     commit: int = 0
+    marked: int = 0  # the highest commit marker written durably (survives reopen and crash)
     term: int = 1
 
     def state(self, upto: int, kinds: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -90,6 +91,9 @@ def check(ledger: Ledger, model: Model) -> None:
     assert ledger.last_index == len(model.entries)
     assert (ledger.durable_index, ledger.commit_index) == (model.durable, model.commit)
     assert ledger.term == model.term
+    assert ledger.known_commit.index == max(model.commit, model.marked)
+    assert ledger.missing_committed is None and ledger.diverged is None
+    assert ledger.unvouched is None
     assert [ledger.term_at(i + 1) for i in range(ledger.last_index)] == [
         txid.term for txid, _, _ in model.entries
     ]
@@ -124,6 +128,8 @@ def run(directory: Path, signer: NodeKeySigner, operations: list[Op]) -> None:
             elif name == "term":
                 ledger.term = model.term = model.term + 1
             elif name == "sync":
+                if model.durable < len(model.entries):  # a marker rides with new entries
+                    model.marked = max(model.marked, model.commit)
                 assert ledger.sync() == len(model.entries)
                 model.durable = len(model.entries)
             elif name == "commit":
@@ -132,7 +138,7 @@ def run(directory: Path, signer: NodeKeySigner, operations: list[Op]) -> None:
                 assert ledger.advance_commit(target) == model.commit
             elif name == "truncate":
                 last_kept = len(model.entries) * op[1] // 100
-                if last_kept < model.commit:
+                if last_kept < max(model.commit, model.marked):
                     try:
                         ledger.truncate(last_kept)
                     except LedgerError:
@@ -152,7 +158,8 @@ def run(directory: Path, signer: NodeKeySigner, operations: list[Op]) -> None:
                     ledger._store.close()
                     del model.entries[model.durable :]
                 else:
-                    ledger.close()
+                    ledger.close()  # records the commit index in a marker
+                    model.marked = max(model.marked, model.commit)
                 model.durable, model.commit = len(model.entries), 0
                 model.term = max([1] + [txid.term for txid, _, _ in model.entries])
                 ledger = open_ledger()

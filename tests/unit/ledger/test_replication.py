@@ -336,10 +336,17 @@ def test_truncate_below_commit_is_refused(open_ledger: OpenLedger, signer: NodeK
 def test_truncate_replayed_entries_then_follow_a_new_leader(
     open_ledger: OpenLedger, signer: NodeKeySigner, tmp_path: Path
 ) -> None:
+    source = open_ledger(SMALL_CHUNKS, directory=tmp_path / "source")
+    build_history(source, signer)
     old = open_ledger(SMALL_CHUNKS)
-    build_history(old, signer)
+    old.append_entries(source.raw_entries(1, source.last_index))
+    old.sync()
+    old.advance_commit(10)  # this follower knew 10 committed, the rest only durable
     old.close()
-    replica = open_ledger(SMALL_CHUNKS)  # nothing committed after a restart
+    replica = open_ledger(SMALL_CHUNKS)  # nothing committed after a restart, 10 known
+    assert (replica.commit_index, replica.known_commit.index) == (0, 10)
+    with pytest.raises(LedgerError, match="index 10 is known committed"):
+        replica.truncate(9)
     replica.advance_commit(10)
     replica.truncate(12)  # entries 13.. were replayed, never held in memory
     new_leader = open_ledger(SMALL_CHUNKS, directory=tmp_path / "leader")

@@ -252,8 +252,8 @@ class Cluster:
     def _build(self, member: Member) -> None:
         """(Re)open the member's ledger and state and make a new RaftNode over them."""
         assert not member.running and not member.ledger_open
-        member.ledger = Ledger.open(
-            member.ledger_dir, ledger_secret=LEDGER_SECRET, config=LEDGER_CONFIG
+        member.ledger = Ledger.open(  # as the node opens it: storage faults are set aside
+            member.ledger_dir, ledger_secret=LEDGER_SECRET, config=LEDGER_CONFIG, repair=True
         )
         member.ledger_open = True
         node: RaftNode

@@ -9,6 +9,7 @@ from consortium_node.server.errors import BadRequestError, DocumentTooLargeError
 from consortium_node.server.http_errors import api_error
 from consortium_node.server.validation import (
     MAX_DOCUMENT,
+    _has_float,
     check_document,
     parse_forwarded,
     parse_json_body,
@@ -47,6 +48,10 @@ def test_transactions_become_app_write_sets() -> None:
         ({"transactions": [{"writes": {"a" * 9: 1}}]}, "transactions[0].writes.", "exceeds 8"),
         ({"transactions": [{"writes": {"a": "x" * 20}}]}, "transactions[0].writes.a", "limit 16"),
         ({"transactions": [{"writes": {"a": 1.5}}]}, "transactions[0].writes.a", "floats"),
+        # An error body echoes the field: an empty key is shown, a long one cut short.
+        ({"": None}, '""', "unknown key"),
+        ({"x" * 5000: None}, "x" * 32 + "…", "unknown key"),
+        ({"transactions": [{"writes": {"a": 1}, "": 2}]}, 'transactions[0].""', "unknown key"),
     ],
 )
 def test_bad_transactions(body: Any, field: str, reason: str) -> None:
@@ -65,6 +70,32 @@ def test_malformed_json(raw: bytes, reason: str) -> None:
     with pytest.raises(BadRequestError, match=reason) as info:
         parse_json_body(raw)
     assert info.value.field == "body"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        (b'{"transactions": [' + b"[" * 900 + b"]" * 900 + b"]}", "body.transactions", "deeper"),
+        (b'{"transactions": [{"writes": {"a": ' + b"5" * 5000 + b"}}]}", "body", "5000"),
+        (b'{"transactions": [{"writes": {"a": NaN}}]}', "body.transactions[0].writes.a", "NaN"),
+        (b'{"transactions": [{"writes": {"a": "\\ud800"}}]}', "body.", "lone surrogate"),
+    ],
+)
+def test_hostile_json_is_a_400_naming_the_path(raw: bytes, field: str, reason: str) -> None:
+    """Each of these answered 500 before the bounded loader (common/bounded_json.py)."""
+    with pytest.raises(BadRequestError) as info:
+        parse_json_body(raw)
+    assert info.value.field is not None and info.value.field.startswith(field)
+    assert reason in info.value.reason
+    assert api_error(info.value).status == 400
+
+
+def test_floats_are_found_at_any_depth_without_recursion() -> None:
+    value: Any = 1.5
+    for _ in range(10_000):  # deeper than the interpreter's recursion limit
+        value = [0, {"a": value}]
+    assert _has_float(value)
+    assert not _has_float([[0, {"a": ["x", None, True]}]] * 3)
 
 
 @pytest.mark.parametrize(
