@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from consortium_node.common import bounded_json
 from consortium_node.identity.certs import certificate_pem
 from consortium_node.identity.trusted_list import NodeStatus, verify_trusted_list
 from consortium_node.server.errors import JoinRefusedError
@@ -49,10 +50,10 @@ def _fetch(
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=timeout) as resp:  # noqa: S310
-            return resp.status, json.loads(resp.read())
+            return resp.status, bounded_json.loads(resp.read(), "answer")
     except urllib.error.HTTPError as exc:
         try:
-            return exc.code, json.loads(exc.read())
+            return exc.code, bounded_json.loads(exc.read(), "answer")
         except ValueError:
             return exc.code, {}
 

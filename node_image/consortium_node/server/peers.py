@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
+from consortium_node.common import bounded_json
 from consortium_node.common.timeutil import utcnow
 from consortium_node.identity.certs import verify_node_certificate
 from consortium_node.identity.errors import IdentityError
@@ -130,8 +131,8 @@ class PeerTransport:
             async with self._client().get(f"https://{address}{path}") as resp:
                 if resp.status != 200:
                     raise OSError(f"{address}{path}: HTTP {resp.status}")
-                return await resp.json()
-        except aiohttp.ClientError as exc:
+                return bounded_json.loads(await resp.read(), "answer")
+        except (aiohttp.ClientError, ValueError) as exc:
             raise OSError(f"{address}{path}: {exc}") from exc
 
     async def relay(
@@ -143,7 +144,7 @@ class PeerTransport:
             async with self._client().post(
                 f"https://{address}{path}", data=body, headers=headers
             ) as resp:
-                return resp.status, await resp.json(content_type=None)
+                return resp.status, bounded_json.loads(await resp.read(), "answer")
         except (aiohttp.ClientError, ValueError) as exc:
             raise OSError(f"forwarding to the leader at {address} failed: {exc}") from exc
 
@@ -151,6 +152,6 @@ class PeerTransport:
         """Relay a request to the leader; returns its status and JSON body."""
         try:
             async with self._client().post(f"https://{address}{path}", json=body) as resp:
-                return resp.status, await resp.json(content_type=None)
-        except aiohttp.ClientError as exc:
+                return resp.status, bounded_json.loads(await resp.read(), "answer")
+        except (aiohttp.ClientError, ValueError) as exc:  # an answer that is not bounded JSON
             raise OSError(f"forwarding to the leader at {address} failed: {exc}") from exc

@@ -9,11 +9,15 @@ the running node (``node.py``) never needs any of it again. ``Node.open`` calls
   genesis transaction, trust itself and issue trusted-node list version 1;
 * **join**: attest to the primary and receive the secrets wrapped to this node's key
   (``joiner``), then catch up through Raft;
-* **restart**: unseal, replay the ledger; consensus tells what is committed.
+* **restart**: unseal, replay the ledger (a storage fault set aside, ``Ledger.open(repair=
+  True)``); consensus tells what is committed;
+* **re-join**: part of the sealed state is gone (service identity or ledger secret), the node
+  key is not: attest again and receive the secrets, keeping the ledger.
 
-An identity is set aside (moved to ``retired-<stamp>-<why>/``, never deleted) when this code
-cannot unseal it (a code upgrade: sealing keys derive from the measurement) or the published
-trusted-node list says the node was Retired; the node then starts afresh as a joiner.
+An identity is set aside (moved to ``retired-<stamp>-<why>/``, never deleted; ``recovery``)
+when this code cannot unseal it (a code upgrade: sealing keys derive from the measurement),
+its node key is lost, or the published trusted-node list says the node was Retired; the node
+then starts afresh as a joiner (a genesis node through the peers it knew).
 """
 
 from __future__ import annotations
@@ -54,12 +58,10 @@ from consortium_node.identity.certs import (
     load_certificate,
     load_member_certificate,
 )
-from consortium_node.identity.errors import IdentityError
 from consortium_node.identity.trusted_list import (
     NodeEntry,
     NodeStatus,
     TrustedNodeList,
-    verify_trusted_list,
 )
 from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
@@ -80,6 +82,13 @@ from consortium_node.server.join_secrets import join_context
 from consortium_node.server.ledger_secrets import FIRST as FIRST_SECRET
 from consortium_node.server.ledger_secrets import decode_later
 from consortium_node.server.membership import Membership
+from consortium_node.server.recovery import (
+    check_repairable,
+    known_peers,
+    retired_by_published_list,
+    set_aside,
+    set_aside_retired_identity,
+)
 from consortium_node.server.sealed import IdentityLostError, SealedStore, SealedStoreError
 
 if TYPE_CHECKING:
@@ -113,7 +122,7 @@ def open_node(new: NewNode, config: NodeConfig) -> Node:
         # or another chip, or the node key is gone. That identity can never be used again;
         # keep its data and join afresh (never as a second genesis: a second network). A
         # genesis node joins through the peers it knew.
-        if config.mode == "genesis" and _known_peers(config.data_dir) is None:
+        if config.mode == "genesis" and known_peers(config.data_dir) is None:
             raise NodeStartError(
                 f"{exc}; a genesis node will not start a second network over it, and knows "
                 "no peer to join: start this node as a joiner"
@@ -121,16 +130,16 @@ def open_node(new: NewNode, config: NodeConfig) -> Node:
         lost = isinstance(exc, IdentityLostError)
         aside = set_aside(config.data_dir, "identity-lost" if lost else "sealed-elsewhere")
         if config.mode == "genesis":
-            rejoin = _known_peers(aside)
+            rejoin = known_peers(aside)
         log.warning("%s; the data is kept at %s and the node starts afresh", exc, aside)
         node = _provision(new, config)
-    if node.sealed.exists("service-identity") and _retired_by_published_list(node):
-        _set_aside_retired_identity(node)
+    if node.sealed.exists("service-identity") and retired_by_published_list(node):
+        set_aside_retired_identity(node)
         node = _provision(new, config)
     if node.sealed.exists("service-identity") and node.sealed.exists(FIRST_SECRET):
         _restart(node)
     elif (node.sealed.exists("service-identity") or node.sealed.exists(FIRST_SECRET)) and (
-        config.join is not None or _known_peers(config.data_dir) is not None
+        config.join is not None or known_peers(config.data_dir) is not None
     ):
         _rejoin(node)  # part of the sealed state was lost: get it again, same identity
     elif rejoin is not None:
@@ -213,50 +222,6 @@ def _read(path: Path, field: str) -> bytes:
 
 
 # ---------------------------------------------------------------------- set-aside
-def set_aside(data_dir: Path, tag: str) -> Path:
-    """Move everything in ``data_dir`` into ``retired-<UTC stamp>-<tag>/`` (never deleted:
-    no data is lost) so the node can start with a fresh identity."""
-    aside = data_dir / f"retired-{utcnow():%Y%m%dT%H%M%SZ}-{tag}"
-    aside.mkdir(parents=True)
-    for child in list(data_dir.iterdir()):
-        if child != aside and not child.name.startswith("retired-"):
-            child.rename(aside / child.name)
-    return aside
-
-
-def _retired_by_published_list(node: Node) -> bool:
-    """Does the mounted, verified trusted-node list say this node was Retired?
-
-    A Retired node can never rejoin with its old identity; the operator replaces its pod
-    and the new pod must start fresh. The list is verified with the sealed service
-    certificate, so nobody but the service can make a node discard its identity.
-    """
-    path = node.config.trusted_list_path
-    if path is None or not path.is_file():
-        return False
-    try:
-        blob = json.loads(node.sealed.get("service-identity"))
-        lst = verify_trusted_list(
-            path.read_bytes(), blob["certificate"], consortium=node.config.consortium
-        )
-    except Exception as exc:
-        log.warning("cannot read the published trusted-node list %s: %s", path, exc)
-        return False
-    own = lst.node(node.node_id)
-    return own is not None and own.status is NodeStatus.RETIRED
-
-
-def _set_aside_retired_identity(node: Node) -> None:
-    """Move this Retired node's data aside (kept, never deleted) and start afresh."""
-    aside = set_aside(node.data_dir, node.node_id[:16])
-    log.warning(
-        "this node (%s) is Retired in the published trusted-node list; its data is kept "
-        "at %s and the node starts with a fresh identity",
-        node.node_id[:16],
-        aside,
-    )
-
-
 def _set_aside_interrupted_genesis(node: Node, ledger_dir: Path) -> None:
     """Move aside a ledger left by a genesis that crashed before sealing its service key.
 
@@ -517,7 +482,7 @@ def _rejoin(node: Node) -> None:
     answer does, and receive the secrets wrapped to this key; the ledger on disk is kept."""
     missing = [f"{label}.sealed" for label in ("service-identity", FIRST_SECRET)
                if not node.sealed.exists(label)]  # fmt: skip
-    settings = node.config.join or _known_peers(node.data_dir)
+    settings = node.config.join or known_peers(node.data_dir)
     if settings is None:
         raise NodeStartError(
             f"sealed state lost ({', '.join(missing)}) and this node knows no peer to get it "
@@ -530,43 +495,7 @@ def _rejoin(node: Node) -> None:
     log.warning("sealed state repaired: %s obtained again from the primary", ", ".join(missing))
 
 
-def _known_peers(data_dir: Path) -> JoinConfig | None:
-    """Join settings from what a node kept in plain files in ``data_dir``: the service
-    certificate it wrote at its last start and the last trusted-node list it adopted (both
-    public, both verified again by the join: the list is signed by the service)."""
-    cert, lst = data_dir / "service_cert.pem", data_dir / "trusted-list" / "current.cose"
-    try:
-        known = verify_trusted_list(lst.read_bytes(), cert.read_bytes().decode("ascii"))
-    except (OSError, UnicodeDecodeError, IdentityError):
-        return None
-    trusted = [n for n in known.nodes if n.status is NodeStatus.TRUSTED]
-    if len(trusted) < 2:  # only this node: nobody to get anything from
-        return None
-    return JoinConfig(service_certificate=cert, trusted_list=str(lst), retry_interval=0.5)
-
-
 # ---------------------------------------------------------------------- restart
-def _check_repairable(node: Node) -> None:
-    """A storage fault lost entries and no other node could hand them back (this node is the
-    only Trusted one it knows of): refuse to start, naming the fault, instead of waiting for
-    ever. The damaged bytes stay set aside; restoring them (or a backup) is the way back."""
-    ledger, lst = node.ledger, node.membership.current()
-    lacking = ledger.missing_committed or ledger.unvouched
-    if ledger.damage is None or lacking is None:
-        return
-    others = [
-        n
-        for n in (lst.nodes if lst else ())
-        if n.status is NodeStatus.TRUSTED and n.node_id != node.node_id
-    ]
-    if not others:
-        raise NodeStartError(
-            f"ledger storage fault: {ledger.damage.describe()}; entries up to "
-            f"{lacking.term}.{lacking.index} are lost and no other node holds them (this node "
-            f"is the only Trusted one); the damaged bytes are kept in {ledger.damage.aside}"
-        )
-
-
 def _restart(node: Node) -> None:
     blob = json.loads(node.sealed.get("service-identity"))
     node.service = ServiceIdentity.from_parts(
@@ -575,7 +504,7 @@ def _restart(node: Node) -> None:
     )
     node.ledger = _open_ledger(node, node.vault.load())
     _start_views(node)
-    _check_repairable(node)
+    check_repairable(node)
     record = node.node_record(node.node_id)
     pem = record.get("certificate") if record else None
     saved = node.data_dir / "node_cert.pem"
