@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from consortium_node.identity.certs import ServiceIdentity
-from consortium_node.ledger import EntryKind
+from consortium_node.ledger import EntryKind, Ledger
+from consortium_node.ledger.damage import DamageKind
 from consortium_node.replication import raft as raft_module
 from consortium_node.replication.messages import AppendRequest, VoteRequest
 from consortium_node.replication.raft import Configuration, RaftTiming
@@ -298,6 +299,11 @@ async def test_peer_that_predates_pre_vote_counts_as_granting(cluster: Cluster) 
     assert new.node.term == term + 1
 
 
+def whole(ledger: Ledger) -> bool:
+    """The ledger again holds every entry it knew durable and committed."""
+    return ledger.unvouched is None and ledger.missing_committed is None
+
+
 async def test_a_follower_that_lost_its_tail_is_repaired_by_the_same_leader(
     tmp_path: Path, service: ServiceIdentity
 ) -> None:
@@ -321,12 +327,16 @@ async def test_a_follower_that_lost_its_tail_is_repaired_by_the_same_leader(
         chunk.write_bytes(data[: len(data) - 100])  # the tail of acknowledged entries is gone
         cluster.reopen(follower)
         assert follower.ledger.last_index < leader.ledger.last_index
+        damage = follower.ledger.damage  # below its clean close's markers: a fault, not torn
+        assert damage is not None and damage.kind is DamageKind.TRUNCATED
+        assert follower.ledger.unvouched is not None
         await cluster.start(follower)
         await leader.node.submit(writes("after"))
         await cluster.wait_synced(members, timeout=10)
         assert value(follower, "after") == "value-after"
         assert value(follower, "k7") == "value-k7"
         assert cluster.stable_leader(members) is leader and leader.node.term == term
+        assert whole(follower.ledger)
         cluster.check_safety()
     finally:
         await cluster.close()
