@@ -378,9 +378,11 @@ class ChunkStore:
             if self._next_index is None:
                 raise LedgerError("a commit marker needs a chunk: nothing was ever stored")
             self._new_chunk(self._next_index)
+        fd = self._fd
+        assert fd is not None  # opened above
         try:
             record = encode_marker(marker)
-            _write_all(self._fd, record)  # type: ignore[arg-type]  # opened above
+            _write_all(fd, record)
         except OSError as exc:
             self._failed = f"write failed ({exc})"
             raise LedgerError(f"ledger write to {self.directory} failed: {exc}") from exc

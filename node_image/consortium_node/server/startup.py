@@ -136,12 +136,16 @@ def open_node(new: NewNode, config: NodeConfig) -> Node:
     if node.sealed.exists("service-identity") and retired_by_published_list(node):
         set_aside_retired_identity(node)
         node = _provision(new, config)
-    if node.sealed.exists("service-identity") and node.sealed.exists(FIRST_SECRET):
+    has_service, has_secret = (
+        node.sealed.exists("service-identity"),
+        node.sealed.exists(FIRST_SECRET),
+    )
+    # Part of the sealed state was lost: get it again with the same identity, if a peer can.
+    again = (config.join or known_peers(config.data_dir)) if has_service != has_secret else None
+    if has_service and has_secret:
         _restart(node)
-    elif (node.sealed.exists("service-identity") or node.sealed.exists(FIRST_SECRET)) and (
-        config.join is not None or known_peers(config.data_dir) is not None
-    ):
-        _rejoin(node)  # part of the sealed state was lost: get it again, same identity
+    elif again is not None:
+        _rejoin(node, again)
     elif rejoin is not None:
         _join(node, rejoin)
     elif config.mode == "genesis":
@@ -476,19 +480,13 @@ def _join(node: Node, settings: JoinConfig | None = None) -> None:
     log.info("joined consortium %s as %s", node.config.consortium, node.node_id[:16])
 
 
-def _rejoin(node: Node) -> None:
+def _rejoin(node: Node, settings: JoinConfig) -> None:
     """Sealed secrets lost to a storage fault (the service identity or the ledger secret),
-    the node key intact: attest to the primary again, as a Trusted node that lost a join
-    answer does, and receive the secrets wrapped to this key; the ledger on disk is kept."""
+    the node key intact: attest to the primary again (``settings``: the join section, or the
+    peers the node knew), as a Trusted node that lost a join answer does, and receive the
+    secrets wrapped to this key; the ledger on disk is kept."""
     missing = [f"{label}.sealed" for label in ("service-identity", FIRST_SECRET)
                if not node.sealed.exists(label)]  # fmt: skip
-    settings = node.config.join or known_peers(node.data_dir)
-    if settings is None:
-        raise NodeStartError(
-            f"sealed state lost ({', '.join(missing)}) and this node knows no peer to get it "
-            "again from (no join section, no service certificate and trusted-node list on "
-            "disk): restore it, or start the node as a joiner"
-        )
     log.warning("sealed state lost (%s): getting it again from the primary", ", ".join(missing))
     _join(node, settings)
     node.metrics.repairs.labels(DamageKind.SEALED.value).inc()
