@@ -293,7 +293,7 @@ def open_entry(aead: AESGCM | None, entry: Entry) -> tuple[str, WriteSet]:
     return parse_body(plaintext, entry.kind)
 
 
-def _read_uint(payload: bytes, pos: int) -> tuple[int, int]:
+def read_uint(payload: bytes, pos: int) -> tuple[int, int]:
     """A CBOR unsigned integer (major type 0) at ``pos``: ``(value, next_pos)``."""
     if pos >= len(payload):
         raise EntryFormatError("payload ends inside the entry header")
@@ -313,8 +313,8 @@ def peek_position(payload: bytes) -> tuple[int, int]:
     """``(term, index)`` of a payload from its CBOR header alone (no full decode)."""
     if payload[:2] not in (b"\x86\x01", b"\x86\x02"):
         raise EntryFormatError("payload is not a CBOR array of 6 starting with format 1 or 2")
-    term, pos = _read_uint(payload, 2)
-    index, _ = _read_uint(payload, pos)
+    term, pos = read_uint(payload, 2)
+    index, _ = read_uint(payload, pos)
     return term, index
 
 

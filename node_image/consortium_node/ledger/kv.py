@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from consortium_node.ledger.entries import JSON, TxId, WriteSet
+from consortium_node.ledger.entries import JSON, PUBLIC_PREFIX, TxId, WriteSet
+
+Tables = dict[str, dict[str, tuple[JSON, TxId]]]
 
 
 class KVStore:
@@ -42,6 +44,25 @@ class KVStore:
     def keys(self, table: str) -> Iterator[str]:
         """The keys currently present in ``table`` (insertion order)."""
         return iter(list(self._tables.get(table, {})))
+
+    def copy_tables(self) -> tuple[Tables, Tables]:
+        """``(public, private)``: a copy of every non-empty table, split by name (the rows are
+        copied, the values shared: committed values are never mutated)."""
+        public: Tables = {}
+        private: Tables = {}
+        for table, rows in self._tables.items():
+            if rows:
+                (public if table.startswith(PUBLIC_PREFIX) else private)[table] = dict(rows)
+        return public, private
+
+    @classmethod
+    def from_tables(cls, *parts: Tables) -> KVStore:
+        """A store holding ``parts`` (a snapshot's tables); the rows are copied."""
+        store = cls()
+        for tables in parts:
+            for table, rows in tables.items():
+                store._tables[table] = dict(rows)
+        return store
 
     def tables(self) -> list[str]:
         """Names of the tables that were ever written."""

@@ -16,6 +16,7 @@ does not hold a version keeps the log but refuses to serve private state past it
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,16 @@ from consortium_node.ledger.signing import (
     NodeKeySigner,
     sign_root,
 )
+from consortium_node.ledger.snapshot import (
+    T_SNAPSHOTS,
+    SnapshotError,
+    SnapshotState,
+    parse_evidence,
+)
+from consortium_node.ledger.snapshot_store import SnapshotStore
 from consortium_node.ledger.storage import ChunkStore
+
+log = logging.getLogger("consortium_node.ledger")
 
 __all__ = [
     "Ledger",
@@ -77,16 +87,39 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LedgerConfig:
-    """When to sign, and how large a chunk file grows before the next one starts."""
+    """When to sign, how large a chunk file grows before the next one starts, and how many
+    committed entries lie between snapshots (0: never; every node of a ledger must use the
+    same value, so that they take the same snapshots)."""
 
     signature_interval_tx: int = 100
     signature_interval_ms: int = 100
     chunk_max_bytes: int = 8 * 1024 * 1024
+    snapshot_interval: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("signature_interval_tx", "signature_interval_ms", "chunk_max_bytes"):
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
                 raise ValueError(f"LedgerConfig.{name} must be a positive integer")
+        if type(self.snapshot_interval) is not int or self.snapshot_interval < 0:
+            raise ValueError("LedgerConfig.snapshot_interval must be a non-negative integer")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The committed state at a snapshot point, to be encoded (off the event loop) with
+    ``snapshot.encode_snapshot(state, aead)`` and written to ``Ledger.snapshots``."""
+
+    state: SnapshotState
+    aead: Any
+
+
+@dataclass(frozen=True)
+class SnapshotReceipt:
+    """Committed evidence for snapshot ``index``: its digest and the evidence's receipt."""
+
+    index: int
+    digest: bytes
+    receipt: dict[str, Any]
 
 
 def _check_index(name: str, value: object) -> int:
@@ -122,6 +155,13 @@ class Ledger:
         self._certificates = CertificateCache()
         self._commit_file_index, self._commit_file_at = 0, clock()
         self._contradicted: Position | None = None  # see _check_expected
+        self.snapshots = SnapshotStore(store.directory / "snapshots")
+        self._snapshot_indices = self.snapshots.indices()
+        # The newest snapshot point committed (taken or not); points up to the newest file
+        # on disk are not taken again when a restarted node commits the log once more.
+        self._snapshot_point = max(self._snapshot_indices, default=0)
+        self._captures: list[Capture] = []
+        self._evidence: list[tuple[TxId, int, bytes]] = []  # committed, awaiting a receipt
 
     @classmethod
     def open(
@@ -426,12 +466,71 @@ class Ledger:
                     self._unreadable = (next_index, staged.unreadable)
                 if staged.writes is not None:
                     self._kv.apply(staged.writes, staged.txid)
+                    if T_SNAPSHOTS in staged.writes:
+                        self._book_evidence(staged.txid, staged.writes[T_SNAPSHOTS])
                 if staged.signature is not None:
                     self._signatures[next_index] = staged.signature
                 self._commit_index = next_index
+                if staged.signature is not None:
+                    self._at_signature(next_index)
         finally:
             self._log.forget_through(self._commit_index)
         return self._commit_index
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def _at_signature(self, index: int) -> None:
+        """A committed signature entry: take a snapshot here if it is a snapshot point (the
+        first signature at least ``snapshot_interval`` entries after the previous point, so
+        every node with the same interval picks the same points)."""
+        interval = self._config.snapshot_interval
+        if not interval or index < self._snapshot_point + interval:
+            return
+        self._snapshot_point = index
+        if index in self._snapshot_indices or self._unreadable is not None:
+            return  # already on disk, or this node cannot see every private value
+        version = self._secrets.version_at(index)
+        if not self._secrets.holds(version):
+            return
+        public, private = self._kv.copy_tables()
+        state = SnapshotState(
+            term=self.term_at(index),
+            index=index,
+            signature_entry=self._log.payload(index),
+            frontier=self._log.tree.frontier(index - 1),
+            public=public,
+            private=private,
+            secret_version=version,
+        )
+        self._snapshot_indices.add(index)
+        self._captures.append(Capture(state, self._secrets.aead(version)))
+
+    def _book_evidence(self, txid: TxId, rows: dict[str, Any]) -> None:
+        for key, record in rows.items():
+            try:
+                snapshot_txid, digest, _ = parse_evidence(key, record)
+            except SnapshotError as exc:
+                log.error("ledger: evidence entry %s ignored: %s", txid, exc)
+                continue
+            self._evidence.append((txid, snapshot_txid.index, digest))
+
+    def snapshot_captures(self) -> list[Capture]:
+        """The snapshots taken since the last call, to be encoded and written (in order)."""
+        captures, self._captures = self._captures, []
+        return captures
+
+    def snapshot_receipts(self) -> list[SnapshotReceipt]:
+        """Evidence entries that a committed signature now covers, with their receipts, to
+        commit the snapshots they record (``snapshots.commit``), oldest first."""
+        ready, waiting = [], []
+        for txid, index, digest in self._evidence:
+            signed = self._log.signature_after(txid.index)
+            if signed is not None and signed <= self._commit_index:
+                ready.append(SnapshotReceipt(index, digest, self.receipt(txid)))
+            else:
+                waiting.append((txid, index, digest))
+        self._evidence = waiting
+        return ready
 
     def sync_and_commit(self) -> int:
         """``sync()`` then ``advance_commit(durable_index)``: a single node's whole path."""

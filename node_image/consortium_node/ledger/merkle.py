@@ -15,6 +15,14 @@ Every left subtree in the RFC recursion is such a subtree, and every right subtr
 them (one per set bit of its size), so the root of any historical size costs O(log n) hashes
 and an inclusion proof O(log² n) — never O(n). Appending is amortised O(1) and memory is about
 64 bytes per leaf.
+
+Frontier: the *frontier* of ``D[0:n]`` is the list of those complete aligned subtrees that
+``[0, n)`` splits into, one per set bit of ``n`` from the highest (``frontier``). It is all a
+tree needs to go on from size ``n`` (``MerkleTree.from_frontier``): every root of a size
+``>= n`` and every inclusion proof of a leaf ``>= n`` are built from it and the later leaves
+(the left sibling of such a leaf that lies below ``n`` is always one of its pieces). A snapshot
+carries it, so a node started from a snapshot holds no hash below it; asking it for a proof
+of an earlier leaf raises ``RangeNotHeldError``.
 """
 
 from __future__ import annotations
@@ -82,14 +90,77 @@ def proof_sides(index: int, size: int) -> list[Side]:
     return [side for side, _, _ in _sibling_ranges(index, size)]
 
 
-class MerkleTree:
-    """An append-only RFC 6962 tree that answers roots and proofs for any past size."""
+class RangeNotHeldError(ValueError):
+    """The tree started from a frontier and does not hold the hashes below it."""
 
-    __slots__ = ("_levels", "_size")
+
+def frontier_sizes(size: int) -> list[tuple[int, int]]:
+    """``(level, position)`` of each frontier piece of ``D[0:size]``, highest level first."""
+    pieces = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            pieces.append((level, start >> level))
+            start += 1 << level
+    return pieces
+
+
+def root_of_frontier(pieces: list[bytes]) -> bytes:
+    """MTH of the tree whose frontier is ``pieces`` (highest level first): their right fold."""
+    if not pieces:
+        return EMPTY_ROOT
+    result = pieces[-1]
+    for piece in reversed(pieces[:-1]):
+        result = node_hash(piece, result)
+    return result
+
+
+class MerkleTree:
+    """An append-only RFC 6962 tree that answers roots and proofs for any past size (or, when
+    started from a frontier, for every size and leaf from the frontier's size on)."""
+
+    __slots__ = ("_bases", "_levels", "_size", "_start")
 
     def __init__(self) -> None:
         self._levels: list[bytearray] = [bytearray()]
+        self._bases: list[int] = [0]  # position of the first hash held at each level
         self._size = 0
+        self._start = 0  # the size of the frontier it started from (0: the whole tree)
+
+    @classmethod
+    def from_frontier(cls, size: int, pieces: list[bytes]) -> MerkleTree:
+        """A tree of ``size`` leaves that holds only the frontier ``pieces`` of ``D[0:size]``
+        (highest level first, as ``frontier`` returns them)."""
+        where = frontier_sizes(size)
+        if size < 0 or len(pieces) != len(where):
+            raise ValueError(f"a tree of size {size} has {len(where)} frontier pieces")
+        tree = cls()
+        top = where[0][0] if where else 0
+        tree._levels = [bytearray() for _ in range(top + 1)]
+        # Level k holds positions from (size >> k) rounded down to even: its frontier piece
+        # (if bit k of size is set) and the subtrees later leaves complete.
+        tree._bases = [(size >> k) & ~1 for k in range(top + 1)]
+        for (level, position), piece in zip(where, pieces, strict=True):
+            if len(piece) != HASH_SIZE:
+                raise ValueError(f"a frontier piece is {HASH_SIZE} bytes, got {len(piece)}")
+            assert position == tree._bases[level]
+            tree._levels[level] += piece
+        tree._size = tree._start = size
+        return tree
+
+    @property
+    def start(self) -> int:
+        """The size of the frontier this tree started from (0: it holds every leaf)."""
+        return self._start
+
+    def frontier(self, size: int | None = None) -> list[bytes]:
+        """The frontier pieces of ``D[0:size]`` (default: all), highest level first."""
+        size = self._size if size is None else size
+        if not self._start <= size <= self._size:
+            raise RangeNotHeldError(
+                f"the frontier of size {size} is outside {self._start}..{self._size}"
+            )
+        return [self._perfect(level, position) for level, position in frontier_sizes(size)]
 
     @property
     def size(self) -> int:
@@ -113,21 +184,30 @@ class MerkleTree:
             k += 1
             if len(levels) == k:
                 levels.append(bytearray())
+                self._bases.append((self._size >> k) - 1)
             levels[k] += hashlib.sha256(b"\x01" + pair).digest()
             n >>= 1
 
     def truncate(self, size: int) -> None:
         """Drop every leaf at position ``>= size`` (Raft rolls back uncommitted suffixes)."""
-        if not 0 <= size <= self._size:
-            raise ValueError(f"cannot truncate a tree of size {self._size} to {size}")
+        if not self._start <= size <= self._size:
+            raise ValueError(
+                f"cannot truncate a tree of size {self._size} (held from {self._start}) to {size}"
+            )
         for k, level in enumerate(self._levels):
-            del level[(size >> k) * HASH_SIZE :]
+            del level[max(0, (size >> k) - self._bases[k]) * HASH_SIZE :]
         while len(self._levels) > 1 and not self._levels[-1]:
             self._levels.pop()
+            self._bases.pop()
         self._size = size
 
     def _perfect(self, level: int, position: int) -> bytes:
-        offset = position * HASH_SIZE
+        offset = (position - self._bases[level]) * HASH_SIZE
+        if offset < 0:
+            raise RangeNotHeldError(
+                f"the subtree at level {level}, position {position} is below the frontier this "
+                f"tree started from (size {self._start})"
+            )
         return bytes(self._levels[level][offset : offset + HASH_SIZE])
 
     def _range_hash(self, start: int, count: int) -> bytes:
@@ -152,6 +232,8 @@ class MerkleTree:
         size = self._size if size is None else size
         if not 0 <= size <= self._size:
             raise ValueError(f"tree size {size} is not between 0 and {self._size}")
+        if size < self._start:
+            raise RangeNotHeldError(f"the root of size {size} is below {self._start}")
         return EMPTY_ROOT if size == 0 else self._range_hash(0, size)
 
     def leaf_hash_at(self, index: int) -> bytes:
@@ -166,6 +248,10 @@ class MerkleTree:
     def inclusion_proof(self, index: int, size: int) -> list[ProofStep]:
         """Siblings of leaf ``index`` in the tree of the first ``size`` leaves, leaf to root."""
         self._check_size(size)
+        if index < self._start:
+            raise RangeNotHeldError(
+                f"leaf {index} is below the frontier this tree started from ({self._start})"
+            )
         return [
             (side, self._range_hash(start, count))
             for side, start, count in _sibling_ranges(index, size)

@@ -137,7 +137,10 @@ def _proof(value: object) -> list[ProofStep]:
     return steps
 
 
-def _node_key(pem: object, node_id: str, service_certificate: x509.Certificate) -> PublicKey:
+def node_certificate_key(
+    pem: object, node_id: str, service_certificate: x509.Certificate
+) -> PublicKey:
+    """The key of a node certificate the service certificate issued to ``node_id``."""
     if not isinstance(pem, str):
         raise ReceiptError("node_certificate", "must be a PEM string")
     try:
@@ -192,7 +195,7 @@ def verify_receipt(
             "proof", f"is not shaped like the path of index {txid.index} in {tree_size} leaves"
         )
 
-    key = _node_key(fields["node_certificate"], node_id, service_certificate)
+    key = node_certificate_key(fields["node_certificate"], node_id, service_certificate)
     computed = root_from_proof(leaf_hash(leaf), proof)
     if computed != root:
         if verify(key, signature, computed):

@@ -31,7 +31,7 @@ from consortium_node.replication.messages import (
     encode,
 )
 from consortium_node.replication.raft import NotLeaderError, RaftNode
-from consortium_node.server import gov_api
+from consortium_node.server import gov_api, snapshot_api
 from consortium_node.server.callers import (
     APP_ONLY,
     APP_ROLES,
@@ -405,6 +405,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[gov_api.GOVERNANCE] = services.governance
+    app[snapshot_api.SNAPSHOTS] = services.node.ledger.snapshots
     routes = [
         ("GET", "/node/state", node_state),
         ("GET", "/node/quote", node_quote),
@@ -417,6 +418,7 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/node/reattest", reattest),
         ("POST", "/node/refresh", refresh),
         *gov_api.ROUTES,
+        *snapshot_api.ROUTES,
         ("POST", "/app/transactions", post_transactions),
         ("GET", "/app/kv/{key}", get_kv),
         ("GET", "/app/receipt", get_receipt),

@@ -63,6 +63,7 @@ class LedgerSettings:
     signature_interval_tx: int = 100
     signature_interval_ms: int = 100
     chunk_max_bytes: int = 8 * 1024 * 1024
+    snapshot_interval: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         signature_interval_tx=led.int_("signature_interval_tx", 100, 1, 1_000_000),
         signature_interval_ms=led.int_("signature_interval_ms", 100, 1, 3_600_000),
         chunk_max_bytes=led.int_("chunk_max_bytes", 8 * 1024 * 1024, 4096, 2**31),
+        snapshot_interval=led.int_("snapshot_interval", 10_000, 0, 100_000_000),
     )
     led.done()
     lim = root.child("limits")

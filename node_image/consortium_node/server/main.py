@@ -36,6 +36,7 @@ from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
 from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.sealed import SealedStoreError
+from consortium_node.server.snapshots import SnapshotKeeper
 from consortium_node.server.tls import load_identity, peer_context, server_context
 from consortium_node.server.tls_site import TLSSite
 from consortium_node.server.watch import watch_list_file
@@ -61,6 +62,10 @@ async def serve(node: Node, host: str, port: int) -> None:
         node.role = {"leader": "primary", "follower": "backup"}.get(role, role)
         metrics.set_role(node.role)
 
+    def committed(index: int) -> None:
+        node.on_commit(index)
+        snapshots.wake()
+
     raft = RaftNode(
         node_id=node.node_id,
         address=config.address,
@@ -75,13 +80,20 @@ async def serve(node: Node, host: str, port: int) -> None:
             rpc_timeout=max(1.0, config.raft.election_timeout),
             commit_timeout=config.raft.commit_timeout,
         ),
-        on_commit=node.on_commit,
+        on_commit=committed,
         on_role_change=role_changed,
         on_signature=metrics.signatures.inc,
         on_commit_latency=metrics.commit_latency.observe,
     )
     role_changed("follower")
     primary = Primary(node, raft, transport)
+    snapshots = SnapshotKeeper(
+        node.ledger,
+        is_primary=lambda: raft.role == "leader",
+        submit=raft.submit,
+        on_written=metrics.observe_snapshot,
+        on_committed=metrics.snapshot_committed_index.set,
+    )
 
     def reload_certificates() -> None:
         load_identity(server_tls, node.node_key, node.certificate.current)
@@ -97,6 +109,7 @@ async def serve(node: Node, host: str, port: int) -> None:
     await raft.start()
     tasks = [
         asyncio.create_task(primary.run_rotation(), name="rotation"),
+        asyncio.create_task(snapshots.run(), name="snapshots"),
         asyncio.create_task(keep_address_current(node, raft, primary, transport), name="refresh"),
     ]
     if config.trusted_list_path is not None:

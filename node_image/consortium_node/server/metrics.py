@@ -156,6 +156,33 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.snapshots_written = Counter(
+            "consortium_snapshots_written",
+            "Snapshots of the committed state this node wrote (one every snapshot_interval "
+            "committed entries, at a signature entry).",
+            registry=r,
+        )
+        self.snapshot_seconds = Gauge(
+            "consortium_snapshot_write_seconds",
+            "Seconds the newest snapshot took to encode and write (off the event loop).",
+            registry=r,
+        )
+        self.snapshot_bytes = Gauge(
+            "consortium_snapshot_bytes", "Size of the newest snapshot written.", registry=r
+        )
+        self.snapshot_committed_index = Gauge(
+            "consortium_snapshot_committed_index",
+            "Index of the newest snapshot committed by its evidence receipt (0: none), the "
+            "point a joining or restarting node can start from.",
+            registry=r,
+        )
+
+    def observe_snapshot(self, index: int, size: int, seconds: float) -> None:
+        """A snapshot was written."""
+        self.snapshots_written.inc()
+        self.snapshot_bytes.set(size)
+        self.snapshot_seconds.set(seconds)
+
     def set_role(self, role: str) -> None:
         for candidate in ROLES:
             self.role.labels(candidate).set(1 if candidate == role else 0)
@@ -190,6 +217,8 @@ class NodeMetrics:
         self.ledger_secret_version.set(ledger.secrets.current_version)
         self.observe_list(trusted, now)
         self.ledger_bytes.set(sum(p.stat().st_size for p in ledger.chunk_paths))
+        newest = ledger.snapshots.newest_committed()
+        self.snapshot_committed_index.set(newest.index if newest else 0)
         self.recovering.set(
             2
             if ledger.diverged is not None

@@ -259,6 +259,7 @@ def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
             signature_interval_tx=settings.signature_interval_tx,
             signature_interval_ms=settings.signature_interval_ms,
             chunk_max_bytes=settings.chunk_max_bytes,
+            snapshot_interval=settings.snapshot_interval,
         ),
         repair=True,
     )

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consortium_node.ledger import merkle
 from consortium_node.ledger.merkle import (
     EMPTY_ROOT,
     MerkleTree,
@@ -210,3 +211,53 @@ def test_a_million_leaves_stay_logarithmic() -> None:
             proof = tree.inclusion_proof(index, size)
             assert root_from_proof(tree.leaf_hash_at(index), proof) == root
     assert time.perf_counter() - started < 0.5  # O(n) work would take seconds here
+
+
+# -- a tree started from a frontier (a snapshot) ----------------------------------------------
+
+
+def _full(n: int) -> MerkleTree:
+    tree = MerkleTree()
+    for i in range(n):
+        tree.append(f"leaf {i}".encode())
+    return tree
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3, 5, 8, 11, 16, 21, 32])
+def test_a_tree_from_a_frontier_answers_as_the_whole_tree_from_there_on(start: int) -> None:
+    whole = _full(45)
+    pieces = whole.frontier(start)
+    assert len(pieces) == bin(start).count("1")
+    assert merkle.root_of_frontier(pieces) == whole.root(start)
+    part = MerkleTree.from_frontier(start, pieces)
+    assert part.start == start and part.size == start
+    for i in range(start, 45):
+        part.append(f"leaf {i}".encode())
+        assert part.root() == whole.root(i + 1)
+    for size in range(max(start, 1), 46):
+        assert part.root(size) == whole.root(size)
+        assert part.frontier(size) == whole.frontier(size)
+        for leaf in range(start, size):
+            assert part.inclusion_proof(leaf, size) == whole.inclusion_proof(leaf, size)
+    if start:
+        with pytest.raises(merkle.RangeNotHeldError):
+            part.inclusion_proof(start - 1, 45)
+        if start > 1:  # (an odd start keeps leaf start - 1: it is a frontier piece)
+            with pytest.raises(merkle.RangeNotHeldError):
+                part.leaf_hash_at((start & ~1) - 1)
+            with pytest.raises(merkle.RangeNotHeldError):
+                part.root(start - 1)
+    # Truncation back to (not below) the frontier, then growing again, matches too.
+    part.truncate(start)
+    with pytest.raises(ValueError):
+        part.truncate(start - 1) if start else part.truncate(-1)
+    for i in range(start, 40):
+        part.append(f"leaf {i}".encode())
+    assert part.root() == whole.root(40)
+
+
+def test_a_frontier_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match="3 frontier pieces"):
+        MerkleTree.from_frontier(11, [b"\0" * 32])
+    with pytest.raises(ValueError, match="32 bytes"):
+        MerkleTree.from_frontier(1, [b"\0" * 31])

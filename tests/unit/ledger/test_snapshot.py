@@ -1,0 +1,251 @@
+"""Snapshots: taken at the same signature points on every node, byte-identical, committed by
+their evidence receipt, and refused with a named reason when anything does not match."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from consortium_node.identity.certs import ServiceIdentity
+from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
+from consortium_node.ledger.kv import KVStore
+from consortium_node.ledger.snapshot import (
+    MAGIC,
+    T_SNAPSHOTS,
+    SnapshotError,
+    SnapshotState,
+    check_state,
+    decode_snapshot,
+    encode_snapshot,
+    evidence_write_set,
+    verify_snapshot,
+)
+from tests.unit.ledger.conftest import OpenLedger
+from tests.unit.ledger.helpers import fill
+
+CONFIG = LedgerConfig(signature_interval_tx=10, signature_interval_ms=10**6, snapshot_interval=25)
+
+
+def write_captures(ledger: Ledger) -> list[tuple[TxId, bytes, int]]:
+    """Encode and write what the ledger captured; ``(txid, sha256, size)`` of each."""
+    out = []
+    for capture in ledger.snapshot_captures():
+        data = encode_snapshot(capture.state, capture.aead)
+        digest, size = ledger.snapshots.write(capture.state.index, data)
+        assert digest == hashlib.sha256(data).digest()
+        out.append((capture.state.txid, digest, size))
+    return out
+
+
+def record_evidence(ledger: Ledger, signer: NodeKeySigner, taken: list[tuple[TxId, bytes, int]]):
+    for txid, digest, size in taken:
+        ledger.append([evidence_write_set(txid, digest, size)], EntryKind.PUBLIC)
+    ledger.append_signature(signer)
+    ledger.sync_and_commit()
+
+
+def state_at(ledger: Ledger, index: int) -> KVStore:
+    """The committed KV state after ``index``, rebuilt from the ledger's own reads."""
+    kv = KVStore()
+    for i in range(1, index + 1):
+        view = ledger.read(TxId(ledger.term_at(i), i))
+        if view.kind is not EntryKind.SIGNATURE:
+            kv.apply(view.writes, view.txid)
+    return kv
+
+
+def build(open_ledger: OpenLedger, signer: NodeKeySigner, **kwargs: Any) -> Ledger:
+    ledger = open_ledger(CONFIG, **kwargs)
+    ledger.append([{"public:consortium.info": {"name": {"v": 1}}}], EntryKind.PUBLIC)
+    fill(ledger, signer, batches=8, batch_size=7)
+    ledger.append_signature(signer)
+    ledger.sync_and_commit()
+    return ledger
+
+
+def test_snapshots_are_taken_at_the_first_signature_after_each_interval(
+    open_ledger: OpenLedger, signer: NodeKeySigner
+) -> None:
+    ledger = build(open_ledger, signer)
+    signatures = [
+        i
+        for i in range(1, ledger.commit_index + 1)
+        if ledger.read(TxId(ledger.term_at(i), i)).kind is EntryKind.SIGNATURE
+    ]
+    expected, point = [], 0
+    for index in signatures:
+        if index >= point + 25:
+            expected.append(index)
+            point = index
+    taken = write_captures(ledger)
+    assert [txid.index for txid, _, _ in taken] == expected and len(expected) >= 2
+    assert ledger.snapshot_captures() == []  # handed out once
+    for txid, _, _ in taken:
+        capture_kv = state_at(ledger, txid.index)
+        data = ledger.snapshots.get(txid.index)
+        assert data is not None
+        state = _decode(data.path.read_bytes(), ledger)
+        assert KVStore.from_tables(state.public, state.private or {}).copy_tables() == (
+            capture_kv.copy_tables()
+        )
+        assert state.txid == txid
+
+
+def _decode(data: bytes, ledger: Ledger) -> SnapshotState:
+    return decode_snapshot(data, ledger.secrets.aead)
+
+
+def test_two_nodes_write_the_same_bytes_and_the_evidence_commits_them(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, tmp_path: Path
+) -> None:
+    a = build(open_ledger, signer)
+    b = build(open_ledger, signer, directory=tmp_path / "other")
+    taken_a, taken_b = write_captures(a), write_captures(b)
+    assert [(t, d) for t, d, _ in taken_a] != []
+    # Same log content except salts and nonces of private entries: the public parts agree
+    # and each node's snapshot is deterministic given its own state (re-encoding is equal).
+    for capture_txid, digest, _ in taken_a:
+        stored = a.snapshots.get(capture_txid.index)
+        assert stored is not None
+        state = _decode(stored.path.read_bytes(), a)
+        again = encode_snapshot(state, a.secrets.aead(state.secret_version))
+        assert hashlib.sha256(again).digest() == digest
+    assert [t for t, _, _ in taken_a] == [t for t, _, _ in taken_b]
+
+    record_evidence(a, signer, taken_a)
+    receipts = a.snapshot_receipts()
+    assert [r.index for r in receipts] == [t.index for t, _, _ in taken_a]
+    for r in receipts:
+        assert a.snapshots.commit(r.index, r.digest, r.receipt)
+    newest = a.snapshots.newest_committed()
+    assert newest is not None and newest.index == taken_a[-1][0].index
+    state, verified = verify_snapshot(
+        newest.path.read_bytes(), newest.receipt(), service.certificate, a.secrets.aead
+    )
+    assert state.index == newest.index and verified.txid.index > newest.index
+    assert a.public_get(T_SNAPSHOTS, str(newest.index)) is not None
+
+    # b's bytes differ (its private entries have other salts): b's evidence for a's digest
+    # finds a mismatch and sets b's file aside instead of committing it.
+    index, digest = receipts[-1].index, receipts[-1].digest
+    assert not b.snapshots.commit(index, digest, receipts[-1].receipt)
+    assert b.snapshots.get(index) is None
+    assert (b.snapshots.directory / f"snapshot_{index:020d}.mismatch").exists()
+
+
+@pytest.fixture
+def committed(
+    open_ledger: OpenLedger, signer: NodeKeySigner
+) -> tuple[Ledger, bytes, dict[str, Any]]:
+    ledger = build(open_ledger, signer)
+    taken = write_captures(ledger)
+    record_evidence(ledger, signer, taken)
+    for r in ledger.snapshot_receipts():
+        ledger.snapshots.commit(r.index, r.digest, r.receipt)
+    newest = ledger.snapshots.newest_committed()
+    assert newest is not None
+    return ledger, newest.path.read_bytes(), newest.receipt()
+
+
+def _reencode(data: bytes, edit: Any) -> bytes:
+    body = cbor2.loads(data[4:])
+    edit(body)
+    return MAGIC + cbor2.dumps(body, canonical=True)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda d: d[:-1] + bytes([d[-1] ^ 1]), "digest"),
+        (lambda d: d + b"\0", "digest"),
+        (lambda d: b"XXXX" + d[4:], "format"),
+        (lambda d: _reencode(d, lambda b: b[5].update({"public:x": {"k": [1, 1, 1]}})), "digest"),
+        (lambda d: _reencode(d, lambda b: b[4].__setitem__(0, b"\1" * 32)), "digest"),
+    ],
+)
+def test_a_tampered_snapshot_is_refused_with_a_named_reason(
+    committed: tuple[Ledger, bytes, dict[str, Any]],
+    service: ServiceIdentity,
+    tamper: Any,
+    reason: str,
+) -> None:
+    ledger, data, receipt = committed
+    with pytest.raises(SnapshotError) as caught:
+        verify_snapshot(tamper(data), receipt, service.certificate, ledger.secrets.aead)
+    assert caught.value.reason == reason
+
+
+def test_a_snapshot_whose_frontier_the_signature_does_not_sign_is_refused(
+    committed: tuple[Ledger, bytes, dict[str, Any]], service: ServiceIdentity
+) -> None:
+    """Even with matching evidence (a forged receipt is refused separately), the snapshot's
+    own signature entry must sign its frontier's root."""
+    ledger, data, _ = committed
+    state = decode_snapshot(data, ledger.secrets.aead)
+    forged = dataclasses.replace(state, frontier=[b"\2" * 32, *state.frontier[1:]])
+    with pytest.raises(SnapshotError) as caught:
+        check_state(forged, service.certificate)
+    assert caught.value.reason == "signature"
+    other = ServiceIdentity.create("another service")
+    with pytest.raises(SnapshotError) as caught:
+        check_state(state, other.certificate)
+    assert caught.value.reason == "signature"
+
+
+def test_private_tables_open_only_with_their_secret(
+    committed: tuple[Ledger, bytes, dict[str, Any]],
+) -> None:
+    _, data, _ = committed
+    with pytest.raises(SnapshotError) as caught:
+        decode_snapshot(data, lambda version: AESGCM(os.urandom(32)))
+    assert caught.value.reason == "private"
+    assert b"batch" not in data  # private values are not in clear
+
+
+def test_a_receipt_from_another_service_or_another_entry_is_refused(
+    committed: tuple[Ledger, bytes, dict[str, Any]], service: ServiceIdentity
+) -> None:
+    ledger, data, receipt = committed
+    other = ServiceIdentity.create("another service")
+    with pytest.raises(SnapshotError) as caught:
+        verify_snapshot(data, receipt, other.certificate, ledger.secrets.aead)
+    assert caught.value.reason == "receipt"
+    not_evidence = ledger.receipt(TxId(ledger.term_at(2), 2))
+    with pytest.raises(SnapshotError) as caught:
+        verify_snapshot(data, not_evidence, service.certificate, ledger.secrets.aead)
+    assert caught.value.reason == "digest"
+
+
+def test_old_snapshots_are_pruned_and_restarts_do_not_retake_them(
+    open_ledger: OpenLedger, signer: NodeKeySigner, tmp_path: Path
+) -> None:
+    ledger = open_ledger(
+        LedgerConfig(signature_interval_tx=5, signature_interval_ms=10**6, snapshot_interval=10)
+    )
+    for round_ in range(4):
+        fill(ledger, signer, batches=3, batch_size=5, prefix=f"r{round_}-")
+        ledger.append_signature(signer)
+        ledger.sync_and_commit()
+        record_evidence(ledger, signer, write_captures(ledger))
+        for r in ledger.snapshot_receipts():
+            assert ledger.snapshots.commit(r.index, r.digest, r.receipt)
+    committed = [s.index for s in ledger.snapshots.list() if s.committed]
+    assert len(committed) == 2  # KEEP_COMMITTED
+    assert all(s.index >= committed[0] for s in ledger.snapshots.list())
+    ledger.close()
+    reopened = open_ledger(
+        LedgerConfig(signature_interval_tx=5, signature_interval_ms=10**6, snapshot_interval=10)
+    )
+    reopened.advance_commit(reopened.durable_index)
+    assert reopened.snapshot_captures() == []  # points up to the newest file are not retaken
+    fill(reopened, signer, batches=3, batch_size=5, prefix="after-")
+    reopened.append_signature(signer)
+    reopened.sync_and_commit()
+    assert [c.state.index > committed[-1] for c in reopened.snapshot_captures()] == [True]
