@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,77 @@ def test_every_node_commits_the_same_snapshot_recorded_in_the_ledger(cluster: Cl
         line for line in text.splitlines() if line.startswith("consortium_snapshot_committed_index")
     )
     assert float(committed_line.split()[-1]) >= index
+
+
+def _txids(body: Any) -> list[str]:
+    return [t["txid"] for t in body["transactions"]]
+
+
+def test_a_joining_node_starts_from_the_newest_snapshot(cluster: Cluster) -> None:
+    early: list[str] = []
+    for batch in range(6):
+        status, body = cluster.write({f"k{batch}-{i}": batch for i in range(3)}, count=40)
+        assert status == 200
+        early += _txids(body)
+    wait_for(
+        "a committed snapshot on every node",
+        lambda: all(committed_snapshots(n.data_dir) for n in cluster.nodes),
+        30,
+    )
+    newest = max(int(p.name[9:29]) for p in committed_snapshots(cluster.nodes[0].data_dir))
+
+    joiner = cluster.add(3, {"ledger": {"snapshot_interval": INTERVAL}})
+    cluster.wait_converged()
+    assert "fetched from" in joiner.log() and "verified" in joiner.log()
+    status, body = cluster.write({"after-join": 1}, count=3)
+    assert status == 200
+    late = _txids(body)
+    cluster.wait_converged()
+    state = joiner.state()
+    assert state["commit_index"] >= int(late[-1].split(".")[1])
+
+    service = load_certificate(joiner.service_cert.read_bytes())
+    status, receipt = joiner.get(f"/app/receipt?txid={late[0]}", cluster.user)
+    assert status == 200, receipt
+    verify_receipt(receipt, service)
+    # History before the snapshot: the joiner says which range it holds; others serve it.
+    old = early[0]
+    status, body = joiner.get(f"/app/receipt?txid={old}", cluster.user)
+    assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
+    base = body["error"]["held_from"] - 1  # the snapshot it fetched: the newest at its join
+    assert base >= newest
+    assert (joiner.data_dir / "ledger" / "snapshots" / f"snapshot_{base:020d}.receipt").exists()
+    assert min(int(p.name[7:27]) for p in (joiner.data_dir / "ledger").glob("ledger_*.chunk")) == (
+        base + 1
+    )
+    status, receipt = cluster.nodes[1].get(f"/app/receipt?txid={old}", cluster.user)
+    assert status == 200
+    verify_receipt(receipt, service)
+    # The joiner reads the state the snapshot brought (keys written before it).
+    status, value = joiner.get("/app/kv/k0-0", cluster.user)
+    assert status == 200, value
+
+    # Restarted, it starts from that snapshot again (its chunks begin after it).
+    joiner.stop()
+    joiner.start()
+    cluster.wait_converged()
+    assert joiner.get("/app/kv/after-join", cluster.user)[0] == 200
+
+
+def test_a_restart_skips_replaying_what_its_snapshot_covers(cluster: Cluster) -> None:
+    for batch in range(6):
+        assert cluster.write({f"r{batch}-{i}": batch for i in range(3)}, count=40)[0] == 200
+    cluster.wait_converged()
+    node = cluster.nodes[2]
+    wait_for("a committed snapshot", lambda: committed_snapshots(node.data_dir), 30)
+    newest = max(int(p.name[9:29]) for p in committed_snapshots(node.data_dir))
+    node.stop()
+    node.start()
+    cluster.wait_converged()
+    restarted = node.log().rsplit("restarted: ", 1)[1].splitlines()[0]
+    started_at = int(restarted.split("from the snapshot at ")[1].split(";")[0])
+    assert started_at >= newest, restarted
+    status, value = node.get("/app/kv/r0-0", cluster.user)
+    assert status == 200 and value["value"] == 0
+    status, value = node.get("/app/kv/r5-2", cluster.user)
+    assert status == 200 and value["value"] == 5

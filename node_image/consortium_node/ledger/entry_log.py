@@ -8,6 +8,10 @@ Entries ``1..last_index`` are all in the tree and the terms array. Their payload
 memory for the suffix appended since open and not yet committed (``_recent``), on disk up to
 ``durable_index``; every entry not in memory is durable (it was replayed, or committed), so it
 can always be read back. Signature positions and the public view cover every entry.
+
+A log started from a snapshot at index ``base`` (``start_from``) holds entries ``base + 1``
+on: the tree holds only the frontier below them, the term of ``base`` is known, and asking
+for an earlier entry raises ``HistoryNotHeldError``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ import bisect
 from array import array
 
 from consortium_node.ledger.entries import Entry, EntryKind
-from consortium_node.ledger.errors import EntryFormatError, LedgerError, UnknownTransactionError
+from consortium_node.ledger.errors import (
+    EntryFormatError,
+    HistoryNotHeldError,
+    LedgerError,
+    UnknownTransactionError,
+)
+from consortium_node.ledger.kv import KVStore
 from consortium_node.ledger.merkle import MerkleTree
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.records import Marker
@@ -32,10 +42,26 @@ class EntryLog:
         self.store = store
         self.tree = MerkleTree()
         self.public = PublicView()  # public tables over every entry, committed or not
-        self._terms = array("Q")  # term of index i is _terms[i - 1]
+        self._terms = array("Q")  # term of index i is _terms[i - base - 1]
         self._recent: list[Staged] = []  # indices (last_index - len, last_index]
         self._durable_index = 0
         self._signature_indices: list[int] = []  # every signature entry, ascending
+        self.base = 0  # a snapshot's index this log starts after (0: it holds every entry)
+        self._base_term = 0
+
+    def start_from(
+        self, tree: MerkleTree, term: int, public: KVStore, public_position: object
+    ) -> None:
+        """Start an empty log after the snapshot at ``tree.size`` (its signature entry, in
+        term ``term``): ``tree`` holds its frontier and its leaf, ``public`` its public
+        tables."""
+        assert self.last_index == 0, "only an empty log starts from a snapshot"
+        self.tree = tree
+        self.base = tree.size
+        self._base_term = term
+        self._durable_index = self.base
+        self._signature_indices = [self.base]
+        self.public = PublicView.starting_with(public, public_position)
 
     # -- positions ----------------------------------------------------------------------
 
@@ -55,7 +81,11 @@ class EntryLog:
             raise UnknownTransactionError(
                 f"index {index} is beyond the last index {self.last_index}"
             )
-        return self._terms[index - 1]
+        if index <= self.base:
+            if index == self.base:
+                return self._base_term
+            raise HistoryNotHeldError(index, self.base + 1)
+        return self._terms[index - self.base - 1]
 
     @property
     def last_signed_index(self) -> int:
@@ -85,6 +115,13 @@ class EntryLog:
             self.public.apply(staged.txid, staged.writes)
         if keep:
             self._recent.append(staged)
+
+    def record_skimmed(self, term: int, index: int, signature: bool) -> None:
+        """Book an entry a snapshot covers (its leaf was appended to ``tree``): replay read
+        only its term and kind; the public view comes from the snapshot."""
+        self._terms.append(term)
+        if signature:
+            self._signature_indices.append(index)
 
     def replayed(self) -> None:
         """Every entry so far came from disk: they are durable."""
@@ -116,7 +153,7 @@ class EntryLog:
             self._durable_index = last_kept
         del self._recent[len(self._recent) - min(dropped, len(self._recent)) :]
         self.tree.truncate(last_kept)
-        del self._terms[last_kept:]
+        del self._terms[last_kept - self.base :]
         del self._signature_indices[bisect.bisect_right(self._signature_indices, last_kept) :]
         self.public.truncate(last_kept)
 
@@ -133,7 +170,9 @@ class EntryLog:
 
     def stored_entry(self, index: int) -> Entry:
         """The durable entry at ``index`` read back from disk, checked against its leaf."""
-        return check_stored(self.store.read(index), index, self._terms[index - 1], self.tree)
+        if index <= self.base:
+            raise HistoryNotHeldError(index, self.base + 1)
+        return check_stored(self.store.read(index), index, self.term_at(index), self.tree)
 
     def staged(self, index: int, secrets: LedgerSecrets) -> Staged:
         """The entry at ``index`` opened: from memory, or read back and decrypted (``unreadable``
@@ -153,6 +192,8 @@ class EntryLog:
         first = self._recent_first()
         if index >= first:
             return self._recent[index - first].payload
+        if index <= self.base:
+            raise HistoryNotHeldError(index, self.base + 1)
         return self.store.read(index)  # below the in-memory suffix everything is durable
 
     def entries_from(self, start: int, max_count: int, max_bytes: int) -> list[bytes]:

@@ -47,6 +47,21 @@ class UnknownTransactionError(LedgerError):
     """The transaction id is not committed in this ledger (index beyond commit, or wrong term)."""
 
 
+class HistoryNotHeldError(UnknownTransactionError):
+    """The transaction is committed, but before the snapshot this node started from: it does
+    not hold that part of the history (``held_from`` is its first entry). Nodes that replayed
+    the whole ledger, and backups, hold it."""
+
+    def __init__(self, index: int, held_from: int) -> None:
+        self.index = index
+        self.held_from = held_from
+        super().__init__(
+            f"index {index} is committed, but this node started from the snapshot at index "
+            f"{held_from - 1} and holds entries from {held_from} on: ask a node that holds "
+            "the whole history, or verify it from a backup"
+        )
+
+
 class ReceiptNotReadyError(LedgerError):
     """The transaction is committed but no committed signature covers it yet (retry later)."""
 

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from consortium_node.ledger import restore
 from consortium_node.ledger.damage import Damage, DamageKind
 from consortium_node.ledger.entries import (
     PUBLIC_PREFIX,
@@ -31,6 +34,8 @@ from consortium_node.ledger.entries import (
     SignatureBody,
     TxId,
     WriteSet,
+    decode_entry,
+    open_signature,
     peek_position,
     position_label,
     private_entry,
@@ -48,6 +53,8 @@ from consortium_node.ledger.errors import (
     WriteSetError,
 )
 from consortium_node.ledger.kv import KVStore
+from consortium_node.ledger.merkle import MerkleTree, root_of_frontier
+from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.receipt import make_receipt
 from consortium_node.ledger.records import Marker, Position
 from consortium_node.ledger.replica import (
@@ -57,19 +64,15 @@ from consortium_node.ledger.replica import (
     check_entry,
     view_of,
 )
-from consortium_node.ledger.secrets import LedgerSecrets
+from consortium_node.ledger.secrets import T_LEDGER_SECRETS, LedgerSecrets
 from consortium_node.ledger.signing import (
     CertificateCache,
     LedgerSigner,
     NodeKeySigner,
     sign_root,
 )
-from consortium_node.ledger.snapshot import (
-    T_SNAPSHOTS,
-    SnapshotError,
-    SnapshotState,
-    parse_evidence,
-)
+from consortium_node.ledger.snapshot import T_SNAPSHOTS, SnapshotState
+from consortium_node.ledger.snapshot_points import Capture, SnapshotPoints, SnapshotReceipt
 from consortium_node.ledger.snapshot_store import SnapshotStore
 from consortium_node.ledger.storage import ChunkStore
 
@@ -104,22 +107,8 @@ class LedgerConfig:
             raise ValueError("LedgerConfig.snapshot_interval must be a non-negative integer")
 
 
-@dataclass(frozen=True)
-class Capture:
-    """The committed state at a snapshot point, to be encoded (off the event loop) with
-    ``snapshot.encode_snapshot(state, aead)`` and written to ``Ledger.snapshots``."""
-
-    state: SnapshotState
-    aead: Any
-
-
-@dataclass(frozen=True)
-class SnapshotReceipt:
-    """Committed evidence for snapshot ``index``: its digest and the evidence's receipt."""
-
-    index: int
-    digest: bytes
-    receipt: dict[str, Any]
+class _ShortcutFailedError(LedgerError):
+    """The local entries do not lead to the snapshot that was to shortcut their replay."""
 
 
 def _check_index(name: str, value: object) -> int:
@@ -156,12 +145,7 @@ class Ledger:
         self._commit_file_index, self._commit_file_at = 0, clock()
         self._contradicted: Position | None = None  # see _check_expected
         self.snapshots = SnapshotStore(store.directory / "snapshots")
-        self._snapshot_indices = self.snapshots.indices()
-        # The newest snapshot point committed (taken or not); points up to the newest file
-        # on disk are not taken again when a restarted node commits the log once more.
-        self._snapshot_point = max(self._snapshot_indices, default=0)
-        self._captures: list[Capture] = []
-        self._evidence: list[tuple[TxId, int, bytes]] = []  # committed, awaiting a receipt
+        self._points = SnapshotPoints(self.snapshots, config.snapshot_interval)
 
     @classmethod
     def open(
@@ -172,6 +156,7 @@ class Ledger:
         config: LedgerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         repair: bool = False,
+        service_certificate: x509.Certificate | None = None,
     ) -> Ledger:
         """Open (or create) the ledger in ``directory``, replaying and checking every chunk.
 
@@ -182,6 +167,10 @@ class Ledger:
         Damage raises LedgerCorruptionError; with ``repair`` it is set aside instead (kept
         on disk), the log ends before it, and ``damage`` and ``missing_committed`` say what
         this node must get back from its peers.
+
+        With the ``service_certificate``, committed local snapshots are used (``restore``):
+        a log that starts after a snapshot starts from it, and the newest snapshot lets
+        replay skim the entries it covers; the snapshot's index is then committed at once.
         """
         config = config or LedgerConfig()
         secrets = (
@@ -189,13 +178,58 @@ class Ledger:
             if isinstance(ledger_secret, LedgerSecrets)
             else LedgerSecrets(ledger_secret)
         )
+        try:
+            return cls._open(
+                directory,
+                secrets,
+                config=config,
+                clock=clock,
+                repair=repair,
+                certificate=service_certificate,
+            )
+        except _ShortcutFailedError as exc:
+            log.error("ledger: %s; replaying every entry instead", exc)
+            secrets.truncate(0)
+            return cls._open(
+                directory,
+                secrets,
+                config=config,
+                clock=clock,
+                repair=repair,
+                certificate=service_certificate,
+                shortcut=False,
+            )
+
+    @classmethod
+    def _open(
+        cls,
+        directory: Path | str,
+        secrets: LedgerSecrets,
+        *,
+        config: LedgerConfig,
+        clock: Callable[[], float],
+        repair: bool,
+        certificate: x509.Certificate | None,
+        shortcut: bool = True,
+    ) -> Ledger:
         store = ChunkStore(directory, config.chunk_max_bytes)
         try:
             ledger = cls(store, secrets, config, clock)
+            fast = None
+            if certificate is not None:
+                base, fast = restore.choose(
+                    ledger.snapshots, store.first_chunk(), certificate, secrets
+                )
+                if base is not None:
+                    ledger._start_from(base)
+                fast = fast if shortcut else None
             replay = store.replay(repair=repair)
             try:
                 for payload, path, offset in replay:
-                    ledger._replay(payload, path, offset)
+                    if fast is not None and ledger.last_index < fast.index:
+                        ledger._skim(payload, path, offset, fast)
+                    else:
+                        ledger._replay(payload, path, offset)
             except LedgerCorruptionError as exc:  # an entry the store read whole is bad
                 if not repair:
                     raise
@@ -203,12 +237,68 @@ class Ledger:
                 first_lost = ledger.last_index + 1
                 store.set_aside(exc.path, exc.offset, first_lost, DamageKind.CORRUPTED, exc.reason)
                 secrets.truncate(ledger.last_index)
+            if fast is not None and ledger.commit_index < fast.index:
+                raise _ShortcutFailedError(
+                    f"the log ends at {ledger.last_index}, before the snapshot at {fast.index}"
+                )
         except BaseException:
             store.close()
             raise
         ledger._log.replayed()
         ledger._last_signature_time = clock()
         return ledger
+
+    # -- starting from a snapshot (see ``restore``) ----------------------------------------
+
+    def _restore(self, state: SnapshotState) -> None:
+        """Take the committed state of ``state``: KV, secret schedule, commit index."""
+        assert state.private is not None
+        self._kv = KVStore.from_tables(state.public, state.private)
+        self._secrets.restore(state.public.get(T_LEDGER_SECRETS, {}))
+        self._signatures[state.index] = state.signature
+        self._commit_index = state.index
+        self._term = max(self._term, state.term)
+        self._points.passed(state.index)
+
+    def _start_from(self, state: SnapshotState) -> None:
+        """An empty log starts after the snapshot ``state`` (its chunks, if any, after it)."""
+        tree = MerkleTree.from_frontier(state.index - 1, state.frontier)
+        tree.append(decode_entry(state.signature_entry).leaf())
+        rows = [txid for table in state.public.values() for _, txid in table.values()]
+        public = KVStore.from_tables(state.public)
+        self._log.start_from(tree, state.term, public, max(rows, default=None))
+        self.snapshots.protected = state.index
+        self._restore(state)
+
+    def _skim(self, payload: bytes, path: Path, offset: int, fast: SnapshotState) -> None:
+        """Replay an entry the snapshot ``fast`` covers: its leaf and term only."""
+        try:
+            entry = decode_entry(payload)
+            if entry.index != self.last_index + 1:
+                raise EntryFormatError(f"index {entry.index} does not follow {self.last_index}")
+            signature = open_signature(entry) if entry.kind is EntryKind.SIGNATURE else None
+        except EntryFormatError as exc:
+            raise LedgerCorruptionError(
+                path, offset, f"entry {position_label(payload)}: {exc}"
+            ) from exc
+        self._term = max(self._term, entry.term)
+        frontier_root = root_of_frontier(fast.frontier) if entry.index == fast.index else None
+        if frontier_root is not None and (
+            payload != fast.signature_entry or self._log.tree.root() != frontier_root
+        ):
+            raise _ShortcutFailedError(
+                f"the entries up to {fast.index} are not those of the snapshot there"
+            )
+        self._log.tree.append(entry.leaf())
+        self._log.record_skimmed(entry.term, entry.index, signature is not None)
+        if signature is not None:
+            self._signatures[entry.index] = signature
+        if entry.index == fast.index:
+            rows = [txid for table in fast.public.values() for _, txid in table.values()]
+            self._log.public = PublicView.starting_with(
+                KVStore.from_tables(fast.public), max(rows, default=None)
+            )
+            self._restore(fast)
 
     def _replay(self, payload: bytes, path: Path, offset: int) -> None:
         log = self._log
@@ -244,6 +334,11 @@ class Ledger:
     @property
     def last_index(self) -> int:
         return self._log.last_index
+
+    @property
+    def base_index(self) -> int:
+        """The snapshot this log starts after (0: it holds every entry from index 1)."""
+        return self._log.base
 
     @property
     def last_txid(self) -> TxId:
@@ -467,7 +562,7 @@ class Ledger:
                 if staged.writes is not None:
                     self._kv.apply(staged.writes, staged.txid)
                     if T_SNAPSHOTS in staged.writes:
-                        self._book_evidence(staged.txid, staged.writes[T_SNAPSHOTS])
+                        self._points.book_evidence(staged.txid, staged.writes[T_SNAPSHOTS])
                 if staged.signature is not None:
                     self._signatures[next_index] = staged.signature
                 self._commit_index = next_index
@@ -480,15 +575,10 @@ class Ledger:
     # -- snapshots ----------------------------------------------------------------------
 
     def _at_signature(self, index: int) -> None:
-        """A committed signature entry: take a snapshot here if it is a snapshot point (the
-        first signature at least ``snapshot_interval`` entries after the previous point, so
-        every node with the same interval picks the same points)."""
-        interval = self._config.snapshot_interval
-        if not interval or index < self._snapshot_point + interval:
+        """A committed signature entry: capture the state if it is a snapshot point (and this
+        node can see every private value there)."""
+        if not self._points.due(index) or self._unreadable is not None:
             return
-        self._snapshot_point = index
-        if index in self._snapshot_indices or self._unreadable is not None:
-            return  # already on disk, or this node cannot see every private value
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
@@ -502,35 +592,21 @@ class Ledger:
             private=private,
             secret_version=version,
         )
-        self._snapshot_indices.add(index)
-        self._captures.append(Capture(state, self._secrets.aead(version)))
-
-    def _book_evidence(self, txid: TxId, rows: dict[str, Any]) -> None:
-        for key, record in rows.items():
-            try:
-                snapshot_txid, digest, _ = parse_evidence(key, record)
-            except SnapshotError as exc:
-                log.error("ledger: evidence entry %s ignored: %s", txid, exc)
-                continue
-            self._evidence.append((txid, snapshot_txid.index, digest))
+        self._points.captured(Capture(state, self._secrets.aead(version)))
 
     def snapshot_captures(self) -> list[Capture]:
         """The snapshots taken since the last call, to be encoded and written (in order)."""
-        captures, self._captures = self._captures, []
-        return captures
+        return self._points.captures()
 
     def snapshot_receipts(self) -> list[SnapshotReceipt]:
         """Evidence entries that a committed signature now covers, with their receipts, to
         commit the snapshots they record (``snapshots.commit``), oldest first."""
-        ready, waiting = [], []
-        for txid, index, digest in self._evidence:
-            signed = self._log.signature_after(txid.index)
-            if signed is not None and signed <= self._commit_index:
-                ready.append(SnapshotReceipt(index, digest, self.receipt(txid)))
-            else:
-                waiting.append((txid, index, digest))
-        self._evidence = waiting
-        return ready
+
+        def covered(index: int) -> bool:
+            signed = self._log.signature_after(index)
+            return signed is not None and signed <= self._commit_index
+
+        return self._points.receipts(covered, self.receipt)
 
     def sync_and_commit(self) -> int:
         """``sync()`` then ``advance_commit(durable_index)``: a single node's whole path."""

@@ -19,12 +19,24 @@ from consortium_node.ledger.kv import KVStore
 class PublicView:
     """``public:*`` table → key → (value, TxId) over every PUBLIC entry appended so far."""
 
-    __slots__ = ("_entries", "_indices", "_state")
+    __slots__ = ("_base", "_base_txid", "_entries", "_indices", "_state")
 
     def __init__(self) -> None:
         self._entries: list[tuple[TxId, WriteSet]] = []  # ascending index
         self._indices: list[int] = []
         self._state = KVStore()
+        self._base = KVStore()  # committed public state a snapshot started the log with
+        self._base_txid: TxId | None = None
+
+    @classmethod
+    def starting_with(cls, base: KVStore, position: object) -> PublicView:
+        """A view over a log started from a snapshot whose public tables are ``base`` (its
+        newest public write ``position``, a TxId or None); never truncated below it."""
+        view = cls()
+        view._base = base
+        view._base_txid = position if isinstance(position, TxId) else None
+        view._state = KVStore.from_tables(base.copy_tables()[0])
+        return view
 
     def apply(self, txid: TxId, writes: WriteSet) -> None:
         """Add the write set of the PUBLIC entry ``txid`` (appended in log order)."""
@@ -41,7 +53,7 @@ class PublicView:
             return
         del self._entries[keep:]
         del self._indices[keep:]
-        self._state = KVStore()
+        self._state = KVStore.from_tables(self._base.copy_tables()[0])
         for txid, writes in self._entries:
             self._state.apply(writes, txid)
 
@@ -57,4 +69,4 @@ class PublicView:
     def last_txid(self) -> TxId | None:
         """The newest public entry; it identifies the view's state (a truncated and rewritten
         suffix carries a newer term, so the same index never names two states)."""
-        return self._entries[-1][0] if self._entries else None
+        return self._entries[-1][0] if self._entries else self._base_txid

@@ -190,6 +190,21 @@ class LedgerSecrets:
     def holds(self, version: int) -> bool:
         return version in self._held
 
+    def held_aead(self, version: int) -> AESGCM:
+        """The cipher of a held version whatever the schedule says (a snapshot is checked
+        before the rotations it records are booked); SecretUnavailableError if not held."""
+        held = self._held.get(version)
+        if held is None:
+            raise SecretUnavailableError(f"this node does not hold ledger secret version {version}")
+        return AESGCM(held.secret)
+
+    def restore(self, rows: Mapping[str, tuple[Any, TxId]]) -> None:
+        """Book the rotations a snapshot's ``T_LEDGER_SECRETS`` table records (``version →
+        (record, txid of its rotation entry)``), in version order, as replay would have."""
+        for version in sorted(rows, key=int):
+            record, txid = rows[version]
+            self.observe(txid, {T_LEDGER_SECRETS: {version: record}})
+
     def aead(self, version: int) -> AESGCM:
         """The cipher of ``version``; UnknownSecretVersionError if the log never introduced
         it, SecretUnavailableError if this node does not hold it."""

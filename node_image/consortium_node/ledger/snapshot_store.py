@@ -61,6 +61,7 @@ class SnapshotStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.protected = 0  # the snapshot the log starts from: never pruned
 
     def list(self) -> list[StoredSnapshot]:
         """Every snapshot file, oldest first."""
@@ -126,6 +127,6 @@ class SnapshotStore:
             return
         oldest_kept = committed[-KEEP_COMMITTED]
         for stored in snapshots:
-            if stored.index < oldest_kept:
+            if stored.index < oldest_kept and stored.index != self.protected:
                 stored.receipt_path.unlink(missing_ok=True)
                 stored.path.unlink(missing_ok=True)

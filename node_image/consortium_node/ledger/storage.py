@@ -150,6 +150,11 @@ class ChunkStore:
                 found.append(_Chunk(int(match.group(1)), path))
         return sorted(found, key=lambda c: c.first_index)
 
+    def first_chunk(self) -> tuple[int, str] | None:
+        """``(first index, path)`` of the oldest chunk on disk, before replay (None: none)."""
+        chunks = self._list_chunks()
+        return (chunks[0].first_index, str(chunks[0].path)) if chunks else None
+
     def replay(self, *, repair: bool = False) -> Generator[tuple[bytes, Path, int], None, None]:
         """Yield ``(payload, chunk path, record offset)`` for every entry, oldest first.
 

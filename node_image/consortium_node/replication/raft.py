@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -126,6 +127,7 @@ class _Peer:
     generation: int = 0  # bumped when next_index is reset; stale responses are ignored
     last_contact: float = 0.0
     retry_at: float = 0.0  # after a failed RPC, wait a heartbeat before the next one
+    behind_base: bool = False  # its log ends before this leader's snapshot base (logged once)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -643,11 +645,30 @@ class RaftNode:
                 peer.match_index,
             )
             peer.match_index = response.last_index
+        base = self.ledger.base_index
+        if response.last_index < base and not peer.behind_base:
+            # This leader started from a snapshot at ``base`` and does not hold the entries
+            # the follower lacks: it keeps the follower in its term (heartbeats at ``base``)
+            # but cannot bring it up to date; a leader that holds the history can.
+            log.error(
+                "%s's log ends at %d, before the snapshot at %d this leader started from: it "
+                "cannot be sent entries %d..%d from here (restart it with an empty volume to "
+                "start it from a snapshot too)",
+                peer.node_id[:8],
+                response.last_index,
+                base,
+                response.last_index + 1,
+                base,
+            )
+            peer.behind_base = True
+        elif response.last_index >= base:
+            peer.behind_base = False
         self._reset_peer(peer, min(response.last_index + 1, request.prev_index))
 
     def _reset_peer(self, peer: _Peer, next_index: int) -> None:
         peer.generation += 1
-        peer.next_index = max(1, min(next_index, self.ledger.last_index + 1), peer.match_index + 1)
+        floor = max(1, self.ledger.base_index + 1, peer.match_index + 1)
+        peer.next_index = max(floor, min(next_index, self.ledger.last_index + 1))
 
     # ------------------------------------------------------------------ follower: RPCs
     async def handle_append(self, request: AppendRequest) -> AppendResponse:
@@ -659,6 +680,7 @@ class RaftNode:
         self.leader_id, self.leader_address = request.leader_id, request.leader_address
         self._last_leader_contact = time.monotonic()
         self._reset_election_deadline()
+        request = self._above_base(request)
         async with self._append_cond:
             if request.prev_index > self.ledger.last_index:
                 # A pipelined predecessor may still be on its way: wait for it briefly.
@@ -690,6 +712,20 @@ class RaftNode:
             if commit > self.ledger.commit_index:
                 self._commit_to(commit)
             return self._append_response(True, match)
+
+    def _above_base(self, request: AppendRequest) -> AppendRequest:
+        """Entries at or below the snapshot this log started from are committed, so equal to
+        the leader's (Leader Completeness): skip them and match from the snapshot on."""
+        base = self.ledger.base_index
+        if request.prev_index >= base:
+            return request
+        skip = min(base - request.prev_index, len(request.entries))
+        return dataclasses.replace(
+            request,
+            prev_index=base,
+            prev_term=self.ledger.term_at(base),
+            entries=request.entries[skip:],
+        )
 
     def _append_new(self, request: AppendRequest) -> None:
         index = request.prev_index

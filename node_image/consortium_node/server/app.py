@@ -22,6 +22,7 @@ from aiohttp import web
 
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus
 from consortium_node.ledger import SecretUnavailableError, TxId, UnknownTransactionError
+from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.replication.messages import (
     AppendRequest,
     M,
@@ -336,6 +337,8 @@ async def get_transaction(request: web.Request) -> web.Response:
     require_committed_here(s.node.ledger, txid, leader=s.raft.role == "leader")
     try:
         return _json(s.node.transaction(txid))
+    except HistoryNotHeldError:
+        raise  # answered as itself: the range this node holds, where to ask instead
     except UnknownTransactionError as exc:
         raise NotFoundError("txid", str(exc)) from exc
     except SecretUnavailableError as exc:

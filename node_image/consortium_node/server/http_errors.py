@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
+from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError
 from consortium_node.server.errors import (
     BadRequestError,
@@ -79,6 +80,10 @@ def _not_leader(exc: NotLeaderError) -> Details:
     return None, reason, {"leader_address": exc.leader_address}
 
 
+def _history_not_held(exc: HistoryNotHeldError) -> Details:
+    return "txid", str(exc), {"held_from": exc.held_from}
+
+
 def _commit_timeout(exc: CommitTimeoutError) -> Details:
     return None, str(exc), {"txids": [str(t) for t in exc.txids]}
 
@@ -103,6 +108,7 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     SignatureRefusedError: HttpError(403, "SignatureRefused", _governance),
     NotFoundError: HttpError(404, "NotFound"),
     NotCommittedYetError: HttpError(404, "NotCommittedYet"),
+    HistoryNotHeldError: HttpError(404, "HistoryNotHeld", _history_not_held),
     ConflictError: HttpError(409, "Conflict"),
     DocumentTooLargeError: HttpError(413, "TooLarge"),
     NoLedgerSecretError: HttpError(503, "SecretUnavailable"),

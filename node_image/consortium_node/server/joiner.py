@@ -10,6 +10,7 @@ a refusal stops the node with the verifier's reason.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import ssl
@@ -36,6 +37,7 @@ class JoinAnswer:
     service_certificate: str
     wrapped_secrets: bytes
     trusted_list: bytes
+    source: str = ""  # the address of the node that answered (the primary)
 
 
 def _fetch(
@@ -109,7 +111,7 @@ def join(
                     log.info("join attempt at %s failed: %s", target, exc)
                     continue
                 if isinstance(outcome, JoinAnswer):
-                    return outcome
+                    return dataclasses.replace(outcome, source=target)
                 if outcome:
                     hint = outcome
                     break

@@ -20,6 +20,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from consortium_node.ledger import ReceiptNotReadyError, TxId, UnknownTransactionError
+from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.ledger.ledger import Ledger
 from consortium_node.server.errors import NotCommittedYetError, NotFoundError
 
@@ -52,6 +53,8 @@ def receipt_response(
     require_committed_here(ledger, txid, leader=leader)
     try:
         return web.json_response(ledger.receipt(txid))
+    except HistoryNotHeldError:
+        raise  # answered as itself: the range this node holds, where to ask instead
     except UnknownTransactionError as exc:
         raise NotFoundError("txid", str(exc)) from exc
     except ReceiptNotReadyError as exc:

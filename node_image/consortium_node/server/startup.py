@@ -23,6 +23,7 @@ then starts afresh as a joiner (a genesis node through the peers it knew).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,6 +59,7 @@ from consortium_node.identity.certs import (
     load_certificate,
     load_member_certificate,
 )
+from consortium_node.identity.errors import IdentityError
 from consortium_node.identity.trusted_list import (
     NodeEntry,
     NodeStatus,
@@ -67,7 +69,7 @@ from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets
 from consortium_node.ledger.damage import DamageKind
-from consortium_node.server import joiner
+from consortium_node.server import joiner, snapshot_fetch
 from consortium_node.server.certificates import NodeCertificate, certificate_names
 from consortium_node.server.config import JoinConfig, NodeConfig
 from consortium_node.server.errors import NodeStartError
@@ -252,9 +254,11 @@ def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
     """The node's ledger; a storage fault in it is set aside (kept) and the entries it held
     are replicated again by the leader (``Ledger.open(repair=True)``)."""
     settings = node.config.ledger
+    service = getattr(node, "service", None)
     ledger = Ledger.open(
         node.data_dir / "ledger",
         ledger_secret=secrets,
+        service_certificate=service.certificate if service is not None else None,
         config=LedgerConfig(
             signature_interval_tx=settings.signature_interval_tx,
             signature_interval_ms=settings.signature_interval_ms,
@@ -474,6 +478,15 @@ def _join(node: Node, settings: JoinConfig | None = None) -> None:
         bytes.fromhex(secrets["ledger_secret"]), decode_later(secrets.get("ledger_secrets", {}))
     )
     _seal_service(node)
+    snapshot_fetch.on_empty_volume(
+        node.data_dir / "ledger",
+        answer.trusted_list,
+        consortium=node.config.consortium,
+        own_address=node.config.address,
+        certificate=service_cert,
+        secrets=keyring,
+        first=answer.source,
+    )
     node.ledger = _open_ledger(node, keyring)
     _start_views(node)
     node.membership.store.accept(answer.trusted_list)
@@ -501,7 +514,19 @@ def _restart(node: Node) -> None:
         keys.load_private_key(blob["key"].encode("ascii")),
         load_certificate(blob["certificate"], "sealed service certificate"),
     )
-    node.ledger = _open_ledger(node, node.vault.load())
+    secrets = node.vault.load()
+    peers = known_peers(node.data_dir)
+    if peers is not None:  # ledger files lost, sealed state kept: from a snapshot if one is
+        with contextlib.suppress(OSError, IdentityError):
+            snapshot_fetch.on_empty_volume(
+                node.data_dir / "ledger",
+                Path(peers.trusted_list).read_bytes(),
+                consortium=node.config.consortium,
+                own_address=node.config.address,
+                certificate=node.service.certificate,
+                secrets=secrets,
+            )
+    node.ledger = _open_ledger(node, secrets)
     _start_views(node)
     check_repairable(node)
     record = node.node_record(node.node_id)
@@ -514,8 +539,12 @@ def _restart(node: Node) -> None:
     if pem is None:
         raise NodeStartError("no node certificate for this node in the ledger or on disk")
     _use_certificate(node, load_certificate(pem, "node certificate"))
+    ledger = node.ledger
     log.info(
-        "restarted: %d entries replayed (term %d); waiting for consensus to commit",
-        node.ledger.last_index,
-        node.ledger.term_at(node.ledger.last_index),
+        "restarted: log ends at %d (term %d)%s; waiting for consensus to commit the rest",
+        ledger.last_index,
+        ledger.term_at(ledger.last_index),
+        f", committed state from the snapshot at {ledger.commit_index}"
+        if ledger.commit_index
+        else ", every entry replayed",
     )

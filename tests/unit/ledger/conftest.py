@@ -79,7 +79,9 @@ def open_ledger(tmp_path: Path, secret: bytes, clock: FakeClock) -> Iterator[Ope
             config=config or LedgerConfig(),
             clock=clock,
             repair=bool(kwargs.pop("repair", False)),
+            service_certificate=kwargs.pop("service_certificate", None),  # type: ignore[arg-type]
         )
+        assert not kwargs, f"unknown arguments {sorted(kwargs)}"
         opened.append(ledger)
         return ledger
 

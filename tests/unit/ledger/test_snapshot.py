@@ -15,7 +15,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
+from consortium_node.ledger.entries import decode_entry
+from consortium_node.ledger.errors import HistoryNotHeldError, LedgerCorruptionError
 from consortium_node.ledger.kv import KVStore
+from consortium_node.ledger.receipt import verify_receipt
 from consortium_node.ledger.snapshot import (
     MAGIC,
     T_SNAPSHOTS,
@@ -28,7 +31,7 @@ from consortium_node.ledger.snapshot import (
     verify_snapshot,
 )
 from tests.unit.ledger.conftest import OpenLedger
-from tests.unit.ledger.helpers import fill
+from tests.unit.ledger.helpers import fill, find_record, rewrite_record
 
 CONFIG = LedgerConfig(signature_interval_tx=10, signature_interval_ms=10**6, snapshot_interval=25)
 
@@ -249,3 +252,126 @@ def test_old_snapshots_are_pruned_and_restarts_do_not_retake_them(
     reopened.append_signature(signer)
     reopened.sync_and_commit()
     assert [c.state.index > committed[-1] for c in reopened.snapshot_captures()] == [True]
+
+
+# -- opening from snapshots -------------------------------------------------------------------
+
+
+def _committed_ledger(open_ledger: OpenLedger, signer: NodeKeySigner, **kwargs: Any) -> Ledger:
+    ledger = build(open_ledger, signer, **kwargs)
+    record_evidence(ledger, signer, write_captures(ledger))
+    for r in ledger.snapshot_receipts():
+        assert ledger.snapshots.commit(r.index, r.digest, r.receipt)
+    fill(ledger, signer, batches=2, batch_size=5, prefix="after-")
+    ledger.append_signature(signer)
+    ledger.sync_and_commit()
+    return ledger
+
+
+def _reopen(open_ledger: OpenLedger, service: ServiceIdentity, **kwargs: Any) -> Ledger:
+    return open_ledger(CONFIG, service_certificate=service.certificate, **kwargs)
+
+
+def test_a_restart_takes_the_committed_state_from_its_newest_snapshot(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity
+) -> None:
+    ledger = _committed_ledger(open_ledger, signer)
+    newest = ledger.snapshots.newest_committed()
+    assert newest is not None
+    everything = ledger.kv.copy_tables()
+    last, old, new = ledger.last_index, TxId(1, 3), ledger.last_txid
+    ledger.close()
+
+    again = _reopen(open_ledger, service)
+    assert again.commit_index == newest.index  # committed at once: from the snapshot
+    assert again.last_index == last
+    assert again.get("public:consortium.info", "name") is not None
+    again.advance_commit(again.durable_index)
+    assert again.kv.copy_tables() == everything
+    # Receipts before and after the snapshot still verify (the log holds the whole tree).
+    for txid in (old, TxId(again.term_at(newest.index + 1), newest.index + 1)):
+        verify_receipt(again.receipt(txid), service.certificate)
+    assert again.read(new).txid == new
+    plain = open_ledger(CONFIG, directory=again._store.directory)  # without the certificate
+    assert plain.commit_index == 0  # snapshots unused: the old replay from index 1
+
+
+def test_a_chunk_edited_below_the_snapshot_is_not_skimmed_over(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, tmp_path: Path
+) -> None:
+    ledger = _committed_ledger(open_ledger, signer)
+    directory = ledger._store.directory
+    ledger.close()
+    path, offset = find_record(directory, 5)
+
+    def flip(payload: bytes) -> bytes:
+        entry = decode_entry(payload)
+        body = entry.body[:-1] + bytes([entry.body[-1] ^ 1])
+        return dataclasses.replace(entry, body=body).encode()
+
+    rewrite_record(path, offset, flip)
+    with pytest.raises(LedgerCorruptionError) as caught:
+        _reopen(open_ledger, service)
+    assert "entry 1.5" in str(caught.value)  # the full replay names the edited entry
+
+
+def test_a_node_with_an_empty_volume_starts_from_a_snapshot_and_follows_the_leader(
+    open_ledger: OpenLedger,
+    signer: NodeKeySigner,
+    service: ServiceIdentity,
+    tmp_path: Path,
+    secret: bytes,
+) -> None:
+    leader = _committed_ledger(open_ledger, signer)
+    newest = leader.snapshots.newest_committed()
+    assert newest is not None
+    s = newest.index
+    follower_dir = tmp_path / "follower"
+    snapshots = follower_dir / "snapshots"
+    snapshots.mkdir(parents=True)
+    for source in (newest.path, newest.receipt_path):
+        (snapshots / source.name).write_bytes(source.read_bytes())
+
+    follower = _reopen(open_ledger, service, directory=follower_dir)
+    assert (follower.last_index, follower.commit_index) == (s, s)
+    assert follower.term_at(s) == leader.term_at(s)
+    follower.append_entries(leader.raw_entries(s + 1, leader.last_index))
+    follower.sync()
+    follower.advance_commit(leader.commit_index)
+    assert follower.kv.copy_tables() == leader.kv.copy_tables()
+    after = TxId(leader.term_at(s + 1), s + 1)
+    assert follower.receipt(after)["root"] == leader.receipt(after)["root"]
+    verify_receipt(follower.receipt(after), service.certificate)
+    with pytest.raises(HistoryNotHeldError) as caught:
+        follower.receipt(TxId(1, 3))
+    assert caught.value.held_from == s + 1
+    with pytest.raises(HistoryNotHeldError):
+        follower.raw_entries(s - 1, s + 1)
+    last = follower.last_index
+    follower.close()
+
+    # Restarted: its chunks start after the snapshot, which is used again (and kept).
+    again = _reopen(open_ledger, service, directory=follower_dir)
+    assert again.last_index == last and again.commit_index >= s
+    again.close()
+    newest_copy = snapshots / newest.path.name
+    newest_copy.unlink()
+    with pytest.raises(LedgerCorruptionError) as missing:
+        _reopen(open_ledger, service, directory=follower_dir)
+    assert missing.value.kind == "missing" and f"after a snapshot at {s}" in str(missing.value)
+
+
+def test_a_snapshot_that_does_not_verify_is_not_started_from(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, tmp_path: Path
+) -> None:
+    leader = _committed_ledger(open_ledger, signer)
+    newest = leader.snapshots.newest_committed()
+    assert newest is not None
+    snapshots = tmp_path / "empty" / "snapshots"
+    snapshots.mkdir(parents=True)
+    data = bytearray(newest.path.read_bytes())
+    data[-5] ^= 1
+    (snapshots / newest.path.name).write_bytes(bytes(data))
+    (snapshots / newest.receipt_path.name).write_bytes(newest.receipt_path.read_bytes())
+    fresh = _reopen(open_ledger, service, directory=tmp_path / "empty")
+    assert (fresh.last_index, fresh.commit_index) == (0, 0)  # refused: an empty log
