@@ -10,9 +10,10 @@ echo "== ruff" && ruff check . && ruff format --check .
 echo "== mypy --strict" && mypy
 mypy --strict scripts/*.py   # standalone scripts: not packages, so not in mypy's config
 echo "== import-linter" && lint-imports
-# The Kubernetes tiers need the local cluster's binaries: built once from Debian's source
-# package (~10 min on a fresh machine, cached after), here rather than inside a test fixture's
-# 300 s timeout. Needs root, like the cluster itself; a unit-only run skips it.
+# The Kubernetes tiers need the local cluster's binaries (built once from Debian's source
+# package, ~10 min on a fresh machine) and the images (a debootstrap base, ~3 min the first
+# time): both cached after, and built here rather than inside a test fixture's 300 s
+# timeout. Needs root, like the cluster itself; a unit-only run skips it.
 needs_cluster() {
   [ $# -eq 0 ] && return 0
   local arg
@@ -25,6 +26,7 @@ needs_cluster() {
 }
 if [ "$(id -u)" = 0 ] && needs_cluster "$@"; then
   echo "== local Kubernetes binaries" && bash scripts/kube.sh deps build
+  echo "== images" && bash scripts/build-images.sh
 fi
 echo "== pytest"
 set +e

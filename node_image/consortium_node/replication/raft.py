@@ -163,6 +163,9 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+COMMIT_SLICE = 2_000  # entries committed per turn of the event loop (``_commit_to``)
+
+
 def majority_index(matches: Sequence[int]) -> int:
     """The highest index replicated on a majority of ``matches`` (one value per voter)."""
     ordered = sorted(matches, reverse=True)
@@ -210,6 +213,9 @@ class RaftNode:
         self._force_signature = False
         self._unfit_reported: str | None = None  # why we do not campaign, as last logged
         self._refused_leader: tuple[str, int] | None = None  # whose entries we last refused
+        self._commit_target = 0  # the highest index known committed, applied in slices
+        self._applying = False  # a slice is scheduled
+        self.leader_commit = 0  # the leader's commit index, as last heard (or our own)
         self.ledger.term = max(self.ledger.term, self.state.current_term)
 
     # ------------------------------------------------------------------ lifecycle
@@ -495,6 +501,27 @@ class RaftNode:
             self._become_follower(self.term)
 
     def _commit_to(self, index: int) -> None:
+        """Commit up to ``index``: at most ``COMMIT_SLICE`` entries now, the rest in later
+        turns of the event loop, so a node catching up on many entries keeps answering
+        heartbeats and ``/healthz`` meanwhile."""
+        self._commit_target = max(self._commit_target, index)
+        self._apply_slice()
+
+    def _apply_slice(self) -> None:
+        self._applying = False
+        target = min(self._commit_target, self.ledger.commit_index + COMMIT_SLICE)
+        if target > self.ledger.commit_index:
+            self._commit_slice(target)
+        if (
+            self.ledger.commit_index < min(self._commit_target, self.ledger.durable_index)
+            and not self._applying
+            and not self._stopped
+        ):
+            with contextlib.suppress(RuntimeError):  # no running loop: the next commit goes on
+                asyncio.get_running_loop().call_soon(self._apply_slice)
+                self._applying = True
+
+    def _commit_slice(self, index: int) -> None:
         self.ledger.advance_commit(index)
         committed = self.ledger.commit_index
         keep = []
@@ -678,6 +705,7 @@ class RaftNode:
         if request.term > self.term or self.role != "follower" or self.leader_id is None:
             self._become_follower(request.term, request.leader_id, request.leader_address)
         self.leader_id, self.leader_address = request.leader_id, request.leader_address
+        self.leader_commit = max(self.leader_commit, request.leader_commit)
         self._last_leader_contact = time.monotonic()
         self._reset_election_deadline()
         request = self._above_base(request)

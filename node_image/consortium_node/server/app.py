@@ -383,6 +383,11 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "role": _services(request).node.role})
 
 
+# A backup is ready once its commit index is within this many entries of the primary's (a
+# heartbeat or two of writes at full speed): it then serves reads no older than that.
+READY_LAG_ENTRIES = 1_000
+
+
 async def readyz(request: web.Request) -> web.Response:
     s = _services(request)
     problems = []
@@ -391,8 +396,11 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append(f"this node is {status} in the trusted-node list")
     if s.raft.leader_id is None:
         problems.append("no primary is known (election running?)")
-    if s.node.ledger.commit_index == 0:
+    commit = s.node.ledger.commit_index
+    if commit == 0:
         problems.append("nothing committed yet (catching up)")
+    elif s.raft.role != "leader" and s.raft.leader_commit - commit > READY_LAG_ENTRIES:
+        problems.append(f"catching up: committed {commit} of the primary's {s.raft.leader_commit}")
     ledger = s.node.ledger_problem()
     if ledger is not None:
         problems.append(ledger)

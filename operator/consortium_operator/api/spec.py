@@ -74,6 +74,7 @@ class ConsortiumSpec:
     signature_interval_tx: int
     signature_interval: timedelta
     client_selector: dict[str, Any]
+    snapshot_interval: int = 10_000
 
     def allowed_host_data(self) -> tuple[str, ...]:
         """The consortium's own genesis/join host_data plus any extra the spec allows."""
@@ -148,6 +149,22 @@ def _text(d: timedelta) -> str:
     return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}m"
 
 
+def _ledger(led: Mapping[str, Any]) -> tuple[int, timedelta, int]:
+    """``spec.ledger``: signature interval (entries, time) and snapshot interval."""
+    sig_tx = led.get("signatureIntervalTx", 100)
+    if isinstance(sig_tx, bool) or not isinstance(sig_tx, int) or not 1 <= sig_tx <= 1_000_000:
+        raise SpecError("spec.ledger.signatureIntervalTx", "must be an integer in 1..1000000")
+    sig = _duration(led.get("signatureInterval"), "spec.ledger.signatureInterval", "100ms")
+    if sig > timedelta(hours=1):
+        raise SpecError("spec.ledger.signatureInterval", "must be at most 1h")
+    snap = led.get("snapshotInterval", 10_000)
+    if isinstance(snap, bool) or not isinstance(snap, int) or not 0 <= snap <= 100_000_000:
+        raise SpecError(
+            "spec.ledger.snapshotInterval", "must be an integer in 0..100000000 (0: never)"
+        )
+    return sig_tx, sig, snap
+
+
 def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     """Validate a Consortium's spec (after API-server defaulting)."""
     if not NAME_RE.match(name) or len(name) > MAX_CONSORTIUM_NAME:
@@ -202,13 +219,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     if not isinstance(retain, bool):
         raise SpecError("spec.storage.retainOnDelete", "expected true or false")
     sc = sto.get("storageClassName") or None
-    led = _obj(spec.get("ledger"), "spec.ledger")
-    sig_tx = led.get("signatureIntervalTx", 100)
-    if isinstance(sig_tx, bool) or not isinstance(sig_tx, int) or not 1 <= sig_tx <= 1_000_000:
-        raise SpecError("spec.ledger.signatureIntervalTx", "must be an integer in 1..1000000")
-    sig = _duration(led.get("signatureInterval"), "spec.ledger.signatureInterval", "100ms")
-    if sig > timedelta(hours=1):
-        raise SpecError("spec.ledger.signatureInterval", "must be at most 1h")
+    sig_tx, sig, snap = _ledger(_obj(spec.get("ledger"), "spec.ledger"))
     return ConsortiumSpec(
         name=name,
         nodes=nodes,
@@ -227,6 +238,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         resources=dict(_obj(spec.get("resources"), "spec.resources")),
         signature_interval_tx=sig_tx,
         signature_interval=sig,
+        snapshot_interval=snap,
         client_selector=dict(_obj(spec.get("clientSelector"), "spec.clientSelector")),
     )
 

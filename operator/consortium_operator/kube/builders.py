@@ -156,6 +156,7 @@ def node_config(
         "ledger": {
             "signature_interval_tx": spec.signature_interval_tx,
             "signature_interval_ms": max(1, round(spec.signature_interval.total_seconds() * 1000)),
+            "snapshot_interval": spec.snapshot_interval,
         },
         "join": {"trusted_list": f"{MOUNT_LIST}/trusted-nodes.cose"},
         "trusted_list_path": f"{MOUNT_LIST}/trusted-nodes.cose",

@@ -17,7 +17,7 @@ from pycose.messages.sign1message import Sign1Message
 
 from consortium_node.identity.trusted_list import TrustedNodeList
 from tests.support.kube import ROOT, Cluster, Operator, sample_docs
-from tests.support.wait import wait_for
+from tests.support.wait import WaitTimeoutError, wait_for
 
 READY_TIMEOUT = 180
 
@@ -30,6 +30,21 @@ def ready(cluster: Cluster, ns: str, name: str, nodes: int) -> dict[str, Any] | 
     if current and cond.get("status") == "True" and st.get("nodesReady") == f"{nodes}/{nodes}":
         return obj
     return None
+
+
+def pod_story(cluster: Cluster, ns: str, name: str) -> str:
+    """What a pod and its StatefulSet are doing, for a failure message."""
+    pod = cluster.get(ns, "pod", name) or {}
+    meta, status = pod.get("metadata", {}), pod.get("status", {})
+    lines = [
+        f"pod {name}: uid {meta.get('uid')}, phase {status.get('phase')}, deletion "
+        f"{meta.get('deletionTimestamp')}, finalizers {meta.get('finalizers')}",
+        f"containers: {json.dumps(status.get('containerStatuses'))[:1500]}",
+    ]
+    for involved in (name, "demo"):
+        for event in cluster.events(ns, involved)[-10:]:
+            lines.append(f"event {involved}: {event.get('reason')}: {event.get('message')}")
+    return "\n".join(lines)
 
 
 def pycose_verifies(envelope: bytes, certificate_pem: str) -> TrustedNodeList:
@@ -166,14 +181,19 @@ def test_scale_up_then_down_and_a_lost_pod(cluster: Cluster, namespace: str) -> 
     before = {n["name"]: n["nodeId"] for n in obj["status"]["nodes"]}
     old_uid = (cluster.get(ns, "pod", "demo-1") or {})["metadata"]["uid"]
     cluster.kubectl("-n", ns, "delete", "pod", "demo-1", "--wait=false")
-    wait_for(
-        "demo-1 replaced",
-        lambda: (
-            (cluster.get(ns, "pod", "demo-1") or {}).get("metadata", {}).get("uid")
-            not in (None, old_uid)
-        ),
-        60,
-    )
+    try:
+        # The kubelet stops the container (10 s grace), reports it and removes the pod, then
+        # the StatefulSet controller creates it again: once over 60 s on a loaded 2-core CI.
+        wait_for(
+            "demo-1 replaced",
+            lambda: (
+                (cluster.get(ns, "pod", "demo-1") or {}).get("metadata", {}).get("uid")
+                not in (None, old_uid)
+            ),
+            120,
+        )
+    except WaitTimeoutError as exc:
+        raise AssertionError(f"{exc}\n{pod_story(cluster, ns, 'demo-1')}") from exc
     obj = wait_for("Ready 2/2 after losing demo-1", lambda: ready(cluster, ns, "demo", 2), 120)
     after = {n["name"]: n["nodeId"] for n in obj["status"]["nodes"]}
     assert after == before  # the same node came back on its volume and rejoined

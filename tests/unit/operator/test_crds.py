@@ -305,7 +305,11 @@ def test_expected_defaults() -> None:
         },
         "governance": {"threshold": "majority", "autoTrustNodes": True},
         "storage": {"size": "1Gi", "retainOnDelete": False},
-        "ledger": {"signatureIntervalTx": 100, "signatureInterval": "100ms"},
+        "ledger": {
+            "signatureIntervalTx": 100,
+            "signatureInterval": "100ms",
+            "snapshotInterval": 10000,
+        },
     }
     assert parse_duration(spec["attestation"]["renewBefore"]) < parse_duration(
         spec["attestation"]["validity"]

@@ -124,6 +124,10 @@ def test_minimal_spec_takes_defaults() -> None:
         ("ledger.signatureIntervalTx", "100", "spec.ledger.signatureIntervalTx"),
         ("ledger.signatureIntervalTx", False, "spec.ledger.signatureIntervalTx"),
         ("ledger.signatureInterval", "fast", "spec.ledger.signatureInterval"),
+        ("ledger.snapshotInterval", -1, "spec.ledger.snapshotInterval"),
+        ("ledger.snapshotInterval", "10000", "spec.ledger.snapshotInterval"),
+        ("ledger.snapshotInterval", True, "spec.ledger.snapshotInterval"),
+        ("ledger.snapshotInterval", 100_000_001, "spec.ledger.snapshotInterval"),
         ("clientSelector", "app=x", "spec.clientSelector"),
     ],
 )

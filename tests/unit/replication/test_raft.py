@@ -521,3 +521,26 @@ async def test_stop_leaves_no_task_behind(cluster: Cluster) -> None:
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     assert not left, f"{len(left)} tasks still pending after stop(): {left}"
+
+
+async def test_a_long_commit_is_applied_in_slices_between_which_the_loop_runs(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catching up on many entries must not hold the event loop (heartbeats, /healthz):
+    ``_commit_to`` applies ``COMMIT_SLICE`` entries per turn and schedules the rest."""
+    monkeypatch.setattr(raft_module, "COMMIT_SLICE", 10)
+    [member] = await cluster.start_all(1)
+    await cluster.wait_leader([member])
+    await member.node.submit(writes(*(f"s{i}" for i in range(5))))
+    node, ledger = member.node, member.ledger
+    ledger.append([w for i in range(45) for w in writes(f"bulk{i}")], EntryKind.PRIVATE)
+    ledger.sync()
+    start, target = ledger.commit_index, ledger.durable_index
+    seen: list[int] = []
+    node._commit_to(target)
+    assert ledger.commit_index == start + 10  # one slice now
+    while ledger.commit_index < target:
+        seen.append(ledger.commit_index)
+        await asyncio.sleep(0)  # the loop runs between slices
+    assert len(seen) >= (target - start) // 10 - 1
+    assert value(member, "bulk44") == "value-bulk44"
