@@ -13,6 +13,7 @@ import pytest
 
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
 from consortium_node.ledger import TxId
+from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError
 from consortium_node.server.errors import (
     BadRequestError,
@@ -91,6 +92,16 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
         NotCommittedYetError("txid", "retry", commit=None),
         404,
         {"code": "NotCommittedYet", "reason": "retry", "commit": None, "field": "txid"},
+    ),
+    (
+        HistoryNotHeldError(3, 101),
+        404,
+        {
+            "code": "HistoryNotHeld",
+            "reason": str(HistoryNotHeldError(3, 101)),
+            "held_from": 101,
+            "field": "txid",
+        },
     ),
     (
         ConflictError("proposal", "already submitted"),
