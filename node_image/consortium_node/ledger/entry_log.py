@@ -26,7 +26,7 @@ from consortium_node.ledger.errors import (
     LedgerError,
     UnknownTransactionError,
 )
-from consortium_node.ledger.kv import KVStore
+from consortium_node.ledger.kv import Tables
 from consortium_node.ledger.merkle import MerkleTree
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.records import Marker
@@ -49,9 +49,7 @@ class EntryLog:
         self.base = 0  # a snapshot's index this log starts after (0: it holds every entry)
         self._base_term = 0
 
-    def start_from(
-        self, tree: MerkleTree, term: int, public: KVStore, public_position: object
-    ) -> None:
+    def start_from(self, tree: MerkleTree, term: int, public: Tables) -> None:
         """Start an empty log after the snapshot at ``tree.size`` (its signature entry, in
         term ``term``): ``tree`` holds its frontier and its leaf, ``public`` its public
         tables."""
@@ -61,7 +59,7 @@ class EntryLog:
         self._base_term = term
         self._durable_index = self.base
         self._signature_indices = [self.base]
-        self.public = PublicView.starting_with(public, public_position)
+        self.public = PublicView.starting_with(public)
 
     # -- positions ----------------------------------------------------------------------
 

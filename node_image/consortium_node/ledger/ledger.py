@@ -15,6 +15,7 @@ does not hold a version keeps the log but refuses to serve private state past it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -178,27 +179,21 @@ class Ledger:
             if isinstance(ledger_secret, LedgerSecrets)
             else LedgerSecrets(ledger_secret)
         )
+        open_ = functools.partial(
+            cls._open,
+            directory,
+            secrets,
+            config=config,
+            clock=clock,
+            repair=repair,
+            certificate=service_certificate,
+        )
         try:
-            return cls._open(
-                directory,
-                secrets,
-                config=config,
-                clock=clock,
-                repair=repair,
-                certificate=service_certificate,
-            )
+            return open_()
         except _ShortcutFailedError as exc:
             log.error("ledger: %s; replaying every entry instead", exc)
             secrets.truncate(0)
-            return cls._open(
-                directory,
-                secrets,
-                config=config,
-                clock=clock,
-                repair=repair,
-                certificate=service_certificate,
-                shortcut=False,
-            )
+            return open_(shortcut=False)
 
     @classmethod
     def _open(
@@ -264,9 +259,7 @@ class Ledger:
         """An empty log starts after the snapshot ``state`` (its chunks, if any, after it)."""
         tree = MerkleTree.from_frontier(state.index - 1, state.frontier)
         tree.append(decode_entry(state.signature_entry).leaf())
-        rows = [txid for table in state.public.values() for _, txid in table.values()]
-        public = KVStore.from_tables(state.public)
-        self._log.start_from(tree, state.term, public, max(rows, default=None))
+        self._log.start_from(tree, state.term, state.public)
         self.snapshots.protected = state.index
         self._restore(state)
 
@@ -294,10 +287,7 @@ class Ledger:
         if signature is not None:
             self._signatures[entry.index] = signature
         if entry.index == fast.index:
-            rows = [txid for table in fast.public.values() for _, txid in table.values()]
-            self._log.public = PublicView.starting_with(
-                KVStore.from_tables(fast.public), max(rows, default=None)
-            )
+            self._log.public = PublicView.starting_with(fast.public)
             self._restore(fast)
 
     def _replay(self, payload: bytes, path: Path, offset: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 
 from consortium_node.ledger.entries import JSON, TxId, WriteSet
-from consortium_node.ledger.kv import KVStore
+from consortium_node.ledger.kv import KVStore, Tables
 
 
 class PublicView:
@@ -29,13 +29,15 @@ class PublicView:
         self._base_txid: TxId | None = None
 
     @classmethod
-    def starting_with(cls, base: KVStore, position: object) -> PublicView:
-        """A view over a log started from a snapshot whose public tables are ``base`` (its
-        newest public write ``position``, a TxId or None); never truncated below it."""
+    def starting_with(cls, public: Tables) -> PublicView:
+        """A view over a log started from a snapshot whose public tables are ``public`` (its
+        position is their newest write); never truncated below it."""
         view = cls()
-        view._base = base
-        view._base_txid = position if isinstance(position, TxId) else None
-        view._state = KVStore.from_tables(base.copy_tables()[0])
+        view._base = KVStore.from_tables(public)
+        view._base_txid = max(
+            (txid for rows in public.values() for _, txid in rows.values()), default=None
+        )
+        view._state = KVStore.from_tables(public)
         return view
 
     def apply(self, txid: TxId, writes: WriteSet) -> None:
