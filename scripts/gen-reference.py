@@ -40,6 +40,7 @@ CRDS = (
     "crds/consortia.consortium.tee.dev.yaml",
     "crds/members.consortium.tee.dev.yaml",
     "crds/proposals.consortium.tee.dev.yaml",
+    "crds/consortiumbackups.consortium.tee.dev.yaml",
 )
 CHART = "charts/consortium-operator/"
 VALUES, SCHEMA = CHART + "values.yaml", CHART + "values.schema.json"
@@ -146,7 +147,8 @@ def crds_page() -> Page:
     page = header(
         "Custom resources",
         list(CRDS),
-        "Every field of the `Consortium` and `Member` kinds (API group `consortium.tee.dev`), "
+        "Every field of the `Consortium`, `Member`, `Proposal` and `ConsortiumBackup` kinds "
+        "(API group `consortium.tee.dev`), "
         "spec and status, from their OpenAPI v3 schemas. `kubectl explain consortium.spec "
         "--recursive` (or `member.status`, ...) shows the same descriptions from a live "
         "cluster. Arrays are written `field[]`, map values `field.*`; the status is written by "

@@ -3,10 +3,10 @@ a pass is ``consortium.reconcile``, deletions are ``consortium.teardown``.
 
 Reconciliation is level-based: a per-Consortium kopf timer ticks every second and runs a
 pass when one is due; watch events (the Consortium's spec, its pods, its Members, its
-Proposals) only make a pass due now. Timers and event handlers persist nothing, so a healthy
-Consortium costs reads only. The changing handlers are the two ``on.delete`` finalizers: a
-Consortium's (honours ``spec.storage.retainOnDelete``) and a Member's (its removal becomes a
-Proposal for the members).
+Proposals, its ConsortiumBackups) only make a pass due now. Timers and event handlers persist
+nothing, so a healthy Consortium costs reads only. The changing handlers are the two
+``on.delete`` finalizers: a Consortium's (honours ``spec.storage.retainOnDelete``) and a
+Member's (its removal becomes a Proposal for the members).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Any
 
 import kopf
 
+from consortium_node.common.timeutil import utcnow
 from consortium_operator.api import metrics
 from consortium_operator.api.names import GROUP, LABEL_CONSORTIUM, VERSION
+from consortium_operator.backups import request as backup_request
 from consortium_operator.consortium import teardown
 from consortium_operator.consortium.context import Memory, Settings
 from consortium_operator.consortium.reconcile import reconcile_consortium
@@ -144,6 +146,26 @@ def proposal_changed(body: kopf.Body, **_: Any) -> None:
     consortium = (body.get("spec") or {}).get("consortium")
     if isinstance(consortium, str):
         memory_of(body.metadata.namespace or "", consortium).poke()
+
+
+@kopf.on.event(GROUP, VERSION, "consortiumbackups")
+def backup_requested(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A new (or changed) ConsortiumBackup: its Consortium's pass asks the primary and follows
+    it. One whose Consortium does not exist (or is going away) fails here: no pass sees it."""
+    if event.get("type") == "DELETED":
+        return
+    wanted = backup_request.Request.of(body)
+    if wanted.finished:  # Completed and Failed are final: never run again
+        return
+    if event.get("type") != "ADDED" and wanted.observed_generation == wanted.generation:
+        return  # the pass's own status writes: it comes back for unfinished requests anyway
+    namespace = body.metadata.namespace or ""
+    target = kube().get("Consortium", namespace, wanted.consortium) if wanted.consortium else None
+    if target is not None and not target["metadata"].get("deletionTimestamp"):
+        memory_of(namespace, wanted.consortium).poke()
+        return
+    gone = backup_request.Target(wanted.consortium, exists=False)
+    backup_request.reconcile(kube(), [body], gone, None, utcnow())
 
 
 @kopf.on.delete(GROUP, VERSION, "members")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import Identity, LocalNode, make_identity, make_platform
+from tests.support.s3server import S3Server, start_s3_server
 
 
 @dataclass
@@ -60,3 +61,14 @@ def fresh_consortium(tmp_path: Path) -> Iterator[Callable[..., Consortium]]:
     for consortium in made:
         if consortium.node.alive:
             consortium.node.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto) that checks credentials like any store: ``endpoint``,
+    ``port``, ``make_bucket()`` for a bucket no other test uses, the credentials it accepts
+    (``access_key_id``/``secret_access_key``, ``credentials_env``) and ``settings``/``store``
+    with them (``tests/support/s3server.py``)."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()

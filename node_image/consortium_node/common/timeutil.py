@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
 )
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def utcnow() -> datetime:
@@ -39,7 +39,8 @@ def parse_rfc3339(text: str) -> datetime:
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``1h30m``, ``90s``, ``500ms`` (units h, m, s, ms) into a positive timedelta."""
+    """Parse ``30d``, ``1h30m``, ``90s``, ``500ms`` (units d, h, m, s, ms) into a positive
+    timedelta."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"{text!r} is not a duration like 30s, 15m, 24h or 1h30m")
     pos = 0

@@ -4,6 +4,8 @@
     quote verify           verify a node's attestation quote (from a file or fetched live)
     verify-trusted-list    verify a COSE trusted-node list with only the service certificate
     verify-receipt         verify a transaction receipt offline with only the service certificate
+    backup verify          verify a ledger backup (bucket or local copy) with only the service
+                           certificate (ctl/backup.py)
     tx submit | tx get     write transactions / fetch one with its verified receipt
     kv get                 read a key
     propose | vote | withdraw | ack | proposals show
@@ -25,7 +27,7 @@ from typing import Any
 
 from consortium_node.attestation import AttestationError, Policy, UnknownPlatformError, platforms
 from consortium_node.common.timeutil import parse_duration
-from consortium_node.ctl import gov
+from consortium_node.ctl import backup, gov
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
@@ -477,6 +479,7 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     _node_args(kvg)
     kvg.add_argument("name", metavar="KEY", help="the key to read")
     kvg.set_defaults(func=cmd_kv_get)
+    backup.add_commands(sub)
     gov.add_commands(sub)
     return p
 

@@ -698,6 +698,14 @@ class Ledger:
             raise LedgerError(f"entries {start}..{end} are outside 1..{self.last_index}")
         return [self._log.payload(index) for index in range(start, end + 1)]
 
+    def signature_through(self, index: int) -> int:
+        """Index of the last signature entry at or before ``index`` (0: none)."""
+        return self._log.signature_through(index)
+
+    def signature_after(self, index: int) -> int | None:
+        """Index of the first signature entry after ``index``, if this log holds one."""
+        return self._log.signature_after(index)
+
     def entries_from(self, start: int, max_count: int, max_bytes: int) -> list[bytes]:
         """Payloads from ``start`` on: at most ``max_count`` entries and ``max_bytes`` bytes,
         but at least one entry if ``start <= last_index`` (empty if ``start`` is beyond it)."""

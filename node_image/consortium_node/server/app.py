@@ -33,6 +33,7 @@ from consortium_node.replication.messages import (
 )
 from consortium_node.replication.raft import NotLeaderError, RaftNode
 from consortium_node.server import gov_api, snapshot_api
+from consortium_node.server.backup import BackupShipper
 from consortium_node.server.callers import (
     APP_ONLY,
     APP_ROLES,
@@ -44,6 +45,7 @@ from consortium_node.server.callers import (
 )
 from consortium_node.server.errors import (
     BadRequestError,
+    ConflictError,
     NoLedgerSecretError,
     NotFoundError,
     NotReadyError,
@@ -81,6 +83,7 @@ class Services:
     primary: Primary
     transport: PeerTransport
     governance: Governance
+    backup: BackupShipper | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -258,6 +261,24 @@ async def refresh(request: web.Request) -> web.Response:
     return _json(await primary.refresh(node_id, parse_refresh(body)))
 
 
+async def backup_status(request: web.Request) -> web.Response:
+    """``GET /node/backup``: this node's view of the backup (``backup.py``); the primary ships."""
+    parse_query(request.query, set(), set())
+    shipper = _services(request).backup
+    return _json({"configured": False} if shipper is None else shipper.status())
+
+
+async def backup_now(request: web.Request) -> web.Response:
+    """``POST /node/backup``: start a backup round now (a ``ConsortiumBackup``)."""
+    _caller_in(request, NETWORK_ROLES, "governors and the operator ask for backups")
+    parse_json_body(await request.read() or b"{}")
+    services = _services(request)
+    if services.backup is None:
+        raise ConflictError("backup", "BackupNotConfigured: this consortium has no backup store")
+    services.primary.require_leader()
+    return _json({"requested_through": services.backup.request()}, status=202)
+
+
 async def reattest(request: web.Request) -> web.Response:
     """Run a re-attestation round now (the operator's timer asks before renewBefore)."""
     _caller_in(request, NETWORK_ROLES, "governors and the operator ask for this")
@@ -430,6 +451,8 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/node/refresh", refresh),
         *gov_api.ROUTES,
         *snapshot_api.ROUTES,
+        ("GET", "/node/backup", backup_status),
+        ("POST", "/node/backup", backup_now),
         ("POST", "/app/transactions", post_transactions),
         ("GET", "/app/kv/{key}", get_kv),
         ("GET", "/app/receipt", get_receipt),

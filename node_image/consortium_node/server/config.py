@@ -104,6 +104,25 @@ class Constitution:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """``backup:``: where and how often the primary ships the ledger (``server/backup.py``).
+    Credentials are files (a mounted Secret) read at every round, so a rotated key is used
+    without a restart and a missing one is reported, not fatal."""
+
+    endpoint: str
+    bucket: str
+    prefix: str
+    region: str
+    access_key_id_file: Path
+    secret_access_key_file: Path
+    ca_file: Path | None = None
+    mode: str = "continuous"
+    max_lag: timedelta = timedelta(seconds=60)
+    schedule: str | None = None
+    retention: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     consortium: str
     name: str
@@ -125,6 +144,7 @@ class NodeConfig:
     trusted_list_path: Path | None = None
     peer_hosts_file: Path | None = None
     insecure_test_faults_file: Path | None = None
+    backup: BackupConfig | None = None
 
 
 class _Reader:
@@ -332,9 +352,66 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         insecure_test_faults_file=(
             root.path_("insecure_test_faults_file") if faults_file is not None else None
         ),
+        backup=_backup(root, consortium),
     )
     root.done()
     return config
+
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PREFIX_RE = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*$")
+ENDPOINT_RE = re.compile(r"^https?://[^/?#\s]+/?$")
+
+
+def _backup(root: _Reader, consortium: str) -> BackupConfig | None:
+    if root.raw("backup", None) is None:
+        return None
+    reader = root.child("backup")
+    mode = reader.choice("mode", ("continuous", "schedule"), "continuous")
+    prefix = reader.raw("prefix", f"{consortium}/")
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise ConfigError(
+            "backup.prefix: must be empty or path segments each ending in '/' (e.g. prod/ledger/)"
+        )
+    max_lag = reader.duration("max_lag", timedelta(seconds=60))
+    if not timedelta(seconds=5) <= max_lag <= timedelta(hours=1):
+        raise ConfigError("backup.max_lag: must be between 5s and 1h")
+    schedule = reader.raw("schedule", None)
+    if mode == "schedule":
+        schedule = reader.str_("schedule")
+        _check_cron(schedule)
+    elif schedule is not None:
+        raise ConfigError("backup.schedule: only for mode schedule")
+    retention = (
+        reader.duration("retention", timedelta(0)) if reader.raw("retention", None) else None
+    )
+    if retention is not None and retention < timedelta(hours=1):
+        raise ConfigError("backup.retention: must be at least 1h")
+    ca = reader.raw("ca_file", None)
+    backup = BackupConfig(
+        endpoint=reader.str_("endpoint", pattern=ENDPOINT_RE).rstrip("/"),
+        bucket=reader.str_("bucket", pattern=BUCKET_RE),
+        prefix=prefix,
+        region=reader.str_("region", "us-east-1"),
+        access_key_id_file=reader.path_("access_key_id_file"),
+        secret_access_key_file=reader.path_("secret_access_key_file"),
+        ca_file=reader.path_("ca_file") if ca is not None else None,
+        mode=mode,
+        max_lag=max_lag,
+        schedule=schedule,
+        retention=retention,
+    )
+    reader.done()
+    return backup
+
+
+def _check_cron(expression: str) -> None:
+    from croniter import croniter  # noqa: PLC0415 - only nodes with a backup schedule need it
+
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise ConfigError(
+            f"backup.schedule: {expression!r} is not a 5-field cron expression (e.g. '0 */6 * * *')"
+        )
 
 
 def _join(root: _Reader, base: Path) -> JoinConfig:

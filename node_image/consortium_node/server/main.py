@@ -27,6 +27,7 @@ from consortium_node.common.files import write_atomic
 from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
+from consortium_node.server.backup import BackupShipper
 from consortium_node.server.config import MODES, ConfigError, load_config
 from consortium_node.server.errors import JoinRefusedError, NodeStartError
 from consortium_node.server.governance import Governance
@@ -65,6 +66,8 @@ async def serve(node: Node, host: str, port: int) -> None:
     def committed(index: int) -> None:
         node.on_commit(index)
         snapshots.wake()
+        if backup is not None:
+            backup.committed(index)
 
     raft = RaftNode(
         node_id=node.node_id,
@@ -94,6 +97,18 @@ async def serve(node: Node, host: str, port: int) -> None:
         on_written=metrics.observe_snapshot,
         on_committed=metrics.snapshot_committed_index.set,
     )
+    backup = (
+        None
+        if config.backup is None
+        else BackupShipper(
+            config.backup,
+            node.ledger,
+            consortium=config.consortium,
+            service=lambda: node.service,
+            is_primary=lambda: raft.role == "leader",
+            metrics=metrics,
+        )
+    )
 
     def reload_certificates() -> None:
         load_identity(server_tls, node.node_key, node.certificate.current)
@@ -101,7 +116,9 @@ async def serve(node: Node, host: str, port: int) -> None:
         transport.reset()
 
     node.certificate.on_change = reload_certificates
-    app = build_app(Services(node, raft, primary, transport, Governance(node, raft, primary)))
+    app = build_app(
+        Services(node, raft, primary, transport, Governance(node, raft, primary), backup)
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = TLSSite(runner, host, port, server_tls)  # refusals send their alert and are logged
@@ -110,6 +127,7 @@ async def serve(node: Node, host: str, port: int) -> None:
     tasks = [
         asyncio.create_task(primary.run_rotation(), name="rotation"),
         asyncio.create_task(snapshots.run(), name="snapshots"),
+        *([] if backup is None else [asyncio.create_task(backup.run(), name="backup")]),
         asyncio.create_task(keep_address_current(node, raft, primary, transport), name="refresh"),
     ]
     if config.trusted_list_path is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from consortium_node.backup.s3 import REASONS
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 from consortium_node.ledger.damage import DamageKind
 
@@ -176,6 +177,58 @@ class NodeMetrics:
             "point a joining or restarting node can start from.",
             registry=r,
         )
+        self._backup_metrics(r)
+
+    def _backup_metrics(self, r: CollectorRegistry) -> None:
+        """Backups to object storage (``server/backup.py``); only the shipping node (the
+        primary) moves them, the others keep lag at 0."""
+        self.backup_last_success = Gauge(
+            "consortium_backup_last_success_timestamp_seconds",
+            "Unix time of the newest backup manifest this node wrote (0: none yet).",
+            registry=r,
+        )
+        self.backup_lag_seconds = Gauge(
+            "consortium_backup_lag_seconds",
+            "Age of the oldest committed entry not yet covered by a backup manifest (0: none).",
+            registry=r,
+        )
+        self.backup_lag_entries = Gauge(
+            "consortium_backup_lag_entries",
+            "Committed entries not yet covered by a backup manifest.",
+            registry=r,
+        )
+        self.backup_max_lag_seconds = Gauge(
+            "consortium_backup_max_lag_seconds",
+            "The lag the backup configuration promises (max_lag; for a schedule, its period "
+            "plus 60 s); alerts compare the lag with it.",
+            registry=r,
+        )
+        self.backup_shipped_index = Gauge(
+            "consortium_backup_shipped_index",
+            "The last ledger index covered by a backup manifest this node wrote.",
+            registry=r,
+        )
+        self.backup_bytes = Counter(
+            "consortium_backup_uploaded_bytes", "Bytes uploaded to the backup store.", registry=r
+        )
+        self.backup_objects = Counter(
+            "consortium_backup_objects_uploaded",
+            "Objects uploaded to the backup store, by kind (ledger, snapshot, manifest).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("ledger", "snapshot", "manifest"):
+            self.backup_objects.labels(kind)
+        self.backup_failures = Counter(
+            "consortium_backup_failures",
+            "Backup rounds that failed, by reason (CredentialsMissing, EndpointUnreachable, "
+            "InvalidCredentials, AccessDenied, BucketNotFound, BucketOwnedByAnotherConsortium, "
+            "ObjectConflict, HistoryNotHeld, UploadFailed).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASONS:  # at 0 from the start: increase() sees the first failure
+            self.backup_failures.labels(reason)
 
     def observe_snapshot(self, index: int, size: int, seconds: float) -> None:
         """A snapshot was written."""

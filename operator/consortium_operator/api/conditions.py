@@ -20,10 +20,16 @@ DEGRADED = "Degraded"
 CONSORTIUM_TYPES = (READY, BOOTSTRAPPED, NODES_ATTESTED, LIST_DISTRIBUTED, DEGRADED)
 # Once bootstrapped: the nodes run spec.image and the ledger allows what the spec asks.
 UP_TO_DATE = "UpToDate"
+# With spec.backup only: the primary ships the ledger to the bucket within spec.backup.maxLag.
+# Never part of Ready or Degraded (a failing backup does not stop the ledger serving).
+BACKUP_HEALTHY = "BackupHealthy"
 
 # Member condition types
 ACCEPTED = "Accepted"
 ACTIVE = "Active"
+
+# ConsortiumBackup condition type (a one-shot request, like a Job's)
+COMPLETE = "Complete"
 
 # Proposal condition types
 SUBMITTED = "Submitted"
@@ -74,6 +80,33 @@ REFUSED_BY_NODES = "RefusedByNodes"
 OPEN = "Open"
 BALLOT_REFUSED = "BallotRefused"
 ALL_BALLOTS_RECORDED = "AllBallotsRecorded"
+# Backups (BackupHealthy). The node's own reasons (GET /node/backup last_error.reason) are
+# passed through when they are one of NODE_BACKUP_REASONS; any other becomes UploadFailed.
+BACKUP_HEALTHY_REASON = "BackupHealthy"
+BACKUP_LAGGING = "BackupLagging"
+CREDENTIALS_SECRET_NOT_FOUND = "CredentialsSecretNotFound"  # noqa: S105 - a reason
+BACKUP_STATUS_UNKNOWN = "BackupStatusUnknown"  # no primary, or it did not answer
+BACKUP_CONFIG_PENDING = "BackupConfigPending"  # the primary runs without spec.backup yet
+UPLOAD_FAILED = "UploadFailed"
+NODE_BACKUP_REASONS = (
+    "CredentialsMissing",
+    "EndpointUnreachable",
+    "InvalidCredentials",
+    "AccessDenied",
+    "BucketNotFound",
+    "BucketOwnedByAnotherConsortium",
+    "ObjectConflict",
+    "HistoryNotHeld",
+    UPLOAD_FAILED,
+)
+# ConsortiumBackup (Complete)
+BACKUP_NOT_CONFIGURED = "BackupNotConfigured"  # its Consortium has no spec.backup
+BACKUP_PENDING = "BackupPending"  # not requested yet (no primary, nodes not configured yet)
+BACKUP_RUNNING = "BackupRunning"  # requested; waiting for a manifest that covers it
+BACKUP_COMPLETED = "BackupCompleted"
+BACKUP_REQUEST_REFUSED = "BackupRequestRefused"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+SPEC_CHANGED = "SpecChanged"
 
 # Phases derived from conditions
 PHASE_PENDING = "Pending"
@@ -82,6 +115,15 @@ PHASE_READY = "Ready"
 PHASE_DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
 PHASE_DELETING = "Deleting"
+# ConsortiumBackup: Pending → Running → Completed | Failed (the last two are final)
+PHASE_RUNNING = "Running"
+PHASE_COMPLETED = "Completed"
+
+
+def backup_reason(node_reason: str) -> str:
+    """A node's backup failure reason as a condition reason: the contract's, else UploadFailed
+    (reasons stay a closed set, so alerts and tests can match them)."""
+    return node_reason if node_reason in NODE_BACKUP_REASONS else UPLOAD_FAILED
 
 
 @dataclass(frozen=True)
@@ -122,7 +164,15 @@ def merge(
             else previous.get("lastTransitionTime", now),
             "observedGeneration": generation,
         }
-    known = (*CONSORTIUM_TYPES, UP_TO_DATE, ACCEPTED, ACTIVE, *PROPOSAL_TYPES)
+    known = (
+        *CONSORTIUM_TYPES,
+        UP_TO_DATE,
+        BACKUP_HEALTHY,
+        ACCEPTED,
+        ACTIVE,
+        *PROPOSAL_TYPES,
+        COMPLETE,
+    )
     order = {t: i for i, t in enumerate(known)}
     return sorted(out.values(), key=lambda c: (order.get(c["type"], 99), c["type"]))
 

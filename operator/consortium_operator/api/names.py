@@ -25,6 +25,16 @@ MOUNT_PLATFORM = "/etc/consortium/platform"
 MOUNT_SERVICE = "/etc/consortium/service"
 MOUNT_LIST = "/etc/consortium/trusted-nodes"
 MOUNT_PEERS = "/etc/consortium/peers"
+# Backups (spec.backup): the bucket credentials Secret (the user's, mounted optional: a missing
+# Secret does not keep a node from starting; the node reports CredentialsMissing) with these two
+# keys, and the CA bundle, a key of the config ConfigMap (public material only).
+MOUNT_BACKUP_CREDENTIALS = "/etc/consortium/backup-credentials"
+BACKUP_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+BACKUP_CA_KEY = "backup-ca.crt"
+# On the pod template: the digest of the node configuration's backup section and CA bundle, so a
+# change of spec.backup is a new StatefulSet revision, rolled one pod at a time (upgrade.py);
+# the node reads its configuration once, at start.
+ANNOTATION_BACKUP_CONFIG = f"{GROUP}/backup-config-sha256"
 DATA_DIR = "/var/lib/consortium"
 NODE_UID = 10001
 

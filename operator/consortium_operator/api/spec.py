@@ -8,11 +8,16 @@ produces no resources at all: the reconciler stops before building anything.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
+
+from croniter import CroniterError, croniter
+from cryptography import x509
 
 from consortium_node.attestation import host_data_for, platforms
 from consortium_node.common.timeutil import parse_duration
@@ -33,6 +38,27 @@ MAX_NODES = 9
 MIN_VALIDITY = timedelta(minutes=1)
 MIN_RENEW_BEFORE = timedelta(seconds=30)
 MIN_RENEWAL_INTERVAL = timedelta(seconds=15)
+# spec.backup (the node configuration's ``backup:`` section; see BACKUP_MODES for the mapping)
+BACKUP_MODES = {"Continuous": "continuous", "Scheduled": "schedule"}  # spec → node config
+MIN_MAX_LAG = timedelta(seconds=5)
+MAX_MAX_LAG = timedelta(hours=1)
+DEFAULT_MAX_LAG = "60s"
+MIN_RETENTION = timedelta(hours=1)
+DEFAULT_REGION = "us-east-1"
+MAX_ENDPOINT = 2048
+MAX_PREFIX = 512
+MAX_CA_BUNDLE = 256 * 1024  # well inside a ConfigMap's 1 MiB, next to node.yaml
+# S3 bucket names: 3..63 of a-z 0-9 . -, starting and ending with a letter or digit, no "..",
+# not an IPv4 address, none of the prefixes and suffixes S3 reserves.
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
+# Key prefixes: "" or segments of A-Z a-z 0-9 . _ - each ending in "/" (no "." or ".." segment).
+PREFIX_RE = re.compile(r"^([A-Za-z0-9._-]+/)*$")
+REGION_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# A Secret's name: a DNS-1123 subdomain.
+SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_SUBDOMAIN = 253
 
 
 class SpecError(ValueError):
@@ -61,6 +87,34 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class BackupS3:
+    """``spec.backup.s3``: where the primary ships the ledger."""
+
+    endpoint: str  # http(s) URL, no credentials, query or fragment
+    bucket: str
+    prefix: str  # "" or ending in "/"; default "<consortium>/"
+    region: str
+    credentials_secret: str  # a Secret in the Consortium's namespace (BACKUP_CREDENTIAL_KEYS)
+    ca_bundle: str | None  # PEM certificates to trust for https, or None
+
+
+@dataclass(frozen=True)
+class Backup:
+    """``spec.backup``: ship the committed ledger to an S3-compatible bucket."""
+
+    s3: BackupS3
+    mode: str  # a key of BACKUP_MODES: Continuous | Scheduled
+    max_lag: timedelta | None  # Continuous only
+    schedule: str | None  # Scheduled only: a 5-field cron expression (UTC)
+    retention: timedelta | None
+
+    @property
+    def node_mode(self) -> str:
+        """The node configuration's ``mode``: ``continuous`` or ``schedule``."""
+        return BACKUP_MODES[self.mode]
+
+
+@dataclass(frozen=True)
 class ConsortiumSpec:
     name: str
     nodes: int
@@ -75,6 +129,7 @@ class ConsortiumSpec:
     signature_interval: timedelta
     client_selector: dict[str, Any]
     snapshot_interval: int = 10_000
+    backup: Backup | None = None  # None: no backups (the node config has no backup section)
 
     def allowed_host_data(self) -> tuple[str, ...]:
         """The consortium's own genesis/join host_data plus any extra the spec allows."""
@@ -165,6 +220,186 @@ def _ledger(led: Mapping[str, Any]) -> tuple[int, timedelta, int]:
     return sig_tx, sig, snap
 
 
+def _string(value: Any, field: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, f"required: {what}")
+    return value
+
+
+def _endpoint(value: Any) -> str:
+    field = "spec.backup.s3.endpoint"
+    text = _string(value, field, "the S3 endpoint URL, e.g. https://minio.example:9000")
+    if len(text) > MAX_ENDPOINT or any(ch.isspace() for ch in text):
+        raise SpecError(field, f"must be a URL without spaces, at most {MAX_ENDPOINT} characters")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(field, f"{text!r} must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise SpecError(
+            field,
+            "must not carry credentials (user:password@): they go in the Secret named by "
+            "spec.backup.s3.credentialsSecret",
+        )
+    if not parts.hostname:
+        raise SpecError(field, f"{text!r} names no host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        raise SpecError(field, f"{text!r} has an invalid port") from None
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise SpecError(field, f"{text!r} must not have a query or a fragment")
+    if parts.path not in ("", "/"):
+        raise SpecError(field, f"{text!r}: the S3 API's root URL, without a path")
+    return text
+
+
+def _bucket(value: Any) -> str:
+    field = "spec.backup.s3.bucket"
+    text = _string(value, field, "the bucket name")
+    rules = (
+        "S3 bucket names are 3 to 63 characters of a-z, 0-9, '.' and '-', starting and ending "
+        "with a letter or digit"
+    )
+    if not BUCKET_RE.match(text):
+        raise SpecError(field, f"{text!r}: {rules}")
+    if ".." in text or ".-" in text or "-." in text:
+        raise SpecError(field, f"{text!r}: no '..', '.-' or '-.' in a bucket name")
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        pass
+    else:
+        raise SpecError(field, f"{text!r}: a bucket name must not be an IP address")
+    if text.startswith(BUCKET_RESERVED_PREFIXES) or text.endswith(BUCKET_RESERVED_SUFFIXES):
+        raise SpecError(field, f"{text!r} uses a prefix or suffix S3 reserves")
+    return text
+
+
+def _prefix(value: Any, consortium: str) -> str:
+    field = "spec.backup.s3.prefix"
+    if value is None:
+        return f"{consortium}/"
+    if not isinstance(value, str):
+        raise SpecError(field, 'expected a string ("" for the bucket\'s root)')
+    if len(value) > MAX_PREFIX:
+        raise SpecError(field, f"at most {MAX_PREFIX} characters")
+    if not PREFIX_RE.match(value) or any(s in (".", "..") for s in value.split("/")):
+        raise SpecError(
+            field,
+            f"{value!r}: \"\" or path segments of A-Z, a-z, 0-9, '.', '_' and '-' each ending "
+            "in '/' (e.g. prod/ledger/), no '.' or '..' segment",
+        )
+    return value
+
+
+def _region(value: Any) -> str:
+    field = "spec.backup.s3.region"
+    if value is None:
+        return DEFAULT_REGION
+    if not isinstance(value, str) or not REGION_RE.match(value):
+        raise SpecError(field, f"{value!r} is not a region name like us-east-1")
+    return value
+
+
+def _credentials_secret(value: Any) -> str:
+    field = "spec.backup.s3.credentialsSecret"
+    what = (
+        "the name of a Secret in this namespace with keys AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY"
+    )
+    text = _string(value, field, what)
+    if len(text) > MAX_SUBDOMAIN or not SUBDOMAIN_RE.match(text):
+        raise SpecError(field, f"{text!r} is not a Secret name (a DNS-1123 subdomain)")
+    return text
+
+
+def _ca_bundle(value: Any) -> str | None:
+    field = "spec.backup.s3.caBundle"
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, "expected PEM certificates (-----BEGIN CERTIFICATE-----), or none")
+    if len(value) > MAX_CA_BUNDLE:
+        raise SpecError(field, f"at most {MAX_CA_BUNDLE} characters")
+    if "PRIVATE KEY" in value:
+        raise SpecError(
+            field,
+            "holds a private key: the CA bundle is public (it goes into a ConfigMap); list only "
+            "the CA certificates that issued the endpoint's TLS certificate",
+        )
+    blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", value)
+    if not blocks or set(blocks) != {"CERTIFICATE"}:
+        found = ", ".join(sorted(set(blocks))) or "no PEM block"
+        raise SpecError(field, f"expected only CERTIFICATE PEM blocks, found {found}")
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode("utf-8"))
+    except ValueError as exc:
+        raise SpecError(field, f"does not parse as PEM certificates: {exc}") from None
+    if len(certificates) != len(blocks):
+        raise SpecError(field, f"{len(blocks)} PEM blocks but {len(certificates)} certificates")
+    return value.strip() + "\n"
+
+
+def _schedule(value: Any) -> str:
+    field = "spec.backup.schedule"
+    example = 'a 5-field cron expression in UTC (minute hour day month weekday), e.g. "0 */6 * * *"'
+    if value is None:
+        raise SpecError(field, f"required with mode Scheduled: {example}")
+    if not isinstance(value, str) or len(value.split()) != 5:
+        raise SpecError(field, f"{value!r} is not {example}")
+    text = " ".join(value.split())
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise SpecError(field, f"{text!r} is not a valid cron expression: {exc}") from None
+    return text
+
+
+def _backup(bak: Mapping[str, Any], consortium: str) -> Backup:
+    """``spec.backup``: the checks the schema cannot make (URL parts, cron, ranges, PEM)."""
+    s3 = _obj(bak.get("s3"), "spec.backup.s3")
+    if not s3:
+        raise SpecError("spec.backup.s3", "required: endpoint, bucket and credentialsSecret")
+    target = BackupS3(
+        endpoint=_endpoint(s3.get("endpoint")),
+        bucket=_bucket(s3.get("bucket")),
+        prefix=_prefix(s3.get("prefix"), consortium),
+        region=_region(s3.get("region")),
+        credentials_secret=_credentials_secret(s3.get("credentialsSecret")),
+        ca_bundle=_ca_bundle(s3.get("caBundle")),
+    )
+    mode = bak.get("mode", "Continuous")
+    if mode not in BACKUP_MODES:
+        raise SpecError("spec.backup.mode", f"{mode!r} is not one of {', '.join(BACKUP_MODES)}")
+    max_lag = schedule = None
+    if mode == "Continuous":
+        if bak.get("schedule") is not None:
+            raise SpecError(
+                "spec.backup.schedule", "applies to mode Scheduled only (mode is Continuous)"
+            )
+        max_lag = _duration(bak.get("maxLag"), "spec.backup.maxLag", DEFAULT_MAX_LAG)
+        if not MIN_MAX_LAG <= max_lag <= MAX_MAX_LAG:
+            raise SpecError(
+                "spec.backup.maxLag",
+                f"{_text(max_lag)} is out of range: from {_text(MIN_MAX_LAG)} to 1h",
+            )
+    else:
+        if bak.get("maxLag") is not None:
+            raise SpecError(
+                "spec.backup.maxLag",
+                "applies to mode Continuous only: with mode Scheduled the schedule decides",
+            )
+        schedule = _schedule(bak.get("schedule"))
+    retention = None
+    if bak.get("retention") is not None:
+        retention = _duration(bak.get("retention"), "spec.backup.retention", "")
+        if retention < MIN_RETENTION:
+            raise SpecError(
+                "spec.backup.retention", f"{_text(retention)} is too short: at least 1h"
+            )
+    return Backup(target, mode, max_lag, schedule, retention)
+
+
 def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     """Validate a Consortium's spec (after API-server defaulting)."""
     if not NAME_RE.match(name) or len(name) > MAX_CONSORTIUM_NAME:
@@ -220,6 +455,8 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         raise SpecError("spec.storage.retainOnDelete", "expected true or false")
     sc = sto.get("storageClassName") or None
     sig_tx, sig, snap = _ledger(_obj(spec.get("ledger"), "spec.ledger"))
+    bak = spec.get("backup")
+    backup = None if bak is None else _backup(_obj(bak, "spec.backup"), name)
     return ConsortiumSpec(
         name=name,
         nodes=nodes,
@@ -240,6 +477,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         signature_interval=sig,
         snapshot_interval=snap,
         client_selector=dict(_obj(spec.get("clientSelector"), "spec.clientSelector")),
+        backup=backup,
     )
 
 

@@ -15,9 +15,10 @@ from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, Trusted
 from consortium_operator.api import conditions as c
 from consortium_operator.api.names import Names
 from consortium_operator.api.spec import SpecError
+from consortium_operator.nodes.client import BackupReport
 from consortium_operator.nodes.verify import NodeCheck
 
-__all__ = ["NodeCheck", "Observation", "PodView"]
+__all__ = ["BackupFacts", "NodeCheck", "Observation", "PodView"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,18 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class BackupFacts:
+    """With ``spec.backup``: its credentials Secret and what the primary says of its backups."""
+
+    secret: str  # spec.backup.s3.credentialsSecret
+    max_lag_seconds: float | None = None  # spec.backup.maxLag (mode Continuous)
+    secret_found: bool | None = None  # None: not known (the read failed)
+    report: BackupReport | None = None  # the primary's GET /node/backup
+    reporter: str | None = None  # the pod that answered
+    error: str | None = None  # why there is no report (no primary, no answer)
+
+
+@dataclass(frozen=True)
 class Observation:
     consortium: str
     generation: int
@@ -100,6 +113,7 @@ class Observation:
     allowed_measurements: tuple[str, ...] = ()  # spec.attestation.measurements
     member_resources: int = 0  # Member objects bound to this Consortium
     ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
+    backup: BackupFacts | None = None  # None: no spec.backup (or not observed: invalid spec)
 
     def current_entries(self) -> dict[str, NodeEntry]:
         """Per pod name, the list entry of the node running there now.

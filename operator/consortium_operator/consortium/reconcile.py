@@ -1,6 +1,7 @@
 """One reconcile pass over one Consortium, as a sequence of steps (one module each):
 
-    ensure_secrets → observe → governance → relay_acks → apply → lifecycle → roll → report
+    ensure_secrets → observe → backups → governance → relay_acks → apply → lifecycle → roll
+    → backup requests → report
 
 Thin by design: each step reads the ``Pass`` and returns the ``Observation`` it extended; the
 decisions are pure functions in ``status`` (conditions), ``upgrade`` (rolling),
@@ -21,7 +22,7 @@ from consortium_node.common.timeutil import utcnow
 from consortium_operator.api import conditions
 from consortium_operator.api.names import Names
 from consortium_operator.api.spec import SpecError, parse_consortium
-from consortium_operator.consortium import lifecycle, report
+from consortium_operator.consortium import backups, lifecycle, report
 from consortium_operator.consortium.acks import relay_acks
 from consortium_operator.consortium.apply import apply
 from consortium_operator.consortium.context import Memory, Pass, Settings
@@ -40,6 +41,8 @@ SLOW = float(os.environ.get("CONSORTIUM_OPERATOR_RESYNC_SECONDS", "30"))
 # or an ack sent straight to a node): look again soon, so the Member and Proposal resources
 # follow the ledger within seconds.
 AWAITING_MEMBERS = min(5.0, SLOW)
+# A ConsortiumBackup request is Pending or Running: its progress is read from the primary.
+AWAITING_BACKUPS = min(5.0, SLOW)
 
 
 def reconcile_consortium(
@@ -58,6 +61,9 @@ def reconcile_consortium(
         obs = Observation(name, generation, now, 0, spec_error=exc)
         report.write_status(kube, body, obs, now, invalid=True)
         reconcile_members(kube, bound, body, None)
+        configured = (body.get("spec") or {}).get("backup") is not None
+        why = f"the Consortium's spec is invalid: {exc}"
+        backups.hold_requests(kube, namespace, name, configured=configured, why=why, now=now)
         return SLOW
     bootstrapped = (body.get("status") or {}).get("serviceCertificate") is not None
     governors = [m for m in members if m.spec is not None and m.spec.role == "governor"]
@@ -76,11 +82,15 @@ def reconcile_consortium(
         )
         report.write_status(kube, body, obs, now, invalid=True, reason=conditions.NO_GOVERNOR)
         reconcile_members(kube, bound, body, None)
+        configured = spec.backup is not None
+        why = "waiting for genesis"
+        backups.hold_requests(kube, namespace, name, configured=configured, why=why, now=now)
         return FAST
     p = Pass(kube, body, spec, memory, settings, now, namespace, uid, Names(name))
     ensure_secrets(p)
     p.pods = kube.list("Pod", namespace, p.names.selector())
     obs = replace(observe(p, generation), member_resources=len(bound))
+    obs = backups.observe_backup(p, obs)
     obs, asked = governance(p, obs, members)
     obs = relay_acks(p, obs, members)  # before status: a relayed ack shows at once
     obs = apply(p, obs, members)
@@ -88,6 +98,7 @@ def reconcile_consortium(
     lifecycle.reattest_due(p, obs)
     lifecycle.replace_retired(p, obs)
     obs = roll(p, obs, asked)
+    backing_up = backups.run_requests(p, obs)
     report.events(p, obs)
     report.publish_metrics(p, obs)
     conds = report.write_status(kube, body, obs, now)
@@ -95,6 +106,8 @@ def reconcile_consortium(
     ready = conditions.find(conds, conditions.READY)
     if ready is None or not ready.status:
         return FAST
+    if backing_up:
+        return AWAITING_BACKUPS
     return AWAITING_MEMBERS if _awaits_members(obs, members) else SLOW
 
 

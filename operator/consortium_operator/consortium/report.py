@@ -1,6 +1,7 @@
 """Pass step, last: tell users what the pass found — Events for changes of a node's trust,
 the operator's metrics, and the Consortium's status (conditions decided by ``status``),
-written only when it changed.
+written only when it changed (``status.comparable``), with an Event when Ready or
+BackupHealthy changes.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def write_status(
     metrics.READY.labels(meta["namespace"], meta["name"]).set(
         1 if ready is not None and ready.status else 0
     )
-    if conditions.without_transition_times(new) == conditions.without_transition_times(existing):
+    if status.comparable(new) == status.comparable(existing):
         return conds
     old_ready: dict[str, Any] = next(
         (c for c in existing.get("conditions", []) if c.get("type") == conditions.READY), {}
@@ -114,5 +115,8 @@ def write_status(
             ready.message,
             rfc3339(now),
         )
+    backup = status.backup_event(existing.get("conditions"), conds)
+    if backup is not None:
+        kube.event(body, *backup, rfc3339(now))
     kube.patch_status("Consortium", meta["namespace"], meta["name"], new)
     return conds

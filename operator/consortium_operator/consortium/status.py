@@ -3,6 +3,11 @@
 Pure: an ``Observation`` in, conditions and a status dict out. The Ready condition is an
 ordered chain of small checks; the first that fails names the cause (and, for spec problems,
 the field), so a user reads one actionable message. Table-driven unit tests cover each link.
+
+With ``spec.backup`` the BackupHealthy condition is a chain of its own (``BACKUP_CHAIN``) over
+the primary's ``GET /node/backup``. It never feeds Ready, Degraded or the phase: a backup that
+fails does not stop the ledger serving (Degraded means a *node* needs attention); it has its own
+condition, Events (``backup_event``) and alerts.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from consortium_node.common.timeutil import rfc3339
+from consortium_node.common.timeutil import parse_rfc3339, rfc3339
 from consortium_node.identity.trusted_list import NodeStatus
 from consortium_operator.api import conditions as c
-from consortium_operator.api.names import Names
-from consortium_operator.consortium.observation import Observation
+from consortium_operator.api.names import BACKUP_CREDENTIAL_KEYS, Names
+from consortium_operator.consortium.observation import BackupFacts, Observation
 
 IMAGE_FAILURES = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -247,7 +252,204 @@ def decide(o: Observation) -> list[c.Condition]:
             f"version {o.trusted_list.version} not published yet",
         )
     found = [ready(o), boot, attested, dist, degraded(o)]
-    return found if o.up_to_date is None else [*found, o.up_to_date]
+    if o.up_to_date is not None:
+        found.append(o.up_to_date)
+    backup = backup_healthy(o)
+    return found if backup is None else [*found, backup]
+
+
+# ---------------------------------------------------------------------- backups
+BackupCheck = Callable[[BackupFacts], c.Condition | None]
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        return parse_rfc3339(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def max_lag(b: BackupFacts) -> float | None:
+    """The lag allowed: what the shipper applies (in mode Scheduled the schedule's period +
+    60 s), else spec.backup.maxLag."""
+    if b.report is not None and b.report.max_lag_seconds is not None:
+        return b.report.max_lag_seconds
+    return b.max_lag_seconds
+
+
+def _b_secret(b: BackupFacts) -> c.Condition | None:
+    if b.secret_found is not False:
+        return None
+    keys = " and ".join(BACKUP_CREDENTIAL_KEYS)
+    return c.Condition(
+        c.BACKUP_HEALTHY,
+        False,
+        c.CREDENTIALS_SECRET_NOT_FOUND,
+        f"spec.backup.s3.credentialsSecret: no Secret {b.secret!r} in this namespace; create "
+        f"it with keys {keys} (the nodes read it once it exists)",
+    )
+
+
+def _b_reported(b: BackupFacts) -> c.Condition | None:
+    if b.report is not None:
+        return None
+    why = b.error or "no primary known yet"
+    return c.Condition(
+        c.BACKUP_HEALTHY, None, c.BACKUP_STATUS_UNKNOWN, f"backup state not read: {why}"
+    )
+
+
+def _b_configured(b: BackupFacts) -> c.Condition | None:
+    if b.report is None or b.report.configured:
+        return None
+    return c.Condition(
+        c.BACKUP_HEALTHY,
+        None,
+        c.BACKUP_CONFIG_PENDING,
+        f"{b.reporter or 'the primary'} runs without spec.backup yet: the nodes are restarted "
+        "with it one at a time",
+    )
+
+
+def _b_shipper(b: BackupFacts) -> c.Condition | None:
+    if b.report is None or b.report.shipper:
+        return None
+    return c.Condition(
+        c.BACKUP_HEALTHY,
+        None,
+        c.BACKUP_STATUS_UNKNOWN,
+        f"{b.reporter or 'the node asked'} does not ship backups (no longer the primary?)",
+    )
+
+
+def _b_failing(b: BackupFacts) -> c.Condition | None:
+    error = b.report.current_error() if b.report is not None else None
+    if error is None:
+        return None
+    reason = c.backup_reason(error.reason)
+    said = error.reason if reason != error.reason else ""
+    detail = " ".join(filter(None, [said, error.message.strip()[:500]])) or error.reason
+    return c.Condition(  # when: status.backup.lastError.time (the message stays put)
+        c.BACKUP_HEALTHY, False, reason, f"the primary's backup rounds fail: {detail}"
+    )
+
+
+def _b_lagging(b: BackupFacts) -> c.Condition | None:
+    limit = max_lag(b)
+    report = b.report
+    if report is None or limit is None or report.lag_seconds <= limit:
+        return None
+    return c.Condition(
+        c.BACKUP_HEALTHY,
+        False,
+        c.BACKUP_LAGGING,
+        f"committed entries wait longer than the allowed {limit:g}s to be backed up "
+        "(status.backup.lagSeconds when this was written; the node metric "
+        "consortium_backup_lag_seconds is live)",
+    )
+
+
+BACKUP_CHAIN: tuple[BackupCheck, ...] = (
+    _b_secret,
+    _b_reported,
+    _b_configured,
+    _b_shipper,
+    _b_failing,
+    _b_lagging,
+)
+
+
+def backup_healthy(o: Observation) -> c.Condition | None:
+    """BackupHealthy, or None without spec.backup (the condition is then removed). Messages
+    carry no lag figures: a change of lag alone is no reason for a status write."""
+    b = o.backup
+    if b is None:
+        return None
+    for check in BACKUP_CHAIN:
+        found = check(b)
+        if found is not None:
+            return found
+    assert b.report is not None
+    last = b.report.last_success
+    shipped = (
+        f"last backup at {last.time}, through txid {last.txid} ({last.manifest})"
+        if last is not None
+        else "nothing committed needs a backup yet"
+    )
+    limit = max_lag(b)
+    within = f"; backed up within {limit:g}s of commit" if limit is not None else ""
+    return c.Condition(c.BACKUP_HEALTHY, True, c.BACKUP_HEALTHY_REASON, shipped + within)
+
+
+def _normalised(text: str) -> str:
+    found = _time(text)
+    return rfc3339(found) if found is not None else text
+
+
+SUCCESS_FIELDS = ("lastSuccessfulTime", "lastTxid", "manifest")
+
+
+def backup_status(o: Observation, existing: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``status.backup`` from the primary's report; the last one written while it is not read
+    (no primary, no answer, not configured yet, not the shipper). A success is kept once seen."""
+    if o.backup is None:
+        return None
+    report = o.backup.report
+    if report is None or not report.configured or not report.shipper:  # not the shipper's word
+        return dict(existing) if existing else None
+    out: dict[str, Any] = {
+        "lagSeconds": round(report.lag_seconds, 1),
+        "lagEntries": report.lag_entries,
+    }
+    last = report.last_success
+    if last is not None:
+        out.update(
+            lastSuccessfulTime=_normalised(last.time), lastTxid=last.txid, manifest=last.manifest
+        )
+    else:
+        out.update({k: existing[k] for k in SUCCESS_FIELDS if k in existing})
+    error = report.current_error()
+    if error is not None:
+        out["lastError"] = {
+            "reason": c.backup_reason(error.reason),
+            "message": (error.message or error.reason)[:1000],
+            "time": _normalised(error.time),
+        }
+    return out
+
+
+# Status fields that change with every pass while backups work as they should: a change of
+# these alone never justifies a status write (the node metrics carry them live).
+VOLATILE_BACKUP = ("lagSeconds", "lagEntries")
+
+
+def comparable(st: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides whether a status write is needed: no transition times, no lag figures and
+    no time of the last failed round (the condition says when it starts or stops failing)."""
+    out = c.without_transition_times(st)
+    backup = out.get("backup")
+    if isinstance(backup, Mapping):
+        backup = {k: v for k, v in backup.items() if k not in VOLATILE_BACKUP}
+        if isinstance(backup.get("lastError"), Mapping):
+            backup["lastError"] = {k: v for k, v in backup["lastError"].items() if k != "time"}
+        out["backup"] = backup
+    return out
+
+
+def backup_event(
+    existing: Sequence[Mapping[str, Any]] | None, conds: Sequence[c.Condition]
+) -> tuple[str, str, str] | None:
+    """The Event for a BackupHealthy transition: (type, reason, message), or None. A Warning
+    when it turns False or fails for another reason, a Normal one when it recovers."""
+    new = c.find(conds, c.BACKUP_HEALTHY)
+    if new is None:
+        return None
+    old = next((x for x in existing or () if x.get("type") == c.BACKUP_HEALTHY), {})
+    if new.status is False and (old.get("status") != "False" or old.get("reason") != new.reason):
+        return ("Warning", new.reason, new.message)
+    if new.status is True and old.get("status") == "False":
+        return ("Normal", new.reason, f"backups work again: {new.message}")
+    return None
 
 
 def node_statuses(o: Observation) -> list[dict[str, Any]]:
@@ -312,12 +514,13 @@ def status_body(
     first_ready = existing.get("firstReadyTime")
     if first_ready is None and ready is not None and ready.status:
         first_ready = rfc3339(now)
+    merged = c.merge(existing.get("conditions"), conds, now=rfc3339(now), generation=o.generation)
+    if o.spec_error is None and o.backup is None:  # no spec.backup: no BackupHealthy either
+        merged = [x for x in merged if x["type"] != c.BACKUP_HEALTHY]
     body: dict[str, Any] = {
         "observedGeneration": o.generation,
         "phase": c.phase(conds, was_ready=first_ready is not None),
-        "conditions": c.merge(
-            existing.get("conditions"), conds, now=rfc3339(now), generation=o.generation
-        ),
+        "conditions": merged,
         "desiredNodes": o.desired,
         "trustedNodes": trusted,
         "nodesReady": f"{trusted}/{o.desired}",
@@ -348,4 +551,9 @@ def status_body(
         body["ledger"] = {"term": o.term, "commitIndex": o.commit_index}
         if o.primary:  # no empty strings in custom resources (see the CRD notes)
             body["ledger"]["primary"] = o.primary
+    backup = backup_status(o, existing.get("backup") or {})
+    if backup is not None:
+        body["backup"] = backup
+    elif "backup" in existing:
+        body["backup"] = None  # spec.backup removed: a merge patch deletes it with null
     return body

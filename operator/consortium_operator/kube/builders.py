@@ -19,11 +19,15 @@ import yaml
 
 from consortium_node.attestation import platforms
 from consortium_operator.api.names import (
+    ANNOTATION_BACKUP_CONFIG,
     API_VERSION,
+    BACKUP_CA_KEY,
+    BACKUP_CREDENTIAL_KEYS,
     DATA_DIR,
     LABEL_CLIENT,
     LABEL_OPERATOR,
     LABEL_SCRAPE,
+    MOUNT_BACKUP_CREDENTIALS,
     MOUNT_CONFIG,
     MOUNT_LIST,
     MOUNT_PEERS,
@@ -165,7 +169,49 @@ def node_config(
     }
     if test_faults:
         config["insecure_test_faults_file"] = TEST_FAULTS_FILE
+    backup = backup_config(spec)
+    if backup is not None:
+        config["backup"] = backup
     return config
+
+
+def backup_config(spec: ConsortiumSpec) -> dict[str, Any] | None:
+    """The node configuration's ``backup:`` section (None without ``spec.backup``): every
+    setting explicit (the prefix and region too), durations as ``_duration`` writes them, the
+    credentials as files of the mounted Secret, the CA bundle as a file of the config
+    ConfigMap."""
+    backup = spec.backup
+    if backup is None:
+        return None
+    access_key, secret_key = BACKUP_CREDENTIAL_KEYS
+    section: dict[str, Any] = {
+        "endpoint": backup.s3.endpoint,
+        "bucket": backup.s3.bucket,
+        "prefix": backup.s3.prefix,
+        "region": backup.s3.region,
+        "access_key_id_file": f"{MOUNT_BACKUP_CREDENTIALS}/{access_key}",
+        "secret_access_key_file": f"{MOUNT_BACKUP_CREDENTIALS}/{secret_key}",
+        "mode": backup.node_mode,
+    }
+    if backup.s3.ca_bundle is not None:
+        section["ca_file"] = f"{MOUNT_CONFIG}/{BACKUP_CA_KEY}"
+    if backup.max_lag is not None:
+        section["max_lag"] = _duration(backup.max_lag.total_seconds())
+    if backup.schedule is not None:
+        section["schedule"] = backup.schedule
+    if backup.retention is not None:
+        section["retention"] = _duration(backup.retention.total_seconds())
+    return section
+
+
+def backup_config_sha256(spec: ConsortiumSpec) -> str | None:
+    """Digest of what a node reads of ``spec.backup`` at start (its section and CA bundle):
+    the pod template's ``ANNOTATION_BACKUP_CONFIG``. None without ``spec.backup``."""
+    section = backup_config(spec)
+    if section is None or spec.backup is None:
+        return None
+    material = {"backup": section, "ca_bundle": spec.backup.s3.ca_bundle}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _duration(seconds: float) -> str:
@@ -176,12 +222,16 @@ def _duration(seconds: float) -> str:
 def config_map(
     spec: ConsortiumSpec, namespace: str, uid: str, node_yaml: Mapping[str, Any]
 ) -> Manifest:
+    """The node configuration, and the backup CA bundle (public) when ``spec.backup`` has one."""
     names = Names(spec.name)
+    data = {"node.yaml": yaml.safe_dump(dict(node_yaml), sort_keys=True)}
+    if spec.backup is not None and spec.backup.s3.ca_bundle is not None:
+        data[BACKUP_CA_KEY] = spec.backup.s3.ca_bundle
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(names, names.config, namespace, uid, "config"),
-        "data": {"node.yaml": yaml.safe_dump(dict(node_yaml), sort_keys=True)},
+        "data": data,
     }
 
 
@@ -267,6 +317,20 @@ def statefulset(
     if spec.storage.storage_class_name:
         claim["spec"]["storageClassName"] = spec.storage.storage_class_name
     labels = {**names.labels("ledger-node"), **names.selector()}
+    template_meta: dict[str, Any] = {"labels": labels}
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config}},
+        {
+            "name": "platform",
+            "secret": {"secretName": names.platform_secret, "defaultMode": 0o440},
+        },
+        _optional_cm("service-identity", names.service_identity),
+        _optional_cm("trusted-nodes", names.trusted_nodes),
+        _optional_cm("peers", names.peers),
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    if spec.backup is not None:
+        _add_backup(spec, container, volumes, template_meta)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -283,7 +347,7 @@ def statefulset(
             # approved new code, retiring each old node first (upgrade.py).
             "updateStrategy": {"type": "OnDelete"},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_meta,
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
@@ -296,22 +360,42 @@ def statefulset(
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names.config}},
-                        {
-                            "name": "platform",
-                            "secret": {"secretName": names.platform_secret, "defaultMode": 0o440},
-                        },
-                        _optional_cm("service-identity", names.service_identity),
-                        _optional_cm("trusted-nodes", names.trusted_nodes),
-                        _optional_cm("peers", names.peers),
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [claim],
         },
     }
+
+
+def _add_backup(
+    spec: ConsortiumSpec,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    template_meta: dict[str, Any],
+) -> None:
+    """``spec.backup``: the user's credentials Secret, read-only and optional (a node starts
+    without it and reports CredentialsMissing; kubelet adds the files once it exists), only
+    its two keys, readable by the node's group (fsGroup) as the platform Secret; and the
+    annotation that makes a changed backup configuration a new pod template revision."""
+    assert spec.backup is not None
+    container["volumeMounts"].append(
+        {"name": "backup-credentials", "mountPath": MOUNT_BACKUP_CREDENTIALS, "readOnly": True}
+    )
+    volumes.append(
+        {
+            "name": "backup-credentials",
+            "secret": {
+                "secretName": spec.backup.s3.credentials_secret,
+                "optional": True,
+                "defaultMode": 0o440,
+                "items": [{"key": key, "path": key} for key in BACKUP_CREDENTIAL_KEYS],
+            },
+        }
+    )
+    digest = backup_config_sha256(spec)
+    assert digest is not None
+    template_meta["annotations"] = {ANNOTATION_BACKUP_CONFIG: digest}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:

@@ -52,8 +52,14 @@ KINDS: dict[str, Kind] = {
     "Consortium": Kind(f"{GROUP}/{VERSION}", "consortia"),
     "Member": Kind(f"{GROUP}/{VERSION}", "members"),
     "Proposal": Kind(f"{GROUP}/{VERSION}", "proposals"),
+    "ConsortiumBackup": Kind(f"{GROUP}/{VERSION}", "consortiumbackups"),
     "Namespace": Kind("v1", "namespaces", namespaced=False),
 }
+
+
+# Accept header of a metadata-only read: the API server answers with the object's
+# PartialObjectMetadata (names, labels, resourceVersion), never its data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(Exception):
@@ -84,12 +90,13 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Any:
         request = self.api.param_serialize(
             method,
             path,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -109,9 +116,16 @@ class Kube:
         metrics.API_WRITES.labels(verb, kind).inc()
 
     # ------------------------------------------------------------------ reads
-    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, namespace: str | None, name: str, *, metadata_only: bool = False
+    ) -> dict[str, Any] | None:
+        """The object, or None if there is none. ``metadata_only``: only its metadata (the
+        operator checks that a user's Secret exists without ever reading its data)."""
+        accept = METADATA_ONLY if metadata_only else "application/json"
         try:
-            found: dict[str, Any] = self._call("GET", self._kind(kind).path(namespace, name))
+            found: dict[str, Any] = self._call(
+                "GET", self._kind(kind).path(namespace, name), accept=accept
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return None

@@ -35,9 +35,10 @@ pytestmark = [
 SCHEMA_FILE = CHART / "values.schema.json"
 OPERATOR = REPO / "operator" / "consortium_operator"
 CRD_FILES = {
-    "consortia.consortium.tee.dev.yaml": REPO / "crds" / "consortia.consortium.tee.dev.yaml",
-    "members.consortium.tee.dev.yaml": REPO / "crds" / "members.consortium.tee.dev.yaml",
-    "proposals.consortium.tee.dev.yaml": REPO / "crds" / "proposals.consortium.tee.dev.yaml",
+    **{
+        f"{plural}.consortium.tee.dev.yaml": REPO / "crds" / f"{plural}.consortium.tee.dev.yaml"
+        for plural in ("consortia", "members", "proposals", "consortiumbackups")
+    },
     "1-peering-crds.yaml": REPO / "crds" / "kopf" / "1-peering-crds.yaml",
 }
 
@@ -139,7 +140,14 @@ def test_crds_validate(kube_version: str) -> None:
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{path.name}: {doc['metadata']['name']}: {exc.message}")
             kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Consortium", "Member", "Proposal", "ClusterKopfPeering", "KopfPeering"}
+    assert kinds == {
+        "Consortium",
+        "Member",
+        "Proposal",
+        "ConsortiumBackup",
+        "ClusterKopfPeering",
+        "KopfPeering",
+    }
 
 
 # ---------------------------------------------------------------------------- values schema

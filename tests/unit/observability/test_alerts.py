@@ -156,12 +156,38 @@ def rejections(reason: str, values: str, /, *, node: str, ordinal: int) -> list[
     return [
         node_series(
             "consortium_trusted_list_rejections_total",
-            values if other == reason else "0x40",
+            values if other == reason else "0x50",
             node=node,
             ordinal=ordinal,
             reason=other,
         )
         for other in ("BadSignature", "Malformed", "VersionReused")
+    ]
+
+
+def backup_lag(lag: str, max_lag: int, /, *, node: str, ordinal: int) -> list[dict[str, str]]:
+    """A node's backup lag series and its allowed lag (constant, one sample a minute)."""
+    return [
+        node_series("consortium_backup_lag_seconds", lag, node=node, ordinal=ordinal),
+        node_series(
+            "consortium_backup_max_lag_seconds", f"{max_lag}x40", node=node, ordinal=ordinal
+        ),
+    ]
+
+
+def backup_failures(
+    reason: str, values: str, /, *, node: str, ordinal: int
+) -> list[dict[str, str]]:
+    """A node's backup failure counter for ``reason``, beside another reason's series at 0."""
+    return [
+        node_series(
+            "consortium_backup_failures_total",
+            values if other == reason else "0x50",
+            node=node,
+            ordinal=ordinal,
+            reason=other,
+        )
+        for other in sorted({reason, "EndpointUnreachable"})
     ]
 
 
@@ -402,6 +428,83 @@ SCENARIOS = [
             node_info("old-0", 6, "old"),
         ],
         "40m",
+        [],
+    ),
+    # -- ConsortiumBackupLagging: the primary's lag (the others export 0) against its allowed lag
+    Scenario(
+        "backup-lagging-fires-when-the-primary-falls-behind",
+        "ConsortiumBackupLagging",
+        [
+            # Shipping stalls at 2m: the oldest unshipped entry ages a minute per minute.
+            *backup_lag("0x2 60+60x38", 60, node="demo-0", ordinal=0),
+            *backup_lag("0x40", 60, node="demo-1", ordinal=1),
+            node_info("demo-0", 0, "demo"),
+            node_info("demo-1", 1, "demo"),
+            # Another consortium shipping in time, its lag below its maxLag of 30s.
+            *backup_lag("0 12 25 0 7x37", 30, node="ok-0", ordinal=5),
+            node_info("ok-0", 5, "ok"),
+        ],
+        "15m",
+        [Fired(DEMO, {"{{ $value | humanizeDuration }}": "12m 0s"})],
+    ),
+    Scenario(
+        "backup-lagging-quiet-for-short-stalls-and-schedules",
+        "ConsortiumBackupLagging",
+        [
+            # Over maxLag for 3 minutes (a slow upload), then caught up.
+            *backup_lag("0x5 70 130 190 0x32", 60, node="demo-0", ordinal=0),
+            node_info("demo-0", 0, "demo"),
+            # Mode Scheduled every 6h: hours of lag are within period + 60s.
+            *backup_lag("3000+60x40", 21660, node="sched-0", ordinal=6),
+            node_info("sched-0", 6, "sched"),
+            # Backups not configured: nothing exported.
+            node_info("plain-0", 7, "plain"),
+        ],
+        "30m",
+        [],
+    ),
+    # -- ConsortiumBackupFailing
+    Scenario(
+        "backup-failing-fires-when-rounds-keep-failing",
+        "ConsortiumBackupFailing",
+        [
+            # (promtool's clock starts at 0: "no manifest for 15 minutes" can hold from 15m on.)
+            *backup_failures("BucketNotFound", "0+2x50", node="demo-0", ordinal=0),
+            node_series(
+                "consortium_backup_last_success_timestamp_seconds", "0x50", node="demo-0", ordinal=0
+            ),
+            node_info("demo-0", 0, "demo"),
+            # A follower ships nothing and fails nothing.
+            *backup_failures("BucketNotFound", "0x50", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "40m",
+        [Fired({**DEMO, "reason": "BucketNotFound"})],
+    ),
+    Scenario(
+        "backup-failing-quiet-between-successes-and-after-recovery",
+        "ConsortiumBackupFailing",
+        [
+            # A failure now and then, but a manifest every minute (time() is 60 s per sample).
+            *backup_failures("UploadFailed", "0+1x40", node="flaky-0", ordinal=4),
+            node_series(
+                "consortium_backup_last_success_timestamp_seconds",
+                "0+60x40",
+                node="flaky-0",
+                ordinal=4,
+            ),
+            node_info("flaky-0", 4, "flaky"),
+            # Failed for 10 minutes, then the credentials were fixed and nothing failed since.
+            *backup_failures("InvalidCredentials", "0+1x10 10x30", node="demo-0", ordinal=0),
+            node_series(
+                "consortium_backup_last_success_timestamp_seconds",
+                "0x11 660+60x29",
+                node="demo-0",
+                ordinal=0,
+            ),
+            node_info("demo-0", 0, "demo"),
+        ],
+        "35m",
         [],
     ),
     # -- ConsortiumOperatorReconcileErrors

@@ -154,6 +154,10 @@ def test_required_content() -> None:
         "consortium_operator_reconcile_errors_total",
         "consortium_operator_reconcile_duration_seconds_bucket",
         "sum by (verb) (rate(consortium_operator_api_writes_total",
+        "consortium_backup_lag_seconds",
+        "consortium_backup_max_lag_seconds",
+        "consortium_backup_last_success_timestamp_seconds",
+        "consortium_backup_failures_total",
     ):
         assert needle in exprs, needle
 

@@ -1,4 +1,5 @@
-"""The CRDs in crds/ and the samples in crds/samples/, checked without a cluster.
+"""The CRDs in crds/ and the samples in crds/samples/ (and crds/samples/backup/), checked
+without a cluster.
 
 Covers what a kube-apiserver (1.20 and later) would refuse or what users rely on: a structural
 schema documented at every node (``kubectl explain``), names, printer columns, defaults that
@@ -21,6 +22,7 @@ import yaml
 from consortium_node.attestation.measurement import measure_tree
 from consortium_node.common.timeutil import parse_duration
 from consortium_node.identity.certs import load_member_certificate
+from consortium_operator.api.spec import parse_consortium
 
 ROOT = Path(__file__).resolve().parents[3]
 CRDS = ROOT / "crds"
@@ -41,6 +43,7 @@ CRD = {
     "Consortium": _load_crd("consortia"),
     "Member": _load_crd("members"),
     "Proposal": _load_crd("proposals"),
+    "ConsortiumBackup": _load_crd("consortiumbackups"),
 }
 
 
@@ -84,6 +87,11 @@ def _load_samples() -> list[dict[str, Any]]:
 
 
 SAMPLE_DOCS = _load_samples()
+BACKUP_SAMPLES = SAMPLES / "backup"  # not applied with the others: the bucket is the user's
+BACKUP_PATCH: dict[str, Any] = yaml.safe_load((BACKUP_SAMPLES / "backup-patch.yaml").read_text())
+BACKUP_REQUEST: dict[str, Any] = yaml.safe_load(
+    (BACKUP_SAMPLES / "consortiumbackup.yaml").read_text()
+)
 
 
 def _sample(kind: str, name: str) -> dict[str, Any]:
@@ -165,6 +173,7 @@ def _first_error_path(kind: str, obj: dict[str, Any]) -> str:
         ("Consortium", "consortia", "consortium", "cons"),
         ("Member", "members", "member", "mem"),
         ("Proposal", "proposals", "proposal", "prop"),
+        ("ConsortiumBackup", "consortiumbackups", "consortiumbackup", "cbak"),
     ],
 )
 def test_names_scope_and_version(kind: str, plural: str, singular: str, short: str) -> None:
@@ -222,6 +231,12 @@ PRINTER_COLUMNS = {
         ("Votes", "string", ".status.votes", 0),
         ("Proposal ID", "string", ".status.proposalId", 1),
         ("Reason", "string", ".status.reason", 1),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+    ],
+    "ConsortiumBackup": [
+        ("Consortium", "string", ".spec.consortium", 0),
+        ("Phase", "string", ".status.phase", 0),
+        ("Last Txid", "string", ".status.lastTxid", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ],
 }
@@ -366,7 +381,7 @@ def test_sample_durations_parse_and_renew_before_validity() -> None:
 
 
 def _with(kind: str, name: str, dotted: str, value: Any) -> dict[str, Any]:
-    obj = _sample(kind, name)
+    obj = copy.deepcopy(BACKUP_REQUEST) if kind == "ConsortiumBackup" else _sample(kind, name)
     *parents, last = dotted.split(".")
     node = obj
     for part in parents:
@@ -442,6 +457,10 @@ REJECTED = [
         [{"type": "Active", "status": "yes"}],
         "status.conditions.0.status",
     ),
+    ("ConsortiumBackup", "demo-now", "spec.consortium", _DELETE, "spec"),
+    ("ConsortiumBackup", "demo-now", "spec.consortium", "Demo", "spec.consortium"),
+    ("ConsortiumBackup", "demo-now", "spec.bogus", 1, "spec"),
+    ("ConsortiumBackup", "demo-now", "status.phase", "Done", "status.phase"),
 ]
 
 
@@ -481,6 +500,7 @@ ACCEPTED = [
     ("Member", "alice", "spec.role", _DELETE),
     ("Member", "alice", "spec.certificate", CERT),
     ("Member", "alice", "spec.consortium", "a" * 63),
+    ("ConsortiumBackup", "demo-now", "spec.consortium", "a" * 63),
 ]
 
 
@@ -540,3 +560,137 @@ def test_a_full_status_validates() -> None:
         "conditions": [{**condition, "type": "Active"}],
     }
     assert errors("Member", member) == []
+    obj = _with_backup()
+    obj["status"] = {
+        "conditions": [{**condition, "type": "BackupHealthy"}],
+        "backup": {
+            "lastSuccessfulTime": "2024-05-01T12:00:00Z",
+            "lastTxid": "2.40",
+            "manifest": f"manifests/{40:020d}-{'ab' * 8}.cose",
+            "lagSeconds": 4.2,
+            "lagEntries": 3,
+            "lastError": {"reason": "BucketNotFound", "message": "no", "time": "2024-05-01T12:00Z"},
+        },
+    }
+    assert errors("Consortium", obj) == []
+    request = copy.deepcopy(BACKUP_REQUEST)
+    request["status"] = {
+        "observedGeneration": 1,
+        "phase": "Completed",
+        "requestedThrough": 40,
+        "lastTxid": "2.40",
+        "objects": 3,
+        "bytes": 123456,
+        "manifest": f"manifests/{40:020d}-{'ab' * 8}.cose",
+        "manifestSha256": "ab" * 32,
+        "startedAt": "2024-05-01T12:00:00Z",
+        "completedAt": "2024-05-01T12:00:05Z",
+        "message": "done",
+        "conditions": [{**condition, "type": "Complete"}],
+    }
+    assert errors("ConsortiumBackup", request) == []
+
+
+# --- spec.backup and ConsortiumBackup ---------------------------------------------------------
+
+
+def _with_backup(backup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sample Consortium with the sample's spec.backup merged in (or ``backup``)."""
+    obj = _sample("Consortium", "demo")
+    obj["spec"]["backup"] = copy.deepcopy(
+        BACKUP_PATCH["spec"]["backup"] if backup is None else backup
+    )
+    return obj
+
+
+def test_backup_samples_validate_and_parse() -> None:
+    """The merge patch is only spec.backup; merged into the sample it validates against the
+    schema and the operator's own checks, and the ConsortiumBackup sample names the sample."""
+    assert list(BACKUP_PATCH) == ["spec"] and list(BACKUP_PATCH["spec"]) == ["backup"]
+    obj = _with_backup()
+    assert errors("Consortium", obj) == []
+    spec = parse_consortium("demo", apply_defaults(obj, _schema("Consortium"))["spec"])
+    assert spec.backup is not None and spec.backup.s3.credentials_secret.startswith("demo-")
+    assert BACKUP_REQUEST["apiVersion"] == f"{GROUP}/v1alpha1"
+    assert errors("ConsortiumBackup", BACKUP_REQUEST) == []
+    assert BACKUP_REQUEST["spec"]["consortium"] == _sample("Consortium", "demo")["metadata"]["name"]
+
+
+BACKUP = {"s3": {"endpoint": "https://s3.example", "bucket": "bkt", "credentialsSecret": "creds"}}
+
+
+def test_backup_defaults() -> None:
+    obj = _with_backup(BACKUP)
+    backup = apply_defaults(obj, _schema("Consortium"))["spec"]["backup"]
+    assert backup == {
+        "s3": {**BACKUP["s3"], "region": "us-east-1"},
+        "mode": "Continuous",  # no maxLag default: mode Scheduled must leave it out
+    }
+
+
+def _backup_with(dotted: str, value: Any) -> dict[str, Any]:
+    backup = copy.deepcopy(BACKUP)
+    *parents, last = dotted.split(".")
+    node = backup
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return _with_backup(backup)
+
+
+BACKUP_REJECTED = [
+    ("s3", _DELETE, "spec.backup"),
+    ("s3.endpoint", _DELETE, "spec.backup.s3"),
+    ("s3.endpoint", "ftp://s3.example", "spec.backup.s3.endpoint"),
+    ("s3.endpoint", "https://user:pw@s3.example", "spec.backup.s3.endpoint"),
+    ("s3.endpoint", "https://s3.example?x=1", "spec.backup.s3.endpoint"),
+    ("s3.endpoint", "https://s3.example/bucket", "spec.backup.s3.endpoint"),
+    ("s3.bucket", "ab", "spec.backup.s3.bucket"),
+    ("s3.bucket", "My_Bucket", "spec.backup.s3.bucket"),
+    ("s3.bucket", "b" * 64, "spec.backup.s3.bucket"),
+    ("s3.prefix", "/abs/", "spec.backup.s3.prefix"),
+    ("s3.prefix", "no-slash", "spec.backup.s3.prefix"),
+    ("s3.region", "US East", "spec.backup.s3.region"),
+    ("s3.credentialsSecret", "Creds", "spec.backup.s3.credentialsSecret"),
+    ("s3.credentialsSecret", _DELETE, "spec.backup.s3"),
+    ("s3.bogus", 1, "spec.backup.s3"),
+    ("mode", "Sometimes", "spec.backup.mode"),
+    ("maxLag", "60", "spec.backup.maxLag"),
+    ("schedule", "@daily", "spec.backup.schedule"),
+    ("schedule", "0 * * *", "spec.backup.schedule"),
+    ("retention", "a month", "spec.backup.retention"),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    BACKUP_REJECTED,
+    ids=[f"{f}={v!r}"[:60] for f, v, _ in BACKUP_REJECTED],
+)
+def test_backup_rejected(field: str, value: Any, where: str) -> None:
+    assert _first_error_path("Consortium", _backup_with(field, value)) == where
+
+
+BACKUP_ACCEPTED = [
+    ("s3.endpoint", "http://minio.minio.svc:9000"),
+    ("s3.endpoint", "https://[fd00::1]:9000/"),
+    ("s3.bucket", "a.b-c.123"),
+    ("s3.prefix", ""),
+    ("s3.prefix", "prod/ledger-1/"),
+    ("s3.credentialsSecret", "backup.creds-1"),
+    ("s3.caBundle", CERT),
+    ("mode", "Scheduled"),
+    ("maxLag", "1m30s"),
+    ("schedule", "0 */6 * * *"),
+    ("retention", "30d"),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), BACKUP_ACCEPTED, ids=[f"{f}={v!r}"[:60] for f, v in BACKUP_ACCEPTED]
+)
+def test_backup_accepted_by_the_schema(field: str, value: Any) -> None:
+    assert errors("Consortium", _backup_with(field, value)) == []

@@ -108,3 +108,70 @@ def test_yaml_errors_are_reported(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+BACKUP = {
+    "endpoint": "https://s3.example:9000/",
+    "bucket": "ledger-backups",
+    "access_key_id_file": "creds/AWS_ACCESS_KEY_ID",
+    "secret_access_key_file": "/creds/AWS_SECRET_ACCESS_KEY",
+}
+
+
+def with_backup(**changes: Any) -> dict[str, Any]:
+    backup = {**BACKUP, **changes}
+    return with_("backup", {k: v for k, v in backup.items() if v is not ...})
+
+
+def test_backup_is_off_unless_configured_and_gets_defaults(tmp_path: Path) -> None:
+    assert parse_config(base(), tmp_path).backup is None
+    backup = parse_config(with_backup(), tmp_path).backup
+    assert backup is not None
+    assert backup.endpoint == "https://s3.example:9000"
+    assert backup.prefix == "demo/"  # the consortium's name
+    assert backup.region == "us-east-1"
+    assert backup.mode == "continuous"
+    assert backup.max_lag == timedelta(seconds=60)
+    assert backup.schedule is None
+    assert backup.retention is None
+    assert backup.access_key_id_file == tmp_path / "creds/AWS_ACCESS_KEY_ID"
+    assert backup.secret_access_key_file == Path("/creds/AWS_SECRET_ACCESS_KEY")
+    scheduled = parse_config(
+        with_backup(mode="schedule", schedule="0 */6 * * *", retention="30d", prefix=""), tmp_path
+    ).backup
+    assert scheduled is not None
+    assert (scheduled.schedule, scheduled.retention, scheduled.prefix) == (
+        "0 */6 * * *",
+        timedelta(days=30),
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"endpoint": ...}, "backup.endpoint: required"),
+        ({"endpoint": "s3.example:9000"}, "backup.endpoint: 's3.example:9000' does not match"),
+        ({"endpoint": "ftp://s3.example"}, "backup.endpoint: 'ftp://s3.example' does not match"),
+        ({"bucket": "Bad_Bucket"}, "backup.bucket: 'Bad_Bucket' does not match"),
+        ({"bucket": "ab"}, "backup.bucket: 'ab' does not match"),
+        ({"prefix": "no-slash"}, "backup.prefix: must be empty or path segments"),
+        ({"prefix": "/abs/"}, "backup.prefix: must be empty or path segments"),
+        ({"access_key_id_file": ...}, "backup.access_key_id_file: required"),
+        ({"mode": "hourly"}, "backup.mode: 'hourly' is not one of continuous, schedule"),
+        ({"max_lag": "1s"}, "backup.max_lag: must be between 5s and 1h"),
+        ({"max_lag": "2h"}, "backup.max_lag: must be between 5s and 1h"),
+        ({"mode": "schedule"}, "backup.schedule: required"),
+        ({"mode": "schedule", "schedule": "every day"}, "backup.schedule: 'every day' is not"),
+        ({"mode": "schedule", "schedule": "0 0 * * * *"}, "is not a 5-field cron expression"),
+        ({"schedule": "0 * * * *"}, "backup.schedule: only for mode schedule"),
+        ({"retention": "30m"}, "backup.retention: must be at least 1h"),
+        ({"retention": "a month"}, "backup.retention: 'a month' is not a duration"),
+        ({"secret": "hunter2"}, "backup: unknown key"),
+    ],
+)
+def test_invalid_backup_fields_are_named(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(with_backup(**changes), tmp_path)

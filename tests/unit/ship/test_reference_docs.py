@@ -27,7 +27,10 @@ GENERATOR = ROOT / "scripts" / "gen-reference.py"
 REFERENCE = ROOT / "docs" / "reference"
 CHART = ROOT / "charts" / "consortium-operator"
 GENERATED = ("crds.md", "values.md", "metrics.md", "alerts.md")
-CRDS = [ROOT / "crds" / f"{p}.consortium.tee.dev.yaml" for p in ("consortia", "members")]
+CRDS = [
+    ROOT / "crds" / f"{p}.consortium.tee.dev.yaml"
+    for p in ("consortia", "members", "consortiumbackups")
+]
 
 
 def generate(*args: str) -> subprocess.CompletedProcess[str]:
