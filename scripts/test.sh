@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-env.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff" && ruff check . && ruff format --check .
+echo "== ruff"
+ruff check .   # separate commands: under set -e a failure inside an && list would not stop
+ruff format --check .
 echo "== mypy --strict" && mypy
 mypy --strict scripts/*.py   # standalone scripts: not packages, so not in mypy's config
 echo "== import-linter" && lint-imports

@@ -161,11 +161,18 @@ def _answers_or_exited(endpoint: str, process: subprocess.Popen[bytes]) -> bool:
 
 
 def start_s3_server(
-    log_dir: Path, *, auth: bool = True, timeout: float = 30, attempts: int = 3
+    log_dir: Path,
+    *,
+    auth: bool = True,
+    timeout: float = 30,
+    attempts: int = 3,
+    bind: str = "127.0.0.1",
 ) -> S3Server:
-    """Start a moto server on a free loopback port and wait until it answers (retrying on
-    another port if the chosen one was taken meanwhile). With ``auth`` (the default, as any
-    real store) it checks every request's credentials from then on (``enable_auth``)."""
+    """Start a moto server on a free port and wait until it answers (retrying on another port
+    if the chosen one was taken meanwhile). With ``auth`` (the default, as any real store) it
+    checks every request's credentials from then on (``enable_auth``). ``bind``: the address
+    it listens on (``0.0.0.0`` for pods of the local cluster to reach it); ``endpoint`` stays
+    on loopback for the test itself."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)  # enforcement is switched on explicitly
@@ -174,7 +181,7 @@ def start_s3_server(
         log_path = log_dir / f"moto-{port}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                [sys.executable, "-m", "moto.server", "-H", bind, "-p", str(port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 class StallProxy:
     target_port: int
     keep: int = 600
+    bind: str = "127.0.0.1"  # 0.0.0.0: reachable from the local cluster's pods too
     port: int = 0
     stalled: threading.Event = field(default_factory=threading.Event)
     _armed: bool = False
@@ -30,7 +31,7 @@ class StallProxy:
     def start(self) -> StallProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind((self.bind, 0))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

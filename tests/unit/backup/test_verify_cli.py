@@ -1,6 +1,7 @@
 """``consortiumctl backup verify --dir``: the summary of a genuine backup and exit 0; the reason
 of a refusal on stderr and exit 1; usage problems exit 2 and missing credentials 3 before
-anything is read. (``--bucket`` against a real S3 server: tests/integration/test_backup_store.py.)"""
+anything is read. (``--bucket`` against a real S3 server:
+tests/integration/test_backup_store.py.)"""
 
 from __future__ import annotations
 
