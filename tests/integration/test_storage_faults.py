@@ -23,7 +23,7 @@ import pytest
 from tests.support import storage_faults as sf
 from tests.support.cluster import Cluster
 from tests.support.harness import LocalNode
-from tests.support.wait import wait_for
+from tests.support.wait import WaitTimeoutError, wait_for
 from tests.support.writer import Writer, receipt_from, verify_all
 
 pytestmark = pytest.mark.slow
@@ -64,6 +64,16 @@ def restart_damaged(
     started = time.monotonic()
     node.start(timeout=90)  # ready: it holds every committed entry again
     return injected, acked, time.monotonic() - started
+
+
+def described(node: LocalNode) -> str:
+    """A node's role, term and indices for a failure message (or why it did not answer)."""
+    try:
+        state = node.state()
+    except OSError as exc:
+        return f"{node.name}: {exc}"
+    keys = ("status", "role", "term", "commit_index", "last_index", "ledger_repair")
+    return f"{node.name}: " + ", ".join(f"{k}={state.get(k)}" for k in keys)
 
 
 def middle(ledger: Path) -> sf.Record:
@@ -131,7 +141,13 @@ def test_faults_at_many_positions_lose_nothing_acknowledged(cluster: Cluster) ->
                 f"repaired in {seconds:5.1f}s ({len(lost)} acknowledged entries were damaged)"
             )
             resumed = writer.count()
-            wait_for("writes go on", lambda r=resumed: writer.count() > r + 30, 30)
+            try:
+                wait_for("writes go on", lambda r=resumed: writer.count() > r + 30, 30)
+            except WaitTimeoutError:
+                raise AssertionError(
+                    f"writes stopped after {name!r} ({figures[-1]}); the writer's last errors: "
+                    f"{writer.errors[-3:]}; nodes: {[described(n) for n in cluster.alive()]}"
+                ) from None
     cluster.wait_converged(timeout=60)
     verify_all(cluster, writer.acknowledged)  # every node, a sample of every acknowledged write
     print(f"\n{len(FAULTS)} faults, {writer.count()} acknowledged transactions, 0 lost, "

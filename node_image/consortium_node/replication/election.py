@@ -43,7 +43,7 @@ from consortium_node.replication.messages import VoteRequest, VoteResponse
 log = logging.getLogger("consortium_node.raft")
 
 # Sends one (pre-)vote request to an address. ``None``: the peer predates pre-vote.
-Ask = Callable[[str], Awaitable[VoteResponse | None]]
+Ask = Callable[[str, str], Awaitable[VoteResponse | None]]  # (address, node_id)
 
 
 def log_up_to_date(request: VoteRequest, last_index: int, last_term: int) -> bool:
@@ -122,15 +122,20 @@ async def canvass(
     """
     tally = Tally(len(voters), {node_id} if node_id in voters else set())
 
-    async def one(address: str) -> VoteResponse | Exception | None:
+    async def one(address: str, to: str) -> VoteResponse | Exception | None:
         try:
-            return await asyncio.wait_for(ask(address), timeout)
+            answer = await asyncio.wait_for(ask(address, to), timeout)
+            if answer is not None and answer.node_id != to:  # a vote counts once, as its own
+                raise ValueError(f"{address}: answered by {answer.node_id[:8]}, not {to[:8]}")
+            return answer
         except (OSError, TimeoutError, ValueError) as exc:
             log.debug("(pre-)vote request to %s failed: %s", address, exc)
             return exc
 
     pending = {
-        asyncio.create_task(one(address)): nid for nid, address in voters.items() if nid != node_id
+        asyncio.create_task(one(address, nid)): nid
+        for nid, address in voters.items()
+        if nid != node_id
     }
     try:
         while pending and not tally.won and tally.highest_term <= term:

@@ -94,13 +94,18 @@ class CommitTimeoutError(RuntimeError):
 
 
 class Transport(Protocol):
-    """Sends Raft RPCs to a peer; raises ``OSError``/``TimeoutError`` when it cannot."""
+    """Sends Raft RPCs to the node ``to`` at ``address``; raises ``OSError``/``TimeoutError``
+    when it cannot, and also when another node answers there (a node that lost its identity
+    and joined again under a new one keeps its address): an RPC meant for one voter must
+    never be answered, or counted, as another's."""
 
-    async def append_entries(self, address: str, request: AppendRequest) -> AppendResponse: ...
+    async def append_entries(
+        self, address: str, request: AppendRequest, to: str
+    ) -> AppendResponse: ...
 
-    async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse: ...
+    async def request_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse: ...
 
-    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+    async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
         """A pre-vote (``request.term`` is the proposed term); None: the peer predates it."""
         ...
 
@@ -132,7 +137,7 @@ class _Peer:
     task: asyncio.Task[None] | None = None
 
 
-_Send: TypeAlias = Callable[[str, VoteRequest], Awaitable[VoteResponse | None]]
+_Send: TypeAlias = Callable[[str, VoteRequest, str], Awaitable[VoteResponse | None]]
 
 # Write sets, or a function of the index the first one will get (called when appended).
 WriteSets: TypeAlias = (
@@ -357,7 +362,9 @@ class RaftNode:
 
     async def _canvass(self, send: _Send, request: VoteRequest, term: int) -> Tally:
         voters, timeout = self.voters(), self.timing.rpc_timeout
-        return await canvass(lambda a: send(a, request), voters, self.node_id, term, timeout)
+        return await canvass(
+            lambda a, to: send(a, request, to), voters, self.node_id, term, timeout
+        )
 
     async def _pre_vote(self) -> bool:
         """Would a majority vote for us at term + 1? Nothing is persisted, no term is raised."""
@@ -584,7 +591,7 @@ class RaftNode:
                 peer.next_index += len(request.entries)
                 task = asyncio.create_task(
                     asyncio.wait_for(
-                        self.transport.append_entries(peer.address, request),
+                        self.transport.append_entries(peer.address, request, peer.node_id),
                         self.timing.rpc_timeout,
                     )
                 )
@@ -644,6 +651,8 @@ class RaftNode:
     ) -> None:
         try:
             response = task.result()
+            if response.node_id != peer.node_id:  # another node answers at its address
+                raise ValueError(f"answered by {response.node_id[:8]}")
         except (OSError, TimeoutError, ValueError, asyncio.CancelledError) as exc:
             log.debug("append to %s failed: %s", peer.node_id[:8], exc)
             self._reset_peer(peer, peer.match_index + 1)

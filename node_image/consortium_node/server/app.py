@@ -54,7 +54,13 @@ from consortium_node.server.errors import (
 from consortium_node.server.governance import Governance
 from consortium_node.server.http_errors import ANSWERED, ApiError, api_error
 from consortium_node.server.node import Node
-from consortium_node.server.peers import CBOR, PeerTransport, authenticate_peer
+from consortium_node.server.peers import (
+    CBOR,
+    RECIPIENT_HEADER,
+    PeerTransport,
+    authenticate_peer,
+    check_recipient,
+)
 from consortium_node.server.primary import Primary
 from consortium_node.server.receipts import receipt_response, require_committed_here
 from consortium_node.server.validation import (
@@ -368,8 +374,10 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------- raft
 async def _raft_message(request: web.Request, cls: type[M]) -> M:
-    """A Raft RPC from an authenticated Trusted peer, decoded and validated (or a 400)."""
+    """A Raft RPC from an authenticated Trusted peer, meant for this node, decoded and
+    validated (or a 400)."""
     _peer(request)
+    check_recipient(request.headers.get(RECIPIENT_HEADER), _services(request).node.node_id)
     try:
         return decode(await request.read(), cls)
     except MessageError as exc:

@@ -33,7 +33,7 @@ from consortium_node.server.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from consortium_node.server.peers import PeerRejectedError
+from consortium_node.server.peers import RECIPIENT_HEADER, MisdirectedError, PeerRejectedError
 
 
 class ApiError(Exception):
@@ -73,6 +73,10 @@ def _peer_rejected(exc: PeerRejectedError) -> Details:
     return "client_certificate", str(exc), {}
 
 
+def _misdirected(exc: MisdirectedError) -> Details:
+    return RECIPIENT_HEADER, str(exc), {}
+
+
 def _not_leader(exc: NotLeaderError) -> Details:
     """Names the primary's address when known: clients retry there."""
     where = exc.leader_address or "not known yet (an election may be running)"
@@ -110,6 +114,7 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     NotCommittedYetError: HttpError(404, "NotCommittedYet"),
     HistoryNotHeldError: HttpError(404, "HistoryNotHeld", _history_not_held),
     ConflictError: HttpError(409, "Conflict"),
+    MisdirectedError: HttpError(421, "Misdirected", _misdirected),
     DocumentTooLargeError: HttpError(413, "TooLarge"),
     NoLedgerSecretError: HttpError(503, "SecretUnavailable"),
     RetryLaterError: HttpError(503, "RetryLater"),

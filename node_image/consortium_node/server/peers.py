@@ -33,8 +33,30 @@ from consortium_node.replication.messages import (
 CBOR = "application/cbor"
 
 
+# A Raft RPC names the node it is meant for. A node that lost its identity joins again under
+# a new one at the same address; without this it would answer its old self's RPCs, and a
+# candidate could count its vote twice (or a leader step down on its own heartbeat).
+RECIPIENT_HEADER = "Consortium-Recipient"
+
+
 class PeerRejectedError(Exception):
     """The caller is not a Trusted node with a valid, unexpired node certificate."""
+
+
+class MisdirectedError(Exception):
+    """A Raft RPC meant for another node (``RECIPIENT_HEADER``) reached this one."""
+
+    def __init__(self, meant_for: str, this_node: str) -> None:
+        super().__init__(
+            f"this is node {this_node[:16]}…, not {meant_for[:16]}… (it joined again under a "
+            "new identity at that node's address)"
+        )
+
+
+def check_recipient(header: str | None, node_id: str) -> None:
+    """Refuse an RPC whose ``RECIPIENT_HEADER`` names another node (absent: an older peer)."""
+    if header is not None and header != node_id:
+        raise MisdirectedError(header, node_id)
 
 
 def authenticate_peer(
@@ -94,10 +116,11 @@ class PeerTransport:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    async def _post(self, address: str, path: str, body: bytes, content_type: str) -> bytes:
+    async def _post(self, address: str, path: str, body: bytes, to: str) -> bytes:
+        headers = {"Content-Type": CBOR, RECIPIENT_HEADER: to}
         try:
             async with self._client().post(
-                f"https://{address}{path}", data=body, headers={"Content-Type": content_type}
+                f"https://{address}{path}", data=body, headers=headers
             ) as resp:
                 data = await resp.read()
                 if resp.status != 200:
@@ -107,18 +130,18 @@ class PeerTransport:
         except aiohttp.ClientError as exc:
             raise OSError(f"{address}{path}: {exc}") from exc
 
-    async def append_entries(self, address: str, request: AppendRequest) -> AppendResponse:
-        data = await self._post(address, "/internal/raft/append", encode(request), CBOR)
+    async def append_entries(self, address: str, request: AppendRequest, to: str) -> AppendResponse:
+        data = await self._post(address, "/internal/raft/append", encode(request), to)
         return decode(data, AppendResponse)
 
-    async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse:
-        data = await self._post(address, "/internal/raft/vote", encode(request), CBOR)
+    async def request_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse:
+        data = await self._post(address, "/internal/raft/vote", encode(request), to)
         return decode(data, VoteResponse)
 
-    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+    async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
         """A pre-vote; None if the peer predates pre-vote (its code has no such route)."""
         try:
-            data = await self._post(address, "/internal/raft/prevote", encode(request), CBOR)
+            data = await self._post(address, "/internal/raft/prevote", encode(request), to)
         except PeerHTTPError as exc:
             if exc.status == 404:
                 return None

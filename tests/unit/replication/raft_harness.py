@@ -128,6 +128,9 @@ class Network:
         self.random = random.Random(1234)
         self.sent: Counter[tuple[str, str, str]] = Counter()  # (kind, from, to) attempts
         self.legacy: set[str] = set()  # addresses of nodes that predate pre-vote (404 → None)
+        # The node server refuses an RPC meant for another node (HTTP 421, an OSError to the
+        # sender); False: deliver it anyway, as a server that predates the check would.
+        self.check_recipient = True
 
     def _check(self, source: str, target: str) -> Member:
         if source in self.partitioned or target in self.partitioned:
@@ -139,9 +142,11 @@ class Network:
             raise OSError(f"{target}: connection refused")
         return member
 
-    async def deliver(self, kind: str, source: str, target: str, request: Any) -> Any:
+    async def deliver(self, kind: str, source: str, target: str, request: Any, to: str) -> Any:
         self.sent[(kind, source, target)] += 1
-        self._check(source, target)
+        member = self._check(source, target)
+        if self.check_recipient and member.node_id != to:
+            raise OSError(f"{target}: HTTP 421: this is {member.node_id[:8]}, not {to[:8]}")
         if (source, target) in self.dropped:
             await asyncio.get_running_loop().create_future()  # lost: the rpc_timeout fires
         delay = self.delays.get((source, target), 0.0) + self.random.random() * self.jitter
@@ -171,19 +176,21 @@ class FakeTransport:
     network: Network
     source: str
 
-    async def append_entries(self, address: str, request: AppendRequest) -> AppendResponse:
+    async def append_entries(self, address: str, request: AppendRequest, to: str) -> AppendResponse:
         response: AppendResponse = await self.network.deliver(
-            "append", self.source, address, request
+            "append", self.source, address, request, to
         )
         return response
 
-    async def request_vote(self, address: str, request: VoteRequest) -> VoteResponse:
-        response: VoteResponse = await self.network.deliver("vote", self.source, address, request)
+    async def request_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse:
+        response: VoteResponse = await self.network.deliver(
+            "vote", self.source, address, request, to
+        )
         return response
 
-    async def pre_vote(self, address: str, request: VoteRequest) -> VoteResponse | None:
+    async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
         response: VoteResponse | None = await self.network.deliver(
-            "prevote", self.source, address, request
+            "prevote", self.source, address, request, to
         )
         return response
 

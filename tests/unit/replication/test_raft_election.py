@@ -19,7 +19,8 @@ from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import EntryKind, Ledger
 from consortium_node.ledger.damage import DamageKind
 from consortium_node.replication import raft as raft_module
-from consortium_node.replication.messages import AppendRequest, VoteRequest
+from consortium_node.replication.election import canvass
+from consortium_node.replication.messages import AppendRequest, VoteRequest, VoteResponse
 from consortium_node.replication.raft import Configuration, RaftTiming
 from consortium_node.replication.state import PersistentState
 
@@ -340,3 +341,46 @@ async def test_a_follower_that_lost_its_tail_is_repaired_by_the_same_leader(
         cluster.check_safety()
     finally:
         await cluster.close()
+
+
+# ---------------------------------------------------------------------- one address, two identities
+
+GHOST = "33" * 32  # a voter whose node lost its identity; its address now answers as another
+
+
+async def test_leader_whose_old_identity_is_still_a_voter_keeps_leading(cluster: Cluster) -> None:
+    """A node that lost its identity joins again under a new one at the same address, and its
+    old identity stays a voter until governance removes it. As leader, its heartbeats to that
+    voter reach itself: it must refuse them (HTTP 421 in the node server) instead of taking
+    them as another leader's in its own term and stepping down."""
+    members = await cluster.start_all(3)
+    leader = await cluster.wait_leader()
+    term = leader.node.term
+    cluster.voters[GHOST] = leader.address  # 4 voters: a majority is 3 (the leader and both)
+
+    for n in range(5):
+        txids = await leader.node.submit(writes(f"after-{n}"))
+        assert leader.node.commit_index >= txids[-1].index
+    await eventually(lambda: cluster.network.count("append", leader, leader) >= 3, 5, "resent")
+    assert leader.node.role == "leader" and leader.node.term == term
+    assert await cluster.wait_leader(members) is leader
+
+
+async def test_a_vote_answered_by_another_node_is_not_counted() -> None:
+    """The candidate's own check, for peers whose server predates the recipient check: an
+    answer counts for the voter it was meant for only if that voter gave it."""
+    down = "44" * 32
+    voters = {LEADER: "a:1", RIVAL: "b:1", GHOST: "b:1", down: "d:1"}  # GHOST's: RIVAL answers
+    asked: list[tuple[str, str]] = []
+
+    async def ask(address: str, to: str) -> VoteResponse:
+        asked.append((address, to))
+        if address == "d:1":
+            raise OSError("connection refused")
+        return VoteResponse(term=4, granted=True, node_id=RIVAL)
+
+    tally = await canvass(ask, voters, LEADER, term=4, timeout=1)
+
+    assert sorted(asked) == [("b:1", RIVAL), ("b:1", GHOST), ("d:1", down)]
+    assert tally.granted == {LEADER, RIVAL}  # counted twice, RIVAL's vote would make 3 of 4
+    assert not tally.won

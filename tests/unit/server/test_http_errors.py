@@ -31,7 +31,7 @@ from consortium_node.server.errors import (
     UnavailableError,
 )
 from consortium_node.server.http_errors import ANSWERED, HTTP_ERRORS, ApiError, api_error
-from consortium_node.server.peers import PeerRejectedError
+from consortium_node.server.peers import MisdirectedError, PeerRejectedError, check_recipient
 
 CASES: list[tuple[Exception, int, dict[str, Any]]] = [
     (
@@ -58,6 +58,16 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
         PeerRejectedError("no client certificate"),
         403,
         {"code": "PeerRejected", "reason": "no client certificate", "field": "client_certificate"},
+    ),
+    (
+        MisdirectedError("ab" * 32, "cd" * 32),
+        421,
+        {
+            "code": "Misdirected",
+            "reason": f"this is node {'cd' * 8}…, not {'ab' * 8}… (it joined again under a new "
+            "identity at that node's address)",
+            "field": "Consortium-Recipient",
+        },
     ),
     (
         JoinRefusedError("MeasurementNotAllowed", "measurement ab… is not allowed"),
@@ -187,3 +197,10 @@ def test_an_unknown_exception_has_no_answer() -> None:
 def test_error_body_shape() -> None:
     err = ApiError(404, "NotFound", "txid", "unknown")
     assert err.body() == {"error": {"code": "NotFound", "field": "txid", "reason": "unknown"}}
+
+
+def test_a_raft_rpc_is_refused_by_any_node_but_its_recipient() -> None:
+    check_recipient("cd" * 32, "cd" * 32)
+    check_recipient(None, "cd" * 32)  # a peer that predates the header
+    with pytest.raises(MisdirectedError):
+        check_recipient("ab" * 32, "cd" * 32)
