@@ -78,6 +78,7 @@ from consortium_node.ledger.snapshot_store import SnapshotStore
 from consortium_node.ledger.storage import ChunkStore
 
 log = logging.getLogger("consortium_node.ledger")
+REPLAY_REPORT_EVERY = 50_000  # entries between progress lines while a ledger is replayed
 
 __all__ = [
     "Ledger",
@@ -225,6 +226,10 @@ class Ledger:
                         ledger._skim(payload, path, offset, fast)
                     else:
                         ledger._replay(payload, path, offset)
+                    if ledger.last_index % REPLAY_REPORT_EVERY == 0:  # shown while starting
+                        log.info(
+                            "ledger: replayed up to index %d (%s)", ledger.last_index, path.name
+                        )
             except LedgerCorruptionError as exc:  # an entry the store read whole is bad
                 if not repair:
                     raise

@@ -38,6 +38,7 @@ from consortium_node.server.primary import Primary
 from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.sealed import SealedStoreError
 from consortium_node.server.snapshots import SnapshotKeeper
+from consortium_node.server.starting import StartingServer
 from consortium_node.server.tls import load_identity, peer_context, server_context
 from consortium_node.server.tls_site import TLSSite
 from consortium_node.server.watch import watch_list_file
@@ -177,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.peer_hosts_file is not None:
         hosts.install(config.peer_hosts_file)
     try:
-        node = Node.open(config)
+        with StartingServer(config.listen_host, config.listen_port):  # probes answered meanwhile
+            node = Node.open(config)
     except JoinRefusedError as exc:
         return _fail(str(exc), 3)
     except (NodeStartError, SealedStoreError, ConfigError) as exc:
