@@ -2,8 +2,9 @@
 
 Layers, one folder each (enforced by import-linter, every module must be in one): ``main`` →
 ``handlers`` (kopf registration only) → ``consortium`` (one reconcile pass: its steps, each a
-module; ``reconcile.py`` only sequences them) → ``members`` | ``proposals`` (Member
-reconciliation; governance intents, relay and mirror) → ``nodes`` (the node client, quote and
+module; ``reconcile.py`` only sequences them) → ``members`` | ``proposals`` | ``backups``
+(Member reconciliation; governance intents, relay and mirror; ConsortiumBackup requests) →
+``nodes`` (the node client, quote and
 list verification) → ``kube`` (``k8s``, the only module that talks to the Kubernetes API;
 pure manifest builders) → ``api`` (names, spec, conditions, metrics). Only ``handlers`` and
 ``main`` import kopf. See docs/ARCHITECTURE.md.

@@ -15,14 +15,7 @@ from consortium_node.server.tls_site import (
     refusal_reason,
     report_refusal,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
@@ -68,7 +61,7 @@ def test_peer_address(peername: Any, host: str, shown: str) -> None:
 
 
 def test_one_line_per_address_per_interval_counting_the_rest() -> None:
-    clock = Clock()
+    clock = FakeClock()
     refusals = RefusalLog(interval=60, clock=clock)
     assert refusals.admit("10.0.0.1") == 0
     assert [refusals.admit("10.0.0.1") for _ in range(5)] == [None] * 5
@@ -81,7 +74,7 @@ def test_one_line_per_address_per_interval_counting_the_rest() -> None:
 
 
 def test_many_addresses_cannot_grow_the_table() -> None:
-    clock = Clock()
+    clock = FakeClock()
     refusals = RefusalLog(interval=60, max_peers=3, clock=clock)
     for i in range(100):
         assert refusals.admit(f"10.0.0.{i}") == 0
@@ -91,7 +84,7 @@ def test_many_addresses_cannot_grow_the_table() -> None:
 
 
 def test_report_logs_a_warning_naming_the_peer(caplog: pytest.LogCaptureFixture) -> None:
-    refusals = RefusalLog(interval=60, clock=Clock())
+    refusals = RefusalLog(interval=60, clock=FakeClock())
     exc = verify_error(18, "self-signed certificate")
     with caplog.at_level(logging.WARNING, logger="consortium_node.tls"):
         for port in (5000, 5001):
