@@ -226,3 +226,35 @@ def _serves(node: LocalNode) -> bool:
         return node.get("/node/state")[0] == 200
     except OSError:
         return False
+
+
+def test_an_entry_damaged_while_running_stops_the_node_and_its_restart_repairs_it(
+    cluster: Cluster,
+) -> None:
+    """The disk changes under a running follower: the read that meets it answers 503
+    ``LedgerDamaged`` naming the entry, the node stops with status 75 (Kubernetes restarts
+    it), and the restart repairs the entry from the consortium."""
+    txids = []
+    for n in range(20):
+        status, body = cluster.write({f"before-{n}": n}, count=5)
+        assert status == 200, body
+        txids += [t["txid"] for t in body["transactions"]]
+    cluster.wait_converged()
+    leader = cluster.leader()
+    follower = next(n for n in cluster.alive() if n is not leader)
+    txid = txids[10]
+    sf.flip(sf.entry(follower.data_dir / "ledger", index_of(txid)))
+
+    status, body = follower.get(f"/app/transaction?txid={txid}", cluster.user)
+    assert status == 503, body
+    assert body["error"]["code"] == "LedgerDamaged" and body["error"]["index"] == index_of(txid)
+    wait_for("the damaged node to stop", lambda: not follower.alive, 60)
+    assert follower.proc is not None and follower.proc.returncode == 75
+    assert "is damaged on disk" in follower.log()
+
+    follower.start(timeout=60)  # as the kubelet restarts the container
+    repair = follower.state()["ledger_repair"]
+    assert repair is not None and repair["state"] == "repaired" and repair["kind"] == "corrupted"
+    status, body = follower.get(f"/app/transaction?txid={txid}", cluster.user)
+    assert status == 200, body
+    assert cluster.write({"after": 1})[0] == 200

@@ -8,6 +8,7 @@ its positions. Chunks are read with the record format of ``consortium_node.ledge
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,18 @@ def flip(record: Record) -> Injected:
     data[at] ^= 0x40
     record.path.write_bytes(bytes(data))
     return Injected("flip", record.path, at, record.index)
+
+
+def forge(record: Record) -> Injected:
+    """Flip one bit in the payload of ``record`` and write its checksum again: the record reads
+    back whole, but it is not the entry that was written (only its Merkle leaf tells)."""
+    data = bytearray(record.path.read_bytes())
+    at = record.offset + record.size - 3
+    data[at] ^= 0x40
+    payload = bytes(data[record.offset + 12 : record.offset + record.size])
+    struct.pack_into(">I", data, record.offset + 8, zlib.crc32(payload))
+    record.path.write_bytes(bytes(data))
+    return Injected("forge", record.path, at, record.index)
 
 
 def zero(record: Record) -> Injected:

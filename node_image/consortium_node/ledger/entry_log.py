@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections.abc import Callable
 
 from consortium_node.ledger.entries import Entry, EntryKind
 from consortium_node.ledger.errors import (
     EntryFormatError,
     HistoryNotHeldError,
+    LedgerCorruptionError,
     LedgerError,
+    StoredEntryDamagedError,
     UnknownTransactionError,
 )
 from consortium_node.ledger.kv import Tables
@@ -48,6 +51,8 @@ class EntryLog:
         self._signature_indices: list[int] = []  # every signature entry, ascending
         self.base = 0  # a snapshot's index this log starts after (0: it holds every entry)
         self._base_term = 0
+        # Told of a durable entry found damaged on a read (the node restarts to repair it).
+        self.on_damage: Callable[[StoredEntryDamagedError], None] | None = None
 
     def start_from(self, tree: MerkleTree, term: int, public: Tables) -> None:
         """Start an empty log after the snapshot at ``tree.size`` (its signature entry, in
@@ -170,7 +175,24 @@ class EntryLog:
         """The durable entry at ``index`` read back from disk, checked against its leaf."""
         if index <= self.base:
             raise HistoryNotHeldError(index, self.base + 1)
-        return check_stored(self.store.read(index), index, self.term_at(index), self.tree)
+        payload = self._read(index)
+        try:
+            return check_stored(payload, index, self.term_at(index), self.tree)
+        except LedgerError as exc:
+            raise self._damaged(index, str(exc)) from exc
+
+    def _read(self, index: int) -> bytes:
+        """The durable record at ``index``; a CRC failure is ``StoredEntryDamagedError``."""
+        try:
+            return self.store.read(index)
+        except LedgerCorruptionError as exc:
+            raise self._damaged(index, str(exc)) from exc
+
+    def _damaged(self, index: int, reason: str) -> StoredEntryDamagedError:
+        error = StoredEntryDamagedError(index, reason)
+        if self.on_damage is not None:
+            self.on_damage(error)
+        return error
 
     def staged(self, index: int, secrets: LedgerSecrets) -> Staged:
         """The entry at ``index`` opened: from memory, or read back and decrypted (``unreadable``
@@ -192,7 +214,7 @@ class EntryLog:
             return self._recent[index - first].payload
         if index <= self.base:
             raise HistoryNotHeldError(index, self.base + 1)
-        return self.store.read(index)  # below the in-memory suffix everything is durable
+        return self._read(index)  # below the in-memory suffix everything is durable
 
     def entries_from(self, start: int, max_count: int, max_bytes: int) -> list[bytes]:
         """Up to ``max_count`` payloads and ``max_bytes`` bytes from ``start``, at least one."""

@@ -26,6 +26,18 @@ class LedgerCorruptionError(LedgerError):
         super().__init__(f"ledger corrupt: {self.path} at byte {offset}: {reason}")
 
 
+class StoredEntryDamagedError(LedgerError):
+    """A durable entry read back while the node runs is not what it replayed or wrote: its
+    record fails its CRC or has vanished (``cause`` is the ``LedgerCorruptionError``), or it
+    no longer decodes to the entry whose leaf the Merkle tree holds. The disk changed under
+    the node; the running state (built from the good bytes) is intact, the file is not."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index = index
+        self.reason = reason
+        super().__init__(f"the entry at index {index} is damaged on disk: {reason}")
+
+
 class EntryFormatError(LedgerError):
     """An entry payload does not decode (wrapped in LedgerCorruptionError when read from disk)."""
 

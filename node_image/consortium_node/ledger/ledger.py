@@ -50,6 +50,7 @@ from consortium_node.ledger.errors import (
     LedgerError,
     ReceiptNotReadyError,
     SecretUnavailableError,
+    StoredEntryDamagedError,
     UnknownTransactionError,
     WriteSetError,
 )
@@ -247,6 +248,11 @@ class Ledger:
         ledger._log.replayed()
         ledger._last_signature_time = clock()
         return ledger
+
+    def on_read_damage(self, callback: Callable[[StoredEntryDamagedError], None]) -> None:
+        """Call ``callback`` (then raise) when a durable entry read back while the node runs
+        is damaged on disk (``StoredEntryDamagedError``)."""
+        self._log.on_damage = callback
 
     # -- starting from a snapshot (see ``restore``) ----------------------------------------
 

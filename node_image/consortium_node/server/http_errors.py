@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
-from consortium_node.ledger.errors import HistoryNotHeldError
+from consortium_node.ledger.errors import HistoryNotHeldError, StoredEntryDamagedError
 from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError
 from consortium_node.server.errors import (
     BadRequestError,
@@ -77,6 +77,10 @@ def _misdirected(exc: MisdirectedError) -> Details:
     return RECIPIENT_HEADER, str(exc), {}
 
 
+def _stored_damage(exc: StoredEntryDamagedError) -> Details:
+    return None, f"{exc}; this node stops and repairs it from its peers", {"index": exc.index}
+
+
 def _not_leader(exc: NotLeaderError) -> Details:
     """Names the primary's address when known: clients retry there."""
     where = exc.leader_address or "not known yet (an election may be running)"
@@ -117,6 +121,7 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     MisdirectedError: HttpError(421, "Misdirected", _misdirected),
     DocumentTooLargeError: HttpError(413, "TooLarge"),
     NoLedgerSecretError: HttpError(503, "SecretUnavailable"),
+    StoredEntryDamagedError: HttpError(503, "LedgerDamaged", _stored_damage),
     RetryLaterError: HttpError(503, "RetryLater"),
     UnavailableError: HttpError(503, "Unavailable"),
     NotReadyError: HttpError(503, "NotReady"),

@@ -6,7 +6,8 @@
     consortium-node host-data --consortium C --role genesis|join
     consortium-node platform-init --out DIR     create an emulated platform's endorsements
 
-Exit codes: 0 ok, 1 the node failed (message on stderr), 2 usage or configuration error.
+Exit codes: 0 ok, 1 the node failed (message on stderr), 2 usage or configuration error,
+3 join refused, 75 a ledger entry was found damaged on disk (restart it: start-up repairs it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from consortium_node.attestation import host_data_for, measure_installed, platforms
 from consortium_node.common.files import write_atomic
+from consortium_node.ledger import StoredEntryDamagedError
 from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
@@ -46,8 +48,32 @@ from consortium_node.server.watch import watch_list_file
 log = logging.getLogger("consortium_node")
 
 
-async def serve(node: Node, host: str, port: int) -> None:
-    """Run consensus, the primary's duties and the API over TLS until SIGTERM/SIGINT."""
+# Exit status after a durable entry was found damaged on disk while running: the restart
+# (Kubernetes restarts the container) replays the ledger, sets the damage aside and gets the
+# entries again from the consortium (``Ledger.open(repair=True)``). EX_TEMPFAIL.
+EXIT_LEDGER_DAMAGED = 75
+
+
+class _StopOnDamage:
+    """Sets ``stop`` the first time a read finds a durable entry damaged on disk."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop, self.loop = stop, asyncio.get_running_loop()
+        self.damage: StoredEntryDamagedError | None = None
+
+    def __call__(self, exc: StoredEntryDamagedError) -> None:
+        if self.damage is None:
+            self.damage = exc
+            log.critical("ledger: %s; stopping so that the restart repairs it from peers", exc)
+            self.loop.call_soon_threadsafe(self.stop.set)
+
+
+async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | None:
+    """Run consensus, the primary's duties and the API over TLS until SIGTERM/SIGINT, or until
+    a read finds a durable entry damaged on disk (returned: the caller exits to repair it)."""
+    stop = asyncio.Event()
+    damaged = _StopOnDamage(stop)
+    node.ledger.on_read_damage(damaged)
     config = node.config
     server_tls = server_context(
         node.node_key, node.certificate.current, [node.service.certificate_pem]
@@ -139,10 +165,8 @@ async def serve(node: Node, host: str, port: int) -> None:
             config.platform.name,
         )
     log.info("node %s (%s) listening on https://%s:%d", config.name, node.node_id[:16], host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        damaged.loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
     for task in tasks:
@@ -151,6 +175,7 @@ async def serve(node: Node, host: str, port: int) -> None:
     await runner.cleanup()
     await transport.close()
     node.close()
+    return damaged.damage
 
 
 def _fail(message: str, code: int) -> int:
@@ -194,12 +219,17 @@ def _run(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            asyncio.run(serve(node, config.listen_host, config.listen_port))
+            damage = asyncio.run(serve(node, config.listen_host, config.listen_port))
         finally:
             profiler.disable()
             profiler.dump_stats(profile)
-        return 0
-    asyncio.run(serve(node, config.listen_host, config.listen_port))
+    else:
+        damage = asyncio.run(serve(node, config.listen_host, config.listen_port))
+    if damage is not None:
+        return _fail(
+            f"{damage}; stopped: its restart repairs the ledger from the consortium",
+            EXIT_LEDGER_DAMAGED,
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ from consortium_node.ledger import (
     LedgerCorruptionError,
     LedgerError,
     NodeKeySigner,
+    StoredEntryDamagedError,
     TxId,
     verify_receipt,
 )
@@ -192,3 +193,35 @@ def test_entries_replicated_again_must_match_the_signatures_set_aside(
     assert follower.last_index == 9 and follower.diverged is not None
     follower.append_entries(leader.raw_entries(10, leader.last_index))  # the true history
     assert follower._log.tree.root() == leader._log.tree.root()
+
+
+# ---------------------------------------------------------------------- damage met while running
+
+
+@pytest.mark.parametrize("fault", [sf.flip, sf.forge], ids=["checksum-fails", "forged-record"])
+def test_an_entry_damaged_on_disk_while_running_is_named_and_reported(
+    open_ledger: OpenLedger,
+    signer: NodeKeySigner,
+    tmp_path: Path,
+    fault: Callable[[sf.Record], sf.Injected],
+) -> None:
+    """The disk changes under a running node: a read of that entry raises
+    ``StoredEntryDamagedError`` naming it (never a wrong answer) and the node is told; every
+    other entry still reads. (Replication sends payloads checked by their CRC: a forged
+    record with a valid checksum is refused by the follower's signature check instead.)"""
+    ledger = open_ledger()
+    txids = fill(ledger, signer, batches=30)
+    reported: list[StoredEntryDamagedError] = []
+    ledger.on_read_damage(reported.append)
+    damaged = txids[3]
+    fault(sf.entry(tmp_path / "ledger", damaged.index))
+
+    with pytest.raises(StoredEntryDamagedError, match=f"index {damaged.index} is damaged"):
+        ledger.read(damaged)
+    assert [e.index for e in reported] == [damaged.index]
+    if fault is sf.flip:
+        with pytest.raises(StoredEntryDamagedError):
+            ledger.raw_entries(damaged.index, damaged.index)
+        assert len(reported) == 2
+    assert ledger.read(txids[4]).txid == txids[4]
+    assert ledger.receipt(txids[4])["txid"] == str(txids[4])

@@ -199,6 +199,21 @@ EXPIRY_WORDS = (
 FAST = {"namespace": "ledger", "consortium": "fast"}  # validity 2m, renewBefore 1m
 SLOW = {"namespace": "ledger", "consortium": "slow"}  # validity 24h, renewBefore 8h
 
+
+def repairs(reason: str, values: str, /, *, node: str, ordinal: int) -> list[dict[str, str]]:
+    """A node's storage-fault repair counter for ``reason``, beside another reason's at 0."""
+    return [
+        node_series(
+            "consortium_ledger_repairs_total",
+            values if other == reason else "0x130",
+            node=node,
+            ordinal=ordinal,
+            reason=other,
+        )
+        for other in (reason, "missing" if reason != "missing" else "corrupted")
+    ]
+
+
 SCENARIOS = [
     # -- ConsortiumAttestationExpiringSoon: relative to each consortium's renewBefore
     Scenario(
@@ -505,6 +520,77 @@ SCENARIOS = [
             node_info("demo-0", 0, "demo"),
         ],
         "35m",
+        [],
+    ),
+    # -- ConsortiumLedgerStorageFault: any repair in the last hour
+    Scenario(
+        "storage-fault-fires-on-a-repair",
+        "ConsortiumLedgerStorageFault",
+        [
+            # The node restarted after the fault (a new series from 0), repaired at minute 3.
+            *repairs("corrupted", "0 0 0 1x20", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+            *repairs("corrupted", "0x23", node="demo-0", ordinal=0),
+            node_info("demo-0", 0, "demo"),
+        ],
+        "10m",
+        [Fired({**DEMO, "pod": "demo-1", "reason": "corrupted"})],
+    ),
+    Scenario(
+        "storage-fault-quiet-an-hour-after-the-repair",
+        "ConsortiumLedgerStorageFault",
+        [
+            *repairs("missing", "0 1x129", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "125m",
+        [],
+    ),
+    # -- ConsortiumLedgerRecovering / ConsortiumLedgerDiverged: 1 stuck, 2 contradicted
+    Scenario(
+        "ledger-recovering-fires-when-a-repair-is-stuck",
+        "ConsortiumLedgerRecovering",
+        [
+            node_series("consortium_ledger_recovering", "0 1x30", node="demo-2", ordinal=2),
+            node_info("demo-2", 2, "demo"),
+            node_series("consortium_ledger_recovering", "0 1 1 0x28", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "15m",
+        [Fired({**DEMO, "pod": "demo-2"})],
+    ),
+    Scenario(
+        "ledger-recovering-quiet-for-quick-repairs-and-divergence",
+        "ConsortiumLedgerRecovering",
+        [
+            node_series("consortium_ledger_recovering", "0 1x5 0x24", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+            node_series("consortium_ledger_recovering", "2x30", node="demo-2", ordinal=2),
+            node_info("demo-2", 2, "demo"),
+        ],
+        "20m",
+        [],
+    ),
+    Scenario(
+        "ledger-diverged-fires-on-a-contradicting-history",
+        "ConsortiumLedgerDiverged",
+        [
+            node_series("consortium_ledger_recovering", "1 1 2x20", node="demo-2", ordinal=2),
+            node_info("demo-2", 2, "demo"),
+            node_series("consortium_ledger_recovering", "1x22", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "10m",
+        [Fired({**DEMO, "pod": "demo-2"})],
+    ),
+    Scenario(
+        "ledger-diverged-quiet-while-recovering",
+        "ConsortiumLedgerDiverged",
+        [
+            node_series("consortium_ledger_recovering", "1x20 0x10", node="demo-1", ordinal=1),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "25m",
         [],
     ),
     # -- ConsortiumOperatorReconcileErrors

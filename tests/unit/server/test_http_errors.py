@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from consortium_node.governance.errors import GovernanceError, SignatureRefusedError
-from consortium_node.ledger import TxId
+from consortium_node.ledger import StoredEntryDamagedError, TxId
 from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.replication.raft import CommitTimeoutError, NotLeaderError
 from consortium_node.server.errors import (
@@ -132,6 +132,16 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
         NoLedgerSecretError(None, "version 2 not held"),
         503,
         {"code": "SecretUnavailable", "reason": "version 2 not held"},
+    ),
+    (
+        StoredEntryDamagedError(42, "record changed on disk since replay"),
+        503,
+        {
+            "code": "LedgerDamaged",
+            "reason": "the entry at index 42 is damaged on disk: record changed on disk since "
+            "replay; this node stops and repairs it from its peers",
+            "index": 42,
+        },
     ),
     (
         RetryLaterError("the previous trusted-node list is not committed yet"),
