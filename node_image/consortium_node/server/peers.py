@@ -48,8 +48,8 @@ class MisdirectedError(Exception):
 
     def __init__(self, meant_for: str, this_node: str) -> None:
         super().__init__(
-            f"this is node {this_node[:16]}…, not {meant_for[:16]}… (it joined again under a "
-            "new identity at that node's address)"
+            f"this is node {this_node[:16]}…, not {meant_for[:16]}… (another node answers at "
+            "that node's address, e.g. one that joined again under a new identity)"
         )
 
 

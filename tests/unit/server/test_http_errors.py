@@ -64,8 +64,8 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
         421,
         {
             "code": "Misdirected",
-            "reason": f"this is node {'cd' * 8}…, not {'ab' * 8}… (it joined again under a new "
-            "identity at that node's address)",
+            "reason": f"this is node {'cd' * 8}…, not {'ab' * 8}… (another node answers at that "
+            "node's address, e.g. one that joined again under a new identity)",
             "field": "Consortium-Recipient",
         },
     ),
