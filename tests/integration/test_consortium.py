@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,33 @@ def test_bootstrap_same_ledger_and_receipts_from_any_node(cluster_factory: Any, 
     assert sum(s["role"] == "primary" for s in states) == 1
     _, lst = cluster.nodes[-1].get("/node/trusted-list?format=json")
     assert sorted(n["status"] for n in lst["nodes"]) == ["Trusted"] * size
+
+
+def test_bodies_near_the_limit_from_many_clients_keep_replicating(cluster_factory: Any) -> None:
+    """Six clients each send a body near the default 1 MiB limit at once: the leader's next
+    AppendEntries holds several MiB, more than a client may send; followers must take it
+    (once they answered 413, and replication stopped for good with every write timing out)."""
+    cluster: Cluster = cluster_factory(3)
+    leader = cluster.leader()
+    assert cluster.user is not None
+    results: list[tuple[int, Any]] = []
+
+    def send(client: int) -> None:
+        transactions = [{"writes": {f"big-{client}-{n}": f"{client}" * 50_000}} for n in range(19)]
+        body = {"transactions": transactions}
+        assert len(json.dumps(body)) < 1024 * 1024
+        results.append(leader.post_json("/app/transactions", body, cluster.user))
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in results] == [200] * 6, [body for _, body in results]
+    cluster.wait_converged()
+    for node in cluster.nodes:
+        status, body = node.get("/app/kv/big-5-18", cluster.user)
+        assert status == 200 and body["value"] == "5" * 50_000, (node.name, status)
 
 
 def test_leader_sigkill_loses_nothing_and_recovers(cluster_factory: Any) -> None:
@@ -259,6 +287,29 @@ def test_rotation_cycles_then_failed_reattestation_retires(cluster_factory: Any)
     victim.kill()
     alive = [n for n in cluster.alive()]
     verify_all(Cluster(cluster.workdir, alive, cluster.user, cluster.member), writer.acknowledged)
+
+
+def test_a_node_that_joined_re_attests_the_others_when_it_leads(cluster_factory: Any) -> None:
+    """The re-attestation loop starts before a joining node has replicated the attestation
+    policy; it must outlive that (it once died there, so a joined primary re-attested nobody
+    and every attestation ran out)."""
+    attestation = {"validity": "6s", "renew_before": "3s"}
+    cluster: Cluster = cluster_factory(3, overrides={"attestation": attestation})
+    genesis = cluster.nodes[0]
+    genesis.stop()  # whoever led before, a node that joined leads now
+    assert cluster.leader(timeout=30) is not genesis
+    seen: dict[str, set[str]] = {n.state()["node_id"]: set() for n in cluster.alive()}
+
+    def cycles() -> bool:
+        _, lst = cluster.leader().get("/node/trusted-list?format=json")
+        for entry in lst["nodes"]:
+            if entry["node_id"] in seen:
+                assert entry["status"] == "Trusted", entry
+                seen[entry["node_id"]].add(entry["attested_at"])
+        return all(len(times) >= 3 for times in seen.values())
+
+    wait_for("re-attestation cycles led by a node that joined", cycles, 40, interval=0.3)
+    assert cluster.write({"after": 1})[0] == 200
 
 
 def test_without_auto_trust_governance_trusts_and_retires_a_node(cluster_factory: Any) -> None:

@@ -152,6 +152,7 @@ JSON_ROUTES: list[tuple[str, str | None]] = [
     ("/internal/raft/append", "member"),
     ("/internal/raft/vote", "member"),
     ("/internal/raft/prevote", "member"),
+    ("/internal/raft/fetch", "member"),
 ]
 
 

@@ -111,7 +111,12 @@ class LedgerConfig:
 
 
 class _ShortcutFailedError(LedgerError):
-    """The local entries do not lead to the snapshot that was to shortcut their replay."""
+    """The local entries do not lead to the snapshot that was to shortcut their replay;
+    ``damage``: what this open set aside, the cause (the reopen finds only its effect)."""
+
+    def __init__(self, message: str, damage: Damage | None = None) -> None:
+        super().__init__(message)
+        self.damage = damage
 
 
 def _check_index(name: str, value: object) -> int:
@@ -195,7 +200,10 @@ class Ledger:
         except _ShortcutFailedError as exc:
             log.error("ledger: %s; replaying every entry instead", exc)
             secrets.truncate(0)
-            return open_(shortcut=False)
+            ledger = open_(shortcut=False)
+            if exc.damage is not None:  # the reopen sees entries missing: name the damage
+                ledger._store.damage = exc.damage
+            return ledger
 
     @classmethod
     def _open(
@@ -240,7 +248,8 @@ class Ledger:
                 secrets.truncate(ledger.last_index)
             if fast is not None and ledger.commit_index < fast.index:
                 raise _ShortcutFailedError(
-                    f"the log ends at {ledger.last_index}, before the snapshot at {fast.index}"
+                    f"the log ends at {ledger.last_index}, before the snapshot at {fast.index}",
+                    store.damage,
                 )
         except BaseException:
             store.close()

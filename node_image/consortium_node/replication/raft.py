@@ -20,10 +20,12 @@ primary issues one list change at a time). What this module adds to textbook Raf
   entries it held durably, and so may have acknowledged, to a storage fault
   (``Ledger.unvouched``: its commit markers say how far its log was durable and committed)
   neither campaigns nor grants a (pre-)vote to a log that does not reach that position,
-  until the leader has replicated the entries again; and no node
-  truncates an entry it knows committed (the append is refused and logged instead). Damage on
-  a minority is repaired with no loss; on a majority no leader can be elected without the lost
-  entries, so writes stop (and ``/readyz`` says why) instead of silently forgetting them.
+  until it holds them again: the leader replicates them, and when its log stops growing (a
+  leader that started from a snapshot after them, or no leader) it fetches them from any voter
+  that holds them committed (``fetch``). No node truncates an entry it knows committed (the
+  append is refused and logged instead). Damage on a minority is repaired with no loss; on a
+  majority no leader can be elected without the lost entries, so writes stop (and say why:
+  ``not_leader``, ``/readyz``) instead of silently forgetting them.
 
 The network is behind the ``Transport`` protocol; membership comes from a ``configuration``
 callable (node_id → address), so this module knows nothing of TLS or trusted-node lists.
@@ -49,6 +51,7 @@ from consortium_node.ledger import (
     TxId,
     peek_position,
 )
+from consortium_node.replication import fetch
 from consortium_node.replication.election import (
     Tally,
     canvass,
@@ -61,6 +64,8 @@ from consortium_node.replication.election import (
 from consortium_node.replication.messages import (
     AppendRequest,
     AppendResponse,
+    FetchRequest,
+    FetchResponse,
     VoteRequest,
     VoteResponse,
 )
@@ -75,10 +80,12 @@ LEADER_TABLE = "public:consortium.raft"
 class NotLeaderError(RuntimeError):
     """This node is not the leader; ``leader_address`` is where to go, if known."""
 
-    def __init__(self, leader_id: str | None, leader_address: str | None) -> None:
+    def __init__(
+        self, leader_id: str | None, leader_address: str | None, why: str | None = None
+    ) -> None:
         where = f"the leader is {leader_address}" if leader_address else "no leader is known"
-        super().__init__(f"this node is not the leader; {where}")
-        self.leader_id, self.leader_address = leader_id, leader_address
+        super().__init__(f"this node is not the leader; {where}" + (f" ({why})" if why else ""))
+        self.leader_id, self.leader_address, self.why = leader_id, leader_address, why
 
 
 class CommitTimeoutError(RuntimeError):
@@ -93,7 +100,7 @@ class CommitTimeoutError(RuntimeError):
         self.txids = list(txids)
 
 
-class Transport(Protocol):
+class Transport(fetch.FetchTransport, Protocol):
     """Sends Raft RPCs to the node ``to`` at ``address``; raises ``OSError``/``TimeoutError``
     when it cannot, and also when another node answers there (a node that lost its identity
     and joined again under a new one keeps its address): an RPC meant for one voter must
@@ -195,6 +202,7 @@ class RaftNode:
         on_role_change: Callable[[Role], None] | None = None,
         on_signature: Callable[[], None] | None = None,
         on_commit_latency: Callable[[float], None] | None = None,
+        on_log_grown: Callable[[], None] | None = None,
     ) -> None:
         self.node_id, self.address = node_id, address
         self.ledger, self.state, self.transport = ledger, state, transport
@@ -202,6 +210,7 @@ class RaftNode:
         self.timing = timing or RaftTiming()
         self._on_commit, self._on_role_change = on_commit, on_role_change
         self._on_signature, self._on_latency = on_signature, on_commit_latency
+        self._on_log_grown = on_log_grown  # a follower appended entries (a repair may be done)
         self.role: Role = "follower"
         self.leader_id: str | None = None
         self.leader_address: str | None = None
@@ -221,6 +230,10 @@ class RaftNode:
         self._commit_target = 0  # the highest index known committed, applied in slices
         self._applying = False  # a slice is scheduled
         self.leader_commit = 0  # the leader's commit index, as last heard (or our own)
+        # Peers that asked for committed entries they lost (node_id → (known commit, log end,
+        # when)): why no leader may be elected, for ``not_leader``.
+        self._lacking: dict[str, tuple[int, int, float]] = {}
+        self._fetch_failure: str | None = None  # why the last fetch found nothing (logged once)
         self.ledger.term = max(self.ledger.term, self.state.current_term)
 
     # ------------------------------------------------------------------ lifecycle
@@ -235,6 +248,12 @@ class RaftNode:
     def voters(self) -> dict[str, str]:
         return self.configuration().voters
 
+    def silent_for(self, node_id: str) -> float | None:
+        """Seconds since this leader last heard from the voter ``node_id`` (its answer to an
+        AppendEntries; since leading, at most); None if not leading or not a peer."""
+        peer = self._peers.get(node_id) if self.role == "leader" else None
+        return None if peer is None else time.monotonic() - peer.last_contact
+
     def configuration_committed(self) -> bool:
         """True when the latest configuration entry is committed (a new change may start)."""
         return self.configuration().index <= self.ledger.commit_index
@@ -245,6 +264,7 @@ class RaftNode:
         self._force_signature = False
         self._tasks.append(asyncio.create_task(self._ticker(), name="raft-ticker"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="raft-flusher"))
+        self._tasks.append(asyncio.create_task(self._repairer(), name="raft-repairer"))
 
     async def stop(self) -> None:
         self._stopped = True
@@ -428,7 +448,7 @@ class RaftNode:
         waiting for this answer) catches up.
         """
         if self.role != "leader":
-            raise NotLeaderError(self.leader_id, self.leader_address)
+            raise self.not_leader()
         future: asyncio.Future[list[TxId]] = asyncio.get_running_loop().create_future()
         submission = _Submission(write_sets, kind, future, until_committed=until_committed)
         self._queue.append(submission)
@@ -744,6 +764,8 @@ class RaftNode:
                     self._refused_leader = (request.leader_id, request.term)
                 return self._append_response(False)
             self._append_cond.notify_all()
+            if request.entries and self._on_log_grown:
+                self._on_log_grown()
             match = request.prev_index + len(request.entries)
             commit = min(request.leader_commit, match)
             if commit > self.ledger.commit_index:
@@ -826,3 +848,112 @@ class RaftNode:
             self._reset_election_deadline()
             return VoteResponse(self.term, True, self.node_id)
         return VoteResponse(self.term, False, self.node_id)
+
+    # ------------------------------------------------------------------ repair from any peer
+    async def handle_fetch(self, request: FetchRequest) -> FetchResponse:
+        """Committed entries for a node that lost them to a storage fault (``fetch``)."""
+        if request.known_commit > self.ledger.commit_index:
+            self._lacking[request.node_id] = (
+                request.known_commit,
+                request.start - 1,
+                time.monotonic(),
+            )
+        return fetch.answer(
+            self.ledger,
+            request,
+            node_id=self.node_id,
+            term=self.term,
+            max_entries=self.timing.max_batch_entries,
+            max_bytes=self.timing.max_batch_bytes,
+        )
+
+    async def _repairer(self) -> None:
+        """While the log lacks entries it knew committed and has not grown for an election
+        timeout (the leader cannot send them, or there is none), fetch them from any voter."""
+        seen = -1
+        while not self._stopped:
+            await asyncio.sleep(self.timing.election_timeout)
+            last, seen = seen, self.ledger.last_index
+            if self.role == "leader" or self.ledger.missing_committed is None or last != seen:
+                continue
+            while not self._stopped and await self._fetch_missing():
+                seen = self.ledger.last_index
+
+    async def _fetch_missing(self) -> bool:
+        """One batch of the missing committed entries from the first voter that holds them,
+        checked and appended (True), or why none could be had, logged once (False)."""
+        missing = self.ledger.missing_committed
+        if missing is None:
+            return False
+        start = self.ledger.last_index + 1
+        peers = [(n, a) for n, a in self.voters().items() if n != self.node_id]
+        random.shuffle(peers)
+        request = FetchRequest(self.term, self.node_id, start, missing.index)
+        found = await fetch.ask(self.transport, peers, request, self.timing.rpc_timeout)
+        if isinstance(found, list):
+            failure = "; ".join(found) or "no other voter"
+            if failure != self._fetch_failure:
+                log.warning(
+                    "no voter can give the committed entries %d..%d this node lost: %s",
+                    start,
+                    missing.index,
+                    failure,
+                )
+                self._fetch_failure = failure
+            return False
+        response = found.response
+        async with self._append_cond:
+            if self.ledger.last_index != start - 1:
+                return True  # the leader sent entries meanwhile: ask from the new end
+            if self.ledger.term_at(start - 1) != response.prev_term:
+                log.error(
+                    "%s's entry %d has term %d, this log's %d: not taking its entries",
+                    found.node_id[:8],
+                    start - 1,
+                    response.prev_term,
+                    self.ledger.term_at(start - 1),
+                )
+                return False
+            try:
+                self.ledger.append_entries(response.entries)
+            except LedgerError as exc:
+                log.error("refusing the entries fetched from %s: %s", found.node_id[:8], exc)
+                return False
+            self.ledger.sync()
+            self._append_cond.notify_all()
+        self._fetch_failure = None
+        if self._on_log_grown:
+            self._on_log_grown()
+        last = self.ledger.last_index
+        log.warning(
+            "fetched the committed entries %d..%d lost to a storage fault from %s",
+            start,
+            last,
+            found.node_id[:8],
+        )
+        commit = min(response.commit_index, last)
+        if commit > self.ledger.commit_index:
+            self._commit_to(commit)
+        return True
+
+    def not_leader(self) -> NotLeaderError:
+        """The error for a request only the leader serves, saying why none is elected when
+        a node (this one or a peer that asked for entries) lacks committed entries."""
+        why = None
+        if self.leader_id is None:
+            recent = time.monotonic() - 3 * self.timing.election_timeout
+            lacking = [
+                f"node {node[:8]} lost committed entries {end + 1}..{known} to a storage fault"
+                for node, (known, end, at) in sorted(self._lacking.items())
+                if at >= recent and known > self.ledger.last_index
+            ]
+            own = self._unfit_to_lead()
+            if own is not None:
+                lacking.insert(0, f"this node cannot lead: {own}")
+            if lacking:
+                why = (
+                    "; ".join(lacking)
+                    + f"; this node's log ends at {self.ledger.last_index}: no leader can be "
+                    "elected without them, so writes wait for a node that holds them"
+                )
+        return NotLeaderError(self.leader_id, self.leader_address, why)

@@ -24,14 +24,16 @@ from consortium_node.identity.trusted_list import NodeEntry, NodeStatus
 from consortium_node.ledger import SecretUnavailableError, TxId, UnknownTransactionError
 from consortium_node.ledger.errors import HistoryNotHeldError
 from consortium_node.replication.messages import (
+    MAX_MESSAGE_BYTES,
     AppendRequest,
+    FetchRequest,
     M,
     MessageError,
     VoteRequest,
     decode,
     encode,
 )
-from consortium_node.replication.raft import NotLeaderError, RaftNode
+from consortium_node.replication.raft import RaftNode
 from consortium_node.server import gov_api, snapshot_api
 from consortium_node.server.backup import BackupShipper
 from consortium_node.server.callers import (
@@ -115,7 +117,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         err = api_error(exc)
         response = _json(err.body(), err.status)
     except web.HTTPRequestEntityTooLarge as exc:
-        limit = node.config.limits.max_body_bytes
+        limit = request.get(BODY_LIMIT, node.config.limits.max_body_bytes)
         err = ApiError(413, "PayloadTooLarge", "body", f"larger than {limit} bytes")
         response = _json(err.body(), exc.status)
     except web.HTTPException as exc:
@@ -123,6 +125,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = _json(ApiError(exc.status, code, None, exc.reason).body(), exc.status)
     node.metrics.http_requests.labels(route_name, str(response.status)).inc()
     return response
+
+
+BODY_LIMIT = "consortium.body_limit"  # request key: the limit of a peer route's body
+
+
+async def _read_peer_body(request: web.Request, limit: int) -> bytes:
+    """The body of a request from an authenticated peer, up to ``limit`` bytes (413 beyond).
+
+    Peer routes read past the clients' ``limits.max_body_bytes`` (aiohttp's
+    ``client_max_size``, which ``request.read()`` enforces): a leader's AppendEntries batch
+    holds up to ``RaftTiming.max_batch_bytes`` of entries, and a forwarded client body is
+    re-encoded inside another document. Refusing them would stop replication for good.
+    """
+    request[BODY_LIMIT] = limit
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    data = bytearray()
+    while chunk := await request.content.read(1024 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
 
 
 def _peer_der(request: web.Request) -> bytes | None:
@@ -312,7 +336,7 @@ async def post_transactions(request: web.Request) -> web.Response:
         return _json(await _submit(s, body))
     parse_transactions(body, s.node.config.limits)  # fail bad input here, not at the primary
     if not s.raft.leader_address:
-        raise NotLeaderError(s.raft.leader_id, None)
+        raise s.raft.not_leader()
     try:
         status, answer = await s.transport.forward(
             s.raft.leader_address,
@@ -328,8 +352,9 @@ async def forwarded_transactions(request: web.Request) -> web.Response:
     _peer(request)
     s = _services(request)
     if s.raft.role != "leader":
-        raise NotLeaderError(s.raft.leader_id, s.raft.leader_address)
-    member_id, body = parse_forwarded(parse_json_body(await request.read()))
+        raise s.raft.not_leader()
+    limit = 2 * s.node.config.limits.max_body_bytes + 64 * 1024  # a client's body, re-encoded
+    member_id, body = parse_forwarded(parse_json_body(await _read_peer_body(request, limit)))
     forwarded_member(s.node.members(), member_id)
     return _json(await _submit(s, body))
 
@@ -379,7 +404,7 @@ async def _raft_message(request: web.Request, cls: type[M]) -> M:
     _peer(request)
     check_recipient(request.headers.get(RECIPIENT_HEADER), _services(request).node.node_id)
     try:
-        return decode(await request.read(), cls)
+        return decode(await _read_peer_body(request, MAX_MESSAGE_BYTES), cls)
     except MessageError as exc:
         raise BadRequestError(exc.field, exc.reason) from exc
 
@@ -399,6 +424,12 @@ async def raft_vote(request: web.Request) -> web.Response:
 async def raft_pre_vote(request: web.Request) -> web.Response:
     message = await _raft_message(request, VoteRequest)
     response = await _services(request).raft.handle_pre_vote(message)
+    return web.Response(body=encode(response), content_type=CBOR)
+
+
+async def raft_fetch(request: web.Request) -> web.Response:
+    message = await _raft_message(request, FetchRequest)
+    response = await _services(request).raft.handle_fetch(message)
     return web.Response(body=encode(response), content_type=CBOR)
 
 
@@ -468,6 +499,7 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/internal/raft/append", raft_append),
         ("POST", "/internal/raft/vote", raft_vote),
         ("POST", "/internal/raft/prevote", raft_pre_vote),
+        ("POST", "/internal/raft/fetch", raft_fetch),
         ("POST", "/internal/forward/transactions", forwarded_transactions),
         ("GET", "/metrics", metrics),
         ("GET", "/healthz", healthz),

@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from consortium_node.ledger import TxId
-from consortium_node.replication.raft import NotLeaderError
 from consortium_node.server.errors import UnavailableError
 from consortium_node.server.governance import Governance
 from consortium_node.server.receipts import receipt_response
@@ -47,7 +46,7 @@ async def _forward(request: web.Request, document: bytes) -> web.Response:
     leader = governance.raft.leader_address
     if request.headers.get(FORWARDED) or not leader:
         # forwarded once already, or no primary known yet
-        raise NotLeaderError(governance.raft.leader_id, leader)
+        raise governance.raft.not_leader()
     headers = {"Content-Type": "application/cose", FORWARDED: "1"}
     try:
         status, answer = await governance.primary.transport.relay(

@@ -43,7 +43,6 @@ from consortium_node.governance.proposals import (
     withdraw,
 )
 from consortium_node.ledger import EntryKind
-from consortium_node.replication.raft import NotLeaderError
 from consortium_node.server.errors import ConflictError, NotFoundError
 from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
@@ -142,7 +141,7 @@ class Governance:
 
     def _require_leader(self) -> None:
         if self.raft.role != "leader":
-            raise NotLeaderError(self.raft.leader_id, self.raft.leader_address)
+            raise self.raft.not_leader()
 
     # ------------------------------------------------------------------ requests
     async def propose(self, envelope: bytes) -> dict[str, Any]:

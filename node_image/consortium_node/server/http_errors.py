@@ -85,6 +85,8 @@ def _not_leader(exc: NotLeaderError) -> Details:
     """Names the primary's address when known: clients retry there."""
     where = exc.leader_address or "not known yet (an election may be running)"
     reason = f"this node is not the primary; the primary is {where}"
+    if exc.why:
+        reason += f"; {exc.why}"
     return None, reason, {"leader_address": exc.leader_address}
 
 

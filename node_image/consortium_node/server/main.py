@@ -114,6 +114,7 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
         on_role_change=role_changed,
         on_signature=metrics.signatures.inc,
         on_commit_latency=metrics.commit_latency.observe,
+        on_log_grown=node.note_repair,
     )
     role_changed("follower")
     primary = Primary(node, raft, transport)

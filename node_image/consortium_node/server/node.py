@@ -120,7 +120,7 @@ class Node:
     def on_commit(self, index: int) -> None:
         """After each commit: adopt a new committed list, pick up a renewed certificate."""
         self.metrics.observe_commit(index)
-        self._note_repair()
+        self.note_repair()
         adopted = self.membership.adopt_committed()
         if adopted is not None:
             self.metrics.observe_list(adopted, utcnow())
@@ -136,9 +136,10 @@ class Node:
         if pem:
             self.certificate.adopt(pem, "renewed node certificate")
 
-    def _note_repair(self) -> None:
+    def note_repair(self) -> None:
         """Count a storage-fault repair once the log again holds every entry it knew committed
-        (the leader replicated them; each was checked like any replicated entry)."""
+        (replicated by the leader or fetched from a peer; each checked like any replicated
+        entry). Called after each commit and each follower append."""
         damage = self.ledger.damage
         if damage is None or self._repair_counted:
             return

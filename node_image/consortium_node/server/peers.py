@@ -24,6 +24,8 @@ from consortium_node.identity.errors import IdentityError
 from consortium_node.replication.messages import (
     AppendRequest,
     AppendResponse,
+    FetchRequest,
+    FetchResponse,
     VoteRequest,
     VoteResponse,
     decode,
@@ -138,15 +140,26 @@ class PeerTransport:
         data = await self._post(address, "/internal/raft/vote", encode(request), to)
         return decode(data, VoteResponse)
 
-    async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
-        """A pre-vote; None if the peer predates pre-vote (its code has no such route)."""
+    async def _post_newer(self, address: str, path: str, body: bytes, to: str) -> bytes | None:
+        """``_post`` to a route older peers lack: None if the peer answers 404."""
         try:
-            data = await self._post(address, "/internal/raft/prevote", encode(request), to)
+            return await self._post(address, path, body, to)
         except PeerHTTPError as exc:
             if exc.status == 404:
                 return None
             raise
-        return decode(data, VoteResponse)
+
+    async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
+        """A pre-vote; None if the peer predates pre-vote (its code has no such route)."""
+        data = await self._post_newer(address, "/internal/raft/prevote", encode(request), to)
+        return None if data is None else decode(data, VoteResponse)
+
+    async def fetch_entries(
+        self, address: str, request: FetchRequest, to: str
+    ) -> FetchResponse | None:
+        """Committed entries a peer holds (storage-fault repair); None if it predates fetch."""
+        data = await self._post_newer(address, "/internal/raft/fetch", encode(request), to)
+        return None if data is None else decode(data, FetchResponse)
 
     async def get_json(self, address: str, path: str) -> Any:
         """GET a JSON document from a peer (e.g. a re-attestation quote)."""

@@ -43,7 +43,6 @@ from consortium_node.identity.certs import certificate_pem, issue_node_certifica
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
 from consortium_node.identity.wrap import wrap
 from consortium_node.ledger import EntryKind
-from consortium_node.replication.raft import NotLeaderError
 from consortium_node.server.errors import (
     BadRequestError,
     ConflictError,
@@ -52,10 +51,11 @@ from consortium_node.server.errors import (
     RefreshRefusedError,
     RetryLaterError,
 )
-from consortium_node.server.genesis import T_LISTS, T_NODES
+from consortium_node.server.genesis import T_ATTESTATION, T_LISTS, T_NODES
 from consortium_node.server.join_secrets import join_context
 from consortium_node.server.ledger_secrets import encode_later
 from consortium_node.server.nonces import NonceCheck, NonceRegistry
+from consortium_node.server.superseded import silence_for, superseded
 from consortium_node.server.validation import JoinRequest, RefreshRequest
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class Primary:
     def require_leader(self) -> None:
         """NotLeaderError (naming the primary, if known) unless this node leads."""
         if self.raft.role != "leader":
-            raise NotLeaderError(self.raft.leader_id, self.raft.leader_address)
+            raise self.raft.not_leader()
 
     # ------------------------------------------------------------------ list issuance
     async def issue(
@@ -360,6 +360,31 @@ class Primary:
         log.info("retired %s (%s) on request", entry.name, node_id[:16])
         return {"node_id": node_id, "status": "Retired"}
 
+    async def retire_superseded(self) -> NodeEntry | None:
+        """Retire a Trusted identity that a newer node at its name and address replaced
+        (``superseded``: it lost its key and joined again); the entry retired, if any."""
+        current = self.node.membership.current()
+        if current is None or not self.raft.configuration_committed():
+            return None
+        silent = silence_for(self.raft.timing.election_timeout)
+        found = superseded(current.nodes, self.raft.silent_for, self.node.node_id, silent=silent)
+        if found is None:
+            return None
+        old, new = found
+        retired, record = self.retired_change(old, "Superseded")
+        await self.issue({old.node_id: retired}, {old.node_id: record})
+        self.node.metrics.reattestations.labels("retired").inc()
+        log.warning(
+            "retired %s (%s): silent, and %s now answers at %s as a new node (%s) that "
+            "joined again",
+            old.name,
+            old.node_id[:16],
+            new.name,
+            new.address,
+            new.node_id[:16],
+        )
+        return retired
+
     async def reattest_now(self) -> dict[str, Any]:
         """One re-attestation round on request; what was renewed, retired, and what failed."""
         self.require_leader()
@@ -418,18 +443,27 @@ class Primary:
 
     # ------------------------------------------------------------------ rotation
     async def run_rotation(self) -> None:
-        """Check attestation expiry forever; acts only while this node leads."""
+        """Check attestation expiry, and superseded identities, forever; acts only while this
+        node leads. A round that fails is logged and the next one runs: this loop must
+        outlive anything (it starts before a joining node has replicated the policy)."""
         while True:
-            renew = self.node.policy_value()["renew_before_seconds"]
-            await asyncio.sleep(max(0.2, min(5.0, renew / 4)))
+            await asyncio.sleep(self._rotation_interval())
             if self.raft.role != "leader":
                 continue
             try:
                 await self.rotate_once()
+                await self.retire_superseded()
             except RetryLaterError:
                 continue
             except Exception:
                 log.exception("re-attestation round failed")
+
+    def _rotation_interval(self) -> float:
+        """A quarter of ``renew_before``, between 0.2 and 5 s (0.2 s until the attestation
+        policy is in this node's ledger: a node that joined replicates it after it starts)."""
+        policy = self.node.public_value(T_ATTESTATION, "policy")
+        renew = policy.get("renew_before_seconds") if isinstance(policy, dict) else None
+        return max(0.2, min(5.0, renew / 4)) if isinstance(renew, int | float) else 0.2
 
     async def rotate_once(self) -> dict[str, NodeEntry]:
         """Challenge Trusted nodes inside ``renew_before``; the list changes it issued."""

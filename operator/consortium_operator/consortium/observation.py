@@ -114,6 +114,8 @@ class Observation:
     member_resources: int = 0  # Member objects bound to this Consortium
     ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
     backup: BackupFacts | None = None  # None: no spec.backup (or not observed: invalid spec)
+    # pod name → the node's ``ledger_repair`` (GET /node/state) where it found a storage fault
+    ledger_repairs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def current_entries(self) -> dict[str, NodeEntry]:
         """Per pod name, the list entry of the node running there now.

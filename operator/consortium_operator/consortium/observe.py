@@ -148,7 +148,24 @@ def observe(p: Pass, generation: int) -> Observation:
         checks=checks,
         published_version=published_version,
     )
-    return _observe_ledger(p, obs, client, published_version)
+    obs = _observe_ledger(p, obs, client, published_version)
+    return replace(obs, ledger_repairs=_ledger_repairs(p, obs, client))
+
+
+def _ledger_repairs(p: Pass, obs: Observation, client: NodeClient) -> dict[str, Any]:
+    """Per verified pod, the storage fault its node found and where the repair stands
+    (``ledger_repair`` of its ``GET /node/state``); pods that found none are left out."""
+    ips, out = p.pod_ips(), {}
+    for name, check in sorted(obs.checks.items()):
+        if not check.verified or name not in ips:
+            continue
+        try:
+            repair = client.get_json(ips[name], p.fqdn(name), "/node/state").get("ledger_repair")
+        except (NodeUnreachableError, AttributeError):
+            continue
+        if isinstance(repair, dict) and isinstance(repair.get("state"), str):
+            out[name] = repair
+    return out
 
 
 def _observe_ledger(

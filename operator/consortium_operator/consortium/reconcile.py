@@ -100,6 +100,7 @@ def reconcile_consortium(
     obs = roll(p, obs, asked)
     backing_up = backups.run_requests(p, obs)
     report.events(p, obs)
+    report.repair_events(p, obs)
     report.publish_metrics(p, obs)
     conds = report.write_status(kube, body, obs, now)
     reconcile_members(kube, bound, body, obs.ledger_members, member_proposals(asked))

@@ -1,7 +1,7 @@
-"""Pass step, last: tell users what the pass found — Events for changes of a node's trust,
-the operator's metrics, and the Consortium's status (conditions decided by ``status``),
-written only when it changed (``status.comparable``), with an Event when Ready or
-BackupHealthy changes.
+"""Pass step, last: tell users what the pass found — Events for changes of a node's trust
+and for its storage faults and their repair, the operator's metrics, and the Consortium's
+status (conditions decided by ``status``), written only when it changed
+(``status.comparable``), with an Event when Ready or BackupHealthy changes.
 """
 
 from __future__ import annotations
@@ -50,6 +50,36 @@ def events(p: Pass, obs: Observation) -> None:
                 "NodeReattested",
                 f"{who} re-attested; expires {entry.attestation_expires_at}",
             )
+
+
+def repair_events(p: Pass, obs: Observation) -> None:
+    """Events for a node's storage fault: LedgerRecovering (Warning) when its node reports
+    committed entries lost, LedgerRepaired once it holds them again, LedgerDiverged (Warning)
+    if what it was sent contradicts what it had committed. One per fault and state."""
+    now = {
+        f"{pod}|{repair.get('damage')}": str(repair.get("state"))
+        for pod, repair in obs.ledger_repairs.items()
+    }
+    before, p.memory.repairs = p.memory.repairs, now
+    for key, state in sorted(now.items()):
+        if before is not None and before.get(key) == state:
+            continue
+        pod = key.split("|", 1)[0]
+        repair = obs.ledger_repairs[pod]
+        if state == "repaired":
+            if before is None:
+                continue  # repaired before this operator started: the node's metric counted it
+            p.event(
+                "Normal",
+                "LedgerRepaired",
+                f"{pod}: holds every committed entry again after a storage fault "
+                f"({repair.get('damage')}); the damaged bytes are kept in "
+                f"{', '.join(repair.get('set_aside') or []) or 'place'}",
+            )
+        elif state == "diverged":
+            p.event("Warning", "LedgerDiverged", status.ledger_problem(pod, repair))
+        elif state == "recovering":
+            p.event("Warning", "LedgerRecovering", status.ledger_problem(pod, repair))
 
 
 def publish_metrics(p: Pass, obs: Observation) -> None:

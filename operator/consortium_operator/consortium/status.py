@@ -124,6 +124,33 @@ def _nodes(o: Observation) -> c.Condition | None:
     )
 
 
+def _recovering(o: Observation) -> c.Condition | None:
+    """No primary while nodes recover committed entries lost to storage faults: none can be
+    elected without them (the nodes refuse to), so writes wait for a node that holds them."""
+    recovering = sorted(n for n, r in o.ledger_repairs.items() if r.get("state") == "recovering")
+    if o.primary is not None or o.trusted_list is None or not recovering:
+        return None
+    return c.Condition(
+        c.READY,
+        False,
+        c.LEDGER_RECOVERING,
+        f"no primary: {', '.join(recovering)} lost committed entries to a storage fault "
+        f"({ledger_problem(recovering[0], o.ledger_repairs[recovering[0]])}); no primary "
+        "can be elected without them, so writes wait until a node that holds them is back",
+    )
+
+
+def ledger_problem(pod: str, repair: Mapping[str, Any]) -> str:
+    """One node's storage fault and where its repair stands, for a condition message."""
+    known, damage = repair.get("known_committed", "?"), repair.get("damage", "?")
+    if repair.get("state") == "diverged":
+        return (
+            f"{pod}: the entries replicated to it contradict the committed entry {known} it "
+            f"held before a storage fault ({damage})"
+        )
+    return f"{pod}: recovering committed entries up to {known} lost to a storage fault ({damage})"
+
+
 def _distributed(o: Observation) -> c.Condition | None:
     """Only the first list gates readiness: before it is published, joiners have nothing to
     verify. Later the nodes issue newer lists themselves (every re-attestation round) and
@@ -155,6 +182,7 @@ READY_CHAIN: tuple[Check, ...] = (
     _bootstrapped,
     _list,
     _nodes,
+    _recovering,
     _distributed,
     _scaling,
 )
@@ -176,7 +204,13 @@ def ready(o: Observation) -> c.Condition:
 
 def degraded(o: Observation) -> c.Condition:
     entries = {e.node_id: e for e in o.trusted_list.nodes} if o.trusted_list else {}
-    problems = []
+    repairs = sorted(o.ledger_repairs.items())
+    problems = [  # a diverged ledger first: it needs a person, a recovering one only time
+        (reason, ledger_problem(pod, repair))
+        for state, reason in (("diverged", c.LEDGER_DIVERGED), ("recovering", c.LEDGER_RECOVERING))
+        for pod, repair in repairs
+        if repair.get("state") == state
+    ]
     for node_id, reason in sorted(o.renewal_failures.items()):
         entry = entries.get(node_id)
         if entry is not None and entry.status is NodeStatus.TRUSTED:

@@ -203,3 +203,37 @@ def test_no_governor_member_holds_genesis_until_one_exists(
     assert cluster.items(ns, "statefulset") == []
     cluster.apply(ns, *members)
     wait_for("Ready 1/1 once members exist", lambda: ready(cluster, ns, "demo", 1), READY_TIMEOUT)
+
+
+FLIP_A_COMMITTED_BYTE = """
+import glob
+chunk = sorted(glob.glob('/var/lib/consortium/ledger/ledger_*.chunk'))[0]
+data = bytearray(open(chunk, 'rb').read())
+data[len(data) // 2] ^= 0x01
+open(chunk, 'wb').write(bytes(data))
+print(chunk, len(data))
+"""
+
+
+def test_a_storage_fault_is_repaired_and_reported(cluster: Cluster, namespace: str) -> None:
+    """A bit flips in a committed entry on demo-1's volume; its restart repairs it from the
+    consortium, and the operator reports the repair (Event LedgerRepaired) from the node's
+    own account (``GET /node/state``)."""
+    ns = namespace
+    members, consortium = sample_docs()
+    consortium["spec"]["nodes"] = 3
+    cluster.apply(ns, *members, consortium)
+    wait_for("Ready 3/3", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
+    damaged = cluster.kubectl("-n", ns, "exec", "demo-1", "--", "python3", "-c",
+                              FLIP_A_COMMITTED_BYTE)  # fmt: skip
+    cluster.kubectl("-n", ns, "delete", "pod", "demo-1", "--wait=false")
+
+    def repaired() -> dict[str, object] | None:
+        found = [e for e in cluster.events(ns, "demo") if e["reason"] == "LedgerRepaired"]
+        return found[-1] if found else None
+
+    event = wait_for("Event LedgerRepaired", repaired, 240)
+    assert str(event["message"]).startswith("demo-1: holds every committed entry again"), event
+    assert "corrupted at ledger_" in str(event["message"]), (damaged, event)
+    wait_for("Ready 3/3 again", lambda: ready(cluster, ns, "demo", 3), READY_TIMEOUT)
+    assert cluster.condition(ns, "consortium", "demo", "Degraded").get("status") == "False"

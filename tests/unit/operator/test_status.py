@@ -133,6 +133,14 @@ def _scale_down(obs: Observation) -> Observation:
     return replace(obs, pods=(*obs.pods, pod(3)))
 
 
+RECOVERING = {
+    "state": "recovering",
+    "damage": "corrupted at ledger_5.chunk byte 80 (from index 9): record CRC-32 mismatch",
+    "kind": "corrupted",
+    "known_committed": "3.57",
+    "set_aside": ["/data/ledger/ledger_5.chunk.damaged-80"],
+}
+
 # In READY_CHAIN order: with faults i.. applied, fault i names the cause.
 FAULTS: list[tuple[str, Fault, str]] = [
     (
@@ -159,6 +167,11 @@ FAULTS: list[tuple[str, Fault, str]] = [
     ("genesis", lambda o: replace(o, service_certificate_pem=None), c.WAITING_FOR_GENESIS),
     ("list", lambda o: replace(o, trusted_list=None), c.LIST_UNVERIFIED),
     ("joining", _untrust, c.NODES_JOINING),
+    (
+        "recovering",
+        lambda o: replace(o, primary=None, ledger_repairs={"demo-1": RECOVERING}),
+        c.LEDGER_RECOVERING,
+    ),
     ("published", lambda o: replace(o, published_version=None), c.LIST_NOT_PUBLISHED),
     ("scaling", _scale_down, c.SCALING),
 ]

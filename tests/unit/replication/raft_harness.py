@@ -37,6 +37,8 @@ from consortium_node.ledger import (
 from consortium_node.replication.messages import (
     AppendRequest,
     AppendResponse,
+    FetchRequest,
+    FetchResponse,
     VoteRequest,
     VoteResponse,
     decode,
@@ -127,7 +129,7 @@ class Network:
         self.jitter = 0.0  # every message waits a random time in [0, jitter) (reordering)
         self.random = random.Random(1234)
         self.sent: Counter[tuple[str, str, str]] = Counter()  # (kind, from, to) attempts
-        self.legacy: set[str] = set()  # addresses of nodes that predate pre-vote (404 → None)
+        self.legacy: set[str] = set()  # nodes that predate pre-vote and fetch (404 → None)
         # The node server refuses an RPC meant for another node (HTTP 421, an OSError to the
         # sender); False: deliver it anyway, as a server that predates the check would.
         self.check_recipient = True
@@ -153,7 +155,13 @@ class Network:
         if delay:
             await asyncio.sleep(delay)
         node = self._check(source, target).node
-        response: AppendResponse | VoteResponse
+        response: AppendResponse | VoteResponse | FetchResponse
+        if isinstance(request, FetchRequest):
+            if target in self.legacy:
+                return None
+            response = await node.handle_fetch(decode(encode(request), FetchRequest))
+            self._check(source, target)
+            return decode(encode(response), FetchResponse)
         if isinstance(request, AppendRequest):
             response = await node.handle_append(decode(encode(request), AppendRequest))
             self._check(source, target)  # the answer is lost if the link broke meanwhile
@@ -191,6 +199,14 @@ class FakeTransport:
     async def pre_vote(self, address: str, request: VoteRequest, to: str) -> VoteResponse | None:
         response: VoteResponse | None = await self.network.deliver(
             "prevote", self.source, address, request, to
+        )
+        return response
+
+    async def fetch_entries(
+        self, address: str, request: FetchRequest, to: str
+    ) -> FetchResponse | None:
+        response: FetchResponse | None = await self.network.deliver(
+            "fetch", self.source, address, request, to
         )
         return response
 

@@ -9,9 +9,12 @@ import cbor2
 import pytest
 
 from consortium_node.replication.messages import (
+    MAX_MESSAGE_BYTES,
     MAX_U64,
     AppendRequest,
     AppendResponse,
+    FetchRequest,
+    FetchResponse,
     MessageError,
     VoteRequest,
     VoteResponse,
@@ -32,6 +35,9 @@ MESSAGES: list[Any] = [
     VoteRequest(1, NODE, 0, 0),
     VoteResponse(9, True, NODE),
     VoteResponse(10, False, NODE),
+    FetchRequest(4, NODE, 57, 61),
+    FetchResponse(4, NODE, 80, 0, 3, (b"\x00entry", b"x" * 300)),
+    FetchResponse(5, NODE, 90, 60, 0, ()),
 ]
 
 
@@ -42,7 +48,7 @@ def test_round_trip(message: Any) -> None:
     decoded = decode(data, type(message))
     assert decoded == message
     assert type(decoded) is type(message)
-    if isinstance(message, AppendRequest):
+    if isinstance(message, AppendRequest | FetchResponse):
         assert isinstance(decoded.entries, tuple)
         assert cbor2.loads(data)["entries"] == list(message.entries)  # a CBOR array of bytes
     assert encode(decoded) == data
@@ -65,6 +71,8 @@ APPEND = AppendRequest(3, NODE, "n0", 5, 2, (b"a", b"b"), 4)
 APPEND_RESPONSE = AppendResponse(3, True, 7, 7, NODE)
 VOTE = VoteRequest(3, NODE, 5, 2)
 VOTE_RESPONSE = VoteResponse(3, False, NODE)
+FETCH = FetchRequest(3, NODE, 10, 12)
+FETCHED = FetchResponse(3, NODE, 12, 0, 2, (b"a",))
 
 
 @pytest.mark.parametrize(
@@ -100,6 +108,12 @@ VOTE_RESPONSE = VoteResponse(3, False, NODE)
         (_raw(APPEND, leader_address=b"n0"), AppendRequest, "leader_address", "string"),
         (_raw(APPEND, leader_id="x" * 1025), AppendRequest, "leader_id", "string"),
         (_raw(VOTE_RESPONSE, node_id=7), VoteResponse, "node_id", "non-empty string"),
+        (_raw(FETCH, known_commit=None), FetchRequest, "known_commit", "missing"),
+        (_raw(FETCH, start=-1), FetchRequest, "start", "unsigned 64-bit"),
+        (_raw(FETCHED, entries=[1]), FetchResponse, "entries", "list of byte strings"),
+        (_raw(FETCHED, base_index="0"), FetchResponse, "base_index", "unsigned 64-bit"),
+        (b"\x81" * 1000 + b"\x00", FetchResponse, "body", "not CBOR"),  # nested 1,000 deep
+        (b"\x00" * (MAX_MESSAGE_BYTES + 1), AppendRequest, "body", "more than"),
     ],
 )
 def test_decode_rejects(data: bytes, cls: type[Any], field: str, reason: str) -> None:

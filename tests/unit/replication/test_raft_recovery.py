@@ -51,6 +51,13 @@ async def test_a_log_without_committed_entries_is_never_elected(cluster: Cluster
     while time.monotonic() < deadline:  # an observation window: no leader may appear
         assert b.node.role != "leader" and c.node.role != "leader", "a log lacking them led"
         await asyncio.sleep(TIMING.heartbeat_interval)
+    # A write refused there says why no leader is elected: b lost them, and c lacks them
+    # (b asked c for them: nobody reachable holds them).
+    lost = f"node {b.node_id[:8]} lost committed entries {txids[0].index}.."
+    assert lost in str(c.node.not_leader())
+    own = str(b.node.not_leader())
+    assert "this node cannot lead" in own and "lost (up to" in own
+    assert cluster.network.count("fetch", b, c) > 0
 
     await restart(cluster, a)
     await cluster.wait_leader([a, b, c], timeout=20 * TIMING.election_timeout)

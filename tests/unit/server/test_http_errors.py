@@ -173,6 +173,16 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
             "leader_address": None,
         },
     ),
+    (
+        NotLeaderError(None, None, "node abcd lost committed entries 5..9"),
+        503,
+        {
+            "code": "NotLeader",
+            "reason": "this node is not the primary; the primary is not known yet (an election "
+            "may be running); node abcd lost committed entries 5..9",
+            "leader_address": None,
+        },
+    ),
 ]
 
 
