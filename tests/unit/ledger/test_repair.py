@@ -9,6 +9,7 @@ are missing, refuse to truncate them, and become whole again from the leader's e
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +145,29 @@ def test_a_storage_fault_is_set_aside_and_repaired_from_the_leader(
         receipt = follower.receipt(txid)
         assert receipt == leader.receipt(txid)
         verify_receipt(receipt, service.certificate)
+
+
+@pytest.mark.parametrize("fault", [cut_inside, flip_byte, zero_range])
+def test_a_fault_at_every_committed_entry_is_found_and_repaired(
+    open_ledger: OpenLedger, signer: NodeKeySigner, tmp_path: Path, fault: Fault
+) -> None:
+    """The sweep: the same fault at each entry of the log in turn, on a copy of one follower."""
+    leader = history(open_ledger, signer, tmp_path)
+    original = follower_of(open_ledger, leader, tmp_path)
+    committed = Position(leader.commit_index, leader.term_at(leader.commit_index))
+    for index in range(1, leader.commit_index + 1):
+        directory = tmp_path / f"copy-{index}"
+        shutil.copytree(original, directory)
+        fault(directory, index)
+        follower = open_ledger(CONFIG, directory=directory, repair=True)
+        assert follower.damage is not None, index
+        assert follower.last_index < index and follower.missing_committed == committed, index
+        follower.append_entries(leader.raw_entries(follower.last_index + 1, leader.last_index))
+        follower.sync()
+        assert gaps(follower) == (None, None, None), index
+        assert follower._log.tree.root() == leader._log.tree.root(), index
+        follower.close()
+        shutil.rmtree(directory)
 
 
 def test_a_torn_tail_above_the_markers_is_still_a_torn_write(
