@@ -55,7 +55,7 @@ class Memory:
     allowed: frozenset[str] = frozenset()  # measurements the ledger allowed when last read
     ledger_members: frozenset[str] | None = None  # member ids in the ledger when last read
     retired_by_us: set[str] = field(default_factory=set)  # node ids retired on our request
-    repairs: dict[str, str] | None = None  # "pod|damage" → repair state, as last reported
+    repairs: dict[tuple[str, str], str] | None = None  # (pod, damage) → state last reported
 
     def poke(self) -> None:
         """A watch event: a pass is due now. A pass already running when the event came

@@ -160,9 +160,10 @@ def _ledger_repairs(p: Pass, obs: Observation, client: NodeClient) -> dict[str, 
         if not check.verified or name not in ips:
             continue
         try:
-            repair = client.get_json(ips[name], p.fqdn(name), "/node/state").get("ledger_repair")
-        except (NodeUnreachableError, AttributeError):
+            state = client.get_json(ips[name], p.fqdn(name), "/node/state")
+        except NodeUnreachableError:
             continue
+        repair = state.get("ledger_repair") if isinstance(state, dict) else None
         if isinstance(repair, dict) and isinstance(repair.get("state"), str):
             out[name] = repair
     return out

@@ -57,14 +57,13 @@ def repair_events(p: Pass, obs: Observation) -> None:
     committed entries lost, LedgerRepaired once it holds them again, LedgerDiverged (Warning)
     if what it was sent contradicts what it had committed. One per fault and state."""
     now = {
-        f"{pod}|{repair.get('damage')}": str(repair.get("state"))
+        (pod, str(repair.get("damage"))): str(repair.get("state"))
         for pod, repair in obs.ledger_repairs.items()
     }
     before, p.memory.repairs = p.memory.repairs, now
-    for key, state in sorted(now.items()):
-        if before is not None and before.get(key) == state:
+    for (pod, damage), state in sorted(now.items()):
+        if before is not None and before.get((pod, damage)) == state:
             continue
-        pod = key.split("|", 1)[0]
         repair = obs.ledger_repairs[pod]
         if state == "repaired":
             if before is None:
