@@ -82,6 +82,19 @@ Chunk files [storage, records]
     ``<chunk>.damaged``; never deleted) and ``missing_committed`` tells consensus which
     committed entries the node must get back [damage].
 
+Tree store [tree_store, merkle.MerkleTree.flush]
+    ``<dir>/tree/level_<k:02d>.hashes`` hold the hashes of the complete subtrees of ``2**k``
+    leaves below the committed index (position ``j`` at byte ``32 * j``) and
+    ``<dir>/tree/state.json`` = canonical JSON ``{"format": 1, "start", "flushed"}`` says
+    which: written atomically after the level files are fdatasync'ed, every ``FLUSH_EVERY``
+    committed entries and at each snapshot point. Memory then holds O(log n) hashes plus the
+    unflushed suffix. Nothing read back is trusted: the store is used at open only when its
+    frontier at a committed snapshot's index equals the frontier the verified snapshot
+    carries, and each hash read later is folded to a root this node computed or verified
+    (``HistoryMismatchError``, reported like a damaged entry). ``<dir>/check-all``, written
+    when a read found damage, makes the next open read and check every entry; it is removed
+    once an open succeeded.
+
 Log positions [ledger.Ledger, entry_log.EntryLog]
     The Raft log IS the ledger. Three positions, ``commit_index <= durable_index <=
     last_index``, move separately:
@@ -100,7 +113,10 @@ Log positions [ledger.Ledger, entry_log.EntryLog]
     ``Ledger.open`` replays and verifies every chunk (tree, terms, signature roots and
     keys, secret versions, decryption with every version held) but commits nothing:
     ``commit_index`` is 0 and the KV state empty until consensus calls ``advance_commit``
-    (entries are then read back from disk and decrypted on demand). ``close()`` syncs, it
+    (entries are then read back from disk and decrypted on demand). With the service
+    certificate and a committed local snapshot, the snapshot's index is committed at once,
+    and when the tree store agrees with it, only the chunks after it are read (entries
+    before it are checked against the tree when they are read). ``close()`` syncs, it
     does not commit. The speculative public view (``public_get``, ``public_keys``) covers
     every appended entry, committed or not, because Raft uses the latest configuration in
     its log.

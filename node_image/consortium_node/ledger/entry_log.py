@@ -12,6 +12,13 @@ can always be read back. Signature positions and the public view cover every ent
 A log started from a snapshot at index ``base`` (``start_from``) holds entries ``base + 1``
 on: the tree holds only the frontier below them, the term of ``base`` is known, and asking
 for an earlier entry raises ``HistoryNotHeldError``.
+
+A log *resumed* at a snapshot ``r`` (``resume_from``: a restart whose tree store verified
+against that snapshot) holds every entry from ``base + 1`` as before, but replayed only those
+after ``r``: terms and signature positions are in memory from ``r`` on, and for an earlier
+entry they are read from its record (signature positions by a short scan: a signature entry
+follows at most ``signature_interval_tx`` entries later). Terms are kept as runs (one item
+per term change), signature positions 8 bytes each: memory does not grow with the entries.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import bisect
 from array import array
 from collections.abc import Callable
 
-from consortium_node.ledger.entries import Entry, EntryKind
+from consortium_node.ledger.entries import Entry, EntryKind, decode_entry, peek_position
 from consortium_node.ledger.errors import (
     EntryFormatError,
     HistoryNotHeldError,
@@ -30,12 +37,13 @@ from consortium_node.ledger.errors import (
     UnknownTransactionError,
 )
 from consortium_node.ledger.kv import Tables
-from consortium_node.ledger.merkle import MerkleTree
+from consortium_node.ledger.merkle import HistoryMismatchError, MerkleTree, frontier_sizes
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.records import Marker
 from consortium_node.ledger.replica import Staged, check_stored, staged_from
 from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.storage import ChunkStore
+from consortium_node.ledger.tree_store import TreeStore
 
 
 class EntryLog:
@@ -43,14 +51,18 @@ class EntryLog:
 
     def __init__(self, store: ChunkStore) -> None:
         self.store = store
-        self.tree = MerkleTree()
+        self.history = TreeStore(store.directory / "tree")
+        self.tree = MerkleTree(self.history)
         self.public = PublicView()  # public tables over every entry, committed or not
-        self._terms = array("Q")  # term of index i is _terms[i - base - 1]
+        # runs of terms from ``resumed``: entries from _run_firsts[i] on have _run_terms[i]
+        self._run_firsts = array("Q")
+        self._run_terms = array("Q")
         self._recent: list[Staged] = []  # indices (last_index - len, last_index]
         self._durable_index = 0
-        self._signature_indices: list[int] = []  # every signature entry, ascending
+        self._signature_indices = array("Q")  # signature entries from ``resumed``, ascending
         self.base = 0  # a snapshot's index this log starts after (0: it holds every entry)
-        self._base_term = 0
+        self.resumed = 0  # the index replay started after (base, or a later snapshot)
+        self._known_terms: dict[int, int] = {0: 0}  # terms of base and resumed
         # Told of a durable entry found damaged on a read (the node restarts to repair it).
         self.on_damage: Callable[[StoredEntryDamagedError], None] | None = None
 
@@ -60,11 +72,45 @@ class EntryLog:
         tables."""
         assert self.last_index == 0, "only an empty log starts from a snapshot"
         self.tree = tree
-        self.base = tree.size
-        self._base_term = term
+        self.base = self.resumed = tree.size
+        self._known_terms = {self.base: term}
         self._durable_index = self.base
-        self._signature_indices = [self.base]
+        self._signature_indices = array("Q", [self.base])
         self.public = PublicView.starting_with(public)
+
+    def resume_from(self, tree: MerkleTree, term: int, public: Tables) -> None:
+        """Replay goes on after the snapshot at ``tree.size`` (its signature entry, in term
+        ``term``) whose entries this log holds on disk: ``tree`` holds its frontier and reads
+        the rest from the tree store, ``public`` is its public tables."""
+        assert self.last_index == self.base, "only a log not yet replayed resumes"
+        self.tree = tree
+        self.resumed = tree.size
+        self._known_terms[self.resumed] = term
+        self._durable_index = self.resumed
+        self._signature_indices = array("Q", [self.resumed])
+        self.public = PublicView.starting_with(public)
+
+    def can_resume(self, index: int, frontier: list[bytes]) -> bool:
+        """Whether the tree store holds the history below the snapshot at ``index`` whose
+        frontier (of ``index - 1`` leaves) is ``frontier``, for this log's start."""
+        history, size = self.history, index - 1
+        if not history.usable or history.start != self.tree.start or history.flushed < size:
+            return False
+        pieces = frontier_sizes(size)
+        if not all(history.holds(level, position) for level, position in pieces):
+            return False
+        try:
+            return [history.read(level, position) for level, position in pieces] == frontier
+        except LedgerError:
+            return False
+
+    def _peek(self, index: int) -> Entry:
+        """The entry at ``index`` below ``resumed``, decoded but not checked (a position
+        lookup; whatever it leads to is read with ``stored_entry``)."""
+        try:
+            return decode_entry(self._read(index))
+        except EntryFormatError as exc:
+            raise self.damaged(index, f"read back from disk does not decode: {exc}") from exc
 
     # -- positions ----------------------------------------------------------------------
 
@@ -84,11 +130,19 @@ class EntryLog:
             raise UnknownTransactionError(
                 f"index {index} is beyond the last index {self.last_index}"
             )
+        known = self._known_terms.get(index)
+        if known is not None:
+            return known
         if index <= self.base:
-            if index == self.base:
-                return self._base_term
             raise HistoryNotHeldError(index, self.base + 1)
-        return self._terms[index - self.base - 1]
+        if index < self.resumed:
+            return peek_position(self._read(index))[0]
+        return self._run_terms[bisect.bisect_right(self._run_firsts, index) - 1]
+
+    def _add_term(self, index: int, term: int) -> None:
+        if not self._run_terms or self._run_terms[-1] != term:
+            self._run_firsts.append(index)
+            self._run_terms.append(term)
 
     @property
     def last_signed_index(self) -> int:
@@ -96,6 +150,9 @@ class EntryLog:
 
     def signature_after(self, index: int) -> int | None:
         """Index of the first signature entry after ``index``, if there is one."""
+        for scanned in range(max(index, self.base) + 1, self.resumed):
+            if self._peek(scanned).kind is EntryKind.SIGNATURE:
+                return scanned
         position = bisect.bisect_right(self._signature_indices, index)
         return (
             self._signature_indices[position] if position < len(self._signature_indices) else None
@@ -103,6 +160,11 @@ class EntryLog:
 
     def signature_through(self, index: int) -> int:
         """Index of the last signature entry at or before ``index`` (0: none)."""
+        if index < self.resumed:
+            for scanned in range(index, self.base, -1):
+                if self._peek(scanned).kind is EntryKind.SIGNATURE:
+                    return scanned
+            return self.base if index >= self.base else 0
         position = bisect.bisect_right(self._signature_indices, index)
         return self._signature_indices[position - 1] if position else 0
 
@@ -111,7 +173,7 @@ class EntryLog:
     def record(self, staged: Staged, *, keep: bool) -> None:
         """Book an entry whose leaf was just appended to ``tree``; ``keep`` holds it in memory
         until it is committed (replayed entries are not kept: they are read back)."""
-        self._terms.append(staged.txid.term)
+        self._add_term(staged.txid.index, staged.txid.term)
         if staged.signature is not None:
             self._signature_indices.append(staged.txid.index)
         elif staged.writes is not None and staged.kind is EntryKind.PUBLIC:
@@ -122,7 +184,7 @@ class EntryLog:
     def record_skimmed(self, term: int, index: int, signature: bool) -> None:
         """Book an entry a snapshot covers (its leaf was appended to ``tree``): replay read
         only its term and kind; the public view comes from the snapshot."""
-        self._terms.append(term)
+        self._add_term(index, term)
         if signature:
             self._signature_indices.append(index)
 
@@ -156,7 +218,9 @@ class EntryLog:
             self._durable_index = last_kept
         del self._recent[len(self._recent) - min(dropped, len(self._recent)) :]
         self.tree.truncate(last_kept)
-        del self._terms[last_kept - self.base :]
+        runs = bisect.bisect_right(self._run_firsts, last_kept)
+        del self._run_firsts[runs:]
+        del self._run_terms[runs:]
         del self._signature_indices[bisect.bisect_right(self._signature_indices, last_kept) :]
         self.public.truncate(last_kept)
 
@@ -177,18 +241,19 @@ class EntryLog:
             raise HistoryNotHeldError(index, self.base + 1)
         payload = self._read(index)
         try:
-            return check_stored(payload, index, self.term_at(index), self.tree)
-        except LedgerError as exc:
-            raise self._damaged(index, str(exc)) from exc
+            term = self.term_at(index) if index >= self.resumed else peek_position(payload)[0]
+            return check_stored(payload, index, term, self.tree)
+        except (LedgerError, EntryFormatError, HistoryMismatchError) as exc:
+            raise self.damaged(index, str(exc)) from exc
 
     def _read(self, index: int) -> bytes:
         """The durable record at ``index``; a CRC failure is ``StoredEntryDamagedError``."""
         try:
             return self.store.read(index)
         except LedgerCorruptionError as exc:
-            raise self._damaged(index, str(exc)) from exc
+            raise self.damaged(index, str(exc)) from exc
 
-    def _damaged(self, index: int, reason: str) -> StoredEntryDamagedError:
+    def damaged(self, index: int, reason: str) -> StoredEntryDamagedError:
         error = StoredEntryDamagedError(index, reason)
         if self.on_damage is not None:
             self.on_damage(error)

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ from consortium_node.ledger.errors import (
     WriteSetError,
 )
 from consortium_node.ledger.kv import KVStore
-from consortium_node.ledger.merkle import MerkleTree, root_of_frontier
+from consortium_node.ledger.merkle import MerkleTree, leaf_hash, root_from_proof, root_of_frontier
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.receipt import make_receipt
 from consortium_node.ledger.records import Marker, Position
@@ -80,6 +81,8 @@ from consortium_node.ledger.storage import ChunkStore
 
 log = logging.getLogger("consortium_node.ledger")
 REPLAY_REPORT_EVERY = 50_000  # entries between progress lines while a ledger is replayed
+FLUSH_EVERY = 16_384  # committed leaves kept in memory before the tree flushes them to disk
+CACHED_SIGNATURES = 64  # committed signature bodies kept in memory (older ones: read back)
 
 __all__ = [
     "Ledger",
@@ -140,6 +143,8 @@ class Ledger:
     ) -> None:
         self._store = store
         self._log = EntryLog(store)
+        self._log.on_damage = self._read_damaged
+        self._on_read_damage: Callable[[StoredEntryDamagedError], None] | None = None
         self._secrets = secrets
         self._unreadable: tuple[int, int] | None = None  # first committed (index, version)
         self._config = config
@@ -147,7 +152,8 @@ class Ledger:
         self._term = 1
         self._kv = KVStore()  # committed state
         self._commit_index = 0
-        self._signatures: dict[int, SignatureBody] = {}  # committed signature entries
+        # the newest committed signature entries (older ones are read back for receipts)
+        self._signatures: OrderedDict[int, SignatureBody] = OrderedDict()
         self._last_signature_time = clock()
         self._certificates = CertificateCache()
         self._commit_file_index, self._commit_file_at = 0, clock()
@@ -179,6 +185,10 @@ class Ledger:
         With the ``service_certificate``, committed local snapshots are used (``restore``):
         a log that starts after a snapshot starts from it, and the newest snapshot lets
         replay skim the entries it covers; the snapshot's index is then committed at once.
+        If the tree store (``tree_store``) holds the history below that snapshot and agrees
+        with its frontier, replay resumes after it instead, reading none of the entries it
+        covers; they are checked when read (a damaged one writes ``check-all``, and the next
+        open skims every entry again).
         """
         config = config or LedgerConfig()
         secrets = (
@@ -218,9 +228,10 @@ class Ledger:
         shortcut: bool = True,
     ) -> Ledger:
         store = ChunkStore(directory, config.chunk_max_bytes)
+        ledger: Ledger | None = None
         try:
             ledger = cls(store, secrets, config, clock)
-            fast = None
+            fast = resume = None
             if certificate is not None:
                 base, fast = restore.choose(
                     ledger.snapshots, store.first_chunk(), certificate, secrets
@@ -228,7 +239,16 @@ class Ledger:
                 if base is not None:
                     ledger._start_from(base)
                 fast = fast if shortcut else None
-            replay = store.replay(repair=repair)
+                if (
+                    fast is not None
+                    and not ledger._check_all.exists()
+                    and ledger._log.can_resume(fast.index, fast.frontier)
+                ):
+                    resume, fast = fast, None
+                    ledger._resume_from(resume)
+            if resume is None:
+                ledger._log.history.reset(ledger._log.tree.start)  # rebuilt by this replay
+            replay = store.replay(repair=repair, start=ledger.last_index + 1)
             try:
                 for payload, path, offset in replay:
                     if fast is not None and ledger.last_index < fast.index:
@@ -239,6 +259,7 @@ class Ledger:
                         log.info(
                             "ledger: replayed up to index %d (%s)", ledger.last_index, path.name
                         )
+                    ledger._flush_tree(store.known_commit.index)
             except LedgerCorruptionError as exc:  # an entry the store read whole is bad
                 if not repair:
                     raise
@@ -251,17 +272,46 @@ class Ledger:
                     f"the log ends at {ledger.last_index}, before the snapshot at {fast.index}",
                     store.damage,
                 )
+            if resume is not None:
+                ledger._check_resumed(resume)
         except BaseException:
             store.close()
+            if ledger is not None:
+                ledger._log.history.close()
             raise
         ledger._log.replayed()
         ledger._last_signature_time = clock()
+        if resume is None:
+            ledger._flush_tree(store.known_commit.index, every=1)
+        ledger._check_all.unlink(missing_ok=True)
         return ledger
+
+    @property
+    def _check_all(self) -> Path:
+        """``check-all``: written when a read found an entry or tree hash damaged, so that the
+        next open reads and checks every entry instead of resuming from a snapshot."""
+        return self._store.directory / "check-all"
+
+    def _flush_tree(self, committed: int, every: int = FLUSH_EVERY) -> None:
+        """Move the tree's committed history to disk once ``every`` leaves are in memory."""
+        tree = self._log.tree
+        size = min(committed, tree.size)
+        if size - tree.flushed >= every:
+            tree.flush(size)
 
     def on_read_damage(self, callback: Callable[[StoredEntryDamagedError], None]) -> None:
         """Call ``callback`` (then raise) when a durable entry read back while the node runs
         is damaged on disk (``StoredEntryDamagedError``)."""
-        self._log.on_damage = callback
+        self._on_read_damage = callback
+
+    def _read_damaged(self, error: StoredEntryDamagedError) -> None:
+        """A read found damage: the next open checks every entry (``check-all``)."""
+        try:
+            self._check_all.touch()
+        except OSError as exc:
+            log.error("ledger: cannot write %s: %s", self._check_all, exc)
+        if self._on_read_damage is not None:
+            self._on_read_damage(error)
 
     # -- starting from a snapshot (see ``restore``) ----------------------------------------
 
@@ -270,18 +320,44 @@ class Ledger:
         assert state.private is not None
         self._kv = KVStore.from_tables(state.public, state.private)
         self._secrets.restore(state.public.get(T_LEDGER_SECRETS, {}))
-        self._signatures[state.index] = state.signature
+        self._keep_signature(state.index, state.signature)
         self._commit_index = state.index
         self._term = max(self._term, state.term)
         self._points.passed(state.index)
 
     def _start_from(self, state: SnapshotState) -> None:
         """An empty log starts after the snapshot ``state`` (its chunks, if any, after it)."""
-        tree = MerkleTree.from_frontier(state.index - 1, state.frontier)
+        tree = MerkleTree.from_frontier(state.index - 1, state.frontier, history=self._log.history)
         tree.append(decode_entry(state.signature_entry).leaf())
         self._log.start_from(tree, state.term, state.public)
         self.snapshots.protected = state.index
         self._restore(state)
+
+    def _resume_from(self, state: SnapshotState) -> None:
+        """Replay only the entries after the snapshot ``state``: the tree store holds the
+        history before it (``EntryLog.can_resume`` checked it against the snapshot)."""
+        entries = self._log
+        tree = MerkleTree.from_frontier(
+            state.index - 1, state.frontier, start=entries.tree.start, history=entries.history
+        )
+        tree.append(decode_entry(state.signature_entry).leaf())
+        entries.resume_from(tree, state.term, state.public)
+        self._restore(state)
+        log.info("ledger: resuming after the snapshot at %d (tree store verified)", state.index)
+
+    def _check_resumed(self, state: SnapshotState) -> None:
+        """The chunks hold the snapshot's signature entry, byte for byte, where it says."""
+        try:
+            held = self._store.read(state.index)
+        except LedgerError as exc:
+            raise _ShortcutFailedError(
+                f"the snapshot at {state.index} was resumed from, but its entry does not read "
+                f"back ({exc})"
+            ) from exc
+        if held != state.signature_entry:
+            raise _ShortcutFailedError(
+                f"the entry at {state.index} is not the snapshot's signature entry"
+            )
 
     def _skim(self, payload: bytes, path: Path, offset: int, fast: SnapshotState) -> None:
         """Replay an entry the snapshot ``fast`` covers: its leaf and term only."""
@@ -304,8 +380,6 @@ class Ledger:
             )
         self._log.tree.append(entry.leaf())
         self._log.record_skimmed(entry.term, entry.index, signature is not None)
-        if signature is not None:
-            self._signatures[entry.index] = signature
         if entry.index == fast.index:
             self._log.public = PublicView.starting_with(fast.public)
             self._restore(fast)
@@ -574,13 +648,30 @@ class Ledger:
                     if T_SNAPSHOTS in staged.writes:
                         self._points.book_evidence(staged.txid, staged.writes[T_SNAPSHOTS])
                 if staged.signature is not None:
-                    self._signatures[next_index] = staged.signature
+                    self._keep_signature(next_index, staged.signature)
                 self._commit_index = next_index
                 if staged.signature is not None:
                     self._at_signature(next_index)
         finally:
             self._log.forget_through(self._commit_index)
+        self._flush_tree(self._commit_index)
         return self._commit_index
+
+    def _keep_signature(self, index: int, body: SignatureBody) -> None:
+        self._signatures[index] = body
+        while len(self._signatures) > CACHED_SIGNATURES:
+            self._signatures.popitem(last=False)
+
+    def _signature_body(self, index: int) -> SignatureBody:
+        """The committed signature entry at ``index`` (read back if no longer in memory)."""
+        body = self._signatures.get(index)
+        if body is None:
+            entry = self._log.stored_entry(index)
+            try:
+                body = open_signature(entry)
+            except EntryFormatError as exc:
+                raise self._log.damaged(index, f"signature entry does not open: {exc}") from exc
+        return body
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -592,6 +683,7 @@ class Ledger:
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
+        self._flush_tree(index, every=1)  # a restart resumes from this snapshot
         public, private = self._kv.copy_tables()
         state = SnapshotState(
             term=self.term_at(index),
@@ -707,8 +799,12 @@ class Ledger:
                 f"committed signature at index {self._log.signature_through(self._commit_index)})"
                 "; retry"
             )
-        body = self._signatures[signed_at]
+        body = self._signature_body(signed_at)
         proof = self._log.tree.inclusion_proof(txid.index - 1, body.tree_size)
+        if root_from_proof(leaf_hash(entry.leaf()), proof) != body.root:
+            raise self._log.damaged(
+                txid.index, f"its proof (from the tree store) does not fold to {signed_at}'s root"
+            )
         signature_txid = TxId(self.term_at(signed_at), signed_at)
         return make_receipt(entry.leaf_components(), proof, body, signature_txid)
 
@@ -742,6 +838,7 @@ class Ledger:
                 self._store.write_commit_file(self._state())
         finally:
             self._store.close()
+            self._log.history.close()
 
     def __enter__(self) -> Ledger:
         return self

@@ -23,12 +23,22 @@ tree needs to go on from size ``n`` (``MerkleTree.from_frontier``): every root o
 (the left sibling of such a leaf that lies below ``n`` is always one of its pieces). A snapshot
 carries it, so a node started from a snapshot holds no hash below it; asking it for a proof
 of an earlier leaf raises ``RangeNotHeldError``.
+
+History: a tree with a ``TreeStore`` (``tree_store``) writes the subtrees that lie wholly
+below a committed size to it (``flush``) and keeps in memory only the frontier there and what
+came after, so memory does not grow with the number of leaves. Hashes read back from the store
+are untrusted (the host's disk): a leaf hash read from it is returned only after its inclusion
+proof, read from it too, folds to the *anchor*, a root this tree computed in memory (at its
+latest flush) or was started from (a verified snapshot's frontier); otherwise
+``HistoryMismatchError``. Proofs built from it are folded to their signed root by their user.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Literal
+
+from consortium_node.ledger.tree_store import TreeStore
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -94,6 +104,10 @@ class RangeNotHeldError(ValueError):
     """The tree started from a frontier and does not hold the hashes below it."""
 
 
+class HistoryMismatchError(ValueError):
+    """A hash read back from the tree store does not fold to the root it must (damage)."""
+
+
 def frontier_sizes(size: int) -> list[tuple[int, int]]:
     """``(level, position)`` of each frontier piece of ``D[0:size]``, highest level first."""
     pieces = []
@@ -119,18 +133,29 @@ class MerkleTree:
     """An append-only RFC 6962 tree that answers roots and proofs for any past size (or, when
     started from a frontier, for every size and leaf from the frontier's size on)."""
 
-    __slots__ = ("_bases", "_levels", "_size", "_start")
+    __slots__ = ("_anchor", "_bases", "_flushed", "_history", "_levels", "_size", "_start")
 
-    def __init__(self) -> None:
+    def __init__(self, history: TreeStore | None = None) -> None:
         self._levels: list[bytearray] = [bytearray()]
-        self._bases: list[int] = [0]  # position of the first hash held at each level
+        self._bases: list[int] = [0]  # position of the first hash in memory at each level
         self._size = 0
         self._start = 0  # the size of the frontier it started from (0: the whole tree)
+        self._history = history  # the subtrees below ``_flushed`` (see the module docstring)
+        self._flushed = 0
+        self._anchor = (0, EMPTY_ROOT)  # (size, root) that hashes read back must fold to
 
     @classmethod
-    def from_frontier(cls, size: int, pieces: list[bytes]) -> MerkleTree:
-        """A tree of ``size`` leaves that holds only the frontier ``pieces`` of ``D[0:size]``
-        (highest level first, as ``frontier`` returns them)."""
+    def from_frontier(
+        cls,
+        size: int,
+        pieces: list[bytes],
+        *,
+        start: int | None = None,
+        history: TreeStore | None = None,
+    ) -> MerkleTree:
+        """A tree of ``size`` leaves that holds in memory only the frontier ``pieces`` of
+        ``D[0:size]`` (highest level first, as ``frontier`` returns them). With ``history``
+        holding the subtrees below ``size`` from ``start`` on, it answers for those too."""
         where = frontier_sizes(size)
         if size < 0 or len(pieces) != len(where):
             raise ValueError(f"a tree of size {size} has {len(where)} frontier pieces")
@@ -145,8 +170,39 @@ class MerkleTree:
                 raise ValueError(f"a frontier piece is {HASH_SIZE} bytes, got {len(piece)}")
             assert position == tree._bases[level]
             tree._levels[level] += piece
-        tree._size = tree._start = size
+        tree._size = tree._start = tree._flushed = size
+        tree._anchor = (size, root_of_frontier(pieces))
+        if history is not None:
+            tree._history, tree._start = history, size if start is None else start
         return tree
+
+    @property
+    def flushed(self) -> int:
+        """The size below which complete subtrees are in the tree store, not in memory."""
+        return self._flushed
+
+    def flush(self, size: int) -> None:
+        """Move every complete subtree wholly below ``size`` to the tree store and drop it
+        from memory (``size`` must be committed: a flushed leaf is never truncated)."""
+        history = self._history
+        if history is None or size <= self._flushed:
+            return
+        if size > self._size:
+            raise ValueError(f"cannot flush {size} leaves of a tree of {self._size}")
+        anchor = (size, self.root(size))
+        for k, level in enumerate(self._levels):
+            # every complete subtree below ``size``, including those kept in memory below
+            count = (size >> k) - self._bases[k]
+            if count > 0:
+                history.write(k, self._bases[k], level[: count * HASH_SIZE])
+        history.commit(self._start, size)
+        for k, level in enumerate(self._levels):
+            keep_from = (size >> k) & ~1
+            count = keep_from - self._bases[k]
+            if count > 0:
+                del level[: count * HASH_SIZE]
+                self._bases[k] = keep_from
+        self._flushed, self._anchor = size, anchor
 
     @property
     def start(self) -> int:
@@ -190,9 +246,10 @@ class MerkleTree:
 
     def truncate(self, size: int) -> None:
         """Drop every leaf at position ``>= size`` (Raft rolls back uncommitted suffixes)."""
-        if not self._start <= size <= self._size:
+        if not max(self._start, self._flushed) <= size <= self._size:
             raise ValueError(
-                f"cannot truncate a tree of size {self._size} (held from {self._start}) to {size}"
+                f"cannot truncate a tree of size {self._size} (held from {self._start}, "
+                f"flushed up to {self._flushed}) to {size}"
             )
         for k, level in enumerate(self._levels):
             del level[max(0, (size >> k) - self._bases[k]) * HASH_SIZE :]
@@ -204,6 +261,9 @@ class MerkleTree:
     def _perfect(self, level: int, position: int) -> bytes:
         offset = (position - self._bases[level]) * HASH_SIZE
         if offset < 0:
+            history = self._history
+            if history is not None and history.holds(level, position):
+                return history.read(level, position)
             raise RangeNotHeldError(
                 f"the subtree at level {level}, position {position} is below the frontier this "
                 f"tree started from (size {self._start})"
@@ -237,9 +297,18 @@ class MerkleTree:
         return EMPTY_ROOT if size == 0 else self._range_hash(0, size)
 
     def leaf_hash_at(self, index: int) -> bytes:
-        """The stored leaf hash at position ``index`` (0-based)."""
+        """The leaf hash at position ``index`` (0-based); one read back from the tree store
+        is checked against the anchor first (``HistoryMismatchError``)."""
         _check_position(index, self._size)
-        return self._perfect(0, index)
+        leaf = self._perfect(0, index)
+        if index < self._bases[0]:
+            size, root = self._anchor
+            if root_from_proof(leaf, self.inclusion_proof(index, size)) != root:
+                raise HistoryMismatchError(
+                    f"the tree store's hashes for leaf {index} do not fold to the root of size "
+                    f"{size} this node computed"
+                )
+        return leaf
 
     def _check_size(self, size: int) -> None:
         if size > self._size:

@@ -28,6 +28,12 @@ creating a chunk fsyncs the directory. On replay (``known``: the markers so far)
 
 ``truncate(last_kept)`` removes a suffix (Raft replaces a conflicting uncommitted suffix) so
 that a crash at any point of it still leaves a consecutive, replayable prefix.
+
+``replay(start=i)`` reads only the chunks that hold entries from ``i`` on (a restart that
+resumes from a verified snapshot and a tree store); the earlier chunks are not read until an
+entry of theirs is. Where each record lies is kept for the last chunk and, for at most
+``CACHED_CHUNKS`` others, found again by walking a chunk's record headers when one of its
+entries is read: memory does not grow with the number of chunks' entries.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import os
 import re
 import zlib
 from array import array
+from collections import OrderedDict
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +72,7 @@ from consortium_node.ledger.records import (
 log = logging.getLogger("consortium_node.ledger")
 
 CHUNK_NAME = re.compile(r"ledger_(\d{20})\.chunk")
+CACHED_CHUNKS = 4  # chunks besides the last whose record offsets stay in memory
 __all__ = ["HEADER", "MAGIC", "ChunkStore", "chunk_name", "encode_record"]
 
 
@@ -104,7 +112,9 @@ class ChunkStore:
         self._chunks: list[_Chunk] = []
         self._chunk_firsts: list[int] = []
         self._base_index: int | None = None  # index of the first record of the store
-        self._offsets = array("Q")  # byte offset of each record inside its chunk
+        # byte offset of each entry record inside its chunk, for the last chunk and a few
+        # recently read ones (``_offsets_of``), keyed by the chunk's first index
+        self._offsets: OrderedDict[int, array[int]] = OrderedDict()
         self._next_index: int | None = None
         self._fd: int | None = None  # append fd of the last chunk
         self._size = 0  # bytes in the last chunk
@@ -155,8 +165,11 @@ class ChunkStore:
         chunks = self._list_chunks()
         return (chunks[0].first_index, str(chunks[0].path)) if chunks else None
 
-    def replay(self, *, repair: bool = False) -> Generator[tuple[bytes, Path, int], None, None]:
-        """Yield ``(payload, chunk path, record offset)`` for every entry, oldest first.
+    def replay(
+        self, *, repair: bool = False, start: int = 0
+    ) -> Generator[tuple[bytes, Path, int], None, None]:
+        """Yield ``(payload, chunk path, record offset)`` for every entry from index ``start``
+        on, oldest first; chunks wholly before ``start`` are not read (see the docstring).
 
         Must be consumed to the end before ``append``; it repairs a torn tail at the end.
         Damage raises LedgerCorruptionError, or with ``repair`` is set aside and ends replay.
@@ -168,6 +181,11 @@ class ChunkStore:
         expected: int | None = None
         try:
             for number, chunk in enumerate(chunks):
+                if number + 1 < len(chunks) and chunks[number + 1].first_index <= start:
+                    if self._base_index is None:
+                        self._base_index = chunk.first_index
+                    self._add_chunk(chunk)  # read when one of its entries is
+                    continue
                 if expected is not None and chunk.first_index != expected:
                     raise LedgerCorruptionError(
                         chunk.path,
@@ -179,7 +197,7 @@ class ChunkStore:
                 if self._base_index is None:
                     self._base_index = chunk.first_index
                 self._add_chunk(chunk)
-                yield from self._replay_chunk(chunk, number == len(chunks) - 1)
+                yield from self._replay_chunk(chunk, number == len(chunks) - 1, start)
                 expected = self._next_index
             if expected is not None and self.known_durable.index >= expected:
                 last = chunks[-1].path
@@ -198,10 +216,13 @@ class ChunkStore:
             return
         self._finish_replay(expected)
 
-    def _replay_chunk(self, chunk: _Chunk, is_last: bool) -> Iterator[tuple[bytes, Path, int]]:
+    def _replay_chunk(
+        self, chunk: _Chunk, is_last: bool, start: int
+    ) -> Iterator[tuple[bytes, Path, int]]:
         data = chunk.path.read_bytes()
         expected = chunk.first_index
         self._next_index = expected
+        offsets = self._cache_offsets(chunk.first_index, array("Q"))
         offset = 0
         while offset < len(data):
             record = self._record_at(data, offset, chunk.path, is_last, expected)
@@ -220,8 +241,9 @@ class ChunkStore:
                     raise LedgerCorruptionError(
                         chunk.path, offset, f"entry index {index} is not the next index {expected}"
                     )
-                self._offsets.append(offset)
-                yield payload, chunk.path, offset
+                offsets.append(offset)
+                if index >= start:
+                    yield payload, chunk.path, offset
                 expected += 1
                 self._next_index = expected
             offset += HEADER.size + len(payload)
@@ -332,8 +354,11 @@ class ChunkStore:
             keep += [c for c in self._chunks if c.path == path]
         self._chunks = keep
         self._chunk_firsts = [c.first_index for c in keep]
-        if self._base_index is not None:
-            del self._offsets[max(0, first_lost - self._base_index) :]
+        for first in [first for first in self._offsets if first >= damaged_first]:
+            if first == damaged_first and offset > 0:
+                del self._offsets[first][max(0, first_lost - first) :]
+            else:
+                del self._offsets[first]
         self._finish_replay(first_lost)
         self.damage = Damage(kind, path, offset, first_lost, reason, tuple(aside))
         log.error("ledger: %s; set aside (kept) as %s", self.damage.describe(), list(aside))
@@ -368,6 +393,7 @@ class ChunkStore:
         self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         self._size = 0
         self._add_chunk(_Chunk(first_index, path))
+        self._cache_offsets(first_index, array("Q"))
         fsync_directory(self.directory)
 
     def _flush(self, buffer: bytearray) -> None:
@@ -411,7 +437,7 @@ class ChunkStore:
             buffer = bytearray()
             if marker is not None and self._fd is not None:
                 buffer += encode_marker(marker)
-            offsets: list[int] = []
+            placed: list[tuple[array[int], int]] = []
             for number, payload in enumerate(payloads):
                 start = self._size + len(buffer)
                 if self._fd is None or start >= self.chunk_max_bytes:
@@ -419,13 +445,14 @@ class ChunkStore:
                     buffer = bytearray()
                     self._new_chunk(first_index + number)
                     start = 0
-                offsets.append(start)
+                placed.append((self._offsets_of(self._chunks[-1]), start))
                 buffer += encode_record(payload)
             self._flush(buffer)
         except OSError as exc:
             self._failed = f"write failed ({exc})"
             raise LedgerError(f"ledger write to {self.directory} failed: {exc}") from exc
-        self._offsets.extend(offsets)
+        for offsets, start in placed:
+            offsets.append(start)
         self._next_index = first_index + len(payloads)
         self._dirty = True
         if marker is not None:
@@ -464,14 +491,18 @@ class ChunkStore:
             )
         first_dropped = last_kept + 1
         number = bisect.bisect_right(self._chunk_firsts, first_dropped) - 1
-        offset = self._offsets[first_dropped - self._base_index]
+        cut = self._chunks[number]
+        cut_offsets = self._offsets_of(cut)
+        offset = cut_offsets[first_dropped - cut.first_index]
         try:
             self._release_fds()
             for chunk in reversed(self._chunks[number + 1 :]):
                 chunk.path.unlink()
                 fsync_directory(self.directory)
-            cut = self._chunks[number]
+                self._offsets.pop(chunk.first_index, None)
+            del cut_offsets[first_dropped - cut.first_index :]
             if offset == 0:
+                self._offsets.pop(cut.first_index, None)
                 cut.path.unlink()
                 fsync_directory(self.directory)
                 number -= 1
@@ -482,7 +513,6 @@ class ChunkStore:
                     os.fsync(handle.fileno())
             del self._chunks[number + 1 :]
             del self._chunk_firsts[number + 1 :]
-            del self._offsets[first_dropped - self._base_index :]
             self._next_index = first_dropped
             self._dirty = False
             if self._chunks:
@@ -508,10 +538,14 @@ class ChunkStore:
 
     def read(self, index: int) -> bytes:
         """The payload of the record with ``index`` (already written), checked against its CRC."""
-        if self._base_index is None or not 0 <= index - self._base_index < len(self._offsets):
+        if (
+            self._base_index is None
+            or self._next_index is None
+            or not self._base_index <= index < self._next_index
+        ):
             raise LedgerError(f"index {index} is not stored in {self.directory}")
         chunk = self._chunks[bisect.bisect_right(self._chunk_firsts, index) - 1]
-        offset = self._offsets[index - self._base_index]
+        offset = self._offsets_of(chunk)[index - chunk.first_index]
         fd = self._read_fd(chunk.path)
         header = os.pread(fd, HEADER.size, offset)
         if len(header) != HEADER.size:
@@ -521,6 +555,60 @@ class ChunkStore:
         if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
             raise LedgerCorruptionError(chunk.path, offset, "record changed on disk since replay")
         return payload
+
+    def _cache_offsets(self, first_index: int, offsets: array[int]) -> array[int]:
+        """Keep ``offsets`` of the chunk starting at ``first_index``; forget the least recently
+        used others beyond ``CACHED_CHUNKS`` (never the last chunk's)."""
+        self._offsets[first_index] = offsets
+        self._offsets.move_to_end(first_index)
+        last = self._chunks[-1].first_index if self._chunks else None
+        for first in list(self._offsets):
+            if len(self._offsets) <= CACHED_CHUNKS + 1:
+                break
+            if first not in (last, first_index):
+                del self._offsets[first]
+        return offsets
+
+    def _offsets_of(self, chunk: _Chunk) -> array[int]:
+        """Byte offsets of the entry records of ``chunk`` (walked again if not in memory)."""
+        offsets = self._offsets.get(chunk.first_index)
+        if offsets is not None:
+            self._offsets.move_to_end(chunk.first_index)
+            return offsets
+        return self._cache_offsets(chunk.first_index, self._walk(chunk))
+
+    def _walk(self, chunk: _Chunk) -> array[int]:
+        """The entry record offsets of a complete chunk from its record headers; a chunk whose
+        headers do not chain to its end, or whose entry count does not reach the next chunk,
+        is damage (``LedgerCorruptionError``)."""
+        try:
+            data = chunk.path.read_bytes()
+        except OSError as exc:
+            raise LedgerCorruptionError(
+                chunk.path, 0, f"chunk does not read: {exc}", DamageKind.MISSING
+            ) from exc
+        offsets = array("Q")
+        offset = 0
+        while offset < len(data):
+            if len(data) - offset < HEADER.size:
+                raise LedgerCorruptionError(chunk.path, offset, "record header is truncated")
+            magic, length, _ = HEADER.unpack_from(data, offset)
+            if magic not in (MAGIC, MARK) or offset + HEADER.size + length > len(data):
+                raise LedgerCorruptionError(chunk.path, offset, "record header does not chain")
+            if magic == MAGIC:
+                offsets.append(offset)
+            offset += HEADER.size + length
+        number = bisect.bisect_right(self._chunk_firsts, chunk.first_index)
+        following = self._chunk_firsts[number] if number < len(self._chunks) else self._next_index
+        if following is not None and chunk.first_index + len(offsets) != following:
+            raise LedgerCorruptionError(
+                chunk.path,
+                len(data),
+                f"chunk holds {len(offsets)} entries from {chunk.first_index}, but the next "
+                f"index on disk is {following}",
+                DamageKind.MISSING,
+            )
+        return offsets
 
     def _read_fd(self, path: Path) -> int:
         if self._chunks and path == self._chunks[-1].path and self._fd is not None:

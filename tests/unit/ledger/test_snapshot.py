@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
 from consortium_node.ledger.entries import decode_entry
-from consortium_node.ledger.errors import HistoryNotHeldError, LedgerCorruptionError
+from consortium_node.ledger.errors import (
+    HistoryNotHeldError,
+    LedgerCorruptionError,
+    StoredEntryDamagedError,
+)
 from consortium_node.ledger.kv import KVStore
 from consortium_node.ledger.receipt import verify_receipt
 from consortium_node.ledger.snapshot import (
@@ -296,20 +301,48 @@ def test_a_restart_takes_the_committed_state_from_its_newest_snapshot(
     assert plain.commit_index == 0  # snapshots unused: the old replay from index 1
 
 
-def test_a_chunk_edited_below_the_snapshot_is_not_skimmed_over(
-    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, tmp_path: Path
+def _flip_body(payload: bytes) -> bytes:
+    entry = decode_entry(payload)
+    body = entry.body[:-1] + bytes([entry.body[-1] ^ 1])
+    return dataclasses.replace(entry, body=body).encode()
+
+
+def test_a_chunk_edited_below_the_snapshot_is_found_when_read_and_then_checked_whole(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity
 ) -> None:
     ledger = _committed_ledger(open_ledger, signer)
     directory = ledger._store.directory
     ledger.close()
-    path, offset = find_record(directory, 5)
+    rewrite_record(*find_record(directory, 5), _flip_body)
 
-    def flip(payload: bytes) -> bytes:
-        entry = decode_entry(payload)
-        body = entry.body[:-1] + bytes([entry.body[-1] ^ 1])
-        return dataclasses.replace(entry, body=body).encode()
+    # The restart resumes from the tree store: it reads none of the entries below the snapshot.
+    again = _reopen(open_ledger, service)
+    assert again._log.resumed == again.snapshots.newest_committed().index  # type: ignore[union-attr]
+    reported: list[StoredEntryDamagedError] = []
+    again.on_read_damage(reported.append)
+    verify_receipt(again.receipt(TxId(1, 4)), service.certificate)  # its neighbour is intact
+    with pytest.raises(StoredEntryDamagedError) as caught:
+        again.read(TxId(1, 5))
+    assert caught.value.index == 5 and reported == [caught.value]
+    with pytest.raises(StoredEntryDamagedError):
+        again.receipt(TxId(1, 5))
+    again.close()
+    assert (directory / "check-all").exists()
 
-    rewrite_record(path, offset, flip)
+    # The read left ``check-all``: the next open replays every entry and names the edited one.
+    with pytest.raises(LedgerCorruptionError) as refused:
+        _reopen(open_ledger, service)
+    assert "entry 1.5" in str(refused.value)
+
+
+def test_a_chunk_edited_below_the_snapshot_is_not_skimmed_over(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity
+) -> None:
+    ledger = _committed_ledger(open_ledger, signer)
+    directory = ledger._store.directory
+    ledger.close()
+    shutil.rmtree(directory / "tree")  # no tree store: the tree is rebuilt from every entry
+    rewrite_record(*find_record(directory, 5), _flip_body)
     with pytest.raises(LedgerCorruptionError) as caught:
         _reopen(open_ledger, service)
     assert "entry 1.5" in str(caught.value)  # the full replay names the edited entry

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from consortium_node.ledger import storage
 from consortium_node.ledger.entries import public_entry
 from consortium_node.ledger.errors import LedgerCorruptionError, LedgerError
 from consortium_node.ledger.storage import ChunkStore, chunk_name, encode_record
@@ -302,3 +303,60 @@ def test_truncate_needs_a_replayed_healthy_store(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(LedgerError, match="closed"):
         store.truncate(1)
+
+
+def test_replay_from_an_index_reads_only_the_chunks_from_there(tmp_path: Path) -> None:
+    data = payloads(1, 60)
+    write(tmp_path, [data[:20], data[20:]], chunk_max_bytes=400)
+    firsts = _chunk_firsts(tmp_path)
+    assert len(firsts) >= 6
+    # An early chunk becomes garbage (same length): a replay from a later index never reads it.
+    early = tmp_path / chunk_name(firsts[1])
+    early.write_bytes(b"\xff" * early.stat().st_size)
+    start = firsts[3] + 2
+    store = ChunkStore(tmp_path, 400)
+    replayed = list(store.replay(start=start))
+    assert [payload for payload, _, _ in replayed] == data[start - 1 :]
+    assert store.read(firsts[0]) == data[firsts[0] - 1]  # a skipped, intact chunk reads back
+    assert store.read(start - 1) == data[start - 2]  # the rest of a replayed chunk too
+    with pytest.raises(LedgerCorruptionError, match="does not chain"):
+        store.read(firsts[1])  # the garbage is found when one of its entries is read
+    store.append(payloads(61, 3), 61)
+    store.sync()
+    assert store.read(62) == payloads(62, 1)[0]
+    store.close()
+
+
+def test_a_skipped_chunk_missing_its_last_records_is_a_gap(tmp_path: Path) -> None:
+    data = payloads(1, 40)
+    write(tmp_path, [data], chunk_max_bytes=400)
+    firsts = _chunk_firsts(tmp_path)
+    path = tmp_path / chunk_name(firsts[0])
+    raw = path.read_bytes()
+    path.write_bytes(raw[: record_offsets(raw)[-1]])  # its last record is gone
+    store = ChunkStore(tmp_path, 400)
+    list(store.replay(start=firsts[2]))
+    with pytest.raises(LedgerCorruptionError, match="next index on disk"):
+        store.read(1)
+    store.close()
+
+
+def test_record_offsets_of_only_a_few_chunks_stay_in_memory(tmp_path: Path) -> None:
+    data = payloads(1, 200)
+    write(tmp_path, [data], chunk_max_bytes=300)
+    firsts = _chunk_firsts(tmp_path)
+    assert len(firsts) > storage.CACHED_CHUNKS + 10
+    store, _ = open_store(tmp_path, 300)
+    assert len(store._offsets) <= storage.CACHED_CHUNKS + 1  # after replay, too
+    for _ in range(2):  # every chunk read twice: each walk re-finds evicted offsets
+        for index in range(1, 201):
+            assert store.read(index) == data[index - 1]
+            assert len(store._offsets) <= storage.CACHED_CHUNKS + 1
+    assert firsts[-1] in store._offsets  # the last chunk's (appends use it) are kept
+    store.truncate(firsts[2] + 1)  # into a chunk whose offsets were evicted
+    store.append(payloads(firsts[2] + 2, 5, size=70), firsts[2] + 2)
+    store.sync()
+    for index in range(1, firsts[2] + 2):
+        assert store.read(index) == data[index - 1]
+    assert store.read(firsts[2] + 3) == payloads(firsts[2] + 3, 1, size=70)[0]
+    store.close()
