@@ -15,6 +15,7 @@ after the damaged entries. Figures (fault, position, time to repair, data lost) 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -327,7 +328,13 @@ def test_entries_before_the_leaders_snapshot_are_repaired_from_a_node_that_holds
         assert injected.index < base
         assert cluster.write({"while-down": 1}, node=joiner)[0] == 200
         started = time.monotonic()
-        damaged.start(timeout=90)  # ready: it holds every committed entry again
+        damaged.start(wait=False)
+        # It resumes after its own snapshot without reading the entries before it: the
+        # background check finds the damage and stops the node (as a damaged read does).
+        wait_for("the background check to stop the node", lambda: not damaged.alive, 90)
+        assert damaged.proc is not None and damaged.proc.returncode == 75
+        assert "do not rebuild" in damaged.log() or "is damaged on disk" in damaged.log()
+        damaged.start(timeout=90)  # as the kubelet restarts it: reads every entry, repairs
         seconds = time.monotonic() - started
 
         repair = damaged.state()["ledger_repair"]
@@ -342,7 +349,67 @@ def test_entries_before_the_leaders_snapshot_are_repaired_from_a_node_that_holds
         assert status == 200 and body["value"] == 11, body
         print(
             f"\nflipped {injected.path.name}@{injected.offset} (index {injected.index}) below "
-            f"the leader's snapshot at {base}: repaired from a peer in {seconds:.1f}s"
+            f"the leader's snapshot at {base}: found and repaired from a peer in {seconds:.1f}s"
+        )
+    finally:
+        cluster.stop()
+
+
+def test_a_node_behind_the_leaders_snapshot_catches_up_from_a_node_that_holds_the_history(
+    tmp_path: Path,
+) -> None:
+    """A node whose log ends before the snapshot the leader started from (its volume restored
+    from an old copy; it learns of the nodes that joined since from the published trusted-node
+    list, as the operator mounts it) is not stuck: the leader cannot send it those entries, so
+    it fetches them from the other node that holds the history, and is ready again."""
+    cluster = Cluster.start(tmp_path / "c", 2, overrides=SNAPSHOTS)
+    try:
+        for n in range(2):
+            assert cluster.write({f"old-{n}": n}, count=30)[0] == 200
+        behind = cluster.nodes[1]
+        behind.stop()
+        old_copy = tmp_path / "old-volume"
+        shutil.copytree(behind.data_dir, old_copy)
+        old_end = sf.records(sf.chunks(old_copy / "ledger")[-1])[-1].index
+        behind.start(timeout=60)
+        txids = []
+        for n in range(12):
+            status, body = cluster.write({f"later-{n}": n}, count=30)
+            assert status == 200, body
+            txids += [t["txid"] for t in body["transactions"]]
+        snapshots = cluster.nodes[0].data_dir / "ledger" / "snapshots"
+        wait_for("a committed snapshot", lambda: list(snapshots.glob("*.receipt")), 30)
+        joiner = cluster.add(2, SNAPSHOTS)  # starts from the newest snapshot
+        _lead(cluster, joiner)
+        term = joiner.state()["term"]
+        status, body = joiner.get(f"/app/receipt?txid={txids[0]}", cluster.user)
+        assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
+        base = body["error"]["held_from"] - 1
+        assert old_end < base
+
+        behind.stop()
+        shutil.rmtree(behind.data_dir)
+        shutil.copytree(old_copy, behind.data_dir)  # its volume as it was, before the snapshot
+        published = tmp_path / "mounted" / "trusted-nodes.cose"
+        published.parent.mkdir()
+        published.write_bytes(joiner.request("GET", "/node/trusted-list")[1])
+        behind.overrides = {**behind.overrides, "trusted_list_path": str(published)}
+        assert cluster.write({"while-behind": 1}, node=joiner)[0] == 200
+        started = time.monotonic()
+        behind.start(timeout=90)  # ready: caught up with the leader's commit index
+        seconds = time.monotonic() - started
+
+        assert "fetched the committed entries" in behind.log()
+        assert "the leader did not send them" in behind.log()
+        assert cluster.leader() is joiner and joiner.state()["term"] == term, "no election"
+        cert = load_certificate(behind.service_cert.read_bytes())
+        for txid in (txids[0], txids[-1]):
+            verify_receipt(receipt_from(behind, cluster, txid), cert)
+        status, body = behind.get("/app/kv/while-behind", cluster.user)
+        assert status == 200 and body["value"] == 1, body
+        print(
+            f"\na node whose log ends at {old_end}, before the leader's snapshot at {base}, "
+            f"caught up from a peer in {seconds:.1f}s"
         )
     finally:
         cluster.stop()

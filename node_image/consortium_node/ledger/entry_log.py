@@ -19,6 +19,9 @@ after ``r``: terms and signature positions are in memory from ``r`` on, and for 
 entry they are read from its record (signature positions by a short scan: a signature entry
 follows at most ``signature_interval_tx`` entries later). Terms are kept as runs (one item
 per term change), signature positions 8 bytes each: memory does not grow with the entries.
+The entries before ``r`` are checked afterwards, in slices, while the node runs (``scrub``):
+each record's checksum and decoding, and that their leaves rebuild the frontier the snapshot
+signs; damage is reported like a damaged read, so a restart finds it and repairs it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from consortium_node.ledger.entries import Entry, EntryKind, decode_entry, peek_position
 from consortium_node.ledger.errors import (
@@ -37,13 +41,28 @@ from consortium_node.ledger.errors import (
     UnknownTransactionError,
 )
 from consortium_node.ledger.kv import Tables
-from consortium_node.ledger.merkle import HistoryMismatchError, MerkleTree, frontier_sizes
+from consortium_node.ledger.merkle import (
+    Frontier,
+    HistoryMismatchError,
+    MerkleTree,
+    frontier_sizes,
+    leaf_hash,
+)
 from consortium_node.ledger.public_view import PublicView
 from consortium_node.ledger.records import Marker
 from consortium_node.ledger.replica import Staged, check_stored, staged_from
 from consortium_node.ledger.secrets import LedgerSecrets
 from consortium_node.ledger.storage import ChunkStore
 from consortium_node.ledger.tree_store import TreeStore
+
+
+@dataclass
+class _Scrub:
+    """Where the check of the entries a resumed open did not read has got to."""
+
+    next: int  # the next index to read
+    frontier: Frontier  # of the leaves before ``next``
+    target: list[bytes]  # the frontier the snapshot signs (of the leaves before ``resumed``)
 
 
 class EntryLog:
@@ -65,6 +84,8 @@ class EntryLog:
         self._known_terms: dict[int, int] = {0: 0}  # terms of base and resumed
         # Told of a durable entry found damaged on a read (the node restarts to repair it).
         self.on_damage: Callable[[StoredEntryDamagedError], None] | None = None
+        self._base_frontier: list[bytes] = []  # the tree's frontier at ``base``
+        self._scrub: _Scrub | None = None
 
     def start_from(self, tree: MerkleTree, term: int, public: Tables) -> None:
         """Start an empty log after the snapshot at ``tree.size`` (its signature entry, in
@@ -77,6 +98,7 @@ class EntryLog:
         self._durable_index = self.base
         self._signature_indices = array("Q", [self.base])
         self.public = PublicView.starting_with(public)
+        self._base_frontier = tree.frontier()
 
     def resume_from(self, tree: MerkleTree, term: int, public: Tables) -> None:
         """Replay goes on after the snapshot at ``tree.size`` (its signature entry, in term
@@ -89,6 +111,44 @@ class EntryLog:
         self._durable_index = self.resumed
         self._signature_indices = array("Q", [self.resumed])
         self.public = PublicView.starting_with(public)
+        start = Frontier(self.base, self._base_frontier)
+        self._scrub = _Scrub(self.base + 1, start, tree.frontier(self.resumed - 1))
+
+    def scrub(self, count: int) -> bool:
+        """Check ``count`` more of the entries before ``resumed``, oldest first: each record
+        reads back whole (checksum) and decodes at its index, and once all are read, their
+        leaves must rebuild the frontier the snapshot signs (a record rewritten with a valid
+        checksum). Damage raises ``StoredEntryDamagedError`` (``damaged``). True while some
+        remain."""
+        scrub = self._scrub
+        if scrub is None:
+            return False
+        end = min(scrub.next + count, self.resumed)
+        for index in range(scrub.next, end):
+            payload = self._read(index)
+            try:
+                entry = decode_entry(payload)
+            except EntryFormatError as exc:
+                raise self.damaged(index, f"read back from disk does not decode: {exc}") from exc
+            if entry.index != index:
+                raise self.damaged(index, f"the record holds entry {entry.txid}")
+            scrub.frontier.append_hash(leaf_hash(entry.leaf()))
+            scrub.next = index + 1
+        if end < self.resumed:
+            return True
+        self._scrub = None
+        if scrub.frontier.pieces != scrub.target:
+            raise self.damaged(
+                self.resumed,
+                f"the entries {self.base + 1}..{self.resumed - 1} do not rebuild the Merkle "
+                f"frontier the snapshot at {self.resumed} signs (a record was rewritten)",
+            )
+        return False
+
+    @property
+    def unscrubbed(self) -> int:
+        """How many entries before ``resumed`` are still to be checked (``scrub``)."""
+        return 0 if self._scrub is None else self.resumed - self._scrub.next
 
     def can_resume(self, index: int, frontier: list[bytes]) -> bool:
         """Whether the tree store holds the history below the snapshot at ``index`` whose
@@ -229,6 +289,7 @@ class EntryLog:
         count = index - (self.last_index - len(self._recent))
         if count > 0:
             del self._recent[:count]
+        self.public.settle(index)
 
     # -- reads --------------------------------------------------------------------------
 

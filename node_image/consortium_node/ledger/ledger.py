@@ -304,6 +304,16 @@ class Ledger:
         is damaged on disk (``StoredEntryDamagedError``)."""
         self._on_read_damage = callback
 
+    def scrub(self, count: int) -> bool:
+        """Check ``count`` more of the entries a resumed open did not read (``EntryLog.scrub``:
+        checksums, decoding, and the snapshot's frontier rebuilt from their leaves); damage is
+        reported as a damaged read is. True while some remain (``unscrubbed``)."""
+        return self._log.scrub(count)
+
+    @property
+    def unscrubbed(self) -> int:
+        return self._log.unscrubbed
+
     def _read_damaged(self, error: StoredEntryDamagedError) -> None:
         """A read found damage: the next open checks every entry (``check-all``)."""
         try:
@@ -683,7 +693,6 @@ class Ledger:
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
-        self._flush_tree(index, every=1)  # a restart resumes from this snapshot
         public, private = self._kv.copy_tables()
         state = SnapshotState(
             term=self.term_at(index),
@@ -694,6 +703,7 @@ class Ledger:
             private=private,
             secret_version=version,
         )
+        self._flush_tree(index, every=1)  # a restart resumes here (frontier read first)
         self._points.captured(Capture(state, self._secrets.aead(version)))
 
     def snapshot_captures(self) -> list[Capture]:

@@ -27,20 +27,26 @@ of an earlier leaf raises ``RangeNotHeldError``.
 History: a tree with a ``TreeStore`` (``tree_store``) writes the subtrees that lie wholly
 below a committed size to it (``flush``) and keeps in memory only the frontier there and what
 came after, so memory does not grow with the number of leaves. Hashes read back from the store
-are untrusted (the host's disk): a leaf hash read from it is returned only after its inclusion
-proof, read from it too, folds to the *anchor*, a root this tree computed in memory (at its
-latest flush) or was started from (a verified snapshot's frontier); otherwise
-``HistoryMismatchError``. Proofs built from it are folded to their signed root by their user.
+are untrusted (the host's disk): a leaf hash read from it is returned only after it hashes up,
+with its siblings, to a node already trusted: a piece of the *anchor*, the frontier this tree
+computed in memory at its latest flush or was started from (a verified snapshot's), or a node
+checked that way before (a bounded cache, so reading leaves in order costs one hash each);
+otherwise ``HistoryMismatchError``. Proofs built from it are folded to their signed root by
+their user.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Literal
 
 from consortium_node.ledger.tree_store import TreeStore
 
 HASH_SIZE = 32
+CHECKED_NODES = 4_096  # hashes read back from the tree store and checked, kept to check others
+LEAF_BLOCK = 8  # leaf hashes are read back from the tree store 2**LEAF_BLOCK at a time
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 Side = Literal["left", "right"]
@@ -129,11 +135,49 @@ def root_of_frontier(pieces: list[bytes]) -> bytes:
     return result
 
 
+class Frontier:
+    """Only the frontier of a growing tree (O(log n) hashes): enough to check that a run of
+    leaves rebuilds a frontier signed elsewhere, without holding the tree."""
+
+    __slots__ = ("_pieces", "size")
+
+    def __init__(self, size: int = 0, pieces: Sequence[bytes] = ()) -> None:
+        where = frontier_sizes(size)
+        if len(pieces) != len(where):
+            raise ValueError(f"a tree of size {size} has {len(where)} frontier pieces")
+        self.size = size
+        self._pieces = [(level, piece) for (level, _), piece in zip(where, pieces, strict=True)]
+
+    def append_hash(self, hashed_leaf: bytes) -> None:
+        """Add the next leaf hash; the last two pieces of one level become one of the next."""
+        pieces = self._pieces
+        pieces.append((0, hashed_leaf))
+        while len(pieces) > 1 and pieces[-1][0] == pieces[-2][0]:
+            (level, right), (_, left) = pieces.pop(), pieces.pop()
+            pieces.append((level + 1, node_hash(left, right)))
+        self.size += 1
+
+    @property
+    def pieces(self) -> list[bytes]:
+        """The frontier of the leaves so far, highest level first (as ``MerkleTree.frontier``)."""
+        return [piece for _, piece in self._pieces]
+
+
 class MerkleTree:
     """An append-only RFC 6962 tree that answers roots and proofs for any past size (or, when
     started from a frontier, for every size and leaf from the frontier's size on)."""
 
-    __slots__ = ("_anchor", "_bases", "_flushed", "_history", "_levels", "_size", "_start")
+    __slots__ = (
+        "_anchor",
+        "_bases",
+        "_block",
+        "_checked",
+        "_flushed",
+        "_history",
+        "_levels",
+        "_size",
+        "_start",
+    )
 
     def __init__(self, history: TreeStore | None = None) -> None:
         self._levels: list[bytearray] = [bytearray()]
@@ -142,7 +186,13 @@ class MerkleTree:
         self._start = 0  # the size of the frontier it started from (0: the whole tree)
         self._history = history  # the subtrees below ``_flushed`` (see the module docstring)
         self._flushed = 0
-        self._anchor = (0, EMPTY_ROOT)  # (size, root) that hashes read back must fold to
+        # The frontier of the size flushed last, computed in memory (or verified by the
+        # caller): what a hash read back from the store is checked against (``_check_stored``),
+        # and the nodes already checked that way (a bounded cache: sequential reads check one
+        # hash each).
+        self._anchor: tuple[int, dict[tuple[int, int], bytes]] = (0, {})
+        self._checked: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._block: tuple[int, bytes | None] | None = None  # the last block of leaves read
 
     @classmethod
     def from_frontier(
@@ -171,7 +221,7 @@ class MerkleTree:
             assert position == tree._bases[level]
             tree._levels[level] += piece
         tree._size = tree._start = tree._flushed = size
-        tree._anchor = (size, root_of_frontier(pieces))
+        tree._anchor = (size, dict(zip(where, pieces, strict=True)))
         if history is not None:
             tree._history, tree._start = history, size if start is None else start
         return tree
@@ -189,7 +239,7 @@ class MerkleTree:
             return
         if size > self._size:
             raise ValueError(f"cannot flush {size} leaves of a tree of {self._size}")
-        anchor = (size, self.root(size))
+        anchor = (size, {piece: self._perfect(*piece) for piece in frontier_sizes(size)})
         for k, level in enumerate(self._levels):
             # every complete subtree below ``size``, including those kept in memory below
             count = (size >> k) - self._bases[k]
@@ -298,17 +348,73 @@ class MerkleTree:
 
     def leaf_hash_at(self, index: int) -> bytes:
         """The leaf hash at position ``index`` (0-based); one read back from the tree store
-        is checked against the anchor first (``HistoryMismatchError``)."""
+        is checked first (``_check_stored``: ``HistoryMismatchError``), a block of
+        ``2**LEAF_BLOCK`` leaves at a time where the store holds the whole block."""
         _check_position(index, self._size)
+        if index >= self._bases[0]:
+            return self._perfect(0, index)
+        block, offset = index >> LEAF_BLOCK, (index & ((1 << LEAF_BLOCK) - 1)) * HASH_SIZE
+        if self._block is None or self._block[0] != block:
+            self._block = (block, self._checked_block(block))
+        leaves = self._block[1]
+        if leaves is not None:
+            return leaves[offset : offset + HASH_SIZE]
         leaf = self._perfect(0, index)
-        if index < self._bases[0]:
-            size, root = self._anchor
-            if root_from_proof(leaf, self.inclusion_proof(index, size)) != root:
-                raise HistoryMismatchError(
-                    f"the tree store's hashes for leaf {index} do not fold to the root of size "
-                    f"{size} this node computed"
-                )
+        self._check_stored(0, index, leaf)
         return leaf
+
+    def _checked_block(self, block: int) -> bytes | None:
+        """The leaf hashes of ``block`` read back in one piece and checked through the root
+        of their subtree, or None if the store does not hold all of them below the anchor."""
+        count = 1 << LEAF_BLOCK
+        first, history = block * count, self._history
+        if (
+            history is None
+            or first + count > min(self._anchor[0], self._bases[0])
+            or not (history.holds(0, first) and history.holds(0, first + count - 1))
+        ):
+            return None
+        leaves = history.read(0, first, count)
+        level = leaves
+        while len(level) > HASH_SIZE:
+            level = b"".join(
+                hashlib.sha256(b"\x01" + level[i : i + 2 * HASH_SIZE]).digest()
+                for i in range(0, len(level), 2 * HASH_SIZE)
+            )
+        self._check_stored(LEAF_BLOCK, block, level)
+        return leaves
+
+    def _check_stored(self, level: int, position: int, value: bytes) -> None:
+        """Hash ``value`` (read back at ``(level, position)``) up with its siblings until a
+        node already trusted: a frontier piece of the anchor, computed in memory, or a node
+        checked before. Every node on the way is then trusted too (SHA-256 binds both
+        children), so reading leaves in order costs one hash each."""
+        size, pieces = self._anchor
+        checked, path = self._checked, []
+        node, hashed = (level, position), value
+        while True:
+            trusted = pieces.get(node) or checked.get(node)
+            if trusted is not None:
+                if trusted != hashed:
+                    raise HistoryMismatchError(
+                        f"the tree store's hashes for leaf {position << level} do not fold to "
+                        f"the tree of size {size} this node computed"
+                    )
+                break
+            k, j = node
+            if ((j >> 1) + 1) << (k + 1) > size:  # a frontier piece of size: not in the anchor
+                raise HistoryMismatchError(
+                    f"the subtree at level {k}, position {j} is not below the anchor ({size})"
+                )
+            sibling = self._perfect(k, j ^ 1)
+            path += [(node, hashed), ((k, j ^ 1), sibling)]
+            hashed = node_hash(hashed, sibling) if j % 2 == 0 else node_hash(sibling, hashed)
+            node = (k + 1, j >> 1)
+        for node, hashed in path:
+            checked[node] = hashed
+            checked.move_to_end(node)
+        while len(checked) > CHECKED_NODES:
+            checked.popitem(last=False)
 
     def _check_size(self, size: int) -> None:
         if size > self._size:

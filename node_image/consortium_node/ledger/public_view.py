@@ -4,8 +4,10 @@ Why: Raft configuration (and other governance state a node must act on before it
 lives in PUBLIC entries, and Raft requires a node to use the latest configuration in its log,
 committed or not. So unlike the committed KV state, this view covers every appended entry,
 pending, durable or replayed, and it rolls back when an uncommitted suffix is truncated.
-Public entries are rare, so their write sets are kept in memory and a truncation simply
-rebuilds the view from the surviving ones.
+Public entries are rare, so the write sets of uncommitted ones are kept in memory and a
+truncation simply rebuilds the view from the surviving ones; committed ones can never be
+truncated, so ``settle`` folds them into the base (memory stays the size of the state, not of
+the history).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class PublicView:
         self._entries: list[tuple[TxId, WriteSet]] = []  # ascending index
         self._indices: list[int] = []
         self._state = KVStore()
-        self._base = KVStore()  # committed public state a snapshot started the log with
+        self._base = KVStore()  # committed public state: a snapshot's, then settled entries
         self._base_txid: TxId | None = None
 
     @classmethod
@@ -47,6 +49,17 @@ class PublicView:
         self._entries.append((txid, writes))
         self._indices.append(txid.index)
         self._state.apply(writes, txid)
+
+    def settle(self, committed: int) -> None:
+        """Fold the entries up to ``committed`` (never truncated) into the base."""
+        settled = bisect.bisect_right(self._indices, committed)
+        if not settled:
+            return
+        for txid, writes in self._entries[:settled]:
+            self._base.apply(writes, txid)
+        self._base_txid = self._entries[settled - 1][0]
+        del self._entries[:settled]
+        del self._indices[:settled]
 
     def truncate(self, last_kept: int) -> None:
         """Forget every entry with index ``> last_kept`` and rebuild the view if any was."""

@@ -8,6 +8,7 @@ verifying one ECDSA signature and a ledger repeats the same certificate in every
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,10 +54,13 @@ class NodeKeySigner:
 
 
 class CertificateCache:
-    """``(public key, node_id)`` of node certificates, parsed once per distinct PEM."""
+    """``(public key, node_id)`` of node certificates, parsed once per distinct PEM; the
+    ``size`` most recently used are kept (certificates are renewed: the history of them is
+    not held in memory)."""
 
-    def __init__(self) -> None:
-        self._keys: dict[str, tuple[PublicKey, str]] = {}
+    def __init__(self, size: int = 256) -> None:
+        self._keys: OrderedDict[str, tuple[PublicKey, str]] = OrderedDict()
+        self._size = size
 
     def key_for(self, pem: str) -> tuple[PublicKey, str]:
         """Key and node_id of a certificate; IdentityError if it does not parse."""
@@ -66,6 +70,10 @@ class CertificateCache:
             check_key_type(public)
             assert isinstance(public, PublicKey)
             cached = self._keys[pem] = (public, node_id_of(public))
+            if len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(pem)
         return cached
 
 

@@ -553,7 +553,9 @@ class ChunkStore:
         magic, length, crc = HEADER.unpack(header)
         payload = os.pread(fd, length, offset + HEADER.size) if magic == MAGIC else b""
         if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-            raise LedgerCorruptionError(chunk.path, offset, "record changed on disk since replay")
+            raise LedgerCorruptionError(
+                chunk.path, offset, "record fails its checksum (changed on disk)"
+            )
         return payload
 
     def _cache_offsets(self, first_index: int, offsets: array[int]) -> array[int]:

@@ -84,13 +84,14 @@ class TreeStore:
             and (position + 1) << level <= self.flushed
         )
 
-    def read(self, level: int, position: int) -> bytes:
-        """The stored hash at ``(level, position)`` (the caller checks ``holds``)."""
+    def read(self, level: int, position: int, count: int = 1) -> bytes:
+        """The ``count`` stored hashes from ``(level, position)`` on, concatenated (the caller
+        checks ``holds``)."""
         try:
-            data = os.pread(self._fd(level), HASH_SIZE, position * HASH_SIZE)
+            data = os.pread(self._fd(level), count * HASH_SIZE, position * HASH_SIZE)
         except OSError as exc:
             raise LedgerError(f"{self._path(level)} does not read: {exc}") from exc
-        if len(data) != HASH_SIZE:
+        if len(data) != count * HASH_SIZE:
             raise LedgerError(
                 f"{self._path(level)} ends before position {position} (the file shrank)"
             )

@@ -1,5 +1,6 @@
-"""Repair from any peer: committed entries a node lost to a storage fault, fetched from a voter
-that holds them.
+"""Repair from any peer: committed entries a node lost to a storage fault, or that the leader
+cannot send it (the leader started from a snapshot after the node's log ends), fetched from a
+voter that holds them.
 
 Why: the leader replicates again what a follower lacks, but only from its own log. A leader
 that started from a snapshot does not hold the entries before it, and with no leader at all

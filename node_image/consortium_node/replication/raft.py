@@ -175,7 +175,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-COMMIT_SLICE = 2_000  # entries committed per turn of the event loop (``_commit_to``)
+COMMIT_STEP = 200  # entries committed at a time (``_commit_to``) ...
+COMMIT_TURN = 0.02  # ... for at most about this many seconds per turn of the event loop
 
 
 def majority_index(matches: Sequence[int]) -> int:
@@ -528,17 +529,24 @@ class RaftNode:
             self._become_follower(self.term)
 
     def _commit_to(self, index: int) -> None:
-        """Commit up to ``index``: at most ``COMMIT_SLICE`` entries now, the rest in later
-        turns of the event loop, so a node catching up on many entries keeps answering
-        heartbeats and ``/healthz`` meanwhile."""
+        """Commit up to ``index``: steps of ``COMMIT_STEP`` entries for ``COMMIT_TURN`` seconds
+        now, the rest in later turns of the event loop, so a node catching up on many entries
+        keeps answering heartbeats and ``/healthz`` meanwhile. One chain of turns at a time:
+        a commit while one is scheduled only moves its target."""
         self._commit_target = max(self._commit_target, index)
-        self._apply_slice()
+        if not self._applying:
+            self._apply_slice()
 
     def _apply_slice(self) -> None:
         self._applying = False
-        target = min(self._commit_target, self.ledger.commit_index + COMMIT_SLICE)
-        if target > self.ledger.commit_index:
+        deadline = time.monotonic() + COMMIT_TURN
+        while True:
+            target = min(self._commit_target, self.ledger.commit_index + COMMIT_STEP)
+            if target <= self.ledger.commit_index:
+                break
             self._commit_slice(target)
+            if self.ledger.commit_index < target or time.monotonic() >= deadline:
+                break
         if (
             self.ledger.commit_index < min(self._commit_target, self.ledger.durable_index)
             and not self._applying
@@ -704,12 +712,12 @@ class RaftNode:
         base = self.ledger.base_index
         if response.last_index < base and not peer.behind_base:
             # This leader started from a snapshot at ``base`` and does not hold the entries
-            # the follower lacks: it keeps the follower in its term (heartbeats at ``base``)
-            # but cannot bring it up to date; a leader that holds the history can.
-            log.error(
+            # the follower lacks: it keeps the follower in its term (heartbeats at ``base``);
+            # the follower fetches them from a voter that holds the history (``fetch``).
+            log.warning(
                 "%s's log ends at %d, before the snapshot at %d this leader started from: it "
-                "cannot be sent entries %d..%d from here (restart it with an empty volume to "
-                "start it from a snapshot too)",
+                "cannot be sent entries %d..%d from here; it fetches them from a node that holds "
+                "them (if none does, restart it with an empty volume to start from a snapshot)",
                 peer.node_id[:8],
                 response.last_index,
                 base,
@@ -868,35 +876,50 @@ class RaftNode:
         )
 
     async def _repairer(self) -> None:
-        """While the log lacks entries it knew committed and has not grown for an election
+        """While the log lacks entries it knows committed and has not grown for an election
         timeout (the leader cannot send them, or there is none), fetch them from any voter."""
         seen = -1
         while not self._stopped:
             await asyncio.sleep(self.timing.election_timeout)
             last, seen = seen, self.ledger.last_index
-            if self.role == "leader" or self.ledger.missing_committed is None or last != seen:
+            if self.role == "leader" or self._lacking_committed() is None or last != seen:
                 continue
             while not self._stopped and await self._fetch_missing():
                 seen = self.ledger.last_index
 
+    def _lacking_committed(self) -> tuple[int, str] | None:
+        """The last committed index this node knows of beyond its log, and why it lacks the
+        entries: lost to a storage fault, or not sent by the leader (``_repairer`` asks only
+        once the log has not grown for an election timeout: typically the leader started from
+        a snapshot after this log's end, so it cannot send them, but a node with the history
+        can)."""
+        missing = self.ledger.missing_committed
+        if missing is not None:
+            return missing.index, "lost to a storage fault"
+        if self.role == "follower" and self.leader_commit > self.ledger.last_index:
+            return self.leader_commit, "the leader did not send them"
+        return None
+
     async def _fetch_missing(self) -> bool:
         """One batch of the missing committed entries from the first voter that holds them,
         checked and appended (True), or why none could be had, logged once (False)."""
-        missing = self.ledger.missing_committed
-        if missing is None:
+        lacking = self._lacking_committed()
+        if lacking is None:
             return False
+        through, why = lacking
         start = self.ledger.last_index + 1
         peers = [(n, a) for n, a in self.voters().items() if n != self.node_id]
         random.shuffle(peers)
-        request = FetchRequest(self.term, self.node_id, start, missing.index)
+        request = FetchRequest(self.term, self.node_id, start, through)
         found = await fetch.ask(self.transport, peers, request, self.timing.rpc_timeout)
         if isinstance(found, list):
             failure = "; ".join(found) or "no other voter"
             if failure != self._fetch_failure:
                 log.warning(
-                    "no voter can give the committed entries %d..%d this node lost: %s",
+                    "no voter can give the committed entries %d..%d this node lacks (%s): %s",
                     start,
-                    missing.index,
+                    through,
+                    why,
                     failure,
                 )
                 self._fetch_failure = failure
@@ -926,9 +949,10 @@ class RaftNode:
             self._on_log_grown()
         last = self.ledger.last_index
         log.warning(
-            "fetched the committed entries %d..%d lost to a storage fault from %s",
+            "fetched the committed entries %d..%d (%s) from %s",
             start,
             last,
+            why,
             found.node_id[:8],
         )
         commit = min(response.commit_index, last)

@@ -38,6 +38,7 @@ from consortium_node.server.node import Node
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
 from consortium_node.server.refresh import keep_address_current
+from consortium_node.server.scrub import scrub
 from consortium_node.server.sealed import SealedStoreError
 from consortium_node.server.snapshots import SnapshotKeeper
 from consortium_node.server.starting import StartingServer
@@ -155,6 +156,7 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
     tasks = [
         asyncio.create_task(primary.run_rotation(), name="rotation"),
         asyncio.create_task(snapshots.run(), name="snapshots"),
+        asyncio.create_task(scrub(node.ledger), name="scrub"),
         *([] if backup is None else [asyncio.create_task(backup.run(), name="backup")]),
         asyncio.create_task(keep_address_current(node, raft, primary, transport), name="refresh"),
     ]

@@ -420,3 +420,23 @@ def test_public_position_names_the_public_view_state(open_ledger: OpenLedger) ->
     assert rewritten.index == second.index and rewritten != second
     assert ledger.public_position == rewritten
     assert ledger.public_get("public:t", "k") == (3, rewritten)
+
+
+def test_committed_public_entries_are_settled_and_truncation_still_rolls_back(
+    open_ledger: OpenLedger,
+) -> None:
+    ledger = open_ledger()
+    for n in range(50):
+        ledger.append(
+            [{"public:t": {f"k{n % 5}": n, "gone": None if n % 2 else n}}], EntryKind.PUBLIC
+        )
+    ledger.sync_and_commit()
+    assert ledger._log.public._entries == []  # committed: folded into the base, not kept
+    settled = ledger.public_position
+    (pending,) = ledger.append([{"public:t": {"k1": "new", "gone": "back"}}], EntryKind.PUBLIC)
+    assert ledger.public_get("public:t", "k1") == ("new", pending)
+    ledger.truncate(pending.index - 1)
+    assert ledger.public_position == settled
+    assert ledger.public_get("public:t", "k1") == (46, TxId(1, 47))
+    assert ledger.public_get("public:t", "gone") is None  # deleted by the last settled one
+    assert ledger.public_keys("public:t") == list(ledger.kv.keys("public:t"))

@@ -4,6 +4,7 @@ a tampered tree store is either refused at open or found (and healed) at the fir
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,15 +12,16 @@ import pytest
 
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import Ledger, NodeKeySigner, TxId
-from consortium_node.ledger.errors import StoredEntryDamagedError
+from consortium_node.ledger.errors import LedgerCorruptionError, StoredEntryDamagedError
 from consortium_node.ledger.merkle import frontier_sizes
 from consortium_node.ledger.receipt import verify_receipt
 from consortium_node.ledger.tree_store import HASH_SIZE
 from tests.unit.ledger.conftest import OpenLedger
-from tests.unit.ledger.helpers import fill
+from tests.unit.ledger.helpers import fill, find_record, rewrite_record
 from tests.unit.ledger.test_snapshot import (
     CONFIG,
     _committed_ledger,
+    _flip_body,
     _reopen,
     record_evidence,
     write_captures,
@@ -157,6 +159,9 @@ def test_a_node_that_joined_from_a_snapshot_resumes_from_its_next_one(
 
     again = _reopen(open_ledger, service, directory=follower_dir)
     assert again._log.base == first.index and again._log.resumed == second.index
+    assert again.unscrubbed == second.index - first.index - 1  # its own entries, not before
+    while again.scrub(5):
+        pass
     again.advance_commit(again.durable_index)
     assert answers(again, service) == expected
     assert again.kv.copy_tables() == leader.kv.copy_tables()
@@ -174,3 +179,56 @@ def test_a_ledger_opened_without_the_certificate_replays_and_rebuilds_the_tree(
     assert plain._log.resumed == 0 and plain.receipt(TxId(1, 7)) == receipt
     plain.close()
     assert _reopen(open_ledger, service).receipt(TxId(1, 7)) == receipt
+
+
+def test_the_entries_a_resumed_open_did_not_read_are_checked_in_slices(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity
+) -> None:
+    ledger = _committed_ledger(open_ledger, signer)
+    ledger.close()
+    again = _reopen(open_ledger, service)
+    resumed = again._log.resumed
+    assert again.unscrubbed == resumed - 1
+    slices = 0
+    while again.scrub(7):
+        slices += 1
+        assert again.unscrubbed == max(0, resumed - 1 - 7 * slices)
+    assert again.unscrubbed == 0 and not again.scrub(7)  # done, and idempotent
+    assert slices == (resumed - 1) // 7
+    assert not (again._store.directory / "check-all").exists()
+
+
+@pytest.mark.parametrize("fault", ["flipped", "forged"])
+def test_damage_before_the_snapshot_is_found_by_the_check(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, fault: str
+) -> None:
+    small_chunks = dataclasses.replace(CONFIG, chunk_max_bytes=2048)  # 9: not in the last one
+    ledger = _committed_ledger(open_ledger, signer, config=small_chunks)
+    directory = ledger._store.directory
+    ledger.close()
+    path, offset = find_record(directory, 9)
+    assert path != sorted(directory.glob("ledger_*.chunk"))[-1]
+    if fault == "flipped":  # the checksum no longer matches
+        data = bytearray(path.read_bytes())
+        data[offset + 40] ^= 1
+        path.write_bytes(bytes(data))
+    else:  # rewritten with a valid checksum: only the Merkle frontier tells
+        rewrite_record(path, offset, _flip_body)
+
+    again = _reopen(open_ledger, service)
+    resumed = again._log.resumed
+    reported: list[StoredEntryDamagedError] = []
+    again.on_read_damage(reported.append)
+    with pytest.raises(StoredEntryDamagedError) as caught:
+        while again.scrub(4):
+            pass
+    assert reported == [caught.value]
+    assert caught.value.index == (9 if fault == "flipped" else resumed)
+    if fault == "forged":
+        assert "do not rebuild the Merkle frontier" in caught.value.reason
+    again.close()
+    assert (directory / "check-all").exists()
+    with pytest.raises(LedgerCorruptionError) as refused:  # the next open reads every entry
+        _reopen(open_ledger, service)
+    named = f"at byte {offset}: record CRC-32" if fault == "flipped" else "entry 1.9"
+    assert named in str(refused.value)

@@ -70,7 +70,7 @@ def state_at(ledger: Ledger, index: int) -> KVStore:
 
 
 def build(open_ledger: OpenLedger, signer: NodeKeySigner, **kwargs: Any) -> Ledger:
-    ledger = open_ledger(CONFIG, **kwargs)
+    ledger = open_ledger(kwargs.pop("config", CONFIG), **kwargs)
     ledger.append([{"public:consortium.info": {"name": {"v": 1}}}], EntryKind.PUBLIC)
     fill(ledger, signer, batches=8, batch_size=7)
     ledger.append_signature(signer)

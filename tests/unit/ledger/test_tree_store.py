@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from consortium_node.common.canonical import canonical_json
+from consortium_node.ledger import merkle
 from consortium_node.ledger.errors import LedgerError
 from consortium_node.ledger.merkle import (
+    Frontier,
     HistoryMismatchError,
     MerkleTree,
     RangeNotHeldError,
@@ -156,3 +158,36 @@ def test_reset_and_discard_forget_what_is_held(tmp_path: Path) -> None:
     store.discard()
     assert not store.usable and not (tmp_path / "state.json").exists()
     assert not TreeStore(tmp_path).usable
+
+
+@pytest.mark.parametrize("start", [0, 1, 6, 13, 32])
+def test_a_frontier_grown_leaf_by_leaf_is_the_trees(start: int) -> None:
+    reference = whole(70)
+    frontier = Frontier(start, reference.frontier(start))
+    for i in range(start, 70):
+        assert frontier.size == i and frontier.pieces == reference.frontier(i)
+        frontier.append_hash(reference.leaf_hash_at(i))
+    assert frontier.pieces == reference.frontier(70)
+    with pytest.raises(ValueError, match="3 frontier pieces"):
+        Frontier(11, reference.frontier(8))
+
+
+def test_leaves_read_back_a_block_at_a_time_are_checked_as_a_block(tmp_path: Path) -> None:
+    n = 3 * (1 << merkle.LEAF_BLOCK) + 50
+    reference = whole(n)
+    tree = MerkleTree(TreeStore(tmp_path))
+    for i in range(n):
+        tree.append(leaf(i))
+    tree.flush(n)
+    assert [tree.leaf_hash_at(i) for i in range(n)] == [reference.leaf_hash_at(i) for i in range(n)]
+
+    path = tmp_path / "level_00.hashes"
+    data = bytearray(path.read_bytes())
+    victim = (1 << merkle.LEAF_BLOCK) + 7  # in the second block
+    data[victim * HASH_SIZE] ^= 1
+    path.write_bytes(bytes(data))
+    fresh = MerkleTree.from_frontier(n, reference.frontier(n), start=0, history=TreeStore(tmp_path))
+    assert fresh.leaf_hash_at(3) == reference.leaf_hash_at(3)  # the first block is intact
+    with pytest.raises(HistoryMismatchError):
+        fresh.leaf_hash_at(victim + 100)  # any leaf of the damaged block: the block is refused
+    assert fresh.leaf_hash_at(n - 1) == reference.leaf_hash_at(n - 1)  # (held in memory)

@@ -527,8 +527,11 @@ async def test_a_long_commit_is_applied_in_slices_between_which_the_loop_runs(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Catching up on many entries must not hold the event loop (heartbeats, /healthz):
-    ``_commit_to`` applies ``COMMIT_SLICE`` entries per turn and schedules the rest."""
-    monkeypatch.setattr(raft_module, "COMMIT_SLICE", 10)
+    ``_commit_to`` applies steps of ``COMMIT_STEP`` entries for at most ``COMMIT_TURN``
+    seconds per turn and schedules the rest, in one chain of turns however often it is told
+    to commit (each AppendEntries does) meanwhile."""
+    monkeypatch.setattr(raft_module, "COMMIT_STEP", 10)
+    monkeypatch.setattr(raft_module, "COMMIT_TURN", 0.0)  # one step per turn
     [member] = await cluster.start_all(1)
     await cluster.wait_leader([member])
     await member.node.submit(writes(*(f"s{i}" for i in range(5))))
@@ -538,9 +541,13 @@ async def test_a_long_commit_is_applied_in_slices_between_which_the_loop_runs(
     start, target = ledger.commit_index, ledger.durable_index
     seen: list[int] = []
     node._commit_to(target)
-    assert ledger.commit_index == start + 10  # one slice now
+    assert ledger.commit_index == start + 10  # one step now
+    node._commit_to(target)  # (as a heartbeat would) a turn is scheduled: no second chain
+    assert ledger.commit_index == start + 10
     while ledger.commit_index < target:
         seen.append(ledger.commit_index)
-        await asyncio.sleep(0)  # the loop runs between slices
+        node._commit_to(target)
+        await asyncio.sleep(0)  # the loop runs between steps
+        assert ledger.commit_index - seen[-1] <= 10  # one step per turn, not one per call
     assert len(seen) >= (target - start) // 10 - 1
     assert value(member, "bulk44") == "value-bulk44"
