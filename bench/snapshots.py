@@ -72,9 +72,15 @@ async def _write(cluster: Cluster, total: int, concurrency: int = 8) -> None:
                     {"writes": {f"k{(first + i) % KEYS}": "v" * 64}} for i in range(BATCH)
                 ]
             }
-            async with session.post(f"{node.url}/app/transactions", json=body) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
+            for _ in range(100):  # an election (a loaded machine) answers 503: wait for it
+                async with session.post(f"{node.url}/app/transactions", json=body) as resp:
+                    if resp.status == 200:
+                        break
+                    if resp.status != 503:
+                        raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError("no primary for 20 s")
 
     connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:

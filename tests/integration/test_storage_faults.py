@@ -300,6 +300,25 @@ def _lead(cluster: Cluster, node: LocalNode) -> None:
     raise AssertionError(f"{node.name} never won an election in 12 tries")
 
 
+def _a_joiner_leads_from_a_snapshot(
+    cluster: Cluster, prefix: str
+) -> tuple[list[str], LocalNode, int]:
+    """Write past a snapshot, add a node that starts from it and make it the leader: the
+    transactions written, the joiner, and the snapshot's index (it holds nothing before)."""
+    txids = []
+    for n in range(12):
+        status, body = cluster.write({f"{prefix}-{n}": n}, count=30)
+        assert status == 200, body
+        txids += [t["txid"] for t in body["transactions"]]
+    snapshots = cluster.nodes[0].data_dir / "ledger" / "snapshots"
+    wait_for("a committed snapshot", lambda: list(snapshots.glob("*.receipt")), 30)
+    joiner = cluster.add(2, SNAPSHOTS)  # starts from the newest snapshot
+    _lead(cluster, joiner)
+    status, body = joiner.get(f"/app/receipt?txid={txids[0]}", cluster.user)
+    assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
+    return txids, joiner, body["error"]["held_from"] - 1
+
+
 def test_entries_before_the_leaders_snapshot_are_repaired_from_a_node_that_holds_them(
     tmp_path: Path,
 ) -> None:
@@ -307,19 +326,8 @@ def test_entries_before_the_leaders_snapshot_are_repaired_from_a_node_that_holds
     copy of them is damaged gets them from another node that holds them (``fetch``)."""
     cluster = Cluster.start(tmp_path / "c", 2, overrides=SNAPSHOTS)
     try:
-        txids = []
-        for n in range(12):
-            status, body = cluster.write({f"early-{n}": n}, count=30)
-            assert status == 200, body
-            txids += [t["txid"] for t in body["transactions"]]
-        snapshots = cluster.nodes[0].data_dir / "ledger" / "snapshots"
-        wait_for("a committed snapshot", lambda: list(snapshots.glob("*.receipt")), 30)
-        joiner = cluster.add(2, SNAPSHOTS)  # starts from the newest snapshot
-        _lead(cluster, joiner)
+        txids, joiner, base = _a_joiner_leads_from_a_snapshot(cluster, "early")
         term = joiner.state()["term"]
-        status, body = joiner.get(f"/app/receipt?txid={txids[0]}", cluster.user)
-        assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
-        base = body["error"]["held_from"] - 1
 
         damaged = next(n for n in cluster.nodes if n is not joiner)
         damaged.stop()
@@ -372,19 +380,8 @@ def test_a_node_behind_the_leaders_snapshot_catches_up_from_a_node_that_holds_th
         shutil.copytree(behind.data_dir, old_copy)
         old_end = sf.records(sf.chunks(old_copy / "ledger")[-1])[-1].index
         behind.start(timeout=60)
-        txids = []
-        for n in range(12):
-            status, body = cluster.write({f"later-{n}": n}, count=30)
-            assert status == 200, body
-            txids += [t["txid"] for t in body["transactions"]]
-        snapshots = cluster.nodes[0].data_dir / "ledger" / "snapshots"
-        wait_for("a committed snapshot", lambda: list(snapshots.glob("*.receipt")), 30)
-        joiner = cluster.add(2, SNAPSHOTS)  # starts from the newest snapshot
-        _lead(cluster, joiner)
+        txids, joiner, base = _a_joiner_leads_from_a_snapshot(cluster, "later")
         term = joiner.state()["term"]
-        status, body = joiner.get(f"/app/receipt?txid={txids[0]}", cluster.user)
-        assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
-        base = body["error"]["held_from"] - 1
         assert old_end < base
 
         behind.stop()
