@@ -125,11 +125,7 @@ class EntryLog:
             return False
         end = min(scrub.next + count, self.resumed)
         for index in range(scrub.next, end):
-            payload = self._read(index)
-            try:
-                entry = decode_entry(payload)
-            except EntryFormatError as exc:
-                raise self.damaged(index, f"read back from disk does not decode: {exc}") from exc
+            entry = self._peek(index)
             if entry.index != index:
                 raise self.damaged(index, f"the record holds entry {entry.txid}")
             scrub.frontier.append_hash(leaf_hash(entry.leaf()))
@@ -165,8 +161,8 @@ class EntryLog:
             return False
 
     def _peek(self, index: int) -> Entry:
-        """The entry at ``index`` below ``resumed``, decoded but not checked (a position
-        lookup; whatever it leads to is read with ``stored_entry``)."""
+        """The entry at ``index`` below ``resumed``, decoded but not checked against its leaf
+        (a position lookup, or ``scrub``, which checks the leaves together)."""
         try:
             return decode_entry(self._read(index))
         except EntryFormatError as exc:
