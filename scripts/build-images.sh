@@ -305,6 +305,7 @@ check_node_image() {  # check_node_image IMAGE MEASUREMENT
   run_in_image "$image" python -c '
 import importlib.util, sys
 import aiohttp, boto3, cbor2, croniter, cryptography, prometheus_client, yaml, consortium_node
+from Crypto.Protocol.SecretSharing import Shamir
 extra = [m for m in ("consortium_operator", "kopf", "kubernetes", "pip") if importlib.util.find_spec(m)]
 sys.exit(f"not part of the node image: {extra}" if extra else 0)'
   got=$(run_in_image "$image" consortium-node measure)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,37 @@ def test_a_node_without_backup_settings_says_so(cluster_factory: Any) -> None:
     assert (code, body) == (200, {"configured": False})
     code, body = cluster.leader().post_json("/node/backup", {}, cluster.member)
     assert code == 409 and "BackupNotConfigured" in body["error"]["reason"], body
+
+
+def test_a_scheduled_backup_ships_at_its_cron_time_and_not_between(
+    s3_server: S3Server, cluster_factory: Any, tmp_path: Path
+) -> None:
+    """mode schedule: nothing committed is shipped until the next cron time (every minute
+    here), then one round covers everything committed and verifies offline; the lag it
+    promises is the schedule's period plus a minute."""
+    bucket = s3_server.make_bucket()
+    cluster = cluster_factory(
+        1, overrides(tmp_path, s3_server, bucket, mode="schedule", schedule="* * * * *")
+    )
+    status, body = cluster.write({"scheduled": 1}, count=50)
+    assert status == 200, body
+    written = max(TxId.parse(t["txid"]).index for t in body["transactions"])
+    after_write = time.time()
+    cron_time = (int(after_write) // 60 + 1) * 60  # the first cron time after the write
+    before = backup_status(cluster)
+    assert before["mode"] == "schedule" and before["max_lag_seconds"] == 120.0, before
+    if cron_time - time.time() > 2:  # not shipped between cron times
+        assert before["shipped_through"] < written, before
+        assert before["lag_entries"] > 0, before
+
+    found = wait_covered(cluster, written, cron_time - time.time() + 30)
+    shipped_at = fmt_time(found["last_success"]["time"])
+    assert cron_time <= shipped_at <= cron_time + 20, (cron_time, found["last_success"])
+    service = load_certificate(cluster.nodes[0].service_cert.read_bytes())
+    verified = verify_backup(store_for(s3_server, bucket), service)
+    assert verified.first_txid.index == 1 and verified.last_txid.index >= written
+
+
+def fmt_time(text: str) -> float:
+    """An RFC 3339 time of a node's status as a POSIX timestamp."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

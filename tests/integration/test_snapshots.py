@@ -71,6 +71,13 @@ def test_every_node_commits_the_same_snapshot_recorded_in_the_ledger(cluster: Cl
         assert status == 200 and served == snapshot
         status, served_receipt = node.get(f"/node/snapshot/receipt?index={index}")
         assert status == 200 and verify_receipt(served_receipt, service).txid == verified.txid
+        # What the operator shows as status.ledger.lastSnapshot: the newest one listed
+        # (compared in one order: a newer snapshot may commit between two requests).
+        shown = node.state()["snapshot"]
+        listed_after = {e["index"]: e["txid"] for e in node.get("/node/snapshots")[1]["snapshots"]}
+        assert shown["index"] >= index and listed_after.get(shown["index"]) == shown["txid"]
+        assert max(listed_after) >= shown["index"], (shown, listed_after)
+        assert node.state()["held_from"] == 1  # it replayed the ledger from the start
     status, body = cluster.nodes[0].get("/node/snapshot?index=1")
     assert status == 404 and "no committed snapshot at index 1" in json.dumps(body)
     status, body = cluster.nodes[0].get("/node/snapshot?index=x")
@@ -122,6 +129,7 @@ def test_a_joining_node_starts_from_the_newest_snapshot(cluster: Cluster) -> Non
     assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
     base = body["error"]["held_from"] - 1  # the snapshot it fetched: the newest at its join
     assert base >= newest
+    assert joiner.state()["held_from"] == base + 1  # /node/state says the same
     assert (joiner.data_dir / "ledger" / "snapshots" / f"snapshot_{base:020d}.receipt").exists()
     assert min(int(p.name[7:27]) for p in (joiner.data_dir / "ledger").glob("ledger_*.chunk")) == (
         base + 1

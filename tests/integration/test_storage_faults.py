@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +364,45 @@ def test_entries_before_the_leaders_snapshot_are_repaired_from_a_node_that_holds
         cluster.stop()
 
 
+@dataclass
+class _Behind:
+    """A node whose old volume copy ends before the snapshot a joiner-turned-leader started
+    from (``old_end`` < ``base``), with the transactions written past that snapshot."""
+
+    node: LocalNode
+    old_copy: Path
+    old_end: int
+    txids: list[str]
+    joiner: LocalNode
+    base: int
+    term: int
+
+    def restore_old_volume(self, tmp_path: Path) -> None:
+        """Stop the node and put its old volume back; it learns of the nodes that joined
+        since from the published trusted-node list, as the operator mounts it."""
+        self.node.stop()
+        shutil.rmtree(self.node.data_dir)
+        shutil.copytree(self.old_copy, self.node.data_dir)
+        published = tmp_path / "mounted" / "trusted-nodes.cose"
+        published.parent.mkdir()
+        published.write_bytes(self.joiner.request("GET", "/node/trusted-list")[1])
+        self.node.overrides = {**self.node.overrides, "trusted_list_path": str(published)}
+
+
+def _a_node_copied_before_the_leaders_snapshot(cluster: Cluster, tmp_path: Path) -> _Behind:
+    for n in range(2):
+        assert cluster.write({f"old-{n}": n}, count=30)[0] == 200
+    behind = cluster.nodes[1]
+    behind.stop()
+    old_copy = tmp_path / "old-volume"
+    shutil.copytree(behind.data_dir, old_copy)
+    old_end = sf.records(sf.chunks(old_copy / "ledger")[-1])[-1].index
+    behind.start(timeout=60)
+    txids, joiner, base = _a_joiner_leads_from_a_snapshot(cluster, "later")
+    assert old_end < base
+    return _Behind(behind, old_copy, old_end, txids, joiner, base, joiner.state()["term"])
+
+
 def test_a_node_behind_the_leaders_snapshot_catches_up_from_a_node_that_holds_the_history(
     tmp_path: Path,
 ) -> None:
@@ -372,25 +412,9 @@ def test_a_node_behind_the_leaders_snapshot_catches_up_from_a_node_that_holds_th
     it fetches them from the other node that holds the history, and is ready again."""
     cluster = Cluster.start(tmp_path / "c", 2, overrides=SNAPSHOTS)
     try:
-        for n in range(2):
-            assert cluster.write({f"old-{n}": n}, count=30)[0] == 200
-        behind = cluster.nodes[1]
-        behind.stop()
-        old_copy = tmp_path / "old-volume"
-        shutil.copytree(behind.data_dir, old_copy)
-        old_end = sf.records(sf.chunks(old_copy / "ledger")[-1])[-1].index
-        behind.start(timeout=60)
-        txids, joiner, base = _a_joiner_leads_from_a_snapshot(cluster, "later")
-        term = joiner.state()["term"]
-        assert old_end < base
-
-        behind.stop()
-        shutil.rmtree(behind.data_dir)
-        shutil.copytree(old_copy, behind.data_dir)  # its volume as it was, before the snapshot
-        published = tmp_path / "mounted" / "trusted-nodes.cose"
-        published.parent.mkdir()
-        published.write_bytes(joiner.request("GET", "/node/trusted-list")[1])
-        behind.overrides = {**behind.overrides, "trusted_list_path": str(published)}
+        b = _a_node_copied_before_the_leaders_snapshot(cluster, tmp_path)
+        behind, joiner, txids = b.node, b.joiner, b.txids
+        b.restore_old_volume(tmp_path)
         assert cluster.write({"while-behind": 1}, node=joiner)[0] == 200
         started = time.monotonic()
         behind.start(timeout=90)  # ready: caught up with the leader's commit index
@@ -398,15 +422,73 @@ def test_a_node_behind_the_leaders_snapshot_catches_up_from_a_node_that_holds_th
 
         assert "fetched the committed entries" in behind.log()
         assert "the leader did not send them" in behind.log()
-        assert cluster.leader() is joiner and joiner.state()["term"] == term, "no election"
+        assert cluster.leader() is joiner and joiner.state()["term"] == b.term, "no election"
         cert = load_certificate(behind.service_cert.read_bytes())
         for txid in (txids[0], txids[-1]):
             verify_receipt(receipt_from(behind, cluster, txid), cert)
         status, body = behind.get("/app/kv/while-behind", cluster.user)
         assert status == 200 and body["value"] == 1, body
         print(
-            f"\na node whose log ends at {old_end}, before the leader's snapshot at {base}, "
+            f"\na node whose log ends at {b.old_end}, before the leader's snapshot at {b.base}, "
             f"caught up from a peer in {seconds:.1f}s"
+        )
+    finally:
+        cluster.stop()
+
+
+def test_a_node_behind_every_voters_history_installs_the_leaders_snapshot(
+    tmp_path: Path,
+) -> None:
+    """As above, but no voter holds the entries the node lacks (the other old node started
+    again from a snapshot too): after asking for a while it fetches the leader's newest
+    snapshot, verifies it with the service certificate, stages it and stops (75); its
+    restart keeps the old ledger aside and starts from the snapshot, with no election."""
+    cluster = Cluster.start(tmp_path / "c", 2, overrides=SNAPSHOTS)
+    try:
+        b = _a_node_copied_before_the_leaders_snapshot(cluster, tmp_path)
+        behind, joiner, txids = b.node, b.joiner, b.txids
+        other = cluster.nodes[0]
+        other.stop()
+        shutil.rmtree(other.data_dir / "ledger")  # its sealed state kept: from a snapshot
+        other.start(timeout=90)
+        status, body = other.get(f"/app/receipt?txid={txids[0]}", cluster.user)
+        assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
+
+        b.restore_old_volume(tmp_path)
+        status, body = cluster.write({"while-behind": 1}, node=joiner)
+        assert status == 200, body
+        while_behind = body["transactions"][0]["txid"]
+        started = time.monotonic()
+        behind.start(wait=False)
+        wait_for("the node to stage a snapshot and stop", lambda: not behind.alive, 90)
+        assert behind.proc is not None and behind.proc.returncode == 75, behind.log()[-2000:]
+        assert "is verified and staged" in behind.log()
+        behind.start(timeout=90)  # as the kubelet restarts the container
+        seconds = time.monotonic() - started
+
+        assert "installing the staged snapshot" in behind.log()
+        (aside,) = behind.data_dir.glob("retired-*-behind-snapshot")
+        kept = sf.records(sf.chunks(aside / "ledger")[-1])[-1].index
+        assert kept == b.old_end, "the old ledger is kept as it was"
+        assert cluster.leader() is joiner and joiner.state()["term"] == b.term, "no election"
+        status, body = behind.get("/app/kv/while-behind", cluster.user)
+        assert status == 200 and body["value"] == 1, body
+        status, body = cluster.write({"after": 1}, node=joiner)
+        assert status == 200, body
+        cert = load_certificate(behind.service_cert.read_bytes())
+        for txid in (while_behind, body["transactions"][0]["txid"]):
+            verify_receipt(receipt_from(behind, cluster, txid), cert)
+        status, body = behind.get(f"/app/receipt?txid={txids[0]}", cluster.user)
+        assert status == 404 and body["error"]["code"] == "HistoryNotHeld", body
+        held_from = behind.state()["held_from"]
+        assert held_from == body["error"]["held_from"] and held_from > b.base, held_from
+        metrics = behind.get("/metrics")[1]
+        text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
+        assert f"consortium_ledger_history_start_index {float(held_from)}" in text
+        cluster.wait_converged()
+        print(
+            f"\na node whose log ends at {b.old_end}, before every voter's history (snapshot "
+            f"at {b.base}), installed a snapshot and was ready in {seconds:.1f}s"
         )
     finally:
         cluster.stop()

@@ -1,11 +1,13 @@
 """``consortiumctl`` commands.
 
-    keygen                 a member or user key and self-signed certificate
+    keygen                 a member or user key and self-signed certificate (--recovery: a
+                           recovery encryption key pair)
     quote verify           verify a node's attestation quote (from a file or fetched live)
     verify-trusted-list    verify a COSE trusted-node list with only the service certificate
     verify-receipt         verify a transaction receipt offline with only the service certificate
     backup verify          verify a ledger backup (bucket or local copy) with only the service
                            certificate (ctl/backup.py)
+    recovery check-share   check that your recovery key opens your recovery share (ctl/recovery.py)
     tx submit | tx get     write transactions / fetch one with its verified receipt
     kv get                 read a key
     propose | vote | withdraw | ack | proposals show
@@ -27,7 +29,7 @@ from typing import Any
 
 from consortium_node.attestation import AttestationError, Policy, UnknownPlatformError, platforms
 from consortium_node.common.timeutil import parse_duration
-from consortium_node.ctl import backup, gov
+from consortium_node.ctl import backup, gov, recovery
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
@@ -67,6 +69,8 @@ def _out(data: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.recovery:
+        return _keygen_recovery(args, out)
     key_path, cert_path = out / f"{args.name}_privk.pem", out / f"{args.name}_cert.pem"
     for path in (key_path, cert_path):
         if path.exists() and not args.force:
@@ -84,6 +88,31 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             "certificate": str(cert_path),
             "private_key": str(key_path),
             "kind": args.kind,
+        }
+    )
+    return 0
+
+
+def _keygen_recovery(args: argparse.Namespace, out: Path) -> int:
+    """A recovery member's encryption key pair (P-256, ``recovery.record``): the public half
+    goes into the Member's ``spec.recoveryKey``; the private half opens this member's share
+    and is best kept offline. Separate from the signing key, which may be Ed25519."""
+    key_path = out / f"{args.name}_recovery_privk.pem"
+    pub_path = out / f"{args.name}_recovery_pubk.pem"
+    for path in (key_path, pub_path):
+        if path.exists() and not args.force:
+            raise CtlError(f"{path} exists; use --force to replace it")
+    key = keys.generate_key("p256")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(keys.private_key_pem(key))
+    pub_path.write_text(keys.public_key_pem(key))
+    _out(
+        {
+            "name": args.name,
+            "recovery_public_key": str(pub_path),
+            "recovery_private_key": str(key_path),
+            "kind": "p256",
         }
     )
     return 0
@@ -410,6 +439,12 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     kg.add_argument("--kind", choices=["p256", "ed25519"], default="p256")
     kg.add_argument("--days", type=int, default=365)
     kg.add_argument("--force", action="store_true")
+    kg.add_argument(
+        "--recovery",
+        action="store_true",
+        help="a recovery encryption key pair instead (NAME_recovery_privk.pem/"
+        "NAME_recovery_pubk.pem, P-256): its public half is the Member's spec.recoveryKey",
+    )
     kg.set_defaults(func=cmd_keygen)
 
     quote = sub.add_parser("quote", help="attestation quotes").add_subparsers(
@@ -480,6 +515,7 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     kvg.add_argument("name", metavar="KEY", help="the key to read")
     kvg.set_defaults(func=cmd_kv_get)
     backup.add_commands(sub)
+    recovery.add_commands(sub)
     gov.add_commands(sub)
     return p
 

@@ -8,8 +8,10 @@ ones touching the same subjects are invalidated (their ballots were cast on anot
 
 | action                  | args                                            | subject              |
 |-------------------------|-------------------------------------------------|----------------------|
-| add_member              | certificate (PEM, P-256/Ed25519), role          | member:<member_id>   |
+| add_member              | certificate (PEM, P-256/Ed25519), role,         | member:<member_id>   |
+|                         | recovery_key (optional P-256 public key PEM)    |                      |
 | remove_member           | member_id                                       | member:<member_id>   |
+| set_recovery_key        | member_id, recovery_key (PEM, or null: none)    | member:<member_id>   |
 | trust_node              | node_id                                         | node:<node_id>       |
 | retire_node             | node_id                                         | node:<node_id>       |
 | add_measurement         | measurement (64 hex)                            | measurement:<hex>    |
@@ -31,6 +33,7 @@ from typing import Any, TypeGuard
 from consortium_node.governance.constitution import parse_constitution
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.identity.certs import load_member_certificate
+from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 
 HEX64 = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: "$" would accept a final newline
 ROLES = ("governor", "user")
@@ -90,7 +93,11 @@ def _add_member(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], fr
     # ``member_id`` is derived from the certificate; a stored (normalised) action carries it,
     # and then it must agree with the certificate.
     given_id = args.get("member_id")
-    _only({k: v for k, v in args.items() if k != "member_id"}, field, {"certificate", "role"})
+    _only(
+        {k: v for k, v in args.items() if k not in ("member_id", "recovery_key")},
+        field,
+        {"certificate", "role"},
+    )
     pem, role = args["certificate"], args["role"]
     if not isinstance(pem, str):
         raise GovernanceError(f"{field}.certificate", "expected a PEM certificate")
@@ -103,7 +110,30 @@ def _add_member(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], fr
     if given_id is not None and given_id != member.member_id:
         raise GovernanceError(f"{field}.member_id", "is not the SHA-256 of the certificate's DER")
     normalised = {"certificate": member.pem, "role": role, "member_id": member.member_id}
+    if args.get("recovery_key") is not None:
+        normalised["recovery_key"] = _recovery_key(args["recovery_key"], f"{field}.recovery_key")
     return normalised, frozenset({f"member:{member.member_id}"})
+
+
+def _recovery_key(pem: object, field: str) -> str:
+    try:
+        return recovery_key_pem(load_recovery_key(pem))
+    except RecoveryError as exc:
+        raise GovernanceError(field, str(exc)) from exc
+
+
+def _set_recovery_key(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozenset[str]]:
+    """A member's recovery public key (a recovery member holds a share), or null to stop
+    being one."""
+    _only(args, field, {"member_id", "recovery_key"})
+    member_id = _hex64(args, field, "member_id")
+    if "recovery_key" not in args:
+        raise GovernanceError(
+            f"{field}.recovery_key", "required (null: no longer a recovery member)"
+        )
+    pem = args["recovery_key"]
+    key = None if pem is None else _recovery_key(pem, f"{field}.recovery_key")
+    return {"member_id": member_id, "recovery_key": key}, frozenset({f"member:{member_id}"})
 
 
 def _by_id(key: str, subject: str) -> Parser:
@@ -142,6 +172,7 @@ def _rotate(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozen
 PARSERS: dict[str, Parser] = {
     "add_member": _add_member,
     "remove_member": _by_id("member_id", "member"),
+    "set_recovery_key": _set_recovery_key,
     "trust_node": _by_id("node_id", "node"),
     "retire_node": _by_id("node_id", "node"),
     "add_measurement": _by_id("measurement", "measurement"),

@@ -7,10 +7,16 @@ action's argument)::
     {"threshold": "majority" | <int ≥ 1>,      # approvals needed among Active governors
      "auto_approve": ["trust_node", …],         # actions accepted without votes (sorted)
      "proposal_expiry_seconds": <int ≥ 60>,     # Open → Expired after this long
-     "auto_trust_nodes": <bool>}                # attested joiners become Trusted at once
+     "auto_trust_nodes": <bool>,                # attested joiners become Trusted at once
+     "recovery_threshold": "majority" | <int ≥ 1>}  # recovery shares needed (``recovery``)
 
 Genesis wrote only ``threshold`` (possibly as a digit string) and ``auto_trust_nodes``; the
 missing fields take their defaults, so every ledger ever written still parses.
+
+``recovery_threshold`` is k of the recovery members' k-of-n shares of the recovery key
+(``consortium_node.recovery``): ``majority`` of the recovery members (the default), or a
+number. A number larger than the recovery members can never be met: the primary then writes
+no new recovery record and says so (it is not silently lowered).
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from consortium_node.governance.errors import GovernanceError
 DEFAULT_EXPIRY_SECONDS = 7 * 24 * 3600
 MIN_EXPIRY_SECONDS = 60
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
-FIELDS = frozenset({"threshold", "auto_approve", "proposal_expiry_seconds", "auto_trust_nodes"})
+FIELDS = frozenset(
+    {"threshold", "auto_approve", "proposal_expiry_seconds", "auto_trust_nodes",
+     "recovery_threshold"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Constitution:
     auto_approve: tuple[str, ...] = ()
     proposal_expiry_seconds: int = DEFAULT_EXPIRY_SECONDS
     auto_trust_nodes: bool = True
+    recovery_threshold: str | int = "majority"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,7 +50,15 @@ class Constitution:
             "auto_approve": list(self.auto_approve),
             "proposal_expiry_seconds": self.proposal_expiry_seconds,
             "auto_trust_nodes": self.auto_trust_nodes,
+            "recovery_threshold": self.recovery_threshold,
         }
+
+    def recovery_shares_needed(self, recovery_members: int) -> int:
+        """k of k-of-n recovery shares when ``recovery_members`` hold them (``majority``: more
+        than half; a number is returned as it is, even above ``recovery_members``)."""
+        if self.recovery_threshold == "majority":
+            return recovery_members // 2 + 1
+        return int(self.recovery_threshold)
 
     def votes_needed(self, governors: int) -> int:
         """Approvals that accept a proposal when ``governors`` governors are Active.
@@ -107,4 +125,7 @@ def parse_constitution(
     trust = value.get("auto_trust_nodes", True)
     if not isinstance(trust, bool):
         raise GovernanceError(f"{field}.auto_trust_nodes", "expected true or false")
-    return Constitution(threshold, tuple(sorted(set(auto))), expiry, trust)
+    recovery = parse_threshold(
+        value.get("recovery_threshold", "majority"), f"{field}.recovery_threshold"
+    )
+    return Constitution(threshold, tuple(sorted(set(auto))), expiry, trust, recovery)

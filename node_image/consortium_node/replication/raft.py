@@ -22,10 +22,11 @@ primary issues one list change at a time). What this module adds to textbook Raf
   neither campaigns nor grants a (pre-)vote to a log that does not reach that position,
   until it holds them again: the leader replicates them, and when its log stops growing (a
   leader that started from a snapshot after them, or no leader) it fetches them from any voter
-  that holds them committed (``fetch``). No node truncates an entry it knows committed (the
-  append is refused and logged instead). Damage on a minority is repaired with no loss; on a
-  majority no leader can be elected without the lost entries, so writes stop (and say why:
-  ``not_leader``, ``/readyz``) instead of silently forgetting them.
+  that holds them committed (``repair``, ``fetch``); if none does, the node installs a
+  snapshot (``unfetchable``; ``server.snapshot_install``). No node truncates an entry it
+  knows committed (the append is refused and logged instead). Damage on a minority is
+  repaired with no loss; on a majority no leader can be elected without the lost entries, so
+  writes stop (and say why: ``not_leader``, ``/readyz``) instead of silently forgetting them.
 
 The network is behind the ``Transport`` protocol; membership comes from a ``configuration``
 callable (node_id → address), so this module knows nothing of TLS or trusted-node lists.
@@ -69,6 +70,7 @@ from consortium_node.replication.messages import (
     VoteRequest,
     VoteResponse,
 )
+from consortium_node.replication.repair import Repair
 from consortium_node.replication.state import PersistentState
 
 log = logging.getLogger("consortium_node.raft")
@@ -231,10 +233,7 @@ class RaftNode:
         self._commit_target = 0  # the highest index known committed, applied in slices
         self._applying = False  # a slice is scheduled
         self.leader_commit = 0  # the leader's commit index, as last heard (or our own)
-        # Peers that asked for committed entries they lost (node_id → (known commit, log end,
-        # when)): why no leader may be elected, for ``not_leader``.
-        self._lacking: dict[str, tuple[int, int, float]] = {}
-        self._fetch_failure: str | None = None  # why the last fetch found nothing (logged once)
+        self._repair = Repair(self)  # committed entries the leader cannot send (``repair``)
         self.ledger.term = max(self.ledger.term, self.state.current_term)
 
     # ------------------------------------------------------------------ lifecycle
@@ -245,6 +244,10 @@ class RaftNode:
     @property
     def commit_index(self) -> int:
         return self.ledger.commit_index
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def voters(self) -> dict[str, str]:
         return self.configuration().voters
@@ -265,7 +268,7 @@ class RaftNode:
         self._force_signature = False
         self._tasks.append(asyncio.create_task(self._ticker(), name="raft-ticker"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="raft-flusher"))
-        self._tasks.append(asyncio.create_task(self._repairer(), name="raft-repairer"))
+        self._tasks.append(asyncio.create_task(self._repair.run(), name="raft-repairer"))
 
     async def stop(self) -> None:
         self._stopped = True
@@ -341,7 +344,7 @@ class RaftNode:
         self.leader_id = self.leader_address = None  # it is not live any more, as far as we know
         self._reset_election_deadline()
         term, contact = self.term, self._last_leader_contact
-        unfit = self._unfit_to_lead()
+        unfit = self.unfit_to_lead()
         if unfit is not None:
             if unfit != self._unfit_reported:
                 log.warning("term %d: not campaigning: %s", term, unfit)
@@ -354,7 +357,7 @@ class RaftNode:
         if not self._stopped and self.node_id in self.voters():
             await self._campaign()
 
-    def _unfit_to_lead(self) -> str | None:
+    def unfit_to_lead(self) -> str | None:
         """Why this node must not campaign now, or None: a log that lost entries it held
         durably (and may have acknowledged) to a storage fault, until the leader has
         replicated them again, or that holds another history than the one it knew committed,
@@ -713,11 +716,12 @@ class RaftNode:
         if response.last_index < base and not peer.behind_base:
             # This leader started from a snapshot at ``base`` and does not hold the entries
             # the follower lacks: it keeps the follower in its term (heartbeats at ``base``);
-            # the follower fetches them from a voter that holds the history (``fetch``).
+            # the follower fetches them from a voter that holds the history (``fetch``) or,
+            # if none does, installs a snapshot (``server.snapshot_install``).
             log.warning(
                 "%s's log ends at %d, before the snapshot at %d this leader started from: it "
                 "cannot be sent entries %d..%d from here; it fetches them from a node that holds "
-                "them (if none does, restart it with an empty volume to start from a snapshot)",
+                "them, or installs a snapshot if none does",
                 peer.node_id[:8],
                 response.last_index,
                 base,
@@ -859,75 +863,22 @@ class RaftNode:
 
     # ------------------------------------------------------------------ repair from any peer
     async def handle_fetch(self, request: FetchRequest) -> FetchResponse:
-        """Committed entries for a node that lost them to a storage fault (``fetch``)."""
-        if request.known_commit > self.ledger.commit_index:
-            self._lacking[request.node_id] = (
-                request.known_commit,
-                request.start - 1,
-                time.monotonic(),
-            )
-        return fetch.answer(
-            self.ledger,
-            request,
-            node_id=self.node_id,
-            term=self.term,
-            max_entries=self.timing.max_batch_entries,
-            max_bytes=self.timing.max_batch_bytes,
-        )
+        """Committed entries for a node that lost them to a storage fault (``repair``)."""
+        return self._repair.answer(request)
 
-    async def _repairer(self) -> None:
-        """While the log lacks entries it knows committed and has not grown for an election
-        timeout (the leader cannot send them, or there is none), fetch them from any voter."""
-        seen = -1
-        while not self._stopped:
-            await asyncio.sleep(self.timing.election_timeout)
-            last, seen = seen, self.ledger.last_index
-            if self.role == "leader" or self._lacking_committed() is None or last != seen:
-                continue
-            while not self._stopped and await self._fetch_missing():
-                seen = self.ledger.last_index
+    def unfetchable(self) -> tuple[int, float] | None:
+        """Committed entries this node lacks that no voter could give (``Repair.unfetchable``)."""
+        return self._repair.unfetchable()
 
-    def _lacking_committed(self) -> tuple[int, str] | None:
-        """The last committed index this node knows of beyond its log, and why it lacks the
-        entries: lost to a storage fault, or not sent by the leader (``_repairer`` asks only
-        once the log has not grown for an election timeout: typically the leader started from
-        a snapshot after this log's end, so it cannot send them, but a node with the history
-        can)."""
-        missing = self.ledger.missing_committed
-        if missing is not None:
-            return missing.index, "lost to a storage fault"
-        if self.role == "follower" and self.leader_commit > self.ledger.last_index:
-            return self.leader_commit, "the leader did not send them"
-        return None
-
-    async def _fetch_missing(self) -> bool:
-        """One batch of the missing committed entries from the first voter that holds them,
-        checked and appended (True), or why none could be had, logged once (False)."""
-        lacking = self._lacking_committed()
-        if lacking is None:
-            return False
-        through, why = lacking
-        start = self.ledger.last_index + 1
-        peers = [(n, a) for n, a in self.voters().items() if n != self.node_id]
-        random.shuffle(peers)
-        request = FetchRequest(self.term, self.node_id, start, through)
-        found = await fetch.ask(self.transport, peers, request, self.timing.rpc_timeout)
-        if isinstance(found, list):
-            failure = "; ".join(found) or "no other voter"
-            if failure != self._fetch_failure:
-                log.warning(
-                    "no voter can give the committed entries %d..%d this node lacks (%s): %s",
-                    start,
-                    through,
-                    why,
-                    failure,
-                )
-                self._fetch_failure = failure
-            return False
+    async def append_fetched(self, found: fetch.Found, start: int) -> int | None:
+        """Append the committed entries ``found`` (fetched from a peer for a log ending at
+        ``start - 1``), checked as a leader's are, and commit what they say is committed: how
+        many were appended (0: the log grew meanwhile, ask again from its end), or None if
+        they were refused (logged)."""
         response = found.response
         async with self._append_cond:
             if self.ledger.last_index != start - 1:
-                return True  # the leader sent entries meanwhile: ask from the new end
+                return 0  # the leader sent entries meanwhile: ask from the new end
             if self.ledger.term_at(start - 1) != response.prev_term:
                 log.error(
                     "%s's entry %d has term %d, this log's %d: not taking its entries",
@@ -936,48 +887,23 @@ class RaftNode:
                     response.prev_term,
                     self.ledger.term_at(start - 1),
                 )
-                return False
+                return None
             try:
                 self.ledger.append_entries(response.entries)
             except LedgerError as exc:
                 log.error("refusing the entries fetched from %s: %s", found.node_id[:8], exc)
-                return False
+                return None
             self.ledger.sync()
             self._append_cond.notify_all()
-        self._fetch_failure = None
         if self._on_log_grown:
             self._on_log_grown()
-        last = self.ledger.last_index
-        log.warning(
-            "fetched the committed entries %d..%d (%s) from %s",
-            start,
-            last,
-            why,
-            found.node_id[:8],
-        )
-        commit = min(response.commit_index, last)
+        commit = min(response.commit_index, self.ledger.last_index)
         if commit > self.ledger.commit_index:
             self._commit_to(commit)
-        return True
+        return len(response.entries)
 
     def not_leader(self) -> NotLeaderError:
         """The error for a request only the leader serves, saying why none is elected when
         a node (this one or a peer that asked for entries) lacks committed entries."""
-        why = None
-        if self.leader_id is None:
-            recent = time.monotonic() - 3 * self.timing.election_timeout
-            lacking = [
-                f"node {node[:8]} lost committed entries {end + 1}..{known} to a storage fault"
-                for node, (known, end, at) in sorted(self._lacking.items())
-                if at >= recent and known > self.ledger.last_index
-            ]
-            own = self._unfit_to_lead()
-            if own is not None:
-                lacking.insert(0, f"this node cannot lead: {own}")
-            if lacking:
-                why = (
-                    "; ".join(lacking)
-                    + f"; this node's log ends at {self.ledger.last_index}: no leader can be "
-                    "elected without them, so writes wait for a node that holds them"
-                )
+        why = self._repair.why_no_leader() if self.leader_id is None else None
         return NotLeaderError(self.leader_id, self.leader_address, why)

@@ -12,6 +12,7 @@ directly). Reads are served locally and say which commit they reflect.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -245,7 +246,18 @@ async def node_network(request: web.Request) -> web.Response:
             "trusted_list_version": lst.version if lst else None,
             "nodes": nodes,
             "members": [
-                {"member_id": m.member_id, "role": m.role, "status": m.status}
+                {
+                    "member_id": m.member_id,
+                    "role": m.role,
+                    "status": m.status,
+                    # A recovery member: which key its share is encrypted to (the key is public
+                    # too, but a digest is all a reader needs to compare it with another).
+                    **(
+                        {"recovery_key_sha256": _sha256_text(m.recovery_key_pem)}
+                        if m.recovery_key_pem
+                        else {}
+                    ),
+                }
                 for m in sorted(s.node.members().values(), key=lambda m: m.member_id)
             ],
             # What the members decided, so the operator can tell which parts of its
@@ -254,6 +266,10 @@ async def node_network(request: web.Request) -> web.Response:
             "constitution": s.node.constitution(),
         }
     )
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 async def node_commit(request: web.Request) -> web.Response:

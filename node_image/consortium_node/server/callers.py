@@ -32,6 +32,7 @@ class Member:
     role: str
     status: str
     certificate_pem: str
+    recovery_key_pem: str | None = None  # a recovery member's public key (``recovery``)
 
 
 def member_calling(members: Mapping[str, Member], certificate_der: bytes | None) -> Member:

@@ -18,6 +18,7 @@ import yaml
 
 from consortium_node.attestation import platforms
 from consortium_node.common.timeutil import parse_duration
+from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -33,6 +34,7 @@ class ConfigError(ValueError):
 class MemberConfig:
     certificate_pem: str
     role: str
+    recovery_key_pem: str | None = None  # a recovery member's P-256 public key (``recovery``)
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,14 @@ class Limits:
 class Constitution:
     threshold: str = "majority"
     auto_trust_nodes: bool = True
+    recovery_threshold: str | int = "majority"  # k of the recovery shares (``recovery``)
 
     def to_json(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "auto_trust_nodes": self.auto_trust_nodes}
+        return {
+            "threshold": self.threshold,
+            "auto_trust_nodes": self.auto_trust_nodes,
+            "recovery_threshold": self.recovery_threshold,
+        }
 
 
 @dataclass(frozen=True)
@@ -237,8 +244,14 @@ def _member(item: Any, path: str, base: Path) -> MemberConfig:
         except OSError as exc:
             raise ConfigError(f"{path}.certificate: cannot read {cert_path}: {exc}") from exc
     role = reader.choice("role", ROLES, "governor")
+    recovery = reader.raw("recovery_key", None)
+    if recovery is not None:
+        try:
+            recovery = recovery_key_pem(load_recovery_key(recovery))
+        except RecoveryError as exc:
+            raise ConfigError(f"{path}.recovery_key: {exc}") from exc
     reader.done()
-    return MemberConfig(certificate_pem=text, role=role)
+    return MemberConfig(certificate_pem=text, role=role, recovery_key_pem=recovery)
 
 
 def _platform(plat: _Reader, node_name: str) -> PlatformConfig:
@@ -255,6 +268,25 @@ def _platform(plat: _Reader, node_name: str) -> PlatformConfig:
     )
     plat.done()
     return platform
+
+
+def _constitution(con: _Reader) -> Constitution:
+    """``constitution``: the genesis constitution (thresholds as 'majority' or an integer)."""
+    values = {}
+    for key in ("threshold", "recovery_threshold"):
+        value = con.raw(key, "majority")
+        if value != "majority" and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            raise ConfigError(f"constitution.{key}: must be 'majority' or a positive integer")
+        values[key] = value
+    constitution = Constitution(
+        str(values["threshold"]),
+        con.bool_("auto_trust_nodes", True),
+        recovery_threshold=values["recovery_threshold"],
+    )
+    con.done()
+    return constitution
 
 
 def parse_config(data: Any, base: Path) -> NodeConfig:
@@ -300,12 +332,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         max_value_bytes=lim.int_("max_value_bytes", 64 * 1024, 1, 16 * 1024 * 1024),
     )
     lim.done()
-    con = root.child("constitution")
-    threshold = con.raw("threshold", "majority")
-    if threshold != "majority" and not (isinstance(threshold, int) and threshold >= 1):
-        raise ConfigError("constitution.threshold: must be 'majority' or a positive integer")
-    constitution = Constitution(str(threshold), con.bool_("auto_trust_nodes", True))
-    con.done()
+    constitution = _constitution(root.child("constitution"))
     members_raw = root.raw("members", [])
     if not isinstance(members_raw, list):
         raise ConfigError("members: expected a list of {certificate, role}")

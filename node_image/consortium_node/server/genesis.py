@@ -4,7 +4,7 @@ Pure builders (configuration → write sets) so the content of genesis is review
 
 * ``public:consortium.info``         service certificate, genesis node, genesis quote (its nonce
                                       is SHA-256 of the service certificate DER, binding the two)
-* ``public:consortium.members``       member_id → certificate, role, status
+* ``public:consortium.members``       member_id → certificate, role, status[, recovery_key]
 * ``public:consortium.constitution``  threshold, automatic node trust
 * ``public:consortium.attestation``   allowed measurements and host_data, validity, renewal
 """
@@ -83,7 +83,12 @@ def genesis_writes(
             }
         },
         T_MEMBERS: {
-            m.member_id: {"certificate": m.pem, "role": cfg.role, "status": "Active"}
+            m.member_id: {
+                "certificate": m.pem,
+                "role": cfg.role,
+                "status": "Active",
+                **({"recovery_key": cfg.recovery_key_pem} if cfg.recovery_key_pem else {}),
+            }
             for m, cfg in zip(members, config.members, strict=True)
         },
         T_CONSTITUTION: {"constitution": config.constitution.to_json()},

@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from consortium_node.ledger import TxId
-from consortium_node.server.errors import UnavailableError
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY
+from consortium_node.server.errors import NotFoundError, UnavailableError
 from consortium_node.server.governance import Governance
 from consortium_node.server.receipts import receipt_response
 from consortium_node.server.validation import (
@@ -114,7 +115,21 @@ async def list_proposals(request: web.Request) -> web.Response:
     return web.json_response({"proposals": request.app[GOVERNANCE].views()})
 
 
+async def get_recovery_record(request: web.Request) -> web.Response:
+    """The committed recovery record (``consortium_node.recovery.record``; public ledger
+    data: shares encrypted to each recovery member, the secrets wrapped) and its txid, for a
+    member to check on its own machine that it can open its share; 404 if none is written
+    (no recovery member)."""
+    parse_query(request.query, set(), set())
+    found = request.app[GOVERNANCE].node.ledger.get(T_RECOVERY, RECORD_KEY)
+    if found is None:
+        raise NotFoundError("recovery", "no recovery record yet: no member has a recovery key")
+    record, txid = found
+    return web.json_response({"record": record, "txid": str(txid)})
+
+
 ROUTES = [
+    ("GET", "/gov/recovery", get_recovery_record),
     ("POST", "/gov/proposals", post_proposal),
     ("GET", "/gov/proposals", list_proposals),
     ("GET", "/gov/proposals/{proposal_id}", get_proposal),

@@ -8,7 +8,8 @@ an outcome and its effects commit together or not at all.
 
 Tables written (DESIGN section 6; values as genesis wrote them):
 
-* ``public:consortium.members``       member_id → {certificate, role, status}; ``None`` removes
+* ``public:consortium.members``       member_id → {certificate, role, status[, recovery_key]};
+                                      ``None`` removes
 * ``public:consortium.attestation``   "policy" → measurements, host_data, validity, renewal
 * ``public:consortium.constitution``  "constitution" → constitution.py's JSON form
 
@@ -33,7 +34,7 @@ from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMB
 
 @dataclass(frozen=True)
 class GovState:
-    members: Mapping[str, Mapping[str, Any]]  # member_id → {certificate, role, status}
+    members: Mapping[str, Mapping[str, Any]]  # member_id → {certificate, role, status, …}
     policy: Mapping[str, Any]
     constitution: Constitution
     nodes: Mapping[str, str]  # node_id → Pending | Trusted | Retired
@@ -101,11 +102,40 @@ def _members(d: _Draft, action: Action, where: str) -> None:
             "role": action.args["role"],
             "status": "Accepted",  # Active once the member acknowledges (signed ack)
         }
+        if "recovery_key" in action.args:
+            d.members[member_id]["recovery_key"] = action.args["recovery_key"]
     else:
         if member_id not in d.members:
             raise GovernanceError(where, f"{member_id[:16]}… is not a member")
         del d.members[member_id]
         _check_reachable(d.constitution, len(active_governors(d.members)), where)
+        _check_recoverable(d, where)
+    d.touched_members.add(member_id)
+
+
+def _check_recoverable(d: _Draft, where: str) -> None:
+    """Recovery members (those with a recovery key) must stay at least as many as the
+    recovery threshold, or no recovery record could be written (``recovery``)."""
+    holders = sum(1 for m in d.members.values() if m.get("recovery_key"))
+    needed = d.constitution.recovery_shares_needed(holders)
+    if holders and needed > holders:
+        raise GovernanceError(
+            where,
+            f"would leave {holders} recovery member(s) under a recovery threshold of {needed}: "
+            "the ledger secrets could no longer be recovered from their shares",
+        )
+
+
+def _recovery_key(d: _Draft, action: Action, where: str) -> None:
+    member_id = action.args["member_id"]
+    member = d.members.get(member_id)
+    if member is None:
+        raise GovernanceError(where, f"{member_id[:16]}… is not a member")
+    if action.args["recovery_key"] is None:
+        member.pop("recovery_key", None)
+    else:
+        member["recovery_key"] = action.args["recovery_key"]
+    _check_recoverable(d, where)
     d.touched_members.add(member_id)
 
 
@@ -141,6 +171,7 @@ def _policy(d: _Draft, action: Action, where: str) -> None:
 def _constitution(d: _Draft, action: Action, where: str) -> None:
     d.constitution = parse_constitution(action.args["constitution"], KNOWN, f"{where}.args")
     _check_reachable(d.constitution, len(active_governors(d.members)), where)
+    _check_recoverable(d, where)
     d.out.writes[T_CONSTITUTION] = {"constitution": d.constitution.to_json()}
 
 
@@ -153,6 +184,7 @@ def _rotate(d: _Draft, action: Action, where: str) -> None:
 EFFECTS = {
     "add_member": _members,
     "remove_member": _members,
+    "set_recovery_key": _recovery_key,
     "trust_node": _nodes,
     "retire_node": _nodes,
     "add_measurement": _policy,

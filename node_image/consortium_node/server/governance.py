@@ -42,11 +42,13 @@ from consortium_node.governance.proposals import (
     tally,
     withdraw,
 )
-from consortium_node.ledger import EntryKind
+from consortium_node.ledger import EntryKind, WriteSet
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY
 from consortium_node.server.errors import ConflictError, NotFoundError
 from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
 from consortium_node.server.ledger_secrets import rotation_writes
+from consortium_node.server.recovery_keeper import next_record
 
 if TYPE_CHECKING:
     from consortium_node.replication.raft import RaftNode
@@ -75,8 +77,14 @@ class Governance:
         return self.node.config.consortium
 
     def members(self) -> dict[str, dict[str, Any]]:
+        """Member records as the ledger holds them (a record written back keeps every field)."""
         return {
-            m.member_id: {"certificate": m.certificate_pem, "role": m.role, "status": m.status}
+            m.member_id: {
+                "certificate": m.certificate_pem,
+                "role": m.role,
+                "status": m.status,
+                **({"recovery_key": m.recovery_key_pem} if m.recovery_key_pem else {}),
+            }
             for m in self.node.members().values()
         }
 
@@ -269,4 +277,17 @@ class Governance:
         listed = {n.node_id: n.public_key_pem for n in current.nodes} if current else {}
         keys = {node_id: listed[node_id] for node_id in recipients}
         ledger, consortium = self.node.ledger, self.consortium()
-        return lambda index: rotation_writes(ledger.secrets, keys, consortium, index)
+        return lambda index: rotation_writes(
+            ledger.secrets, keys, consortium, index, also=self._recovery_record
+        )
+
+    def _recovery_record(self, secrets: dict[int, bytes]) -> WriteSet:
+        """A new recovery record wrapping ``secrets`` (every version, the new one included),
+        written in the rotation entry itself (``recovery_keeper``); nothing if no record is
+        needed or none can be written (the keeper says why)."""
+        node = self.node
+        record, _ = next_record(
+            self.consortium(), node.members(), node.constitution(),
+            node.public_value(T_RECOVERY, RECORD_KEY), secrets,
+        )  # fmt: skip
+        return {} if record is None else {T_RECOVERY: {RECORD_KEY: record}}

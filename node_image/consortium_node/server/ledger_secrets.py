@@ -24,7 +24,7 @@ import binascii
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -147,10 +147,15 @@ class SecretVault:
 
 
 def rotation_writes(
-    secrets: LedgerSecrets, recipients: Mapping[str, str], consortium: str, index: int
+    secrets: LedgerSecrets,
+    recipients: Mapping[str, str],
+    consortium: str,
+    index: int,
+    also: Callable[[dict[int, bytes]], WriteSet] | None = None,
 ) -> WriteSet:
     """The rotation entry to append at ``index``: a fresh secret, version current + 1, wrapped
-    to each recipient (node_id → public key PEM); it applies from ``index + 1``."""
+    to each recipient (node_id → public key PEM); it applies from ``index + 1``. ``also``
+    adds writes made from every version including the new one (the recovery record)."""
     version = secrets.current_version + 1
     secret = os.urandom(SECRET_SIZE)
     wrapped = {}
@@ -160,4 +165,8 @@ def rotation_writes(
             raise ValueError(f"node {node_id[:16]}…: node keys must be P-256")
         blob = wrap(public, secret, ledger_secret_context(consortium, node_id, version))
         wrapped[node_id] = base64.b64encode(blob).decode("ascii")
-    return rotation_record(version, index + 1, wrapped)
+    writes = rotation_record(version, index + 1, wrapped)
+    if also is not None:
+        every = {held.version: held.secret for held in secrets.held()}
+        writes = {**also({**every, version: secret}), **writes}
+    return writes

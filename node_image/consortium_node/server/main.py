@@ -7,7 +7,8 @@
     consortium-node platform-init --out DIR     create an emulated platform's endorsements
 
 Exit codes: 0 ok, 1 the node failed (message on stderr), 2 usage or configuration error,
-3 join refused, 75 a ledger entry was found damaged on disk (restart it: start-up repairs it).
+3 join refused, 75 restart it: a ledger entry was found damaged on disk (start-up repairs it)
+or a snapshot was staged because no voter holds the entries this log lacks (start-up installs it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -26,6 +28,7 @@ from aiohttp import web
 from consortium_node.attestation import host_data_for, measure_installed, platforms
 from consortium_node.common.files import write_atomic
 from consortium_node.ledger import StoredEntryDamagedError
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY
 from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
@@ -37,9 +40,11 @@ from consortium_node.server.kube import load_pod_config
 from consortium_node.server.node import Node
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
+from consortium_node.server.recovery_keeper import RecoveryKeeper
 from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.scrub import scrub
 from consortium_node.server.sealed import SealedStoreError
+from consortium_node.server.snapshot_install import install_when_stranded
 from consortium_node.server.snapshots import SnapshotKeeper
 from consortium_node.server.starting import StartingServer
 from consortium_node.server.tls import load_identity, peer_context, server_context
@@ -49,32 +54,101 @@ from consortium_node.server.watch import watch_list_file
 log = logging.getLogger("consortium_node")
 
 
-# Exit status after a durable entry was found damaged on disk while running: the restart
-# (Kubernetes restarts the container) replays the ledger, sets the damage aside and gets the
-# entries again from the consortium (``Ledger.open(repair=True)``). EX_TEMPFAIL.
+# Exit status when the restart must fix the ledger (Kubernetes restarts the container): a
+# durable entry was found damaged on disk while running (the restart replays the ledger, sets
+# the damage aside and gets the entries again from the consortium: ``Ledger.open(repair=
+# True)``), or a snapshot was staged (``snapshot_install``). EX_TEMPFAIL.
 EXIT_LEDGER_DAMAGED = 75
+SHUTDOWN_WAIT = 5.0  # seconds a stop waits for requests in flight
 
 
-class _StopOnDamage:
-    """Sets ``stop`` the first time a read finds a durable entry damaged on disk."""
+class _StopForRestart:
+    """Sets ``stop`` with the first reason the node must restart to fix its ledger: a read
+    found a durable entry damaged on disk (``damaged``), or a snapshot is staged
+    (``installing``)."""
 
     def __init__(self, stop: asyncio.Event) -> None:
         self.stop, self.loop = stop, asyncio.get_running_loop()
-        self.damage: StoredEntryDamagedError | None = None
+        self.reason: str | None = None
 
-    def __call__(self, exc: StoredEntryDamagedError) -> None:
-        if self.damage is None:
-            self.damage = exc
+    def damaged(self, exc: StoredEntryDamagedError) -> None:
+        if self.reason is None:
             log.critical("ledger: %s; stopping so that the restart repairs it from peers", exc)
-            self.loop.call_soon_threadsafe(self.stop.set)
+            self._stop(f"{exc}; stopped: its restart repairs the ledger from the consortium")
+
+    def installing(self, why: str) -> None:
+        if self.reason is None:
+            log.critical("ledger: %s", why)
+            self._stop(why)
+
+    def _stop(self, reason: str) -> None:
+        self.reason = reason
+        self.loop.call_soon_threadsafe(self.stop.set)
 
 
-async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | None:
+@dataclass(frozen=True)
+class _Keepers:
+    """The duties that follow commits: snapshots, the recovery record (both written by the
+    primary), and backups (shipped by the primary)."""
+
+    snapshots: SnapshotKeeper
+    recovery: RecoveryKeeper
+    backup: BackupShipper | None
+
+    @classmethod
+    def start(cls, node: Node, raft: RaftNode) -> _Keepers:
+        config, metrics = node.config, node.metrics
+
+        def primary() -> bool:
+            return raft.role == "leader"
+
+        snapshots = SnapshotKeeper(
+            node.ledger,
+            is_primary=primary,
+            submit=raft.submit,
+            on_written=metrics.observe_snapshot,
+            on_committed=metrics.snapshot_committed_index.set,
+        )
+        recovery = RecoveryKeeper(
+            consortium=config.consortium,
+            members=node.members,
+            constitution=node.constitution,
+            current=lambda: node.public_value(T_RECOVERY, RECORD_KEY),
+            secrets=lambda: {held.version: held.secret for held in node.ledger.secrets.held()},
+            is_primary=primary,
+            submit=raft.submit,
+        )
+        backup = None
+        if config.backup is not None:
+            backup = BackupShipper(
+                config.backup,
+                node.ledger,
+                consortium=config.consortium,
+                service=lambda: node.service,
+                is_primary=primary,
+                metrics=metrics,
+            )
+        return cls(snapshots, recovery, backup)
+
+    def committed(self, index: int) -> None:
+        self.snapshots.wake()
+        self.recovery.wake()
+        if self.backup is not None:
+            self.backup.committed(index)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        runs = [("snapshots", self.snapshots.run()), ("recovery-record", self.recovery.run())]
+        if self.backup is not None:
+            runs.append(("backup", self.backup.run()))
+        return [asyncio.create_task(coro, name=name) for name, coro in runs]
+
+
+async def serve(node: Node, host: str, port: int) -> str | None:
     """Run consensus, the primary's duties and the API over TLS until SIGTERM/SIGINT, or until
-    a read finds a durable entry damaged on disk (returned: the caller exits to repair it)."""
+    the ledger needs a restart to be fixed (why returned: the caller exits for it)."""
     stop = asyncio.Event()
-    damaged = _StopOnDamage(stop)
-    node.ledger.on_read_damage(damaged)
+    restart = _StopForRestart(stop)
+    node.ledger.on_read_damage(restart.damaged)
     config = node.config
     server_tls = server_context(
         node.node_key, node.certificate.current, [node.service.certificate_pem]
@@ -93,9 +167,7 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
 
     def committed(index: int) -> None:
         node.on_commit(index)
-        snapshots.wake()
-        if backup is not None:
-            backup.committed(index)
+        keepers.committed(index)
 
     raft = RaftNode(
         node_id=node.node_id,
@@ -119,25 +191,8 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
     )
     role_changed("follower")
     primary = Primary(node, raft, transport)
-    snapshots = SnapshotKeeper(
-        node.ledger,
-        is_primary=lambda: raft.role == "leader",
-        submit=raft.submit,
-        on_written=metrics.observe_snapshot,
-        on_committed=metrics.snapshot_committed_index.set,
-    )
-    backup = (
-        None
-        if config.backup is None
-        else BackupShipper(
-            config.backup,
-            node.ledger,
-            consortium=config.consortium,
-            service=lambda: node.service,
-            is_primary=lambda: raft.role == "leader",
-            metrics=metrics,
-        )
-    )
+    keepers = _Keepers.start(node, raft)
+    backup = keepers.backup
 
     def reload_certificates() -> None:
         load_identity(server_tls, node.node_key, node.certificate.current)
@@ -148,16 +203,21 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
     app = build_app(
         Services(node, raft, primary, transport, Governance(node, raft, primary), backup)
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A stop waits at most SHUTDOWN_WAIT for requests in flight (aiohttp's default is 60 s; a
+    # pod is killed 10 s after SIGTERM anyway): a client that never sends its body must not
+    # hold the node up. Nothing is acknowledged that was not committed, so none is lost.
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_WAIT
+    )
     await runner.setup()
     site = TLSSite(runner, host, port, server_tls)  # refusals send their alert and are logged
     await site.start()
     await raft.start()
     tasks = [
         asyncio.create_task(primary.run_rotation(), name="rotation"),
-        asyncio.create_task(snapshots.run(), name="snapshots"),
+        *keepers.tasks(),
         asyncio.create_task(scrub(node.ledger), name="scrub"),
-        *([] if backup is None else [asyncio.create_task(backup.run(), name="backup")]),
+        asyncio.create_task(install_when_stranded(node, raft, restart.installing), name="install"),
         asyncio.create_task(keep_address_current(node, raft, primary, transport), name="refresh"),
     ]
     if config.trusted_list_path is not None:
@@ -169,7 +229,7 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
         )
     log.info("node %s (%s) listening on https://%s:%d", config.name, node.node_id[:16], host, port)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        damaged.loop.add_signal_handler(sig, stop.set)
+        restart.loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
     for task in tasks:
@@ -178,7 +238,7 @@ async def serve(node: Node, host: str, port: int) -> StoredEntryDamagedError | N
     await runner.cleanup()
     await transport.close()
     node.close()
-    return damaged.damage
+    return restart.reason
 
 
 def _fail(message: str, code: int) -> int:
@@ -222,18 +282,13 @@ def _run(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            damage = asyncio.run(serve(node, config.listen_host, config.listen_port))
+            restart = asyncio.run(serve(node, config.listen_host, config.listen_port))
         finally:
             profiler.disable()
             profiler.dump_stats(profile)
     else:
-        damage = asyncio.run(serve(node, config.listen_host, config.listen_port))
-    if damage is not None:
-        return _fail(
-            f"{damage}; stopped: its restart repairs the ledger from the consortium",
-            EXIT_LEDGER_DAMAGED,
-        )
-    return 0
+        restart = asyncio.run(serve(node, config.listen_host, config.listen_port))
+    return 0 if restart is None else _fail(restart, EXIT_LEDGER_DAMAGED)
 
 
 def _platform_init(args: argparse.Namespace) -> int:

@@ -139,6 +139,14 @@ class NodeMetrics:
         self.ledger_bytes = Gauge(
             "consortium_ledger_bytes", "Bytes of ledger chunks on this node's volume.", registry=r
         )
+        self.history_start = Gauge(
+            "consortium_ledger_history_start_index",
+            "First ledger index this node holds: 1 if it holds the whole history, later if it "
+            "started from a snapshot (a join, an emptied volume, or a snapshot installed because "
+            "no voter held the entries its log lacked); receipts before it are served by nodes "
+            "that hold them (404 HistoryNotHeld here).",
+            registry=r,
+        )
         self.repairs = Counter(
             "consortium_ledger_repairs",
             "Storage faults repaired from the consortium, by the kind of damage: truncated, "
@@ -270,6 +278,7 @@ class NodeMetrics:
         self.ledger_secret_version.set(ledger.secrets.current_version)
         self.observe_list(trusted, now)
         self.ledger_bytes.set(sum(p.stat().st_size for p in ledger.chunk_paths))
+        self.history_start.set(ledger.base_index + 1)
         newest = ledger.snapshots.newest_committed()
         self.snapshot_committed_index.set(newest.index if newest else 0)
         self.recovering.set(

@@ -23,6 +23,7 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.trusted_list import TrustedNodeList, sign_trusted_list
 from consortium_node.ledger import Ledger, TxId
+from consortium_node.ledger.snapshot import SnapshotError, peek_txid
 from consortium_node.replication.state import PersistentState
 from consortium_node.server import startup
 from consortium_node.server.callers import Member
@@ -168,7 +169,11 @@ class Node:
             value = self.public_value(T_MEMBERS, member_id)
             if isinstance(value, dict):
                 out[member_id] = Member(
-                    member_id, value["role"], value["status"], value["certificate"]
+                    member_id,
+                    value["role"],
+                    value["status"],
+                    value["certificate"],
+                    value.get("recovery_key"),
                 )
         return out
 
@@ -196,10 +201,25 @@ class Node:
             "commit_index": self.ledger.commit_index,
             "commit_txid": str(self.ledger.commit_txid) if self.ledger.commit_index else None,
             "last_signed_index": self.ledger.last_signed_index,
+            "held_from": self.ledger.base_index + 1,  # receipts before: 404 HistoryNotHeld
+            "snapshot": self._newest_snapshot(),
             "node_certificate_expires_at": rfc3339(self.certificate.current.not_valid_after_utc),
             "started_at": rfc3339(self.started_at),
             "ledger_repair": self.ledger_repair(),
         }
+
+    def _newest_snapshot(self) -> dict[str, Any] | None:
+        """The newest committed snapshot this node holds (index and the txid its header
+        names), or None: none yet, or pruned while being read."""
+        stored = self.ledger.snapshots.newest_committed()
+        if stored is None:
+            return None
+        try:
+            with stored.path.open("rb") as file:
+                txid = peek_txid(file.read(64))  # the header: magic, format, term, index
+        except (OSError, SnapshotError):
+            return None
+        return {"index": stored.index, "txid": str(txid)}
 
     def ledger_repair(self) -> dict[str, Any] | None:
         """A storage fault found at start and where its repair stands (None: no fault).

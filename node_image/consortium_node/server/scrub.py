@@ -23,7 +23,7 @@ SCRUB_PAUSE = 0.05  # seconds between slices
 
 async def scrub(ledger: Ledger, count: int = SCRUB_SLICE, pause: float = SCRUB_PAUSE) -> None:
     """Check, in slices between which the node serves, the entries a restart resumed past
-    (``Ledger.scrub``); damage stops the node through ``_StopOnDamage`` like a damaged read."""
+    (``Ledger.scrub``); damage stops the node (``main._StopForRestart``) like a damaged read."""
     total = ledger.unscrubbed
     if not total:
         return

@@ -15,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from consortium_node.ledger import EntryKind, Ledger, TxId, WriteSet
+from consortium_node.ledger import EntryKind, Ledger, TxId
 from consortium_node.ledger.snapshot import T_SNAPSHOTS, encode_snapshot, evidence_write_set
+from consortium_node.server.duty import Duty, Submit
 
 log = logging.getLogger("consortium_node")
 
-Submit = Callable[[list[WriteSet], EntryKind], Awaitable[list[TxId]]]
 
-
-class SnapshotKeeper:
+class SnapshotKeeper(Duty):
     """Runs as one task beside consensus (``run``); ``wake`` after every commit."""
+
+    what = "snapshot duties"
 
     def __init__(
         self,
@@ -37,27 +38,13 @@ class SnapshotKeeper:
         on_written: Callable[[int, int, float], None] | None = None,
         on_committed: Callable[[int], None] | None = None,
     ) -> None:
+        super().__init__()
         self._ledger = ledger
         self._is_primary = is_primary
         self._submit = submit
         self._on_written = on_written
         self._on_committed = on_committed
-        self._wake = asyncio.Event()
         self._written: dict[int, tuple[TxId, bytes, int]] = {}  # index → txid, sha256, size
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a full disk must not stop consensus; retried at the next wake
-                log.exception("snapshot duties failed; retrying after the next commit")
 
     async def once(self) -> None:
         """Write every capture, record evidence if primary, commit what is covered."""

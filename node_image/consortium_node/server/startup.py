@@ -69,7 +69,7 @@ from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets
 from consortium_node.ledger.damage import DamageKind
-from consortium_node.server import joiner, snapshot_fetch
+from consortium_node.server import joiner, snapshot_fetch, snapshot_install
 from consortium_node.server.certificates import NodeCertificate, certificate_names
 from consortium_node.server.config import JoinConfig, NodeConfig
 from consortium_node.server.errors import NodeStartError
@@ -515,6 +515,9 @@ def _restart(node: Node) -> None:
         load_certificate(blob["certificate"], "sealed service certificate"),
     )
     secrets = node.vault.load()
+    aside = snapshot_install.install_staged(node.data_dir)
+    if aside is not None:
+        log.warning("installing the staged snapshot; the old ledger is kept in %s", aside)
     peers = known_peers(node.data_dir)
     if peers is not None:  # ledger files lost, sealed state kept: from a snapshot if one is
         with contextlib.suppress(OSError, IdentityError):

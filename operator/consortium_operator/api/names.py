@@ -35,6 +35,9 @@ BACKUP_CA_KEY = "backup-ca.crt"
 # change of spec.backup is a new StatefulSet revision, rolled one pod at a time (upgrade.py);
 # the node reads its configuration once, at start.
 ANNOTATION_BACKUP_CONFIG = f"{GROUP}/backup-config-sha256"
+# The same for the node configuration's ledger section (signature and snapshot intervals from
+# spec.ledger): a change reaches every node, one restarted pod at a time.
+ANNOTATION_LEDGER_CONFIG = f"{GROUP}/ledger-config-sha256"
 DATA_DIR = "/var/lib/consortium"
 NODE_UID = 10001
 

@@ -22,6 +22,7 @@ from cryptography import x509
 from consortium_node.attestation import host_data_for, platforms
 from consortium_node.common.timeutil import parse_duration
 from consortium_node.identity.certs import load_member_certificate
+from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -130,6 +131,7 @@ class ConsortiumSpec:
     client_selector: dict[str, Any]
     snapshot_interval: int = 10_000
     backup: Backup | None = None  # None: no backups (the node config has no backup section)
+    recovery_threshold: str | int = "majority"  # k of the members' recovery shares
 
     def allowed_host_data(self) -> tuple[str, ...]:
         """The consortium's own genesis/join host_data plus any extra the spec allows."""
@@ -144,6 +146,7 @@ class MemberSpec:
     certificate_pem: str
     role: str
     member_id: str
+    recovery_key_pem: str | None = None  # spec.recoveryKey: a recovery member's public key
 
 
 def _obj(value: Any, field: str) -> Mapping[str, Any]:
@@ -436,13 +439,8 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     renew = _duration(att.get("renewBefore"), "spec.attestation.renewBefore", "8h")
     _check_renewal(validity, renew)
     gov = _obj(spec.get("governance"), "spec.governance")
-    threshold = gov.get("threshold", "majority")
-    if isinstance(threshold, str) and threshold.isdigit():
-        threshold = int(threshold)
-    if threshold != "majority" and not (
-        isinstance(threshold, int) and not isinstance(threshold, bool) and threshold >= 1
-    ):
-        raise SpecError("spec.governance.threshold", "must be 'majority' or a positive integer")
+    threshold = _threshold(gov, "threshold")
+    recovery_threshold = _threshold(gov, "recoveryThreshold")
     auto = gov.get("autoTrustNodes", True)
     if not isinstance(auto, bool):
         raise SpecError("spec.governance.autoTrustNodes", "expected true or false")
@@ -471,6 +469,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         ),
         threshold=threshold,
         auto_trust_nodes=auto,
+        recovery_threshold=recovery_threshold,
         storage=Storage(size=size, storage_class_name=sc, retain_on_delete=retain),
         resources=dict(_obj(spec.get("resources"), "spec.resources")),
         signature_interval_tx=sig_tx,
@@ -479,6 +478,18 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         client_selector=dict(_obj(spec.get("clientSelector"), "spec.clientSelector")),
         backup=backup,
     )
+
+
+def _threshold(gov: Mapping[str, Any], key: str) -> str | int:
+    """``spec.governance.<key>``: 'majority' or a positive integer (a digit string too)."""
+    value = gov.get(key, "majority")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value == "majority":
+        return "majority"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise SpecError(f"spec.governance.{key}", "must be 'majority' or a positive integer")
 
 
 def parse_member(name: str, spec: Mapping[str, Any]) -> MemberSpec:
@@ -497,10 +508,17 @@ def parse_member(name: str, spec: Mapping[str, Any]) -> MemberSpec:
     except Exception as exc:
         message = str(exc).removeprefix("spec.certificate: ")
         raise SpecError("spec.certificate", message) from None
+    recovery = spec.get("recoveryKey")
+    if recovery is not None:
+        try:
+            recovery = recovery_key_pem(load_recovery_key(recovery))
+        except RecoveryError as exc:
+            raise SpecError("spec.recoveryKey", str(exc)) from None
     return MemberSpec(
         name=name,
         consortium=consortium,
         certificate_pem=member.pem,
         role=role,
         member_id=member.member_id,
+        recovery_key_pem=recovery,
     )

@@ -234,11 +234,23 @@ def _observe_ledger(
         primary=primary,
         term=state.get("term"),
         commit_index=state.get("commit_index"),
+        snapshot=snapshot_shown(state.get("snapshot")),
         ledger_members=ledger_members,
         ledger_roles=ledger_roles,
         envelope=envelope.body if lst else None,
         network=network,
     )
+
+
+def snapshot_shown(value: Any) -> dict[str, Any] | None:
+    """``snapshot`` of a node's ``/node/state`` as status shows it (None: none, or not the
+    shape this operator knows: an older node)."""
+    if not isinstance(value, dict):
+        return None
+    index, txid = value.get("index"), value.get("txid")
+    if type(index) is not int or not isinstance(txid, str) or not txid:
+        return None
+    return {"index": index, "txid": txid}
 
 
 def verification_spec(p: Pass) -> ConsortiumSpec:

@@ -585,6 +585,8 @@ def status_body(
         body["ledger"] = {"term": o.term, "commitIndex": o.commit_index}
         if o.primary:  # no empty strings in custom resources (see the CRD notes)
             body["ledger"]["primary"] = o.primary
+        if o.snapshot is not None:
+            body["ledger"]["lastSnapshot"] = dict(o.snapshot)
     backup = backup_status(o, existing.get("backup") or {})
     if backup is not None:
         body["backup"] = backup

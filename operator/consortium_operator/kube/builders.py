@@ -20,6 +20,7 @@ import yaml
 from consortium_node.attestation import platforms
 from consortium_operator.api.names import (
     ANNOTATION_BACKUP_CONFIG,
+    ANNOTATION_LEDGER_CONFIG,
     API_VERSION,
     BACKUP_CA_KEY,
     BACKUP_CREDENTIAL_KEYS,
@@ -151,17 +152,21 @@ def node_config(
             "validity": _duration(att.validity.total_seconds()),
             "renew_before": _duration(att.renew_before.total_seconds()),
         },
-        "constitution": {"threshold": spec.threshold, "auto_trust_nodes": spec.auto_trust_nodes},
+        "constitution": {
+            "threshold": spec.threshold,
+            "auto_trust_nodes": spec.auto_trust_nodes,
+            "recovery_threshold": spec.recovery_threshold,
+        },
         "members": [
-            {"certificate": m.certificate_pem, "role": m.role}
+            {
+                "certificate": m.certificate_pem,
+                "role": m.role,
+                **({"recovery_key": m.recovery_key_pem} if m.recovery_key_pem else {}),
+            }
             for m in sorted(members, key=lambda m: m.member_id)
         ]
         + [{"certificate": operator_certificate_pem, "role": "operator"}],
-        "ledger": {
-            "signature_interval_tx": spec.signature_interval_tx,
-            "signature_interval_ms": max(1, round(spec.signature_interval.total_seconds() * 1000)),
-            "snapshot_interval": spec.snapshot_interval,
-        },
+        "ledger": ledger_config(spec),
         "join": {"trusted_list": f"{MOUNT_LIST}/trusted-nodes.cose"},
         "trusted_list_path": f"{MOUNT_LIST}/trusted-nodes.cose",
         "peer_hosts_file": f"{MOUNT_PEERS}/hosts.json",
@@ -173,6 +178,19 @@ def node_config(
     if backup is not None:
         config["backup"] = backup
     return config
+
+
+def ledger_config(spec: ConsortiumSpec) -> dict[str, Any]:
+    """The node configuration's ``ledger:`` section (from ``spec.ledger``)."""
+    return {
+        "signature_interval_tx": spec.signature_interval_tx,
+        "signature_interval_ms": max(1, round(spec.signature_interval.total_seconds() * 1000)),
+        "snapshot_interval": spec.snapshot_interval,
+    }
+
+
+def _sha256_json(material: Any) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def backup_config(spec: ConsortiumSpec) -> dict[str, Any] | None:
@@ -210,8 +228,7 @@ def backup_config_sha256(spec: ConsortiumSpec) -> str | None:
     section = backup_config(spec)
     if section is None or spec.backup is None:
         return None
-    material = {"backup": section, "ca_bundle": spec.backup.s3.ca_bundle}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+    return _sha256_json({"backup": section, "ca_bundle": spec.backup.s3.ca_bundle})
 
 
 def _duration(seconds: float) -> str:
@@ -317,7 +334,10 @@ def statefulset(
     if spec.storage.storage_class_name:
         claim["spec"]["storageClassName"] = spec.storage.storage_class_name
     labels = {**names.labels("ledger-node"), **names.selector()}
-    template_meta: dict[str, Any] = {"labels": labels}
+    # A node reads its configuration once, at start: a changed ledger section is a new
+    # revision of the template, rolled one pod at a time (upgrade.py).
+    annotations = {ANNOTATION_LEDGER_CONFIG: _sha256_json(ledger_config(spec))}
+    template_meta: dict[str, Any] = {"labels": labels, "annotations": annotations}
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config}},
         {
@@ -395,7 +415,7 @@ def _add_backup(
     )
     digest = backup_config_sha256(spec)
     assert digest is not None
-    template_meta["annotations"] = {ANNOTATION_BACKUP_CONFIG: digest}
+    template_meta["annotations"][ANNOTATION_BACKUP_CONFIG] = digest
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:

@@ -14,12 +14,13 @@ per concern, so members vote on one thing at a time:
 category              when                                                  actions
 ====================  ====================================================  ========================
 add-member            a valid Member CR whose member_id the ledger lacks    add_member
+recovery-key          a Member's spec.recoveryKey ≠ the ledger's            set_recovery_key
 remove-member         a Member CR was deleted (``removal``, by finalizer)   remove_member
 measurements          spec measurements the ledger lacks (a code upgrade)   add_measurement
 retire-measurements   ledger measurements not in the spec, run by no node   remove_measurement
 host-data             spec host data (and the consortium's own) ≠ ledger's  add/remove_host_data
 attestation-validity  spec validity/renewBefore ≠ ledger's                  set_attestation_validity
-constitution          spec governance threshold/autoTrustNodes ≠ ledger's   set_constitution
+constitution          spec.governance (thresholds, autoTrustNodes) ≠ ledger  set_constitution
 trust-node            a Pending node whose quote the operator verified      trust_node
 ====================  ====================================================  ========================
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,7 @@ ANNOTATION_WHY = f"{GROUP}/why"
 LEVEL_CATEGORIES = frozenset(
     {
         "add-member",
+        "recovery-key",
         "measurements",
         "retire-measurements",
         "host-data",
@@ -73,6 +75,7 @@ class LedgerGovernance:
     members: Mapping[str, tuple[str, str]]  # member_id → (role, status)
     policy: Mapping[str, Any]
     constitution: Mapping[str, Any]
+    recovery_keys: Mapping[str, str] = field(default_factory=dict)  # member_id → key SHA-256
 
     @classmethod
     def from_network(cls, network: Mapping[str, Any]) -> LedgerGovernance | None:
@@ -84,7 +87,12 @@ class LedgerGovernance:
             for m in network.get("members", [])
             if isinstance(m, Mapping) and "member_id" in m
         }
-        return cls(members, policy, constitution)
+        recovery = {
+            str(m["member_id"]): str(m["recovery_key_sha256"])
+            for m in network.get("members", [])
+            if isinstance(m, Mapping) and "member_id" in m and m.get("recovery_key_sha256")
+        }
+        return cls(members, policy, constitution, recovery)
 
     def measurements(self) -> frozenset[str]:
         return frozenset(self.policy.get("measurements", ()))
@@ -112,17 +120,45 @@ def _action(name: str, **args: Any) -> dict[str, Any]:
     return {"name": name, "args": args}
 
 
+def _key_sha256(pem: str | None) -> str:
+    return hashlib.sha256(pem.encode("ascii")).hexdigest() if pem else ""
+
+
 def member_intents(members: Sequence[MemberSpec], ledger: LedgerGovernance) -> list[Intent]:
-    return [
-        Intent(
-            "add-member",
-            m.name,
-            (_action("add_member", certificate=m.certificate_pem, role=m.role),),
-            f"Member {m.name} ({m.role}) was created; the ledger does not know it yet",
-        )
-        for m in sorted(members, key=lambda m: m.name)
-        if m.member_id not in ledger.members
-    ]
+    out = []
+    for m in sorted(members, key=lambda m: m.name):
+        if m.member_id not in ledger.members:
+            recovery = {"recovery_key": m.recovery_key_pem} if m.recovery_key_pem else {}
+            out.append(
+                Intent(
+                    "add-member",
+                    m.name,
+                    (
+                        _action(
+                            "add_member", certificate=m.certificate_pem, role=m.role, **recovery
+                        ),
+                    ),
+                    f"Member {m.name} ({m.role}) was created; the ledger does not know it yet",
+                )
+            )
+        elif _key_sha256(m.recovery_key_pem) != ledger.recovery_keys.get(m.member_id, ""):
+            said = "set" if m.recovery_key_pem else "removed"
+            out.append(
+                Intent(
+                    "recovery-key",
+                    m.name,
+                    (
+                        _action(
+                            "set_recovery_key",
+                            member_id=m.member_id,
+                            recovery_key=m.recovery_key_pem,
+                        ),
+                    ),
+                    f"Member {m.name}'s spec.recoveryKey was {said}; the ledger holds "
+                    + ("another" if ledger.recovery_keys.get(m.member_id) else "none"),
+                )
+            )
+    return out
 
 
 def removal(member: MemberSpec, uid: str = "") -> Intent:
@@ -199,14 +235,24 @@ def policy_intents(
     except (ValueError, GovernanceError):  # not a valid threshold: a difference to propose
         threshold = current.get("threshold", "majority")
     auto_trust = current.get("auto_trust_nodes", True)
-    if (threshold, auto_trust) != (spec.threshold, spec.auto_trust_nodes):
-        wanted = {**current, "threshold": spec.threshold, "auto_trust_nodes": spec.auto_trust_nodes}
+    recovery = current.get("recovery_threshold", "majority")
+    if (threshold, auto_trust, recovery) != (
+        spec.threshold,
+        spec.auto_trust_nodes,
+        spec.recovery_threshold,
+    ):
+        wanted = {
+            **current,
+            "threshold": spec.threshold,
+            "auto_trust_nodes": spec.auto_trust_nodes,
+            "recovery_threshold": spec.recovery_threshold,
+        }
         out.append(
             Intent(
                 "constitution",
                 "",
                 (_action("set_constitution", constitution=wanted),),
-                "spec.governance changed (threshold/autoTrustNodes)",
+                "spec.governance changed (threshold/autoTrustNodes/recoveryThreshold)",
             )
         )
     return out

@@ -26,6 +26,7 @@ from consortium_node.governance.actions import (
 from consortium_node.governance.constitution import DEFAULT_EXPIRY_SECONDS
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.identity.certs import certificate_pem
+from consortium_node.recovery.record import recovery_key_pem
 from tests.unit.governance.support import (
     MEASUREMENT,
     NODE_ID,
@@ -65,11 +66,14 @@ def foreign_certificate_pem(kind: str) -> str:
 
 
 CONSTITUTION_IN = {"threshold": "2", "auto_trust_nodes": False}
+RECOVERY_KEY = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+P384_KEY = recovery_key_pem(ec.generate_private_key(ec.SECP384R1()).public_key())
 CONSTITUTION_OUT = {
     "threshold": 2,
     "auto_approve": [],
     "proposal_expiry_seconds": DEFAULT_EXPIRY_SECONDS,
     "auto_trust_nodes": False,
+    "recovery_threshold": "majority",  # the default when a constitution does not say
 }
 
 VALID = [
@@ -86,6 +90,32 @@ VALID = [
         {"certificate": ED25519.certificate_pem, "role": "user", "member_id": ED25519.member_id},
         {f"member:{ED25519.member_id}"},
         id="add_member-ed25519-user",
+    ),
+    pytest.param(
+        "add_member",
+        {"certificate": ED25519.certificate_pem, "role": "governor", "recovery_key": RECOVERY_KEY},
+        {
+            "certificate": ED25519.certificate_pem,
+            "role": "governor",
+            "member_id": ED25519.member_id,
+            "recovery_key": RECOVERY_KEY,
+        },
+        {f"member:{ED25519.member_id}"},
+        id="add_member-with-a-recovery-key",
+    ),
+    pytest.param(
+        "set_recovery_key",
+        {"member_id": P256.member_id, "recovery_key": RECOVERY_KEY},
+        {"member_id": P256.member_id, "recovery_key": RECOVERY_KEY},
+        {f"member:{P256.member_id}"},
+        id="set_recovery_key",
+    ),
+    pytest.param(
+        "set_recovery_key",
+        {"member_id": P256.member_id, "recovery_key": None},
+        {"member_id": P256.member_id, "recovery_key": None},
+        {f"member:{P256.member_id}"},
+        id="set_recovery_key-none",
     ),
     pytest.param(
         "remove_member",
@@ -180,6 +210,36 @@ def _validity(validity: object, renew: object) -> dict[str, Any]:
 
 
 INVALID = [
+    pytest.param(
+        action("set_recovery_key", member_id=P256.member_id),
+        "actions[0].args.recovery_key",
+        id="set_recovery_key-missing-key",
+    ),
+    pytest.param(
+        action("set_recovery_key", member_id=P256.member_id, recovery_key=P384_KEY),
+        "actions[0].args.recovery_key",
+        id="recovery-key-p384",
+    ),
+    pytest.param(
+        action(
+            "add_member",
+            certificate=P256.certificate_pem,
+            role="governor",
+            recovery_key=P256.certificate_pem,
+        ),
+        "actions[0].args.recovery_key",
+        id="recovery-key-a-certificate",
+    ),
+    pytest.param(
+        action(
+            "add_member",
+            certificate=P256.certificate_pem,
+            role="governor",
+            recovery_key="-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n",
+        ),
+        "actions[0].args.recovery_key",
+        id="recovery-key-private",
+    ),
     pytest.param(action("trust_node"), "actions[0].args.node_id", id="missing-arg"),
     pytest.param(
         action("trust_node", node_id=NODE_ID, reason="x"),

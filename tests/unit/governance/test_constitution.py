@@ -110,8 +110,22 @@ def test_defaults() -> None:
         "auto_approve": [],
         "proposal_expiry_seconds": DEFAULT_EXPIRY_SECONDS,
         "auto_trust_nodes": True,
+        "recovery_threshold": "majority",
     }
     assert DEFAULT_EXPIRY_SECONDS == 7 * 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("recovery_threshold", "members", "needed"),
+    [("majority", 1, 1), ("majority", 2, 2), ("majority", 3, 2), ("majority", 10, 6),
+     (2, 3, 2), (1, 5, 1), (4, 3, 4)],
+)  # fmt: skip
+def test_recovery_shares_needed(recovery_threshold: str | int, members: int, needed: int) -> None:
+    """A number above the recovery members is not lowered: no record can then be written."""
+    constitution = Constitution(recovery_threshold=recovery_threshold)
+    assert constitution.recovery_shares_needed(members) == needed
+    parsed = parse_constitution({"recovery_threshold": recovery_threshold}, KNOWN)
+    assert parsed.recovery_threshold == recovery_threshold
 
 
 @pytest.mark.parametrize(
@@ -123,6 +137,10 @@ def test_defaults() -> None:
         pytest.param({"threshold": True}, "constitution.threshold", id="threshold-bool"),
         pytest.param({"threshold": "most"}, "constitution.threshold", id="threshold-word"),
         pytest.param({"threshold": 1.5}, "constitution.threshold", id="threshold-float"),
+        pytest.param({"recovery_threshold": 0}, "constitution.recovery_threshold", id="recovery-0"),
+        pytest.param(
+            {"recovery_threshold": "all"}, "constitution.recovery_threshold", id="recovery-word"
+        ),
         pytest.param({"threshold": "0"}, "constitution.threshold", id="threshold-digit-0"),
         pytest.param({"threshold": "-1"}, "constitution.threshold", id="threshold-string-neg"),
         pytest.param({"threshold": None}, "constitution.threshold", id="threshold-null"),

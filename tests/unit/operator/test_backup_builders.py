@@ -16,6 +16,7 @@ from consortium_node.server.config import parse_config
 from consortium_node.server.kube import pod_settings
 from consortium_operator.api.names import (
     ANNOTATION_BACKUP_CONFIG,
+    ANNOTATION_LEDGER_CONFIG,
     MOUNT_BACKUP_CREDENTIALS,
     MOUNT_CONFIG,
     Names,
@@ -257,6 +258,37 @@ def test_a_backup_change_is_a_new_pod_template() -> None:
     ]
     digests = [digest(with_backup(b)) for b in changed]
     assert base not in digests and len(set(digests)) == len(digests)
+
+    def ledger_digest(spec: ConsortiumSpec) -> str:
+        sts = builders.statefulset(spec, NS, UID, 3, DOMAIN)
+        found: str = _pod(sts)["metadata"]["annotations"][ANNOTATION_LEDGER_CONFIG]
+        return found
+
+    unchanged = {ledger_digest(with_backup(b)) for b in changed}
+    assert unchanged == {ledger_digest(with_backup())}, "the ledger digest stays as it is"
+
+
+def test_a_ledger_settings_change_is_a_new_pod_template() -> None:
+    """spec.ledger is read by each node at start: each of its settings changes the pod
+    template (rolled one pod at a time); nothing else of the spec changes that digest."""
+
+    def digest(spec: ConsortiumSpec) -> str:
+        sts = builders.statefulset(spec, NS, UID, 3, DOMAIN)
+        found: str = _pod(sts)["metadata"]["annotations"][ANNOTATION_LEDGER_CONFIG]
+        return found
+
+    base = digest(consortium("demo"))
+    assert digest(consortium("demo")) == base
+    changed = [
+        consortium("demo", ledger={"snapshotInterval": 5000}),
+        consortium("demo", ledger={"snapshotInterval": 0}),
+        consortium("demo", ledger={"signatureIntervalTx": 50}),
+        consortium("demo", ledger={"signatureInterval": "250ms"}),
+    ]
+    digests = [digest(spec) for spec in changed]
+    assert base not in digests and len(set(digests)) == len(digests)
+    assert digest(consortium("demo", nodes=5)) == base
+    assert digest(with_backup()) == base
     # The Secret's name changes the volume (so the template) by itself.
     renamed = with_backup({"s3": {**S3, "credentialsSecret": "other"}})
     assert builders.statefulset(renamed, NS, UID, 3, DOMAIN) != builders.statefulset(
@@ -276,14 +308,14 @@ def test_without_backup_nothing_changes() -> None:
     assert "backup" not in config
     assert builders.config_map(plain, NS, UID, config)["data"].keys() == {"node.yaml"}
     sts = builders.statefulset(plain, NS, UID, 3, DOMAIN)
-    assert _pod(sts)["metadata"] == {"labels": _pod(sts)["metadata"]["labels"]}
+    assert set(_pod(sts)["metadata"]["annotations"]) == {ANNOTATION_LEDGER_CONFIG}
     assert "backup-credentials" not in str(sts)
 
     backed = parse_consortium("demo", spec_with("backup", {"s3": dict(S3)}, full_spec()))
     with_sts = builders.statefulset(backed, NS, UID, 3, DOMAIN)
     stripped = copy.deepcopy(with_sts)
     template = _pod(stripped)
-    del template["metadata"]["annotations"]
+    del template["metadata"]["annotations"][ANNOTATION_BACKUP_CONFIG]
     template["spec"]["volumes"] = [
         v for v in template["spec"]["volumes"] if v["name"] != "backup-credentials"
     ]

@@ -7,14 +7,17 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.attestation import host_data_for
+from consortium_node.recovery.record import recovery_key_pem
 from consortium_node.server.config import parse_config
 from consortium_node.server.kube import pod_settings
 from consortium_operator.api.names import (
@@ -522,6 +525,20 @@ def test_node_address_matches_peers_map(
     host, port = settings["address"].rsplit(":", 1)
     assert json.loads(peers["data"]["hosts.json"])["names"] == {host: "10.1.2.3"}
     assert int(port) == NODE_PORT
+
+
+def test_recovery_keys_and_threshold_reach_the_genesis_node(
+    spec: ConsortiumSpec, members: list[MemberSpec], operator_pem: str, tmp_path: Path
+) -> None:
+    key = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+    holder = replace(members[0], recovery_key_pem=key)
+    spec = replace(spec, recovery_threshold=1)
+    base = _node_yaml(spec, [holder, *members[1:]], operator_pem)
+    base["kubernetes"]["service_certificate"] = str(tmp_path / "service-certificate.pem")
+    config = parse_config(pod_settings(base, _pod_env(spec, 0)), tmp_path)
+    assert config.constitution.recovery_threshold == 1
+    [found] = [m for m in config.members if m.recovery_key_pem]
+    assert found.recovery_key_pem == key and found.certificate_pem == holder.certificate_pem
 
 
 def test_node_config_members_sorted_with_operator_last(

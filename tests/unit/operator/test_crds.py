@@ -318,7 +318,11 @@ def test_expected_defaults() -> None:
             "validity": "24h",
             "renewBefore": "8h",
         },
-        "governance": {"threshold": "majority", "autoTrustNodes": True},
+        "governance": {
+            "threshold": "majority",
+            "recoveryThreshold": "majority",
+            "autoTrustNodes": True,
+        },
         "storage": {"size": "1Gi", "retainOnDelete": False},
         "ledger": {
             "signatureIntervalTx": 100,

@@ -4,6 +4,7 @@ proposals the operator signs; their CR names and manifests; the ledger facts the
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -11,11 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.common.timeutil import rfc3339
 from consortium_node.governance.documents import Signer, verify_document
 from consortium_node.governance.errors import SignatureRefusedError
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
+from consortium_node.recovery.record import recovery_key_pem
 from consortium_operator.api.names import LABEL_CONSORTIUM
 from consortium_operator.api.spec import ConsortiumSpec, parse_consortium
 from consortium_operator.kube.builders import owner_reference
@@ -24,6 +27,9 @@ from tests.unit.governance.support import member as signing_member
 
 from .support import EXTRA_HOST_DATA, M1, M2, T0, full_spec, member, spec_with
 from .test_crds import errors
+
+RECOVERY_KEY = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+OTHER_KEY = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
 
 M3, M4, OLD = "03" * 32, "04" * 32, "0d" * 32
 STALE_HOST_DATA = "ee" * 32
@@ -340,6 +346,7 @@ POLICY_CASES = [
                             "auto_approve": ["trust_node"],
                             "proposal_expiry_seconds": 3600,
                             "auto_trust_nodes": False,
+                            "recovery_threshold": "majority",
                         },
                     )
                 ],
@@ -364,6 +371,7 @@ POLICY_CASES = [
                             "auto_approve": ["trust_node"],
                             "proposal_expiry_seconds": 3600,
                             "auto_trust_nodes": True,
+                            "recovery_threshold": "majority",
                         },
                     )
                 ],
@@ -388,6 +396,7 @@ POLICY_CASES = [
                             "auto_approve": ["trust_node"],
                             "proposal_expiry_seconds": 3600,
                             "auto_trust_nodes": False,
+                            "recovery_threshold": "majority",
                         },
                     )
                 ],
@@ -509,6 +518,56 @@ def test_cr_name_is_stable_and_follows_the_actions() -> None:
     assert len(intent().digest) == 10
 
 
+def _sha(pem: str) -> str:
+    return hashlib.sha256(pem.encode("ascii")).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("in_spec", "in_ledger", "expected"),
+    [
+        (None, None, None),
+        (RECOVERY_KEY, _sha(RECOVERY_KEY), None),
+        (RECOVERY_KEY, None, RECOVERY_KEY),
+        (RECOVERY_KEY, _sha(OTHER_KEY), RECOVERY_KEY),
+        (None, _sha(RECOVERY_KEY), "null"),
+    ],
+    ids=["neither", "same", "new", "changed", "removed"],
+)
+def test_a_members_recovery_key_follows_its_spec_by_proposal(
+    in_spec: str | None, in_ledger: str | None, expected: str | None
+) -> None:
+    carol = replace(member("carol"), recovery_key_pem=in_spec)
+    ledger = replace(
+        ledger_of(spec()),
+        members={carol.member_id: ("governor", "Active")},
+        recovery_keys={carol.member_id: in_ledger} if in_ledger else {},
+    )
+    found = gov.member_intents([carol], ledger)
+    if expected is None:
+        assert found == []
+        return
+    [intent] = found
+    assert intent.category == "recovery-key" and intent.subject == "carol"
+    key = None if expected == "null" else expected
+    assert intent.actions == (
+        {"name": "set_recovery_key", "args": {"member_id": carol.member_id, "recovery_key": key}},
+    )
+
+
+def test_a_new_member_brings_its_recovery_key_into_add_member() -> None:
+    dave = replace(member("dave"), recovery_key_pem=RECOVERY_KEY)
+    [intent] = gov.member_intents([dave], ledger_of(spec()))
+    assert intent.actions[0]["args"]["recovery_key"] == RECOVERY_KEY
+    network = {
+        "attestation_policy": {},
+        "constitution": {},
+        "members": [{"member_id": dave.member_id, "role": "governor", "status": "Active",
+                     "recovery_key_sha256": _sha(RECOVERY_KEY)}],
+    }  # fmt: skip
+    ledger = gov.LedgerGovernance.from_network(network)
+    assert ledger is not None and gov.member_intents([dave], ledger) == []
+
+
 def test_cr_names_of_every_kind_of_intent_differ() -> None:
     s = spec(attestation__measurements=[M1, M3], governance__autoTrustNodes=True)
     ledger = ledger_of(
@@ -517,8 +576,10 @@ def test_cr_names_of_every_kind_of_intent_differ() -> None:
         constitution={"threshold": 1},
     )
     tl = nodes(entry("demo-0", 1, NodeStatus.TRUSTED), entry("demo-1", 2, NodeStatus.PENDING))
+    carol = replace(member("carol"), recovery_key_pem=RECOVERY_KEY)
+    ledger = replace(ledger, members={**ledger.members, carol.member_id: ("governor", "Active")})
     wanted = [
-        *gov.member_intents([member("alice")], ledger),
+        *gov.member_intents([member("alice"), carol], ledger),
         *gov.policy_intents(s, ledger, tl),
         *gov.trust_intents(tl, {f"{2:064x}"}),
         gov.removal(member("bob")),

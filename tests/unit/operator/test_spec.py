@@ -7,8 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.attestation import host_data_for
+from consortium_node.recovery.record import recovery_key_pem
 from consortium_operator.api.spec import (
     MAX_CONSORTIUM_NAME,
     SpecError,
@@ -26,6 +28,8 @@ from .support import (
     sha256_hex,
     spec_with,
 )
+
+P384_PUBLIC = recovery_key_pem(ec.generate_private_key(ec.SECP384R1()).public_key())
 
 # ---------------------------------------------------------------------------- Consortium
 
@@ -289,12 +293,41 @@ def test_member_certificate_with_surrounding_whitespace_is_normalised() -> None:
             "spec.certificate",
         ),
         ({"certificate": 12}, "spec.certificate"),
+        ({"recoveryKey": "not a key"}, "spec.recoveryKey"),
+        ({"recoveryKey": 12}, "spec.recoveryKey"),
+        ({"recoveryKey": P384_PUBLIC}, "spec.recoveryKey"),
+        ({"recoveryKey": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"},
+         "spec.recoveryKey"),
     ],
-)
+)  # fmt: skip
 def test_invalid_member_field_is_named(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_member("alice", _member(**overrides))
     assert caught.value.field == field
+
+
+def test_a_members_recovery_key_is_kept_in_canonical_form() -> None:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = recovery_key_pem(key)
+    spec = parse_member("alice", _member(recoveryKey=f"\n{pem}\n"))
+    assert spec.recovery_key_pem == pem
+    assert parse_member("alice", _member()).recovery_key_pem is None
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [(None, "majority"), ("majority", "majority"), (2, 2), ("3", 3)]
+)
+def test_recovery_threshold(value: Any, parsed: str | int) -> None:
+    path = "governance.recoveryThreshold"
+    spec = parse_consortium("demo", spec_with(path, ... if value is None else value))
+    assert spec.recovery_threshold == parsed
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "most", 1.5])
+def test_a_bad_recovery_threshold_is_named(value: Any) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_consortium("demo", spec_with("governance.recoveryThreshold", value))
+    assert caught.value.field == "spec.governance.recoveryThreshold"
 
 
 @pytest.mark.parametrize("kind", ["rsa", "p384"])

@@ -15,6 +15,7 @@ from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, Trusted
 from consortium_operator.api import conditions as c
 from consortium_operator.api.spec import SpecError
 from consortium_operator.consortium.observation import NodeCheck, Observation, PodView
+from consortium_operator.consortium.observe import snapshot_shown
 from consortium_operator.consortium.status import (
     POLICY_REFUSAL,
     READY_CHAIN,
@@ -692,6 +693,37 @@ def test_nodes_ready_text(trusted: int, desired: int, text: str) -> None:
 def test_status_body_ledger(primary: str | None, commit_index: int | None, expected: Any) -> None:
     body = _body(healthy(primary=primary, commit_index=commit_index))
     assert body.get("ledger") == expected
+
+
+def test_status_body_shows_the_primarys_newest_snapshot() -> None:
+    snapshot = {"index": 20000, "txid": "3.20000"}
+    body = _body(replace(healthy(), snapshot=snapshot))
+    assert body["ledger"] == {
+        "term": 2,
+        "commitIndex": 42,
+        "primary": "demo-0",
+        "lastSnapshot": snapshot,
+    }
+    assert "lastSnapshot" not in _body(healthy())["ledger"]  # none yet: not shown
+
+
+@pytest.mark.parametrize(
+    ("reported", "shown"),
+    [
+        ({"index": 20000, "txid": "3.20000"}, {"index": 20000, "txid": "3.20000"}),
+        ({"index": 20000, "txid": "3.20000", "extra": 1}, {"index": 20000, "txid": "3.20000"}),
+        (None, None),
+        ("3.20000", None),
+        ({"index": "20000", "txid": "3.20000"}, None),
+        ({"index": True, "txid": "3.20000"}, None),
+        ({"index": 20000, "txid": ""}, None),
+        ({"index": 20000}, None),
+    ],
+)
+def test_a_nodes_snapshot_report_is_shown_only_in_the_shape_known(
+    reported: Any, shown: Any
+) -> None:
+    assert snapshot_shown(reported) == shown
 
 
 def test_status_body_keeps_what_was_not_observed() -> None:

@@ -58,6 +58,9 @@ async def test_a_log_without_committed_entries_is_never_elected(cluster: Cluster
     own = str(b.node.not_leader())
     assert "this node cannot lead" in own and "lost (up to" in own
     assert cluster.network.count("fetch", b, c) > 0
+    stranded = b.node.unfetchable()  # what makes a node install a snapshot, if one covers it
+    assert stranded is not None and stranded[0] >= txids[-1].index, stranded
+    assert stranded[1] >= 5 * TIMING.election_timeout, stranded
 
     await restart(cluster, a)
     await cluster.wait_leader([a, b, c], timeout=20 * TIMING.election_timeout)
@@ -66,3 +69,4 @@ async def test_a_log_without_committed_entries_is_never_elected(cluster: Cluster
         for n in range(5):
             assert value(member, f"acked-{n}") == f"value-acked-{n}"
     assert b.ledger.missing_committed is None
+    assert b.node.unfetchable() is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.governance.actions import parse_actions
 from consortium_node.governance.constitution import Constitution
 from consortium_node.governance.errors import GovernanceError
+from consortium_node.recovery.record import recovery_key_pem
 from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, effects_of
 
@@ -178,3 +180,68 @@ def test_rotating_twice_in_one_proposal_is_refused_by_effects_too() -> None:
     with pytest.raises(GovernanceError) as caught:
         effects_of(rotate + rotate, state())
     assert caught.value.field == "actions[1]" and "already rotates" in caught.value.reason
+
+
+# ---------------------------------------------------------------------- recovery members
+def _recovery_key() -> str:
+    return recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+KEYS = [_recovery_key() for _ in range(3)]
+
+
+def recovery_state(holders: int, recovery_threshold: str | int) -> GovState:
+    base = state()
+    members = {m: dict(v) for m, v in base.members.items()}
+    for g, key in zip(G[:holders], KEYS, strict=False):
+        members[g]["recovery_key"] = key
+    constitution = Constitution(recovery_threshold=recovery_threshold)
+    return GovState(members, base.policy, constitution, base.nodes)
+
+
+def test_recovery_keys_are_set_and_cleared_on_the_member_record() -> None:
+    out = effects_of(
+        parse_actions([act("set_recovery_key", member_id=G[0], recovery_key=KEYS[0])]),
+        recovery_state(0, "majority"),
+    )
+    assert out.writes[T_MEMBERS][G[0]]["recovery_key"] == KEYS[0]
+    assert out.writes[T_MEMBERS][G[0]]["status"] == "Active"
+    out = effects_of(
+        parse_actions([act("set_recovery_key", member_id=G[0], recovery_key=None)]),
+        recovery_state(3, "majority"),
+    )
+    assert "recovery_key" not in out.writes[T_MEMBERS][G[0]]
+
+
+@pytest.mark.parametrize(
+    ("actions", "holders", "threshold"),
+    [
+        pytest.param(
+            [act("set_recovery_key", member_id=G[0], recovery_key=None)], 2, 2, id="drop-a-key"
+        ),
+        pytest.param([act("remove_member", member_id=G[1])], 2, 2, id="remove-a-holder"),
+        pytest.param(
+            [act("set_constitution", constitution={"recovery_threshold": 4})], 3, 2,
+            id="threshold-above-holders",
+        ),
+    ],
+)  # fmt: skip
+def test_a_recovery_threshold_left_out_of_reach_is_refused(
+    actions: list[dict[str, Any]], holders: int, threshold: int
+) -> None:
+    with pytest.raises(GovernanceError) as refused:
+        effects_of(parse_actions(actions), recovery_state(holders, threshold))
+    assert "could no longer be recovered" in str(refused.value)
+
+
+def test_a_reachable_recovery_threshold_is_accepted() -> None:
+    out = effects_of(
+        parse_actions([act("set_constitution", constitution={"recovery_threshold": 3})]),
+        recovery_state(3, "majority"),
+    )
+    assert out.writes[T_CONSTITUTION]["constitution"]["recovery_threshold"] == 3
+    with pytest.raises(GovernanceError, match="is not a member"):
+        effects_of(
+            parse_actions([act("set_recovery_key", member_id="ab" * 32, recovery_key=KEYS[0])]),
+            recovery_state(0, "majority"),
+        )
