@@ -98,6 +98,13 @@ def test_members_shares_recover_every_ledger_secret(
     assert first["threshold"] == 2 and first["secret_versions"] == [1]
     assert set(first["shares"]) == {member_id(g) for g in (g0, g1, g2)}
 
+    assert recovery_metrics(node) == {
+        "consortium_recovery_record_epoch": 1.0,
+        "consortium_recovery_members": 3.0,
+        "consortium_recovery_threshold": 2.0,
+        "consortium_recovery_record_stale": 0.0,
+    }
+
     checked = check_share(node, g1, private["gov1"])
     assert checked.returncode == 0, checked.stderr
     said = json.loads(checked.stdout)
@@ -140,9 +147,18 @@ def test_members_shares_recover_every_ledger_secret(
     assert decided["state"] == "Accepted", decided
     third = record_at(node, 3)["record"]
     assert set(third["shares"]) == {member_id(g0), member_id(g1)} and third["threshold"] == 2
+    assert recovery_metrics(node)["consortium_recovery_members"] == 2.0
     gone = check_share(node, g2, private["gov2"])
     assert gone.returncode == 1 and "NotARecoveryMember" in gone.stderr, gone.stderr
     assert check_share(node, g0, private["gov0"]).returncode == 0
+
+
+def recovery_metrics(node: LocalNode) -> dict[str, float]:
+    status, text = node.get("/metrics")
+    assert status == 200
+    lines = (text.decode() if isinstance(text, bytes) else str(text)).splitlines()
+    found = [line.split(" ", 1) for line in lines if line.startswith("consortium_recovery_")]
+    return {name: float(value) for name, value in found}
 
 
 def propose(cluster: Governed, actions: list[dict[str, Any]]) -> dict[str, Any]:

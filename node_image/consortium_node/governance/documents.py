@@ -12,6 +12,8 @@ Each is a COSE_Sign1 (``identity/cose.py``) signed by a member's key, with:
     ballot     {"type": "ballot", "consortium": C, "proposal_id": ID, "vote": "approve"|"reject"}
     withdrawal {"type": "withdrawal", "consortium": C, "proposal_id": ID}
     ack        {"type": "ack", "consortium": C, "member_id": M}
+    recovery_share {"type": "recovery_share", "consortium": C, "epoch": E,
+                    "share": base64(33-byte share)}
 
 A document's id is the lowercase hex SHA-256 of its whole envelope; a proposal's id is the
 proposal_id ballots refer to. Ballots must come from an Active governor; proposals and
@@ -20,6 +22,9 @@ operator can put a Member CR or a code upgrade to the members: proposing decides
 governors' ballots or the members' own constitution do); an ack from the member it names,
 while that member is Accepted (not yet Active), as in CCF. The ``consortium`` field stops a
 document signed for one consortium from being replayed into another that shares a member.
+A recovery share (``consortium_node.recovery``) comes from an Active governor: only governors
+are recovery members; it names the recovery record (``epoch``) it is a share of, and is sent
+only to a recovery node, over TLS, once the member decrypted it on its own machine.
 """
 
 from __future__ import annotations
@@ -40,19 +45,21 @@ from consortium_node.identity.cose import decode_sign1, sign1, verify_sign1
 from consortium_node.identity.errors import CoseError, IdentityError
 from consortium_node.identity.keys import PrivateKey, member_id_of
 
-KINDS = ("proposal", "ballot", "withdrawal", "ack")
+KINDS = ("proposal", "ballot", "withdrawal", "ack", "recovery_share")
 VOTES = ("approve", "reject")
 FIELDS = {
     "proposal": {"type", "consortium", "created_at", "actions"},
     "ballot": {"type", "consortium", "proposal_id", "vote"},
     "withdrawal": {"type", "consortium", "proposal_id"},
     "ack": {"type", "consortium", "member_id"},
+    "recovery_share": {"type", "consortium", "epoch", "share"},
 }
 MAX_DOCUMENT_BYTES = 256 * 1024
 SIGNER_ROLES = {
     "proposal": ("governor", "operator"),
     "withdrawal": ("governor", "operator"),  # only ever the proposer's own (proposals.py)
     "ballot": ("governor",),
+    "recovery_share": ("governor",),
 }
 WHO = {"governor": "governors", "operator": "the operator"}
 
@@ -168,4 +175,10 @@ def verify_document(
         raise GovernanceError("payload.proposal_id", "expected 64 lowercase hex digits")
     if kind == "ballot" and payload["vote"] not in VOTES:
         raise GovernanceError("payload.vote", f"expected one of {list(VOTES)}")
+    if kind == "recovery_share":
+        epoch = payload["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise GovernanceError("payload.epoch", "expected the recovery record's epoch (≥ 1)")
+        if not isinstance(payload["share"], str):
+            raise GovernanceError("payload.share", "expected the share, base64")
     return SignedDocument(kind, signer.member_id, payload, bytes(envelope), document_id(envelope))

@@ -103,6 +103,7 @@ def _members(d: _Draft, action: Action, where: str) -> None:
             "status": "Accepted",  # Active once the member acknowledges (signed ack)
         }
         if "recovery_key" in action.args:
+            _governor_only(action.args["role"], where)
             d.members[member_id]["recovery_key"] = action.args["recovery_key"]
     else:
         if member_id not in d.members:
@@ -126,6 +127,11 @@ def _check_recoverable(d: _Draft, where: str) -> None:
         )
 
 
+def _governor_only(role: str, where: str) -> None:
+    if role != "governor":
+        raise GovernanceError(where, f"only governors are recovery members; this one is a {role}")
+
+
 def _recovery_key(d: _Draft, action: Action, where: str) -> None:
     member_id = action.args["member_id"]
     member = d.members.get(member_id)
@@ -134,6 +140,7 @@ def _recovery_key(d: _Draft, action: Action, where: str) -> None:
     if action.args["recovery_key"] is None:
         member.pop("recovery_key", None)
     else:
+        _governor_only(member["role"], where)
         member["recovery_key"] = action.args["recovery_key"]
     _check_recoverable(d, where)
     d.touched_members.add(member_id)

@@ -10,13 +10,14 @@ status, ledger size) are refreshed from the node's ledger and trusted-node list 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consortium_node.backup.s3 import REASONS
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 from consortium_node.ledger.damage import DamageKind
+from consortium_node.recovery.record import basis
 
 if TYPE_CHECKING:
     from consortium_node.ledger import Ledger
@@ -186,6 +187,45 @@ class NodeMetrics:
             registry=r,
         )
         self._backup_metrics(r)
+        self._recovery_metrics(r)
+
+    def _recovery_metrics(self, r: CollectorRegistry) -> None:
+        """The recovery record (``consortium_node.recovery``), as this node's ledger holds it."""
+        self.recovery_epoch = Gauge(
+            "consortium_recovery_record_epoch",
+            "Epoch of the newest recovery record in the ledger (0: none: no recovery member).",
+            registry=r,
+        )
+        self.recovery_members = Gauge(
+            "consortium_recovery_members",
+            "Active governors with a recovery key: the recovery members who hold shares.",
+            registry=r,
+        )
+        self.recovery_threshold = Gauge(
+            "consortium_recovery_threshold",
+            "Shares the newest recovery record needs to bring the ledger secrets back (k; 0: "
+            "no record).",
+            registry=r,
+        )
+        self.recovery_stale = Gauge(
+            "consortium_recovery_record_stale",
+            "1 while the newest recovery record does not cover what the ledger asks (every "
+            "ledger secret version, the current recovery members and their keys, the recovery "
+            "threshold): shares of it would not recover everything; else 0.",
+            registry=r,
+        )
+
+    def observe_recovery(
+        self, record: Any, members: int, wanted: tuple[int, dict[str, str], list[int]] | None
+    ) -> None:
+        """Refresh the recovery gauges from the newest ``record`` (None: none) and the basis
+        the ledger asks for now (``recovery_keeper.wanted``; None: no recovery member)."""
+        current = record if isinstance(record, dict) else None
+        self.recovery_epoch.set(int(current["epoch"]) if current else 0)
+        self.recovery_threshold.set(int(current["threshold"]) if current else 0)
+        self.recovery_members.set(members)
+        stale = wanted is not None and (current is None or basis(current) != wanted)
+        self.recovery_stale.set(1 if stale else 0)
 
     def _backup_metrics(self, r: CollectorRegistry) -> None:
         """Backups to object storage (``server/backup.py``); only the shipping node (the

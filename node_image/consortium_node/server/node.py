@@ -24,6 +24,7 @@ from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.trusted_list import TrustedNodeList, sign_trusted_list
 from consortium_node.ledger import Ledger, TxId
 from consortium_node.ledger.snapshot import SnapshotError, peek_txid
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY, RecoveryError
 from consortium_node.replication.state import PersistentState
 from consortium_node.server import startup
 from consortium_node.server.callers import Member
@@ -39,6 +40,7 @@ from consortium_node.server.genesis import (
 from consortium_node.server.ledger_secrets import SecretVault
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
+from consortium_node.server.recovery_keeper import wanted
 
 log = logging.getLogger("consortium_node.node")
 
@@ -296,6 +298,14 @@ class Node:
         self.metrics.observe_node(
             self.ledger, self.raft_state.current_term, self.membership.current(), utcnow()
         )
+        members = self.members()
+        versions = [held.version for held in self.ledger.secrets.held()]
+        try:
+            want = wanted(members, self.constitution(), versions)
+        except RecoveryError:  # a stored key that does not load: the keeper says so
+            want = None
+        holders = sum(1 for m in members.values() if m.status == "Active" and m.recovery_key_pem)
+        self.metrics.observe_recovery(self.public_value(T_RECOVERY, RECORD_KEY), holders, want)
 
     def render_metrics(self) -> bytes:
         self.refresh_metrics()

@@ -509,6 +509,8 @@ def parse_member(name: str, spec: Mapping[str, Any]) -> MemberSpec:
         message = str(exc).removeprefix("spec.certificate: ")
         raise SpecError("spec.certificate", message) from None
     recovery = spec.get("recoveryKey")
+    if recovery is not None and role != "governor":
+        raise SpecError("spec.recoveryKey", f"only governors are recovery members (role {role})")
     if recovery is not None:
         try:
             recovery = recovery_key_pem(load_recovery_key(recovery))

@@ -478,6 +478,36 @@ SCENARIOS = [
         "30m",
         [],
     ),
+    # -- ConsortiumRecoveryRecordStale
+    Scenario(
+        "recovery-record-stale-fires-when-no-record-can-be-written",
+        "ConsortiumRecoveryRecordStale",
+        [
+            # A threshold above the recovery members from 5m on: every node sees it.
+            node_series("consortium_recovery_record_stale", "0x5 1x30", node="demo-0", ordinal=0),
+            node_series("consortium_recovery_record_stale", "0x5 1x30", node="demo-1", ordinal=1),
+            node_info("demo-0", 0, "demo"),
+            node_info("demo-1", 1, "demo"),
+        ],
+        "25m",
+        [Fired(DEMO)],
+    ),
+    Scenario(
+        "recovery-record-stale-quiet-while-the-primary-writes-it",
+        "ConsortiumRecoveryRecordStale",
+        [
+            # Stale for a minute after each membership change, then written.
+            node_series(
+                "consortium_recovery_record_stale", "0x5 1 0x10 1 0x15", node="demo-0", ordinal=0
+            ),
+            node_info("demo-0", 0, "demo"),
+            # No recovery member at all: nothing to cover.
+            node_series("consortium_recovery_record_stale", "0x32", node="plain-0", ordinal=7),
+            node_info("plain-0", 7, "plain"),
+        ],
+        "30m",
+        [],
+    ),
     # -- ConsortiumBackupFailing
     Scenario(
         "backup-failing-fires-when-rounds-keep-failing",

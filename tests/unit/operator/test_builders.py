@@ -531,9 +531,11 @@ def test_recovery_keys_and_threshold_reach_the_genesis_node(
     spec: ConsortiumSpec, members: list[MemberSpec], operator_pem: str, tmp_path: Path
 ) -> None:
     key = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
-    holder = replace(members[0], recovery_key_pem=key)
+    governor = next(m for m in members if m.role == "governor")
+    holder = replace(governor, recovery_key_pem=key)
     spec = replace(spec, recovery_threshold=1)
-    base = _node_yaml(spec, [holder, *members[1:]], operator_pem)
+    others = [m for m in members if m is not governor]
+    base = _node_yaml(spec, [holder, *others], operator_pem)
     base["kubernetes"]["service_certificate"] = str(tmp_path / "service-certificate.pem")
     config = parse_config(pod_settings(base, _pod_env(spec, 0)), tmp_path)
     assert config.constitution.recovery_threshold == 1

@@ -306,6 +306,13 @@ def test_invalid_member_field_is_named(overrides: dict[str, Any], field: str) ->
     assert caught.value.field == field
 
 
+def test_a_user_is_not_a_recovery_member() -> None:
+    pem = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+    with pytest.raises(SpecError) as caught:
+        parse_member("ursula", _member(role="user", recoveryKey=pem))
+    assert caught.value.field == "spec.recoveryKey" and "only governors" in str(caught.value)
+
+
 def test_a_members_recovery_key_is_kept_in_canonical_form() -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = recovery_key_pem(key)

@@ -13,6 +13,7 @@ from consortium_node.governance.errors import GovernanceError
 from consortium_node.recovery.record import recovery_key_pem
 from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, effects_of
+from tests.unit.governance.support import member
 
 G = [f"{i:064x}" for i in range(1, 4)]  # three Active governors
 M1, M2, H1 = "aa" * 32, "bb" * 32, "cc" * 32
@@ -243,5 +244,20 @@ def test_a_reachable_recovery_threshold_is_accepted() -> None:
     with pytest.raises(GovernanceError, match="is not a member"):
         effects_of(
             parse_actions([act("set_recovery_key", member_id="ab" * 32, recovery_key=KEYS[0])]),
+            recovery_state(0, "majority"),
+        )
+
+
+def test_only_governors_are_recovery_members() -> None:
+    user = "ee" * 32  # the state's Active user
+    with pytest.raises(GovernanceError, match="only governors are recovery members"):
+        effects_of(
+            parse_actions([act("set_recovery_key", member_id=user, recovery_key=KEYS[0])]),
+            recovery_state(0, "majority"),
+        )
+    cert = member("recovering-user").certificate_pem
+    with pytest.raises(GovernanceError, match="only governors are recovery members"):
+        effects_of(
+            parse_actions([act("add_member", certificate=cert, role="user", recovery_key=KEYS[1])]),
             recovery_state(0, "majority"),
         )
