@@ -16,10 +16,12 @@ written, and the node says why once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from consortium_node.common.canonical import canonical_json
 from consortium_node.governance.actions import KNOWN
 from consortium_node.governance.constitution import parse_constitution
 from consortium_node.ledger import EntryKind
@@ -38,12 +40,18 @@ from consortium_node.server.duty import Duty, Submit
 log = logging.getLogger("consortium_node")
 
 
+@functools.lru_cache(maxsize=256)
+def _digest(pem: str) -> str:
+    """A stored recovery key's digest (cached: the keeper checks after every commit)."""
+    return key_digest(load_recovery_key(pem))
+
+
 def wanted(
     members: Mapping[str, Member], constitution: Mapping[str, Any], versions: list[int]
 ) -> tuple[int, dict[str, str], list[int]] | None:
     """The basis the ledger asks for now (``record.basis``), or None: no recovery member."""
     holders = {
-        m.member_id: key_digest(load_recovery_key(m.recovery_key_pem))
+        m.member_id: _digest(m.recovery_key_pem)
         for m in members.values()
         if m.status == "Active" and m.recovery_key_pem
     }
@@ -99,15 +107,24 @@ class RecoveryKeeper(Duty):
         self._current, self._secrets = current, secrets
         self._is_primary, self._submit = is_primary, submit
         self._reported: str | None = None  # why no record is written, as last logged
+        self._settled: object = None  # the inputs last found to need no new record
 
     def due(self) -> dict[str, Any] | None:
         """The record to write now, or None (not primary, nothing changed, or impossible)."""
         if not self._is_primary():
             return None
-        record, why = next_record(
-            self._consortium, self._members(), self._constitution(), self._current(),
-            self._secrets(),
-        )  # fmt: skip
+        members, constitution = self._members(), self._constitution()
+        current, secrets = self._current(), self._secrets()
+        inputs = (
+            sorted((m.member_id, m.status, m.recovery_key_pem or "") for m in members.values()),
+            canonical_json(dict(constitution)),
+            sorted(secrets),
+            current.get("epoch") if isinstance(current, dict) else None,
+        )
+        if inputs == self._settled:  # after most commits: nothing it depends on changed
+            return None
+        record, why = next_record(self._consortium, members, constitution, current, secrets)
+        self._settled = inputs if record is None and why is None else None
         if why is not None:
             self._report(why)
         else:
