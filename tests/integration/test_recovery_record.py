@@ -105,6 +105,9 @@ def test_members_shares_recover_every_ledger_secret(
         "consortium_recovery_record_stale": 0.0,
     }
 
+    summary = {"epoch": 1, "threshold": 2, "members": 3, "stale": False}
+    assert node.state()["recovery"] == summary  # what status.recovery shows
+
     checked = check_share(node, g1, private["gov1"])
     assert checked.returncode == 0, checked.stderr
     said = json.loads(checked.stdout)

@@ -10,14 +10,13 @@ status, ledger size) are refreshed from the node's ledger and trusted-node list 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consortium_node.backup.s3 import REASONS
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 from consortium_node.ledger.damage import DamageKind
-from consortium_node.recovery.record import basis
 
 if TYPE_CHECKING:
     from consortium_node.ledger import Ledger
@@ -215,16 +214,11 @@ class NodeMetrics:
             registry=r,
         )
 
-    def observe_recovery(
-        self, record: Any, members: int, wanted: tuple[int, dict[str, str], list[int]] | None
-    ) -> None:
-        """Refresh the recovery gauges from the newest ``record`` (None: none) and the basis
-        the ledger asks for now (``recovery_keeper.wanted``; None: no recovery member)."""
-        current = record if isinstance(record, dict) else None
-        self.recovery_epoch.set(int(current["epoch"]) if current else 0)
-        self.recovery_threshold.set(int(current["threshold"]) if current else 0)
+    def observe_recovery(self, epoch: int, members: int, threshold: int, stale: bool) -> None:
+        """Refresh the recovery gauges (``Node.recovery_summary``)."""
+        self.recovery_epoch.set(epoch)
+        self.recovery_threshold.set(threshold)
         self.recovery_members.set(members)
-        stale = wanted is not None and (current is None or basis(current) != wanted)
         self.recovery_stale.set(1 if stale else 0)
 
     def _backup_metrics(self, r: CollectorRegistry) -> None:

@@ -24,7 +24,7 @@ from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.trusted_list import TrustedNodeList, sign_trusted_list
 from consortium_node.ledger import Ledger, TxId
 from consortium_node.ledger.snapshot import SnapshotError, peek_txid
-from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY, RecoveryError
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY, RecoveryError, basis
 from consortium_node.replication.state import PersistentState
 from consortium_node.server import startup
 from consortium_node.server.callers import Member
@@ -205,6 +205,7 @@ class Node:
             "last_signed_index": self.ledger.last_signed_index,
             "held_from": self.ledger.base_index + 1,  # receipts before: 404 HistoryNotHeld
             "snapshot": self._newest_snapshot(),
+            "recovery": self.recovery_summary(),
             "node_certificate_expires_at": rfc3339(self.certificate.current.not_valid_after_utc),
             "started_at": rfc3339(self.started_at),
             "ledger_repair": self.ledger_repair(),
@@ -298,14 +299,32 @@ class Node:
         self.metrics.observe_node(
             self.ledger, self.raft_state.current_term, self.membership.current(), utcnow()
         )
+        summary = self.recovery_summary()
+        self.metrics.observe_recovery(
+            summary["epoch"], summary["members"], summary["threshold"], summary["stale"]
+        )
+
+    def recovery_summary(self) -> dict[str, Any]:
+        """The newest recovery record as status shows it: ``epoch`` and ``threshold`` (0: no
+        record), ``members`` (Active governors with a recovery key), ``stale`` (the record
+        does not cover what the ledger asks: every secret version, those members and keys,
+        the threshold; ``recovery_keeper``)."""
         members = self.members()
         versions = [held.version for held in self.ledger.secrets.held()]
         try:
             want = wanted(members, self.constitution(), versions)
         except RecoveryError:  # a stored key that does not load: the keeper says so
             want = None
-        holders = sum(1 for m in members.values() if m.status == "Active" and m.recovery_key_pem)
-        self.metrics.observe_recovery(self.public_value(T_RECOVERY, RECORD_KEY), holders, want)
+        record = self.public_value(T_RECOVERY, RECORD_KEY)
+        current = record if isinstance(record, dict) else None
+        return {
+            "epoch": int(current["epoch"]) if current else 0,
+            "threshold": int(current["threshold"]) if current else 0,
+            "members": sum(
+                1 for m in members.values() if m.status == "Active" and m.recovery_key_pem
+            ),
+            "stale": want is not None and (current is None or basis(current) != want),
+        }
 
     def render_metrics(self) -> bytes:
         self.refresh_metrics()

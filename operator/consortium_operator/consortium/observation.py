@@ -105,6 +105,7 @@ class Observation:
     term: int | None = None
     commit_index: int | None = None
     snapshot: Mapping[str, Any] | None = None  # the primary's newest committed {index, txid}
+    recovery: Mapping[str, Any] | None = None  # the primary's recovery record summary
     ledger_members: Mapping[str, str] | None = None  # member_id → status in the ledger
     envelope: bytes | None = None  # the verified COSE list
     network: Mapping[str, Any] | None = None  # the primary's /node/network (ledger decisions)

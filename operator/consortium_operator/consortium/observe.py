@@ -235,6 +235,7 @@ def _observe_ledger(
         term=state.get("term"),
         commit_index=state.get("commit_index"),
         snapshot=snapshot_shown(state.get("snapshot")),
+        recovery=recovery_shown(state.get("recovery")),
         ledger_members=ledger_members,
         ledger_roles=ledger_roles,
         envelope=envelope.body if lst else None,
@@ -251,6 +252,24 @@ def snapshot_shown(value: Any) -> dict[str, Any] | None:
     if type(index) is not int or not isinstance(txid, str) or not txid:
         return None
     return {"index": index, "txid": txid}
+
+
+def recovery_shown(value: Any) -> dict[str, Any] | None:
+    """``recovery`` of a node's ``/node/state`` as ``status.recovery`` shows it (None: not the
+    shape this operator knows, an older node): the newest record's epoch and threshold, the
+    recovery members, and whether the record covers what the ledger asks (``current``)."""
+    if not isinstance(value, dict):
+        return None
+    numbers = [value.get(k) for k in ("epoch", "threshold", "members")]
+    if not all(type(n) is int and n >= 0 for n in numbers) or type(value.get("stale")) is not bool:
+        return None
+    epoch, threshold, members = numbers
+    return {
+        "recordEpoch": epoch,
+        "threshold": threshold,
+        "members": members,
+        "current": not value["stale"],
+    }
 
 
 def verification_spec(p: Pass) -> ConsortiumSpec:

@@ -587,6 +587,8 @@ def status_body(
             body["ledger"]["primary"] = o.primary
         if o.snapshot is not None:
             body["ledger"]["lastSnapshot"] = dict(o.snapshot)
+    if o.recovery is not None:
+        body["recovery"] = dict(o.recovery)
     backup = backup_status(o, existing.get("backup") or {})
     if backup is not None:
         body["backup"] = backup

@@ -551,7 +551,13 @@ def test_a_full_status_validates() -> None:
             }
         ],
         "members": {"total": 2, "active": 2},
-        "ledger": {"term": 1, "commitIndex": 42, "primary": "demo-0"},
+        "ledger": {
+            "term": 1,
+            "commitIndex": 42,
+            "primary": "demo-0",
+            "lastSnapshot": {"index": 40, "txid": "1.40"},
+        },
+        "recovery": {"recordEpoch": 2, "threshold": 2, "members": 3, "current": True},
         "firstReadyTime": "2024-05-01T12:00:01Z",
     }
     assert errors("Consortium", obj) == []

@@ -15,7 +15,7 @@ from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, Trusted
 from consortium_operator.api import conditions as c
 from consortium_operator.api.spec import SpecError
 from consortium_operator.consortium.observation import NodeCheck, Observation, PodView
-from consortium_operator.consortium.observe import snapshot_shown
+from consortium_operator.consortium.observe import recovery_shown, snapshot_shown
 from consortium_operator.consortium.status import (
     POLICY_REFUSAL,
     READY_CHAIN,
@@ -705,6 +705,32 @@ def test_status_body_shows_the_primarys_newest_snapshot() -> None:
         "lastSnapshot": snapshot,
     }
     assert "lastSnapshot" not in _body(healthy())["ledger"]  # none yet: not shown
+
+
+def test_status_body_shows_recovery_readiness() -> None:
+    shown = {"recordEpoch": 2, "threshold": 2, "members": 3, "current": False}
+    assert _body(replace(healthy(), recovery=shown))["recovery"] == shown
+    assert "recovery" not in _body(healthy())  # an older node said nothing: nothing shown
+
+
+@pytest.mark.parametrize(
+    ("reported", "shown"),
+    [
+        ({"epoch": 2, "threshold": 2, "members": 3, "stale": True},
+         {"recordEpoch": 2, "threshold": 2, "members": 3, "current": False}),
+        ({"epoch": 0, "threshold": 0, "members": 0, "stale": False},
+         {"recordEpoch": 0, "threshold": 0, "members": 0, "current": True}),
+        ({"epoch": 2, "threshold": 2, "members": 3}, None),
+        ({"epoch": "2", "threshold": 2, "members": 3, "stale": False}, None),
+        ({"epoch": -1, "threshold": 2, "members": 3, "stale": False}, None),
+        ({"epoch": 2, "threshold": 2, "members": 3, "stale": 1}, None),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_a_nodes_recovery_report_is_shown_only_in_the_shape_known(
+    reported: Any, shown: Any
+) -> None:
+    assert recovery_shown(reported) == shown
 
 
 @pytest.mark.parametrize(
