@@ -115,13 +115,16 @@ class LedgerSecrets:
 
     def __init__(
         self,
-        first: bytes,
+        first: bytes | None,
         held: Iterable[HeldSecret] = (),
         *,
         unwrap: Unwrap | None = None,
         on_learn: Callable[[HeldSecret], None] | None = None,
     ) -> None:
-        self._held: dict[int, HeldSecret] = {1: HeldSecret(1, first, None)}
+        # ``first`` None: this node holds no version yet (a recovery node rebuilding the
+        # public state before the members' shares bring the secrets back): every private
+        # entry is committed unread, and private reads fail until it reopens with them.
+        self._held: dict[int, HeldSecret] = {} if first is None else {1: HeldSecret(1, first, None)}
         for item in held:
             if item.version == 1:
                 raise LedgerError("ledger secret version 1 is given as ``first``")
