@@ -18,10 +18,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.attestation.measurement import measure_tree
 from consortium_node.common.timeutil import parse_duration
 from consortium_node.identity.certs import load_member_certificate
+from consortium_node.recovery.record import recovery_key_pem
 from consortium_operator.api.spec import parse_consortium
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -704,3 +706,18 @@ BACKUP_ACCEPTED = [
 )
 def test_backup_accepted_by_the_schema(field: str, value: Any) -> None:
     assert errors("Consortium", _backup_with(field, value)) == []
+
+
+def test_a_members_recovery_key_is_a_public_key_pem() -> None:
+    """The API server takes a P-256 public key PEM in spec.recoveryKey, and refuses anything
+    shaped otherwise (a certificate, a private key) before the operator sees it."""
+    pem = recovery_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+    member = _sample("Member", "alice")
+    member["spec"]["recoveryKey"] = pem
+    assert errors("Member", member) == []
+    for wrong in (
+        member["spec"]["certificate"],
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    ):
+        member["spec"]["recoveryKey"] = wrong
+        assert _first_error_path("Member", member) == "spec.recoveryKey"
