@@ -213,6 +213,21 @@ def collect_actions(args: argparse.Namespace) -> list[dict[str, Any]]:
                     },
                 }
             )
+        elif flag == "set-recovery-key":
+            member_id, _, path = value.partition(":")
+            if not member_id or not path:
+                raise CtlError(
+                    "--set-recovery-key: expected MEMBER_ID:PUBKEY.pem (or MEMBER_ID:none)",
+                    EXIT_USAGE,
+                )
+            key = (
+                None
+                if path == "none"
+                else read_input(path, "--set-recovery-key").decode("utf-8", "replace")
+            )
+            actions.append(
+                {"name": "set_recovery_key", "args": {"member_id": member_id, "recovery_key": key}}
+            )
         elif flag == "set-constitution":
             constitution = load_json_input(value, "--set-constitution")
             actions.append({"name": "set_constitution", "args": {"constitution": constitution}})
@@ -371,6 +386,12 @@ def add_commands(sub: Any) -> None:
     pp.add_argument("--add-member", action=_Ordered, metavar="CERT.pem:ROLE")
     pp.add_argument("--set-attestation-validity", action=_Ordered, metavar="VALIDITY:RENEW")
     pp.add_argument("--set-constitution", action=_Ordered, metavar="FILE.json")
+    pp.add_argument(
+        "--set-recovery-key",
+        action=_Ordered,
+        metavar="MEMBER_ID:PUBKEY.pem",
+        help="a governor's recovery public key (keygen --recovery), or MEMBER_ID:none",
+    )
     pp.add_argument("--rotate-ledger-secret", action=_Ordered, nargs=0)
     pp.set_defaults(func=cmd_propose, ordered=[])
 

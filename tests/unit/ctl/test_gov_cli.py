@@ -91,6 +91,33 @@ def test_propose_signs_the_actions_in_command_line_order(
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)
 
 
+def test_propose_sets_and_clears_recovery_keys(
+    ids: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keygen", "--recovery", "--name", "alice", "--out-dir", str(ids)]) == 0
+    capsys.readouterr()
+    alice = member(ids, "alice").member_id
+    out = ids / "p.cose"
+    argv = sign(ids, "alice", "propose", "--out", str(out))
+    argv += ["--set-recovery-key", f"{alice}:{ids / 'alice_recovery_pubk.pem'}"]
+    argv += ["--set-recovery-key", f"{HEX_B}:none"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    doc = verify_document(out.read_bytes(), "proposal", "demo", {alice: member(ids, "alice")})
+    first, second = (a["args"] for a in doc.payload["actions"])
+    assert first["member_id"] == alice
+    assert first["recovery_key"] == (ids / "alice_recovery_pubk.pem").read_text()
+    assert second == {"member_id": HEX_B, "recovery_key": None}
+    # A signing certificate is no recovery key: refused before anything is signed.
+    bad = sign(ids, "alice", "propose", "--out", str(ids / "q.cose"))
+    bad += ["--set-recovery-key", f"{alice}:{ids / 'alice_cert.pem'}"]
+    code, _, err = run(bad, capsys)
+    assert code == 2 and "recovery_key" in err, err
+    assert not (ids / "q.cose").exists()
+    code, _, err = run([*bad[:-2], "--set-recovery-key", "no-colon"], capsys)
+    assert code == 2 and "MEMBER_ID:PUBKEY.pem" in err, err
+
+
 def test_actions_file_comes_first_then_the_flags(
     ids: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
