@@ -26,7 +26,8 @@ from typing import Any
 
 from cryptography import x509
 
-from consortium_node.identity.certs import subject_alt_names
+from consortium_node.identity.certs import certificate_pem, load_certificate, subject_alt_names
+from consortium_node.identity.errors import IdentityError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -198,6 +199,16 @@ def read_input(path: str, what: str) -> bytes:
         return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise CtlError(f"{what}: cannot read {path}: {exc}", EXIT_USAGE) from exc
+
+
+def service_cert_pem(path: str) -> str:
+    """The service certificate of ``--service-cert`` (a file, or - for standard input), as
+    canonical PEM; a usage error naming the option if it is not a certificate."""
+    pem = read_input(path, "--service-cert")
+    try:
+        return certificate_pem(load_certificate(pem, "--service-cert"))
+    except IdentityError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from exc
 
 
 def load_json_input(path: str, what: str) -> Any:

@@ -39,6 +39,7 @@ from consortium_node.ctl.client import (
     error_code,
     load_json_input,
     read_input,
+    service_cert_pem,
 )
 from consortium_node.identity import keys
 from consortium_node.identity.certs import (
@@ -51,14 +52,6 @@ from consortium_node.identity.errors import IdentityError, TrustedListError
 from consortium_node.identity.trusted_list import verify_trusted_list
 from consortium_node.ledger.errors import ReceiptError
 from consortium_node.ledger.receipt import verify_receipt
-
-
-def _service_cert_pem(path: str) -> str:
-    pem = read_input(path, "--service-cert")
-    try:
-        return certificate_pem(load_certificate(pem, "--service-cert"))
-    except IdentityError as exc:
-        raise CtlError(str(exc), EXIT_USAGE) from exc
 
 
 def _out(data: Any) -> None:
@@ -154,7 +147,7 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
         if not args.service_cert:
             raise CtlError("--node needs --service-cert", EXIT_USAGE)
         nonce = os.urandom(32)
-        client = NodeClient(args.node, _service_cert_pem(args.service_cert))
+        client = NodeClient(args.node, service_cert_pem(args.service_cert))
         response = client.json("GET", "/node/quote", {"nonce": nonce.hex()})
     else:
         if not args.quote or not args.nonce:
@@ -206,7 +199,7 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- lists, receipts
 def cmd_verify_trusted_list(args: argparse.Namespace) -> int:
-    cert = load_certificate(_service_cert_pem(args.service_cert), "--service-cert")
+    cert = load_certificate(service_cert_pem(args.service_cert), "--service-cert")
     envelope = read_input(args.list, "--list")
     try:
         lst = verify_trusted_list(
@@ -252,13 +245,13 @@ def _verify_receipt(receipt: Any, service_pem: str) -> dict[str, Any]:
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
     receipt = load_json_input(args.receipt, "receipt")
-    _out(_verify_receipt(receipt, _service_cert_pem(args.service_cert)))
+    _out(_verify_receipt(receipt, service_cert_pem(args.service_cert)))
     return 0
 
 
 # ------------------------------------------------------------------------- transactions
 def _client(args: argparse.Namespace) -> tuple[NodeClient, str]:
-    service_pem = _service_cert_pem(args.service_cert)
+    service_pem = service_cert_pem(args.service_cert)
     if bool(args.cert) != bool(args.key):
         raise CtlError("--cert and --key go together", EXIT_USAGE)
     client = NodeClient(

@@ -16,9 +16,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from consortium_node.ctl.client import EXIT_USAGE, CtlError, NodeClient, read_input
+from consortium_node.ctl.client import (
+    EXIT_USAGE,
+    CtlError,
+    NodeClient,
+    read_input,
+    service_cert_pem,
+)
 from consortium_node.identity import keys
-from consortium_node.identity.certs import certificate_der, certificate_pem, load_certificate
+from consortium_node.identity.certs import certificate_der, load_certificate
 from consortium_node.identity.errors import IdentityError
 from consortium_node.recovery.record import RecoveryError, check_record, open_share
 
@@ -51,11 +57,7 @@ def _record(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
         return check_record(found), None
     if not args.node or not args.service_cert:
         raise CtlError("give --record FILE, or --node URL with --service-cert", EXIT_USAGE)
-    try:
-        service = load_certificate(read_input(args.service_cert, "--service-cert"))
-    except IdentityError as exc:
-        raise CtlError(str(exc), EXIT_USAGE) from exc
-    client = NodeClient(args.node, certificate_pem(service), None, None)
+    client = NodeClient(args.node, service_cert_pem(args.service_cert), None, None)
     body = client.json("GET", "/gov/recovery")
     return check_record(body.get("record")), str(body.get("txid"))
 

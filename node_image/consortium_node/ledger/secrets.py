@@ -190,6 +190,10 @@ class LedgerSecrets:
         """Every version this node holds, oldest first."""
         return [self._held[v] for v in sorted(self._held)]
 
+    def by_version(self) -> dict[int, bytes]:
+        """Every secret this node holds, version → secret, oldest first."""
+        return {v: self._held[v].secret for v in sorted(self._held)}
+
     def holds(self, version: int) -> bool:
         return version in self._held
 

@@ -95,9 +95,15 @@ def recovery_key_pem(key: ec.EllipticCurvePublicKey) -> str:
     ).decode("ascii")
 
 
+def pem_digest(pem: str) -> str:
+    """SHA-256 (hex) of a recovery key's PEM as the ledger stores it (canonical: every way in
+    normalises it with ``recovery_key_pem``); how records and ``/node/network`` name a key."""
+    return hashlib.sha256(pem.encode("ascii")).hexdigest()
+
+
 def key_digest(key: ec.EllipticCurvePublicKey) -> str:
-    """SHA-256 (hex) of a recovery key's canonical PEM."""
-    return hashlib.sha256(recovery_key_pem(key).encode("ascii")).hexdigest()
+    """``pem_digest`` of a recovery key's canonical PEM."""
+    return pem_digest(recovery_key_pem(key))
 
 
 def basis(record: Mapping[str, Any]) -> tuple[int, dict[str, str], list[int]]:

@@ -63,9 +63,10 @@ class Repair:
         while not raft.stopped:
             await asyncio.sleep(raft.timing.election_timeout)
             last, seen = seen, raft.ledger.last_index
-            if self.lacking() is None:
+            lacking = self.lacking()
+            if lacking is None:
                 self._unfetchable_since = None
-            if raft.role == "leader" or self.lacking() is None or last != seen:
+            if raft.role == "leader" or lacking is None or last != seen:
                 continue
             while not raft.stopped and await self.fetch_missing():
                 seen = raft.ledger.last_index

@@ -12,7 +12,6 @@ directly). Reads are served locally and say which commit they reflect.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from aiohttp import web
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus
 from consortium_node.ledger import SecretUnavailableError, TxId, UnknownTransactionError
 from consortium_node.ledger.errors import HistoryNotHeldError
+from consortium_node.recovery.record import pem_digest
 from consortium_node.replication.messages import (
     MAX_MESSAGE_BYTES,
     AppendRequest,
@@ -253,7 +253,7 @@ async def node_network(request: web.Request) -> web.Response:
                     # A recovery member: which key its share is encrypted to (the key is public
                     # too, but a digest is all a reader needs to compare it with another).
                     **(
-                        {"recovery_key_sha256": _sha256_text(m.recovery_key_pem)}
+                        {"recovery_key_sha256": pem_digest(m.recovery_key_pem)}
                         if m.recovery_key_pem
                         else {}
                     ),
@@ -266,10 +266,6 @@ async def node_network(request: web.Request) -> web.Response:
             "constitution": s.node.constitution(),
         }
     )
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 async def node_commit(request: web.Request) -> web.Response:

@@ -245,9 +245,9 @@ def _member(item: Any, path: str, base: Path) -> MemberConfig:
             raise ConfigError(f"{path}.certificate: cannot read {cert_path}: {exc}") from exc
     role = reader.choice("role", ROLES, "governor")
     recovery = reader.raw("recovery_key", None)
-    if recovery is not None and role != "governor":
-        raise ConfigError(f"{path}.recovery_key: only governors are recovery members")
     if recovery is not None:
+        if role != "governor":
+            raise ConfigError(f"{path}.recovery_key: only governors are recovery members")
         try:
             recovery = recovery_key_pem(load_recovery_key(recovery))
         except RecoveryError as exc:

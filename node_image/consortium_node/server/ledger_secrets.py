@@ -167,6 +167,5 @@ def rotation_writes(
         wrapped[node_id] = base64.b64encode(blob).decode("ascii")
     writes = rotation_record(version, index + 1, wrapped)
     if also is not None:
-        every = {held.version: held.secret for held in secrets.held()}
-        writes = {**also({**every, version: secret}), **writes}
+        writes = {**also({**secrets.by_version(), version: secret}), **writes}
     return writes

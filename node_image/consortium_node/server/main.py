@@ -114,7 +114,7 @@ class _Keepers:
             members=node.members,
             constitution=node.constitution,
             current=lambda: node.public_value(T_RECOVERY, RECORD_KEY),
-            secrets=lambda: {held.version: held.secret for held in node.ledger.secrets.held()},
+            secrets=node.ledger.secrets.by_version,
             is_primary=primary,
             submit=raft.submit,
         )

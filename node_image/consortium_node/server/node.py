@@ -24,7 +24,7 @@ from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.identity.trusted_list import TrustedNodeList, sign_trusted_list
 from consortium_node.ledger import Ledger, TxId
 from consortium_node.ledger.snapshot import SnapshotError, peek_txid
-from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY, RecoveryError, basis
+from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY, RecoveryError
 from consortium_node.replication.state import PersistentState
 from consortium_node.server import startup
 from consortium_node.server.callers import Member
@@ -40,7 +40,7 @@ from consortium_node.server.genesis import (
 from consortium_node.server.ledger_secrets import SecretVault
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
-from consortium_node.server.recovery_keeper import wanted
+from consortium_node.server.recovery_keeper import holders, needed
 
 log = logging.getLogger("consortium_node.node")
 
@@ -310,20 +310,18 @@ class Node:
         does not cover what the ledger asks: every secret version, those members and keys,
         the threshold; ``recovery_keeper``)."""
         members = self.members()
-        versions = [held.version for held in self.ledger.secrets.held()]
-        try:
-            want = wanted(members, self.constitution(), versions)
-        except RecoveryError:  # a stored key that does not load: the keeper says so
-            want = None
         record = self.public_value(T_RECOVERY, RECORD_KEY)
         current = record if isinstance(record, dict) else None
+        versions = list(self.ledger.secrets.by_version())
+        try:
+            stale = needed(members, self.constitution(), current, versions) is not None
+        except RecoveryError:  # a stored key that does not load: the keeper says so
+            stale = False
         return {
             "epoch": int(current["epoch"]) if current else 0,
             "threshold": int(current["threshold"]) if current else 0,
-            "members": sum(
-                1 for m in members.values() if m.status == "Active" and m.recovery_key_pem
-            ),
-            "stale": want is not None and (current is None or basis(current) != want),
+            "members": len(holders(members)),
+            "stale": stale,
         }
 
     def render_metrics(self) -> bytes:

@@ -46,19 +46,39 @@ def _digest(pem: str) -> str:
     return key_digest(load_recovery_key(pem))
 
 
-def wanted(
-    members: Mapping[str, Member], constitution: Mapping[str, Any], versions: list[int]
-) -> tuple[int, dict[str, str], list[int]] | None:
-    """The basis the ledger asks for now (``record.basis``), or None: no recovery member."""
-    holders = {
-        m.member_id: _digest(m.recovery_key_pem)
+def holders(members: Mapping[str, Member]) -> dict[str, str]:
+    """The recovery members, who hold shares: Active members with a recovery key (only
+    governors may have one), member_id → their key's PEM."""
+    return {
+        m.member_id: m.recovery_key_pem
         for m in members.values()
         if m.status == "Active" and m.recovery_key_pem
     }
-    if not holders:
+
+
+Basis = tuple[int, dict[str, str], list[int]]
+
+
+def wanted(
+    members: Mapping[str, Member], constitution: Mapping[str, Any], versions: list[int]
+) -> Basis | None:
+    """The basis the ledger asks for now (``record.basis``), or None: no recovery member."""
+    digests = {m: _digest(pem) for m, pem in holders(members).items()}
+    if not digests:
         return None
-    threshold = parse_constitution(constitution, KNOWN).recovery_shares_needed(len(holders))
-    return threshold, holders, sorted(versions)
+    threshold = parse_constitution(constitution, KNOWN).recovery_shares_needed(len(digests))
+    return threshold, digests, sorted(versions)
+
+
+def needed(
+    members: Mapping[str, Member], constitution: Mapping[str, Any], current: Any,
+    versions: list[int],
+) -> Basis | None:  # fmt: skip
+    """The basis a new record must have when the ``current`` one does not cover what the
+    ledger asks (None: it does, or there is no recovery member)."""
+    want = wanted(members, constitution, versions)
+    have = basis(current) if isinstance(current, dict) else None
+    return None if want is None or want == have else want
 
 
 def next_record(
@@ -70,17 +90,16 @@ def next_record(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The record the ledger needs now given the ``current`` one, or None; and why none can
     be written when one would be needed (an unreachable threshold)."""
-    want = wanted(members, constitution, list(secrets))
-    have = basis(current) if isinstance(current, dict) else None
-    if want is None or want == have:
+    want = needed(members, constitution, current, list(secrets))
+    if want is None:
         return None, None
-    threshold, holders, _ = want
-    if threshold > len(holders):
+    threshold, digests, _ = want
+    if threshold > len(digests):
         return None, (
-            f"recovery threshold {threshold} is above the {len(holders)} Active recovery "
+            f"recovery threshold {threshold} is above the {len(digests)} Active recovery "
             "member(s): no recovery record can be written"
         )
-    keys = {m: load_recovery_key(members[m].recovery_key_pem) for m in holders}
+    keys = {m: load_recovery_key(pem) for m, pem in holders(members).items()}
     epoch = int(current.get("epoch", 0)) + 1 if isinstance(current, dict) else 1
     return build_record(consortium, epoch, secrets, keys, threshold), None
 

@@ -45,6 +45,7 @@ from consortium_node.governance.documents import sign_document
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.identity.keys import PrivateKey
 from consortium_node.identity.trusted_list import NodeStatus, TrustedNodeList
+from consortium_node.recovery.record import pem_digest
 from consortium_operator.api.names import API_VERSION, GROUP, LABEL_CONSORTIUM
 from consortium_operator.api.spec import ConsortiumSpec, MemberSpec
 from consortium_operator.kube.builders import owner_reference
@@ -121,7 +122,7 @@ def _action(name: str, **args: Any) -> dict[str, Any]:
 
 
 def _key_sha256(pem: str | None) -> str:
-    return hashlib.sha256(pem.encode("ascii")).hexdigest() if pem else ""
+    return pem_digest(pem) if pem else ""
 
 
 def member_intents(members: Sequence[MemberSpec], ledger: LedgerGovernance) -> list[Intent]:
