@@ -281,6 +281,8 @@ LABELS = {
     "outcome": "`renewed` or `retired`",
     "route": "the route pattern served (e.g. `/app/kv/{key}`), or `unmatched`",
     "version": "the node's package version",
+    "phase": "the service phase: `Open`, `WaitingForRecoveryShares` or `WaitingForOpen` "
+    "(a recovered service, docs/recovery.md)",
 }
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 

@@ -34,11 +34,11 @@ def recovery_key(directory: Path, who: Identity) -> Path:
     return Path(json.loads(made.stdout)["recovery_private_key"])
 
 
-@pytest.fixture
-def governed(tmp_path: Path) -> Iterator[tuple[Governed, dict[str, Path]]]:
-    ids = tmp_path / "ids"
-    governors = [make_identity(ids, f"gov{i}", "governor") for i in range(3)]
-    user = make_identity(ids, "user0", "user")
+def recovery_members(
+    ids: Path, governors: list[Identity], user: Identity
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """Genesis ``members`` (each governor with a recovery key made by ``consortiumctl keygen
+    --recovery``, and the user) and each governor's recovery private key file, by name."""
     private = {g.name: recovery_key(ids, g) for g in governors}
     members = [
         {
@@ -48,6 +48,15 @@ def governed(tmp_path: Path) -> Iterator[tuple[Governed, dict[str, Path]]]:
         }
         for g in governors
     ] + [{"certificate": str(user.cert), "role": "user"}]
+    return members, private
+
+
+@pytest.fixture
+def governed(tmp_path: Path) -> Iterator[tuple[Governed, dict[str, Path]]]:
+    ids = tmp_path / "ids"
+    governors = [make_identity(ids, f"gov{i}", "governor") for i in range(3)]
+    user = make_identity(ids, "user0", "user")
+    members, private = recovery_members(ids, governors, user)
     key, cert = make_platform(tmp_path / "platform")
     genesis = LocalNode(tmp_path, "node-0", [*governors, user], key, cert,
                         overrides={"members": members})  # fmt: skip

@@ -26,6 +26,7 @@ Merkle tree. Errors of the source itself (``s3.StoreError``) are not caught here
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,7 @@ from consortium_node.backup.format import (
     BackupError,
     Manifest,
     ObjectRecord,
+    decode_segment,
     manifest_key,
     open_manifest,
     parse_manifest_key,
@@ -149,8 +151,12 @@ def verify_backup(
     service_certificate: x509.Certificate,
     *,
     manifest_key: str | None = None,
+    on_segment: Callable[[list[bytes]], None] | None = None,
 ) -> VerifiedBackup:
-    """Verify the manifest ``manifest_key`` (default: the newest) and everything it lists."""
+    """Verify the manifest ``manifest_key`` (default: the newest) and everything it lists.
+
+    ``on_segment`` is given the entry payloads of each segment once it verified, in index
+    order (a recovery node copies them into its ledger as they come: one fetch per object)."""
     key = manifest_key if manifest_key is not None else latest_manifest_key(source)
     if key is None:
         raise BackupError("NoManifest", f"no {MANIFEST_DIR}<last index>-<hash>.cose key found")
@@ -159,7 +165,10 @@ def verify_backup(
     _check_listed(source, manifest)
     replay = LedgerReplay(service_certificate, (o.first_index for o in manifest.snapshot_objects))
     for record in manifest.ledger_objects:
-        replay.segment(record, _fetch(source, record))
+        data = _fetch(source, record)
+        replay.segment(record, data)
+        if on_segment is not None:
+            on_segment(list(decode_segment(data, record.key)))
     _check_range(manifest, replay)
     for record in manifest.snapshot_objects:
         replay.snapshot(record, _fetch(source, record))

@@ -70,7 +70,8 @@ BY_ID = {
 Identity = tuple[keys.PrivateKey, str, str]  # key, certificate PEM, member_id
 
 
-def _identity(args: argparse.Namespace) -> Identity:
+def member_identity(args: argparse.Namespace) -> Identity:
+    """The signing key, certificate PEM and member_id of ``--key``/``--cert``."""
     try:
         key = keys.load_private_key(read_input(args.key, "--key"))
         cert = load_certificate(read_input(args.cert, "--cert"), "--cert")
@@ -157,7 +158,7 @@ def _sign(
     args: argparse.Namespace, payload: dict[str, Any], identity: Identity | None = None
 ) -> int:
     _require_sink(args)
-    key, pem, _ = identity or _identity(args)
+    key, pem, _ = identity or member_identity(args)
     envelope = sign_document(key, pem, payload)
     if args.out:
         _write(args.out, envelope)
@@ -233,6 +234,8 @@ def collect_actions(args: argparse.Namespace) -> list[dict[str, Any]]:
             actions.append({"name": "set_constitution", "args": {"constitution": constitution}})
         elif flag == "rotate-ledger-secret":
             actions.append({"name": "rotate_ledger_secret", "args": {}})
+        elif flag == "transition-service-to-open":
+            actions.append({"name": "transition_service_to_open", "args": {}})
     if not actions:
         raise CtlError("propose: give at least one action (see --help)", EXIT_USAGE)
     try:
@@ -296,7 +299,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     _require_sink(args)
-    identity = _identity(args)
+    identity = member_identity(args)
     payload = {"type": "ack", "consortium": args.consortium, "member_id": identity[2]}
     return _sign(args, payload, identity)
 
@@ -393,6 +396,12 @@ def add_commands(sub: Any) -> None:
         help="a governor's recovery public key (keygen --recovery), or MEMBER_ID:none",
     )
     pp.add_argument("--rotate-ledger-secret", action=_Ordered, nargs=0)
+    pp.add_argument(
+        "--transition-service-to-open",
+        action=_Ordered,
+        nargs=0,
+        help="open a recovered service (docs/recovery.md); also rotates the ledger secret",
+    )
     pp.set_defaults(func=cmd_propose, ordered=[])
 
     vp = sub.add_parser("vote", help="sign a ballot on a proposal")

@@ -131,3 +131,38 @@ def put_ack(name: str, namespace: str | None, payload: dict[str, Any], b64: str)
     )
     patched: dict[str, Any] = json.loads(out)
     return patched
+
+
+def read_consortium(name: str, namespace: str | None) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(_kubectl(namespace, "get", "consortium", name, "-o", "json"))
+    return found
+
+
+def put_recovery_share(
+    consortium: str, namespace: str | None, member_id: str, b64: str
+) -> dict[str, Any]:
+    """Put a signed recovery share into the Member of ``consortium`` whose certificate is
+    ``member_id``'s (found by its certificate: a share goes to its own member only); the
+    Member after. The operator relays it to the recovery node."""
+    listed = json.loads(_kubectl(namespace, "get", "members", "-o", "json"))
+    for item in listed.get("items", []):
+        spec = item.get("spec") or {}
+        if spec.get("consortium") != consortium:
+            continue
+        try:
+            carried = member_id_of(certificate_der(load_certificate(str(spec.get("certificate")))))
+        except (IdentityError, ValueError):
+            continue
+        if carried == member_id:
+            name = item["metadata"]["name"]
+            patch = {"spec": {"recoveryShare": b64}}
+            out = _kubectl(
+                namespace, "patch", "member", name, "--type", "merge", "-p", json.dumps(patch),
+                "-o", "json",
+            )  # fmt: skip
+            patched: dict[str, Any] = json.loads(out)
+            return patched
+    raise CtlError(
+        f"--kube: no Member of consortium {consortium!r} in this namespace carries the --cert "
+        f"(member {member_id[:16]}…): apply your Member first"
+    )

@@ -27,9 +27,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from consortium_node.attestation import AttestationError, Policy, UnknownPlatformError, platforms
-from consortium_node.common.timeutil import parse_duration
-from consortium_node.ctl import backup, gov, recovery
+from consortium_node.ctl import attest, backup, gov, recovery
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
@@ -45,9 +43,11 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import (
     certificate_der,
     certificate_pem,
+    certificate_sha256,
     load_certificate,
     self_signed_certificate,
 )
+from consortium_node.identity.endorsement import EndorsementError, certificate_for, eras
 from consortium_node.identity.errors import IdentityError, TrustedListError
 from consortium_node.identity.trusted_list import verify_trusted_list
 from consortium_node.ledger.errors import ReceiptError
@@ -112,37 +112,8 @@ def _keygen_recovery(args: argparse.Namespace, out: Path) -> int:
 
 
 # ------------------------------------------------------------------------- quote
-def _endorsements(args: argparse.Namespace) -> tuple[str, dict[str, bytes]]:
-    """The chosen platform and its public endorsement files, from that platform's flags."""
-    try:
-        platform = platforms.by_name(args.platform)
-    except UnknownPlatformError as exc:
-        raise CtlError(f"--platform: {exc}", EXIT_USAGE) from exc
-    files = {}
-    for endorsement in platform.endorsements:
-        if endorsement.private or endorsement.cli_flag is None:
-            continue
-        value = getattr(args, _dest(endorsement.cli_flag))
-        if not value:
-            raise CtlError(
-                f"{endorsement.cli_flag} is required with --platform {platform.name}: "
-                f"{endorsement.description}",
-                EXIT_USAGE,
-            )
-        files[endorsement.file] = read_input(value, endorsement.cli_flag)
-    return platform.name, files
-
-
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
-
-
 def cmd_quote_verify(args: argparse.Namespace) -> int:
-    platform, endorsements = _endorsements(args)
-    try:
-        registry = platforms.verifier_registry({platform: endorsements})
-    except (ValueError, AttestationError) as exc:  # material the platform cannot use
-        raise CtlError(f"{platform} endorsements: {exc}", EXIT_USAGE) from exc
+    registry = attest.registry_of(args)
     if args.node:
         if not args.service_cert:
             raise CtlError("--node needs --service-cert", EXIT_USAGE)
@@ -157,30 +128,8 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
             nonce = bytes.fromhex(args.nonce)
         except ValueError as exc:
             raise CtlError(f"--nonce: not hex: {exc}", EXIT_USAGE) from exc
-    if not isinstance(response, dict):
-        raise CtlError("--quote: expected a JSON object", EXIT_USAGE)
-    quote = response.get("quote", response)
-    public_pem = response.get("public_key")
-    if args.public_key:
-        public_pem = read_input(args.public_key, "--public-key").decode()
-    if not public_pem:
-        raise CtlError("the node's public key is needed: --public-key FILE", EXIT_USAGE)
-    try:
-        public_der = keys.public_key_der(keys.load_public_key(public_pem.encode()))
-    except IdentityError as exc:
-        raise CtlError(f"--public-key: {exc}", EXIT_USAGE) from exc
-    policy = Policy(
-        allowed_measurements=frozenset(args.measurement),
-        allowed_host_data=frozenset(args.host_data) if args.host_data else None,
-        max_age=parse_duration(args.max_age),
-        min_tcb_version=args.min_tcb,
-    )
-    result = registry.verify(quote, public_key_der=public_der, nonce=nonce, policy=policy)
-    if not result.ok:
-        reason = result.reason.value if result.reason else "?"
-        raise CtlError(f"quote refused: {reason}: {result.detail}")
-    claims = result.claims
-    assert claims is not None
+    public_pem = read_input(args.public_key, "--public-key").decode() if args.public_key else None
+    claims = attest.verified_claims(registry, response, nonce, attest.policy_of(args), public_pem)
     _out(
         {
             "verified": True,
@@ -243,9 +192,37 @@ def _verify_receipt(receipt: Any, service_pem: str) -> dict[str, Any]:
     }
 
 
+def _era_certificate(receipt: Any, service_pem: str, history_file: str) -> str:
+    """The service certificate a receipt was issued under, found by walking the chain of
+    endorsements back from the current one (``identity/endorsement.py``)."""
+    found = load_json_input(history_file, "--service-history")
+    records = found.get("history", found) if isinstance(found, dict) else found
+    if not isinstance(records, list):
+        raise CtlError("--service-history: expected the GET /recovery answer or a list", EXIT_USAGE)
+    current = load_certificate(service_pem, "--service-cert")
+    try:
+        chain = eras(current, records)
+    except EndorsementError as exc:
+        raise CtlError(f"--service-history INVALID: {exc}") from exc
+    txid = receipt.get("txid") if isinstance(receipt, dict) else None
+    try:
+        index = int(str(txid).split(".")[1])
+    except (IndexError, ValueError) as exc:
+        raise CtlError(f"receipt: txid {txid!r} is not <term>.<index>") from exc
+    return certificate_pem(certificate_for(chain, index))
+
+
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
     receipt = load_json_input(args.receipt, "receipt")
-    _out(_verify_receipt(receipt, service_cert_pem(args.service_cert)))
+    service_pem = service_cert_pem(args.service_cert)
+    if args.service_history:
+        era_pem = _era_certificate(receipt, service_pem, args.service_history)
+        shown = _verify_receipt(receipt, era_pem)
+        shown["service_certificate_sha256"] = certificate_sha256(load_certificate(era_pem))
+        shown["previous_identity"] = era_pem != service_pem
+        _out(shown)
+        return 0
+    _out(_verify_receipt(receipt, service_pem))
     return 0
 
 
@@ -444,30 +421,12 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
         dest="quote_command", required=True
     )
     qv = quote.add_parser("verify", help="verify a quote against a measurement policy")
-    qv.add_argument(
-        "--platform",
-        choices=platforms.names(),
-        default=platforms.DEFAULT,
-        help=f"the TEE platform (default {platforms.DEFAULT})",
-    )
-    flags: dict[str, list[str]] = {}
-    for name in platforms.names():  # each platform's public endorsement files, by its flags
-        for endorsement in platforms.by_name(name).endorsements:
-            if endorsement.cli_flag and not endorsement.private:
-                flags.setdefault(endorsement.cli_flag, []).append(
-                    f"{name}: {endorsement.description}"
-                )
-    for flag, helps in flags.items():
-        qv.add_argument(flag, dest=_dest(flag), help="; ".join(helps))
-    qv.add_argument("--measurement", action="append", required=True, help="allowed (repeat)")
-    qv.add_argument("--host-data", action="append", help="allowed host_data (repeat)")
+    attest.add_policy_flags(qv)
     qv.add_argument("--node", help="fetch a fresh quote from this node with a random nonce")
     qv.add_argument("--service-cert", help="service certificate, with --node")
     qv.add_argument("--quote", help="a saved quote (or /node/quote response) JSON file")
     qv.add_argument("--nonce", help="the nonce the quote must answer, hex (with --quote)")
     qv.add_argument("--public-key", help="the node public key PEM (if not in the quote file)")
-    qv.add_argument("--max-age", default="10m", help="oldest acceptable quote (default 10m)")
-    qv.add_argument("--min-tcb", type=int, default=1)
     qv.set_defaults(func=cmd_quote_verify)
 
     vl = sub.add_parser("verify-trusted-list", help="verify a signed trusted-node list")
@@ -479,6 +438,11 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
 
     vr = sub.add_parser("verify-receipt", help="verify a receipt offline")
     vr.add_argument("--service-cert", required=True)
+    vr.add_argument(
+        "--service-history",
+        help="the identities a recovered service replaced (the GET /recovery answer): a "
+        "receipt from before a disaster verifies with the endorsed previous certificate",
+    )
     vr.add_argument("receipt", help="receipt JSON file (or - for stdin)")
     vr.set_defaults(func=cmd_verify_receipt)
 

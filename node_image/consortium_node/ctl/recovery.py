@@ -1,5 +1,14 @@
-"""``consortiumctl recovery check-share``: a recovery member's drill, on its own machine.
+"""``consortiumctl recovery check-share`` and ``submit-share``: a recovery member's part, on its
+own machine.
 
+``submit-share`` (the ceremony, ``docs/recovery.md``): fetch the record from the recovery node
+(the recovered public ledger), decrypt this member's share with its recovery key, **verify the
+recovery node's attestation** (a fresh quote for a random nonce, against the measurements the
+member allows: ``--measurement``), wrap the share to the key that quote attests
+(``recovery.ceremony.seal_submission``), sign a ``recovery_share`` document with the member's
+key and post it. Only the attested enclave can open the share; it is never printed.
+
+``check-share``:
 Why: a recovery share that was never opened may not open on the day it is needed (a lost
 key file, the wrong key registered). A member can check at any time, without a disaster and
 without revealing anything, that its recovery key opens its share of the current recovery
@@ -11,21 +20,28 @@ certificate) or from a file (e.g. read from a backup). The share itself is never
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from consortium_node.ctl import attest, kube_sink
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
     NodeClient,
+    describe_error,
     read_input,
     service_cert_pem,
 )
+from consortium_node.ctl.gov import member_identity
+from consortium_node.governance.documents import sign_document
 from consortium_node.identity import keys
 from consortium_node.identity.certs import certificate_der, load_certificate
 from consortium_node.identity.errors import IdentityError
+from consortium_node.recovery.ceremony import seal_submission
 from consortium_node.recovery.record import RecoveryError, check_record, open_share
 
 
@@ -89,6 +105,93 @@ def cmd_check_share(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_node(args: argparse.Namespace) -> tuple[NodeClient, dict[str, Any], dict[str, Any]]:
+    """The recovery node's quote answer (for a fresh nonce) and record, from the node."""
+    client = NodeClient(args.node, service_cert_pem(args.service_cert), None, None)
+    state = client.json("GET", "/recovery")
+    _check_phase(state.get("phase"), args.node)
+    nonce = os.urandom(32)
+    answer = client.json("GET", "/node/quote", {"nonce": nonce.hex()})
+    answer["nonce"] = nonce.hex()
+    return client, answer, client.json("GET", "/gov/recovery").get("record")
+
+
+def _from_kube(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The quote the operator published (``status.recovery.attestation``: the member verifies
+    it here, the operator is not trusted with it) and the record, from the Consortium."""
+    found = kube_sink.read_consortium(args.kube, args.namespace)
+    shown = (found.get("status") or {}).get("recovery") or {}
+    _check_phase(shown.get("phase"), f"Consortium {args.kube}")
+    attestation = shown.get("attestation")
+    if not isinstance(attestation, dict) or shown.get("record") is None:
+        raise CtlError(
+            f"Consortium {args.kube} shows no recovery node quote yet (status.recovery."
+            "attestation): the operator publishes it once the recovery node answers; retry"
+        )
+    answer = {
+        "node_id": attestation.get("nodeId"),
+        "public_key": attestation.get("publicKey"),
+        "quote": attestation.get("quote"),
+        "nonce": attestation.get("nonce"),
+    }
+    return answer, shown["record"]
+
+
+def _check_phase(phase: object, where: str) -> None:
+    if phase != "WaitingForRecoveryShares":
+        raise CtlError(f"{where} is {phase!r}, not WaitingForRecoveryShares: no share is taken")
+
+
+def cmd_submit_share(args: argparse.Namespace) -> int:
+    if bool(args.node) == bool(args.kube):
+        raise CtlError("give --node URL (with --service-cert) or --kube CONSORTIUM", EXIT_USAGE)
+    if args.node and not args.service_cert:
+        raise CtlError("--node needs --service-cert (the recovered service's)", EXIT_USAGE)
+    signing_key, cert_pem, member_id = member_identity(args)
+    recovery_key = _recovery_key(args.recovery_key)
+    registry, policy = attest.registry_of(args), attest.policy_of(args)
+    client = None
+    if args.node:
+        client, answer, found = _from_node(args)
+    else:
+        answer, found = _from_kube(args)
+    try:
+        nonce = bytes.fromhex(str(answer.get("nonce")))
+    except ValueError as exc:
+        raise CtlError(f"the quote's nonce is not hex: {exc}") from exc
+    claims = attest.verified_claims(registry, answer, nonce, policy)  # before anything is sent
+    node_id = claims.public_key_sha256
+    node_key = keys.load_public_key(str(answer["public_key"]).encode())
+    if not isinstance(node_key, ec.EllipticCurvePublicKey) or answer.get("node_id") != node_id:
+        raise CtlError("the recovery node's attested key is not a P-256 key of its node_id")
+    try:
+        record = check_record(found)
+        share = open_share(record, args.consortium, member_id, recovery_key)
+    except RecoveryError as exc:
+        raise CtlError(f"recovery share not submitted: {exc}") from exc
+    epoch = record["epoch"]
+    sealed = seal_submission(node_key, share, consortium=args.consortium, epoch=epoch,
+                             member_id=member_id, node_id=node_id)  # fmt: skip
+    payload = {"type": "recovery_share", "consortium": args.consortium, "epoch": epoch,
+               "node_id": node_id, "share": sealed}  # fmt: skip
+    envelope = sign_document(signing_key, cert_pem, payload)
+    shown: dict[str, Any] = {"member_id": member_id, "node_id": node_id,
+                             "measurement": claims.measurement, "epoch": epoch}  # fmt: skip
+    if client is not None:
+        resp = client.request("POST", "/recovery/shares", raw=envelope)
+        if resp.status != 200:
+            raise CtlError(f"recovery share refused: {describe_error(resp)}")
+        shown.update(resp.json())
+    else:
+        b64 = base64.b64encode(envelope).decode("ascii")
+        obj = kube_sink.put_recovery_share(args.kube, args.namespace, member_id, b64)
+        meta = obj["metadata"]
+        shown["member"] = f"{meta['namespace']}/{meta['name']}"
+        shown["relayed_by"] = "the operator (status.recoveryShare of the Member says when)"
+    print(json.dumps(shown, indent=2, sort_keys=True))
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register ``recovery check-share`` on the top-level subparsers ``sub``."""
     recovery = sub.add_parser("recovery", help="recovery shares").add_subparsers(
@@ -109,3 +212,23 @@ def add_commands(sub: Any) -> None:
     check.add_argument("--node", help="https://HOST:PORT of any node")
     check.add_argument("--service-cert", help="the consortium's service certificate, with --node")
     check.set_defaults(func=cmd_check_share)
+    submit = recovery.add_parser(
+        "submit-share",
+        help="decrypt your share on your machine and submit it to the attested recovery node",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit.add_argument("--consortium", required=True, help="the consortium's name")
+    submit.add_argument("--cert", required=True, help="your member certificate (PEM)")
+    submit.add_argument("--key", required=True, help="your member private key (signs)")
+    submit.add_argument(
+        "--recovery-key", required=True, help="your recovery private key (keygen --recovery)"
+    )
+    submit.add_argument("--node", help="https://HOST:PORT of the recovery node")
+    submit.add_argument("--service-cert", help="the recovered service's (new) certificate")
+    submit.add_argument(
+        "--kube", metavar="CONSORTIUM", help="through Kubernetes: the Consortium's name"
+    )
+    submit.add_argument("--namespace", help="with --kube: its namespace (kubectl's default)")
+    attest.add_policy_flags(submit)
+    submit.set_defaults(func=cmd_submit_share)

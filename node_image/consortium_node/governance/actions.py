@@ -21,6 +21,8 @@ ones touching the same subjects are invalidated (their ballots were cast on anot
 | set_attestation_validity| validity_seconds, renew_before_seconds          | attestation_validity |
 | set_constitution        | constitution (see constitution.py)              | constitution         |
 | rotate_ledger_secret    | (none)                                          | ledger_secret        |
+| transition_service_to_open | (none): opens a recovered service and    | service,             |
+|                         | rotates the ledger secret (docs/recovery.md)    | ledger_secret        |
 """
 
 from __future__ import annotations
@@ -169,6 +171,11 @@ def _rotate(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozen
     return {}, frozenset({"ledger_secret"})
 
 
+def _open_service(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozenset[str]]:
+    _only(args, field, set())
+    return {}, frozenset({"service", "ledger_secret"})
+
+
 PARSERS: dict[str, Parser] = {
     "add_member": _add_member,
     "remove_member": _by_id("member_id", "member"),
@@ -182,6 +189,7 @@ PARSERS: dict[str, Parser] = {
     "set_attestation_validity": _validity,
     "set_constitution": _constitution,
     "rotate_ledger_secret": _rotate,
+    "transition_service_to_open": _open_service,
 }
 KNOWN = frozenset(PARSERS)
 

@@ -12,8 +12,9 @@ Each is a COSE_Sign1 (``identity/cose.py``) signed by a member's key, with:
     ballot     {"type": "ballot", "consortium": C, "proposal_id": ID, "vote": "approve"|"reject"}
     withdrawal {"type": "withdrawal", "consortium": C, "proposal_id": ID}
     ack        {"type": "ack", "consortium": C, "member_id": M}
-    recovery_share {"type": "recovery_share", "consortium": C, "epoch": E,
-                    "share": base64(33-byte share)}
+    recovery_share {"type": "recovery_share", "consortium": C, "epoch": E, "node_id": N,
+                    "share": base64(the 33-byte share wrapped to recovery node N's attested
+                                    key: ``recovery.ceremony.seal_submission``)}
 
 A document's id is the lowercase hex SHA-256 of its whole envelope; a proposal's id is the
 proposal_id ballots refer to. Ballots must come from an Active governor; proposals and
@@ -52,7 +53,7 @@ FIELDS = {
     "ballot": {"type", "consortium", "proposal_id", "vote"},
     "withdrawal": {"type", "consortium", "proposal_id"},
     "ack": {"type", "consortium", "member_id"},
-    "recovery_share": {"type", "consortium", "epoch", "share"},
+    "recovery_share": {"type", "consortium", "epoch", "node_id", "share"},
 }
 MAX_DOCUMENT_BYTES = 256 * 1024
 SIGNER_ROLES = {
@@ -180,5 +181,7 @@ def verify_document(
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
             raise GovernanceError("payload.epoch", "expected the recovery record's epoch (≥ 1)")
         if not isinstance(payload["share"], str):
-            raise GovernanceError("payload.share", "expected the share, base64")
+            raise GovernanceError("payload.share", "expected the wrapped share, base64")
+        if not is_sha256_hex(payload["node_id"]):
+            raise GovernanceError("payload.node_id", "expected the recovery node's id (64 hex)")
     return SignedDocument(kind, signer.member_id, payload, bytes(envelope), document_id(envelope))

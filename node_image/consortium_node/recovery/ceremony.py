@@ -11,18 +11,91 @@ and a member submits once. Who signed a submission is checked before it reaches 
 Refusal reasons (``RecoveryError.reason``): ``ShareForAnotherRecord``, ``NotARecoveryMember``,
 ``AlreadySubmitted``, ``ShareFormat``, ``ShareDoesNotMatch``; and ``Complete`` once the secrets
 are back (later shares are not needed).
+
+**In transit** a share is never in clear: the member wraps it (``seal_submission``: ECIES over
+P-256, ``identity/wrap.py``) to the public key of the recovery node, which the member checked
+is an attested enclave running allowed code (``consortiumctl recovery submit-share`` verifies
+the node's quote first). The context binds consortium, record epoch, member and node::
+
+    b"consortium-recovery-submission-v1" || lp(consortium) || u64be(epoch) || lp(member_id)
+        || lp(node_id)
+
+so a submission cannot be replayed to another node, for another member or another record.
+Only that node's key opens it (``open_submission``; ``ShareNotForThisNode`` otherwise): a
+TLS terminator, a Kubernetes object that carries it, or a node that is not the attested one
+learns nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consortium_node.recovery.record import RecoveryError, check_share, recover_secrets
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from consortium_node.identity.errors import IdentityError
+from consortium_node.identity.wrap import unwrap, wrap
+from consortium_node.recovery.record import (
+    RecoveryError,
+    check_share,
+    lp,
+    recover_secrets,
+)
 from consortium_node.recovery.shares import Share, ShareError
+
+SUBMISSION_PREFIX = b"consortium-recovery-submission-v1"
+
+
+def submission_context(consortium: str, epoch: int, member_id: str, node_id: str) -> bytes:
+    """The wrap context of a submitted share (module docstring)."""
+    return (
+        SUBMISSION_PREFIX
+        + lp(consortium.encode())
+        + struct.pack(">Q", epoch)
+        + lp(member_id.encode())
+        + lp(node_id.encode())
+    )
+
+
+def seal_submission(
+    node_key: ec.EllipticCurvePublicKey,
+    share: Share,
+    *,
+    consortium: str,
+    epoch: int,
+    member_id: str,
+    node_id: str,
+) -> str:
+    """The ``share`` field of a ``recovery_share`` document: base64 of the wrapped share."""
+    context = submission_context(consortium, epoch, member_id, node_id)
+    return base64.b64encode(wrap(node_key, share.to_bytes(), context)).decode("ascii")
+
+
+def open_submission(
+    node_key: ec.EllipticCurvePrivateKey,
+    sealed_b64: str,
+    *,
+    consortium: str,
+    epoch: int,
+    member_id: str,
+    node_id: str,
+) -> str:
+    """The base64 share inside a submission (for ``ShareCollector.submit``); RecoveryError
+    ``ShareNotForThisNode`` if this node's key does not open it with that context."""
+    try:
+        blob = base64.b64decode(sealed_b64, validate=True)
+        plain = unwrap(node_key, blob, submission_context(consortium, epoch, member_id, node_id))
+    except (binascii.Error, ValueError, IdentityError) as exc:
+        raise RecoveryError(
+            "ShareNotForThisNode",
+            "the submitted share does not open with this recovery node's key for this member "
+            f"and record ({exc}); fetch the node's attested key again and resubmit",
+        ) from exc
+    return base64.b64encode(plain).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class RecoveryError(ValueError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
-        self.reason = reason
+        self.reason, self.detail = reason, message
 
 
 def load_recovery_key(pem: object) -> ec.EllipticCurvePublicKey:
@@ -117,21 +117,19 @@ def basis(record: Mapping[str, Any]) -> tuple[int, dict[str, str], list[int]]:
     )
 
 
-def _lp(data: bytes) -> bytes:
+def lp(data: bytes) -> bytes:
+    """``data`` prefixed with its length (u16 big-endian): context fields never run together."""
     return struct.pack(">H", len(data)) + data
 
 
 def share_context(consortium: str, epoch: int, member_id: str) -> bytes:
-    return SHARE_PREFIX + _lp(consortium.encode()) + struct.pack(">Q", epoch) + member_id.encode()
+    return SHARE_PREFIX + lp(consortium.encode()) + struct.pack(">Q", epoch) + member_id.encode()
 
 
 def wrap_context(consortium: str, epoch: int, threshold: int, versions: list[int]) -> bytes:
     listed = ",".join(str(v) for v in versions).encode()
     return (
-        SECRETS_PREFIX
-        + _lp(consortium.encode())
-        + struct.pack(">QH", epoch, threshold)
-        + _lp(listed)
+        SECRETS_PREFIX + lp(consortium.encode()) + struct.pack(">QH", epoch, threshold) + lp(listed)
     )
 
 

@@ -35,7 +35,7 @@ from consortium_node.replication.messages import (
     encode,
 )
 from consortium_node.replication.raft import RaftNode
-from consortium_node.server import gov_api, snapshot_api
+from consortium_node.server import gov_api, recovery_api, snapshot_api
 from consortium_node.server.backup import BackupShipper
 from consortium_node.server.callers import (
     APP_ONLY,
@@ -52,6 +52,7 @@ from consortium_node.server.errors import (
     NoLedgerSecretError,
     NotFoundError,
     NotReadyError,
+    ServiceNotOpenError,
     UnavailableError,
 )
 from consortium_node.server.governance import Governance
@@ -66,6 +67,8 @@ from consortium_node.server.peers import (
 )
 from consortium_node.server.primary import Primary
 from consortium_node.server.receipts import receipt_response, require_committed_here
+from consortium_node.server.recovery_api import Ceremony
+from consortium_node.server.service_state import OPEN, not_open_reason
 from consortium_node.server.validation import (
     APP_TABLE,
     check_key_param,
@@ -92,6 +95,7 @@ class Services:
     primary: Primary
     transport: PeerTransport
     governance: Governance
+    ceremony: Ceremony
     backup: BackupShipper | None = None
 
 
@@ -332,6 +336,9 @@ async def reattest(request: web.Request) -> web.Response:
 async def _submit(services: Services, body: Any) -> dict[str, Any]:
     """Write a member's transactions on this primary (the route checked who may)."""
     batch = parse_transactions(body, services.node.config.limits)
+    phase = services.node.service_phase()
+    if phase != OPEN:
+        raise ServiceNotOpenError("service", not_open_reason(phase), phase=phase)
     try:
         txids = await services.raft.submit(batch.write_sets)
     except SecretUnavailableError as exc:  # this primary was left out of a secret rotation
@@ -488,6 +495,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[gov_api.GOVERNANCE] = services.governance
+    app[recovery_api.CEREMONY] = services.ceremony
     app[snapshot_api.SNAPSHOTS] = services.node.ledger.snapshots
     routes = [
         ("GET", "/node/state", node_state),
@@ -501,6 +509,7 @@ def build_app(services: Services) -> web.Application:
         ("POST", "/node/reattest", reattest),
         ("POST", "/node/refresh", refresh),
         *gov_api.ROUTES,
+        *recovery_api.ROUTES,
         *snapshot_api.ROUTES,
         ("GET", "/node/backup", backup_status),
         ("POST", "/node/backup", backup_now),

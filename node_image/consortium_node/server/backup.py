@@ -232,25 +232,9 @@ class BackupShipper:
         self.last_error = None
 
     async def _open_store(self) -> S3Store:
-        try:
-            credentials = (
-                self.config.access_key_id_file.read_text().strip(),
-                self.config.secret_access_key_file.read_text().strip(),
-            )
-        except OSError as exc:
-            raise StoreError("CredentialsMissing", f"cannot read the credentials: {exc}") from exc
-        if not all(credentials):
-            raise StoreError("CredentialsMissing", "an access key file is empty")
+        settings = store_settings(self.config)
+        credentials = (settings.access_key_id, settings.secret_access_key)
         if self._store is None or credentials != self._credentials:
-            settings = StoreSettings(
-                endpoint=self.config.endpoint,
-                bucket=self.config.bucket,
-                prefix=self.config.prefix,
-                region=self.config.region,
-                access_key_id=credentials[0],
-                secret_access_key=credentials[1],
-                ca_file=str(self.config.ca_file) if self.config.ca_file else None,
-            )
             self._store = await asyncio.to_thread(S3Store, settings)
             self._credentials = credentials
             self._remote = None
@@ -381,3 +365,27 @@ def _cron_next(expression: str, after: float) -> float:
 
     start = datetime.fromtimestamp(after, UTC)
     return float(croniter(expression, start).get_next(float))
+
+
+def store_settings(config: BackupConfig) -> StoreSettings:
+    """The S3 settings of a ``backup:`` (or ``recovery.source.bucket:``) section, with the
+    credentials read from their files now (a rotated key is used without a restart);
+    StoreError ``CredentialsMissing`` if they cannot be read."""
+    try:
+        credentials = (
+            config.access_key_id_file.read_text().strip(),
+            config.secret_access_key_file.read_text().strip(),
+        )
+    except OSError as exc:
+        raise StoreError("CredentialsMissing", f"cannot read the credentials: {exc}") from exc
+    if not all(credentials):
+        raise StoreError("CredentialsMissing", "an access key file is empty")
+    return StoreSettings(
+        endpoint=config.endpoint,
+        bucket=config.bucket,
+        prefix=config.prefix,
+        region=config.region,
+        access_key_id=credentials[0],
+        secret_access_key=credentials[1],
+        ca_file=str(config.ca_file) if config.ca_file else None,
+    )

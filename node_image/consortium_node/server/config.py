@@ -22,7 +22,7 @@ from consortium_node.recovery.record import RecoveryError, load_recovery_key, re
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-MODES = ("genesis", "join")
+MODES = ("genesis", "join", "recover")
 ROLES = ("governor", "user", "operator")
 
 
@@ -130,6 +130,19 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class RecoveryConfig:
+    """``recovery:`` (mode ``recover``): where the lost consortium's ledger is read from and the
+    service certificate it was written under (``server/recover.py``). The source is a backup:
+    a bucket (``bucket``, the settings of ``backup:``, read access is enough) or a local copy
+    of one (``directory``)."""
+
+    previous_service_certificate: Path
+    directory: Path | None = None
+    bucket: BackupConfig | None = None
+    manifest: str | None = None  # a manifest key; default the newest
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     consortium: str
     name: str
@@ -152,6 +165,7 @@ class NodeConfig:
     peer_hosts_file: Path | None = None
     insecure_test_faults_file: Path | None = None
     backup: BackupConfig | None = None
+    recovery: RecoveryConfig | None = None
 
 
 class _Reader:
@@ -344,6 +358,9 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
     join = _join(root, base) if mode == "join" else None
     if mode == "genesis" and "join" in root.data:
         raise ConfigError("join: only for mode join")
+    recovery = _recovery(root, consortium) if mode == "recover" else None
+    if mode != "recover" and root.raw("recovery", None) is not None:
+        raise ConfigError("recovery: only for mode recover")
     rft = root.child("raft")
     raft = RaftConfig(
         election_timeout=rft.duration("election_timeout", timedelta(seconds=1)).total_seconds(),
@@ -382,6 +399,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
             root.path_("insecure_test_faults_file") if faults_file is not None else None
         ),
         backup=_backup(root, consortium),
+        recovery=recovery,
     )
     root.done()
     return config
@@ -397,11 +415,6 @@ def _backup(root: _Reader, consortium: str) -> BackupConfig | None:
         return None
     reader = root.child("backup")
     mode = reader.choice("mode", ("continuous", "schedule"), "continuous")
-    prefix = reader.raw("prefix", f"{consortium}/")
-    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
-        raise ConfigError(
-            "backup.prefix: must be empty or path segments each ending in '/' (e.g. prod/ledger/)"
-        )
     max_lag = reader.duration("max_lag", timedelta(seconds=60))
     if not timedelta(seconds=5) <= max_lag <= timedelta(hours=1):
         raise ConfigError("backup.max_lag: must be between 5s and 1h")
@@ -416,8 +429,22 @@ def _backup(root: _Reader, consortium: str) -> BackupConfig | None:
     )
     if retention is not None and retention < timedelta(hours=1):
         raise ConfigError("backup.retention: must be at least 1h")
+    backup = _bucket(reader, consortium, mode=mode, max_lag=max_lag, schedule=schedule,
+                     retention=retention)  # fmt: skip
+    reader.done()
+    return backup
+
+
+def _bucket(reader: _Reader, consortium: str, **settings: Any) -> BackupConfig:
+    """The bucket settings of ``backup:`` (or ``recovery.source.bucket:``)."""
+    prefix = reader.raw("prefix", f"{consortium}/")
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"{reader.path}.prefix: must be empty or path segments each ending in '/' "
+            "(e.g. prod/ledger/)"
+        )
     ca = reader.raw("ca_file", None)
-    backup = BackupConfig(
+    return BackupConfig(
         endpoint=reader.str_("endpoint", pattern=ENDPOINT_RE).rstrip("/"),
         bucket=reader.str_("bucket", pattern=BUCKET_RE),
         prefix=prefix,
@@ -425,13 +452,29 @@ def _backup(root: _Reader, consortium: str) -> BackupConfig | None:
         access_key_id_file=reader.path_("access_key_id_file"),
         secret_access_key_file=reader.path_("secret_access_key_file"),
         ca_file=reader.path_("ca_file") if ca is not None else None,
-        mode=mode,
-        max_lag=max_lag,
-        schedule=schedule,
-        retention=retention,
+        **settings,
     )
+
+
+def _recovery(root: _Reader, consortium: str) -> RecoveryConfig:
+    reader = root.child("recovery")
+    previous = reader.path_("previous_service_certificate")
+    source = reader.child("source")
+    has_dir, has_bucket = (source.raw(k, None) is not None for k in ("directory", "bucket"))
+    if has_dir == has_bucket:
+        raise ConfigError("recovery.source: name exactly one of directory or bucket")
+    directory = source.path_("directory") if has_dir else None
+    bucket = None
+    if has_bucket:
+        bucket_reader = source.child("bucket")
+        bucket = _bucket(bucket_reader, consortium)
+        bucket_reader.done()
+    source.done()
+    manifest = reader.raw("manifest", None)
+    if manifest is not None and (not isinstance(manifest, str) or not manifest.strip()):
+        raise ConfigError("recovery.manifest: expected a manifest key (manifests/…), or none")
     reader.done()
-    return backup
+    return RecoveryConfig(previous, directory, bucket, manifest)
 
 
 def _check_cron(expression: str) -> None:

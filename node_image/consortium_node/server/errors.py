@@ -63,6 +63,16 @@ class NoLedgerSecretError(RequestError):
     """This node does not hold the ledger secret the request needs (left out of a rotation)."""
 
 
+class ServiceNotOpenError(RequestError):
+    """The service is recovering from a disaster (``service_state``): writes and joins wait
+    until the members open it."""
+
+
+class ShareRefusedError(RequestError):
+    """A recovery share that does not count; ``field`` is the named reason
+    (``recovery.ceremony``), ``reason`` the detail."""
+
+
 class RetryLaterError(RequestError):
     """A previous trust change is not committed yet; the caller should retry shortly."""
 

@@ -30,6 +30,7 @@ from consortium_node.governance.actions import KNOWN, Action
 from consortium_node.governance.constitution import Constitution, parse_constitution
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
+from consortium_node.server.service_state import OPEN, SERVICE_KEY, T_SERVICE, opened_row, status_of
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class GovState:
     policy: Mapping[str, Any]
     constitution: Constitution
     nodes: Mapping[str, str]  # node_id → Pending | Trusted | Retired
+    service: Mapping[str, Any] | None = None  # the service row (``service_state``)
+    secrets_recovered: bool = True  # the primary holds every ledger secret version
 
 
 @dataclass
@@ -88,6 +91,8 @@ class _Draft:
     policy: dict[str, Any]
     constitution: Constitution
     nodes: dict[str, str]
+    service: Mapping[str, Any] | None = None
+    secrets_recovered: bool = True
     out: Effects = field(default_factory=Effects)
     touched_members: set[str] = field(default_factory=set)
 
@@ -183,9 +188,27 @@ def _constitution(d: _Draft, action: Action, where: str) -> None:
 
 
 def _rotate(d: _Draft, action: Action, where: str) -> None:
+    if action.name == "rotate_ledger_secret" and status_of(d.service) != OPEN:
+        raise GovernanceError(
+            where, "the service is recovering: transition_service_to_open rotates the secret"
+        )
     if d.out.secret_recipients is not None:
         raise GovernanceError(where, "this proposal already rotates the ledger secret")
     d.out.secret_recipients = []  # filled in once every action applied
+
+
+def _open_service(d: _Draft, action: Action, where: str) -> None:
+    """Open a recovered service (``service_state``) and rotate a fresh ledger secret in."""
+    if d.service is None or status_of(d.service) == OPEN:
+        raise GovernanceError(where, "the service is already open")
+    if not d.secrets_recovered:
+        raise GovernanceError(
+            where,
+            "the ledger secrets are not recovered yet: the recovery members submit their "
+            "shares first (GET /recovery)",
+        )
+    d.out.writes[T_SERVICE] = {SERVICE_KEY: opened_row(d.service)}
+    _rotate(d, action, where)
 
 
 EFFECTS = {
@@ -201,6 +224,7 @@ EFFECTS = {
     "set_attestation_validity": _policy,
     "set_constitution": _constitution,
     "rotate_ledger_secret": _rotate,
+    "transition_service_to_open": _open_service,
 }
 
 
@@ -211,6 +235,8 @@ def effects_of(actions: tuple[Action, ...], state: GovState) -> Effects:
         policy=dict(state.policy),
         constitution=state.constitution,
         nodes=dict(state.nodes),
+        service=state.service,
+        secrets_recovered=state.secrets_recovered,
     )
     for i, action in enumerate(actions):
         where = f"actions[{i}]"

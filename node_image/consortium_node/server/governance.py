@@ -49,6 +49,7 @@ from consortium_node.server.genesis import T_ATTESTATION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, active_governors, effects_of
 from consortium_node.server.ledger_secrets import rotation_writes
 from consortium_node.server.recovery_keeper import next_record
+from consortium_node.server.service_state import SERVICE_KEY, T_SERVICE
 
 if TYPE_CHECKING:
     from consortium_node.replication.raft import RaftNode
@@ -241,7 +242,14 @@ class Governance:
     ]:
         current = self.node.membership.current()
         nodes = {n.node_id: n.status.value for n in current.nodes} if current else {}
-        state = GovState(self.members(), self.node.policy_value(), self.constitution(), nodes)
+        state = GovState(
+            self.members(),
+            self.node.policy_value(),
+            self.constitution(),
+            nodes,
+            service=self.node.public_value(T_SERVICE, SERVICE_KEY),
+            secrets_recovered=self.node.holds_every_secret(),
+        )
         try:
             effects = effects_of(p.actions, state)
         except GovernanceError as exc:

@@ -10,7 +10,8 @@ policy, mounted paths) into a ConfigMap. What differs between pods comes from th
   the cluster has no DNS.
 
 The mode follows from what is mounted, never from the operator's say-so alone: ordinal 0
-starts as **genesis** only while no service certificate has been published; every other
+starts as **genesis** (or **recover**, when the template has a ``recovery`` section: a
+Consortium with ``spec.recovery``) only while no service certificate has been published; every other
 case (a later ordinal, or pod 0 replaced after bootstrap) **joins**. A node whose data
 directory already holds a sealed identity restarts regardless (``Node.open``).
 """
@@ -72,10 +73,12 @@ def pod_settings(base: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, A
     published = Path(kube["service_certificate"])
     bootstrapped = published.is_file() and published.stat().st_size > 0
     if int(match.group("ordinal")) == 0 and not bootstrapped:
-        settings["mode"] = "genesis"
+        # a Consortium with spec.recovery starts by recovering a lost one (``recover``)
+        settings["mode"] = "recover" if settings.get("recovery") is not None else "genesis"
         settings.pop("join", None)
     else:
         settings["mode"] = "join"
+        settings.pop("recovery", None)  # used only by the first start (``recover``)
         settings.setdefault("join", {})["service_certificate"] = str(published)
     return settings
 

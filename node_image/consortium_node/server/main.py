@@ -40,10 +40,12 @@ from consortium_node.server.kube import load_pod_config
 from consortium_node.server.node import Node
 from consortium_node.server.peers import PeerTransport
 from consortium_node.server.primary import Primary
+from consortium_node.server.recovery_api import Ceremony
 from consortium_node.server.recovery_keeper import RecoveryKeeper
 from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.scrub import scrub
 from consortium_node.server.sealed import SealedStoreError
+from consortium_node.server.service_state import OPEN
 from consortium_node.server.snapshot_install import install_when_stranded
 from consortium_node.server.snapshots import SnapshotKeeper
 from consortium_node.server.starting import StartingServer
@@ -81,6 +83,12 @@ class _StopForRestart:
             log.critical("ledger: %s", why)
             self._stop(why)
 
+    def recovered(self, why: str) -> None:
+        """A recovery node sealed the secrets its members' shares opened (``recovery_api``)."""
+        if self.reason is None:
+            log.warning("%s", why)
+            self._stop(why)
+
     def _stop(self, reason: str) -> None:
         self.reason = reason
         self.loop.call_soon_threadsafe(self.stop.set)
@@ -102,6 +110,9 @@ class _Keepers:
         def primary() -> bool:
             return raft.role == "leader"
 
+        def keeps_record() -> bool:  # a recovering service keeps the record its shares open
+            return primary() and node.service_phase() == OPEN
+
         snapshots = SnapshotKeeper(
             node.ledger,
             is_primary=primary,
@@ -115,7 +126,7 @@ class _Keepers:
             constitution=node.constitution,
             current=lambda: node.public_value(T_RECOVERY, RECORD_KEY),
             secrets=node.ledger.secrets.by_version,
-            is_primary=primary,
+            is_primary=keeps_record,
             submit=raft.submit,
         )
         backup = None
@@ -200,9 +211,9 @@ async def serve(node: Node, host: str, port: int) -> str | None:
         transport.reset()
 
     node.certificate.on_change = reload_certificates
-    app = build_app(
-        Services(node, raft, primary, transport, Governance(node, raft, primary), backup)
-    )
+    governance = Governance(node, raft, primary)
+    ceremony = Ceremony(governance, restart.recovered)
+    app = build_app(Services(node, raft, primary, transport, governance, ceremony, backup))
     # A stop waits at most SHUTDOWN_WAIT for requests in flight (aiohttp's default is 60 s; a
     # pod is killed 10 s after SIGTERM anyway): a client that never sends its body must not
     # hold the node up. Nothing is acknowledged that was not committed, so none is lost.

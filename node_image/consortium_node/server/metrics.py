@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from consortium_node.backup.s3 import REASONS
 from consortium_node.identity.trusted_list import REFUSALS, NodeStatus, TrustedNodeList
 from consortium_node.ledger.damage import DamageKind
+from consortium_node.server.service_state import PHASES
 
 if TYPE_CHECKING:
     from consortium_node.ledger import Ledger
@@ -213,6 +214,33 @@ class NodeMetrics:
             "threshold): shares of it would not recover everything; else 0.",
             registry=r,
         )
+
+        self.service_phase = Gauge(
+            "consortium_service_phase",
+            "1 for the phase this node's service is in (Open; after a disaster recovery "
+            "WaitingForRecoveryShares, then WaitingForOpen until the members vote it open), "
+            "0 for the others.",
+            ["phase"],
+            registry=r,
+        )
+        self.recovery_shares_submitted = Gauge(
+            "consortium_recovery_shares_submitted",
+            "Valid recovery shares submitted to this recovery node so far (0 on other nodes).",
+            registry=r,
+        )
+        self.recovery_share_refusals = Counter(
+            "consortium_recovery_share_refusals_total",
+            "Recovery shares this node refused, by reason (ShareDoesNotMatch, "
+            "NotARecoveryMember, AlreadySubmitted, ShareFormat, ShareForAnotherRecord, ...).",
+            ["reason"],
+            registry=r,
+        )
+
+    def observe_phase(self, phase: str, submitted: int) -> None:
+        """Refresh the service phase gauges (``service_state.PHASES``)."""
+        for name in PHASES:
+            self.service_phase.labels(name).set(1 if name == phase else 0)
+        self.recovery_shares_submitted.set(submitted)
 
     def observe_recovery(self, epoch: int, members: int, threshold: int, stale: bool) -> None:
         """Refresh the recovery gauges (``Node.recovery_summary``)."""

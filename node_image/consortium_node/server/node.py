@@ -41,6 +41,7 @@ from consortium_node.server.ledger_secrets import SecretVault
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
 from consortium_node.server.recovery_keeper import holders, needed
+from consortium_node.server.service_state import OPEN, SERVICE_KEY, T_SERVICE, phase_of, status_of
 
 log = logging.getLogger("consortium_node.node")
 
@@ -67,6 +68,7 @@ class Node:
             version=__version__,
         )
         self.role = "backup"
+        self.shares_submitted = 0  # valid recovery shares taken (``recovery_api``)
         self._repair_counted = False  # a storage fault set aside at start was repaired
         self.on_new_members: Callable[[list[str]], None] | None = None
         self._announced_members: set[str] = set()
@@ -206,6 +208,7 @@ class Node:
             "held_from": self.ledger.base_index + 1,  # receipts before: 404 HistoryNotHeld
             "snapshot": self._newest_snapshot(),
             "recovery": self.recovery_summary(),
+            "service_phase": self.service_phase(),
             "node_certificate_expires_at": rfc3339(self.certificate.current.not_valid_after_utc),
             "started_at": rfc3339(self.started_at),
             "ledger_repair": self.ledger_repair(),
@@ -303,6 +306,19 @@ class Node:
         self.metrics.observe_recovery(
             summary["epoch"], summary["members"], summary["threshold"], summary["stale"]
         )
+        self.metrics.observe_phase(self.service_phase(), self.shares_submitted)
+
+    def holds_every_secret(self) -> bool:
+        """Does this node hold every ledger secret version its log introduced?"""
+        secrets = self.ledger.secrets
+        return all(secrets.holds(v) for v in range(1, secrets.current_version + 1))
+
+    def service_phase(self) -> str:
+        """``Open``, or where a recovered service stands (``service_state``)."""
+        row = self.public_value(T_SERVICE, SERVICE_KEY)
+        if status_of(row) == OPEN:
+            return OPEN
+        return phase_of(row, self.holds_every_secret())
 
     def recovery_summary(self) -> dict[str, Any]:
         """The newest recovery record as status shows it: ``epoch`` and ``threshold`` (0: no

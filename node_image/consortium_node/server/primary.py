@@ -50,11 +50,13 @@ from consortium_node.server.errors import (
     NotFoundError,
     RefreshRefusedError,
     RetryLaterError,
+    ServiceNotOpenError,
 )
 from consortium_node.server.genesis import T_ATTESTATION, T_LISTS, T_NODES
 from consortium_node.server.join_secrets import join_context
 from consortium_node.server.ledger_secrets import encode_later
 from consortium_node.server.nonces import NonceCheck, NonceRegistry
+from consortium_node.server.service_state import OPEN, not_open_reason
 from consortium_node.server.superseded import silence_for, superseded
 from consortium_node.server.validation import JoinRequest, RefreshRequest
 
@@ -236,6 +238,9 @@ class Primary:
         since every one of them holds the secrets — otherwise a new voter could wait forever
         for a primary that is waiting for it.
         """
+        phase = self.node.service_phase()
+        if phase != OPEN:  # a recovering service hands out no secrets; the joiner retries
+            raise ServiceNotOpenError("service", not_open_reason(phase), phase=phase)
         node_id = keys.node_id_of(keys.load_public_key(request.public_key_pem.encode()))
         check = self.nonces.consume(request.nonce)
         if check is not NonceCheck.OK:

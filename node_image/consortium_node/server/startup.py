@@ -22,7 +22,6 @@ then starts afresh as a joiner (a genesis node through the peers it knew).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -30,11 +29,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from consortium_node.attestation import (
@@ -47,43 +44,31 @@ from consortium_node.attestation import (
     parse_faults,
     platforms,
 )
-from consortium_node.common.canonical import canonical_json
 from consortium_node.common.files import write_atomic
-from consortium_node.common.timeutil import rfc3339, utcnow
+from consortium_node.common.timeutil import utcnow
 from consortium_node.identity import keys
 from consortium_node.identity.certs import (
     ServiceIdentity,
     certificate_der,
     certificate_pem,
-    issue_node_certificate,
     load_certificate,
     load_member_certificate,
 )
 from consortium_node.identity.errors import IdentityError
-from consortium_node.identity.trusted_list import (
-    NodeEntry,
-    NodeStatus,
-    TrustedNodeList,
-)
-from consortium_node.identity.trusted_list_store import TrustedListStore
 from consortium_node.identity.wrap import unwrap
-from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets
+from consortium_node.ledger import EntryKind, LedgerSecrets
 from consortium_node.ledger.damage import DamageKind
 from consortium_node.server import joiner, snapshot_fetch, snapshot_install
-from consortium_node.server.certificates import NodeCertificate, certificate_names
 from consortium_node.server.config import JoinConfig, NodeConfig
 from consortium_node.server.errors import NodeStartError
 from consortium_node.server.genesis import (
-    T_LISTS,
-    T_NODES,
     attestation_policy,
     genesis_writes,
-    policy_from_value,
 )
 from consortium_node.server.join_secrets import join_context
 from consortium_node.server.ledger_secrets import FIRST as FIRST_SECRET
 from consortium_node.server.ledger_secrets import decode_later
-from consortium_node.server.membership import Membership
+from consortium_node.server.recover import SEALED_RECOVERING, recover
 from consortium_node.server.recovery import (
     check_repairable,
     known_peers,
@@ -92,6 +77,14 @@ from consortium_node.server.recovery import (
     set_aside_retired_identity,
 )
 from consortium_node.server.sealed import IdentityLostError, SealedStore, SealedStoreError
+from consortium_node.server.start_steps import (
+    check_own_attestation,
+    open_ledger,
+    seal_service,
+    start_views,
+    trust_self,
+    use_certificate,
+)
 
 if TYPE_CHECKING:
     from consortium_node.server.node import Node
@@ -124,14 +117,14 @@ def open_node(new: NewNode, config: NodeConfig) -> Node:
         # or another chip, or the node key is gone. That identity can never be used again;
         # keep its data and join afresh (never as a second genesis: a second network). A
         # genesis node joins through the peers it knew.
-        if config.mode == "genesis" and known_peers(config.data_dir) is None:
+        if config.mode in ("genesis", "recover") and known_peers(config.data_dir) is None:
             raise NodeStartError(
                 f"{exc}; a genesis node will not start a second network over it, and knows "
                 "no peer to join: start this node as a joiner"
             ) from exc
         lost = isinstance(exc, IdentityLostError)
         aside = set_aside(config.data_dir, "identity-lost" if lost else "sealed-elsewhere")
-        if config.mode == "genesis":
+        if config.mode in ("genesis", "recover"):
             rejoin = known_peers(aside)
         log.warning("%s; the data is kept at %s and the node starts afresh", exc, aside)
         node = _provision(new, config)
@@ -146,12 +139,16 @@ def open_node(new: NewNode, config: NodeConfig) -> Node:
     again = (config.join or known_peers(config.data_dir)) if has_service != has_secret else None
     if has_service and has_secret:
         _restart(node)
+    elif has_service and node.sealed.exists(SEALED_RECOVERING):
+        _restart(node, LedgerSecrets(None))  # WaitingForRecoveryShares (``recover``)
     elif again is not None:
         _rejoin(node, again)
     elif rejoin is not None:
         _join(node, rejoin)
     elif config.mode == "genesis":
         _genesis(node)
+    elif config.mode == "recover":
+        recover(node)
     else:
         _join(node)
     # Public: how a local user obtains the service certificate (CCF writes it the same way).
@@ -180,7 +177,9 @@ def _platform(config: NodeConfig) -> Tee:
         for file, path in config.platform.endorsements.items()
     }
     measurement = measure_installed()
-    host_data = host_data_for(config.consortium, config.mode)
+    # A recovery node starts a service again, as genesis does: it is launched as genesis.
+    role = "genesis" if config.mode == "recover" else config.mode
+    host_data = host_data_for(config.consortium, role)
     try:
         enclave = platform.attester(
             AttesterSettings(
@@ -237,7 +236,7 @@ def _set_aside_interrupted_genesis(node: Node, ledger_dir: Path) -> None:
     """
     if not node.sealed.exists("ledger-secret"):
         raise NodeStartError(f"{ledger_dir} holds a ledger but no sealed secrets; refusing")
-    with _open_ledger(node, node.sealed.get("ledger-secret")) as orphan:
+    with open_ledger(node, node.sealed.get("ledger-secret")) as orphan:
         entries = orphan.last_index
     if entries > 1:
         raise NodeStartError(
@@ -247,63 +246,6 @@ def _set_aside_interrupted_genesis(node: Node, ledger_dir: Path) -> None:
     aside = ledger_dir.with_name(f"ledger.interrupted-genesis-{utcnow():%Y%m%dT%H%M%SZ}")
     ledger_dir.rename(aside)
     log.warning("genesis was interrupted before completing; its ledger is kept at %s", aside)
-
-
-# ---------------------------------------------------------------------- shared steps
-def _open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
-    """The node's ledger; a storage fault in it is set aside (kept) and the entries it held
-    are replicated again by the leader (``Ledger.open(repair=True)``)."""
-    settings = node.config.ledger
-    service = getattr(node, "service", None)
-    ledger = Ledger.open(
-        node.data_dir / "ledger",
-        ledger_secret=secrets,
-        service_certificate=service.certificate if service is not None else None,
-        config=LedgerConfig(
-            signature_interval_tx=settings.signature_interval_tx,
-            signature_interval_ms=settings.signature_interval_ms,
-            chunk_max_bytes=settings.chunk_max_bytes,
-            snapshot_interval=settings.snapshot_interval,
-        ),
-        repair=True,
-    )
-    missing = ledger.missing_committed
-    if ledger.damage is not None:
-        log.error(
-            "ledger storage fault: %s; the log now ends at %d%s; this node gets the rest from "
-            "the primary and neither leads nor votes for a log without it until then",
-            ledger.damage.describe(),
-            ledger.last_index,
-            f", before committed entries up to {missing.term}.{missing.index}" if missing else "",
-        )
-    return ledger
-
-
-def _seal_service(node: Node) -> None:
-    node.sealed.put(
-        "service-identity",
-        canonical_json(
-            {
-                "key": keys.private_key_pem(node.service.key).decode("ascii"),
-                "certificate": node.service.certificate_pem,
-            }
-        ),
-    )
-
-
-def _start_views(node: Node) -> None:
-    store = TrustedListStore(
-        node.data_dir / "trusted-list" / "current.cose",
-        node.service.certificate,
-        node.config.consortium,
-    )
-    node.membership = Membership(node.ledger, store)
-
-
-def _use_certificate(node: Node, cert: x509.Certificate) -> None:
-    node.certificate = NodeCertificate(
-        node.node_key, node.service.certificate, node.data_dir / "node_cert.pem", cert
-    )
 
 
 # ---------------------------------------------------------------------- genesis
@@ -316,10 +258,10 @@ def _genesis(node: Node) -> None:
         load_member_certificate(m.certificate_pem, f"members[{i}].certificate")
         for i, m in enumerate(config.members)
     ]
-    _check_own_attestation(node, attestation_policy(config))
+    check_own_attestation(node, attestation_policy(config))
     node.service = ServiceIdentity.create(config.consortium)
-    node.ledger = _open_ledger(node, node.vault.create(os.urandom(32)))
-    _start_views(node)
+    node.ledger = open_ledger(node, node.vault.create(os.urandom(32)))
+    start_views(node)
     nonce = hashlib.sha256(certificate_der(node.service.certificate)).digest()
     quote = node.enclave.quote(keys.public_key_der(node.node_key), nonce).to_json()
     writes = genesis_writes(
@@ -335,106 +277,13 @@ def _genesis(node: Node) -> None:
     node.ledger.append([writes], EntryKind.PUBLIC)
     node.ledger.sync_and_commit()
     # Sealed only once genesis is durable; see _set_aside_interrupted_genesis.
-    _seal_service(node)
-    _trust_self(node)
+    seal_service(node)
+    trust_self(node)
     log.info(
         "genesis complete: consortium %s, service certificate sha256 %s",
         config.consortium,
         node.service.certificate_sha256,
     )
-
-
-def _check_own_attestation(node: Node, policy: dict[str, Any]) -> None:
-    """Genesis: refuse to write anything if the configured policy rejects this very node.
-
-    A wrong ``measurements`` list would otherwise leave a sealed identity and a ledger
-    that no node (not even this one) can ever be trusted in.
-    """
-    nonce = os.urandom(32)
-    public_der = keys.public_key_der(node.node_key)
-    quote = node.enclave.quote(public_der, nonce).to_json()
-    result = node.verifiers.verify(
-        quote, public_key_der=public_der, nonce=nonce, policy=policy_from_value(policy)
-    )
-    if not result.ok:
-        mine = "" if node.measurement in result.detail else f" (measures {node.measurement})"
-        raise NodeStartError(
-            "this node's own attestation is refused by the configured policy: "
-            f"{result.reason.value if result.reason else '?'}: {result.detail}{mine}"
-        )
-
-
-def _trust_self(node: Node) -> None:
-    """Genesis only: verify our own quote like a joiner's and issue list version 1."""
-    nonce = os.urandom(32)
-    quote = node.enclave.quote(keys.public_key_der(node.node_key), nonce).to_json()
-    result = node.verify_quote(quote, keys.public_key_der(node.node_key), nonce)
-    if not result.ok:
-        raise NodeStartError(
-            "this node's own attestation is refused by the ledger's policy: "
-            f"{result.reason.value if result.reason else '?'}: {result.detail}"
-        )
-    now = utcnow()
-    expires = now + timedelta(seconds=node.policy_value()["validity_seconds"])
-    entry = NodeEntry(
-        node_id=node.node_id,
-        name=node.config.name,
-        address=node.config.address,
-        public_key_pem=keys.public_key_pem(node.node_key),
-        measurement=node.measurement,
-        host_data=node.host_data,
-        status=NodeStatus.TRUSTED,
-        attested_at=rfc3339(now),
-        attestation_expires_at=rfc3339(expires),
-    )
-    cert = issue_node_certificate(
-        node.service,
-        node.node_key.public_key(),
-        subject_alt_names=certificate_names(node.config),
-        not_after=expires,
-    )
-    _use_certificate(node, cert)
-    lst = TrustedNodeList(
-        consortium=node.config.consortium,
-        version=1,
-        issued_at=rfc3339(now),
-        service_certificate_sha256=node.service.certificate_sha256,
-        allowed_measurements=tuple(node.policy_value()["measurements"]),
-        nodes=(entry,),
-    )
-    envelope = node.sign_list(lst)
-    node.ledger.append(
-        [
-            {
-                T_NODES: {
-                    node.node_id: {
-                        "name": entry.name,
-                        "address": entry.address,
-                        "status": "Trusted",
-                        "measurement": entry.measurement,
-                        "host_data": entry.host_data,
-                        "attested_at": entry.attested_at,
-                        "attestation_expires_at": entry.attestation_expires_at,
-                        "quote": quote,
-                        "certificate": certificate_pem(cert),
-                        # kept for renewals, as a joiner's requested names are
-                        "subject_alt_names": certificate_names(node.config),
-                    }
-                },
-                T_LISTS: {
-                    "1": {
-                        "cose": base64.b64encode(envelope).decode("ascii"),
-                        "sha256": hashlib.sha256(envelope).hexdigest(),
-                        "issued_at": lst.issued_at,
-                    }
-                },
-            }
-        ],
-        EntryKind.PUBLIC,
-    )
-    node.ledger.append_signature(node.certificate.signer)
-    node.ledger.sync_and_commit()
-    node.membership.adopt_committed()
 
 
 # ---------------------------------------------------------------------- join
@@ -477,7 +326,7 @@ def _join(node: Node, settings: JoinConfig | None = None) -> None:
     keyring = node.vault.create(
         bytes.fromhex(secrets["ledger_secret"]), decode_later(secrets.get("ledger_secrets", {}))
     )
-    _seal_service(node)
+    seal_service(node)
     snapshot_fetch.on_empty_volume(
         node.data_dir / "ledger",
         answer.trusted_list,
@@ -487,10 +336,10 @@ def _join(node: Node, settings: JoinConfig | None = None) -> None:
         secrets=keyring,
         first=answer.source,
     )
-    node.ledger = _open_ledger(node, keyring)
-    _start_views(node)
+    node.ledger = open_ledger(node, keyring)
+    start_views(node)
     node.membership.store.accept(answer.trusted_list)
-    _use_certificate(node, load_certificate(answer.node_certificate, "node certificate"))
+    use_certificate(node, load_certificate(answer.node_certificate, "node certificate"))
     log.info("joined consortium %s as %s", node.config.consortium, node.node_id[:16])
 
 
@@ -508,13 +357,15 @@ def _rejoin(node: Node, settings: JoinConfig) -> None:
 
 
 # ---------------------------------------------------------------------- restart
-def _restart(node: Node) -> None:
+def _restart(node: Node, secrets: LedgerSecrets | None = None) -> None:
+    """Unseal and replay; ``secrets``: a recovery node waiting for its members' shares holds
+    none (``recover``)."""
     blob = json.loads(node.sealed.get("service-identity"))
     node.service = ServiceIdentity.from_parts(
         keys.load_private_key(blob["key"].encode("ascii")),
         load_certificate(blob["certificate"], "sealed service certificate"),
     )
-    secrets = node.vault.load()
+    secrets = node.vault.load() if secrets is None else secrets
     aside = snapshot_install.install_staged(node.data_dir)
     if aside is not None:
         log.warning("installing the staged snapshot; the old ledger is kept in %s", aside)
@@ -529,8 +380,8 @@ def _restart(node: Node) -> None:
                 certificate=node.service.certificate,
                 secrets=secrets,
             )
-    node.ledger = _open_ledger(node, secrets)
-    _start_views(node)
+    node.ledger = open_ledger(node, secrets)
+    start_views(node)
     check_repairable(node)
     record = node.node_record(node.node_id)
     pem = record.get("certificate") if record else None
@@ -541,7 +392,7 @@ def _restart(node: Node) -> None:
             pem = certificate_pem(on_disk)
     if pem is None:
         raise NodeStartError("no node certificate for this node in the ledger or on disk")
-    _use_certificate(node, load_certificate(pem, "node certificate"))
+    use_certificate(node, load_certificate(pem, "node certificate"))
     ledger = node.ledger
     log.info(
         "restarted: log ends at %d (term %d)%s; waiting for consensus to commit the rest",

@@ -57,6 +57,13 @@ NO_QUORUM = "NoQuorum"
 LEDGER_RECOVERING = "LedgerRecovering"  # a node repairs committed entries lost to a storage fault
 LEDGER_DIVERGED = "LedgerDiverged"  # a node was sent a history contradicting what it committed
 SCALING = "Scaling"
+# A Consortium started with spec.recovery (docs/recovery.md): Ready's reasons until it is open,
+# and the Member condition of each recovery member while shares are awaited.
+WAITING_FOR_RECOVERY_SHARES = "WaitingForRecoveryShares"
+WAITING_FOR_OPEN = "WaitingForOpen"
+RECOVERY_SHARE = "RecoveryShare"
+RECOVERY_SHARE_REQUESTED = "RecoveryShareRequested"
+RECOVERY_SHARE_SUBMITTED = "RecoveryShareSubmitted"
 AS_EXPECTED = "AsExpected"
 READY_REASON = "ConsortiumReady"
 NOT_READY = "NotReady"

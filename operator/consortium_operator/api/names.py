@@ -35,6 +35,12 @@ BACKUP_CA_KEY = "backup-ca.crt"
 # change of spec.backup is a new StatefulSet revision, rolled one pod at a time (upgrade.py);
 # the node reads its configuration once, at start.
 ANNOTATION_BACKUP_CONFIG = f"{GROUP}/backup-config-sha256"
+# Disaster recovery (spec.recovery, docs/recovery.md): the lost consortium's bucket credentials
+# (the user's Secret, same keys as for backups), its previous service certificate and the
+# bucket's CA bundle, both keys of the config ConfigMap (public).
+MOUNT_RECOVERY_CREDENTIALS = "/etc/consortium/recovery-credentials"
+RECOVERY_PREVIOUS_KEY = "previous-service-certificate.pem"
+RECOVERY_CA_KEY = "recovery-ca.crt"
 # The same for the node configuration's ledger section (signature and snapshot intervals from
 # spec.ledger): a change reaches every node, one restarted pod at a time.
 ANNOTATION_LEDGER_CONFIG = f"{GROUP}/ledger-config-sha256"

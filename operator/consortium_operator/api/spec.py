@@ -21,8 +21,14 @@ from cryptography import x509
 
 from consortium_node.attestation import host_data_for, platforms
 from consortium_node.common.timeutil import parse_duration
-from consortium_node.identity.certs import load_member_certificate
+from consortium_node.identity.certs import (
+    certificate_pem,
+    load_certificate,
+    load_member_certificate,
+)
+from consortium_node.identity.errors import IdentityError
 from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
+from consortium_operator.api.names import BACKUP_CREDENTIAL_KEYS
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -58,6 +64,7 @@ BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
 PREFIX_RE = re.compile(r"^([A-Za-z0-9._-]+/)*$")
 REGION_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # A Secret's name: a DNS-1123 subdomain.
+MANIFEST_RE = re.compile(r"^manifests/[0-9]{20}-[0-9a-f]{16}\.cose$")
 SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_SUBDOMAIN = 253
 
@@ -98,6 +105,25 @@ class BackupS3:
     credentials_secret: str  # a Secret in the Consortium's namespace (BACKUP_CREDENTIAL_KEYS)
     ca_bundle: str | None  # PEM certificates to trust for https, or None
 
+    def node_section(self, credentials_dir: str, ca_file: str) -> dict[str, Any]:
+        """The node configuration's bucket settings: every one explicit, the credentials as
+        files of the mounted Secret in ``credentials_dir``, ``ca_file`` with a CA bundle."""
+        section: dict[str, Any] = {
+            "endpoint": self.endpoint,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "region": self.region,
+            **{
+                f"{name}_file": f"{credentials_dir}/{key}"
+                for name, key in zip(
+                    ("access_key_id", "secret_access_key"), BACKUP_CREDENTIAL_KEYS, strict=True
+                )
+            },
+        }
+        if self.ca_bundle is not None:
+            section["ca_file"] = ca_file
+        return section
+
 
 @dataclass(frozen=True)
 class Backup:
@@ -113,6 +139,16 @@ class Backup:
     def node_mode(self) -> str:
         """The node configuration's ``mode``: ``continuous`` or ``schedule``."""
         return BACKUP_MODES[self.mode]
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """``spec.recovery``: this Consortium starts by recovering a lost one from its backup
+    (``docs/recovery.md``); used only until it is bootstrapped (pod 0 in mode ``recover``)."""
+
+    previous_service_certificate: str  # PEM, re-encoded
+    s3: BackupS3  # the lost consortium's backup bucket (read access is enough)
+    manifest: str | None  # a manifest key; None: the newest
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,7 @@ class ConsortiumSpec:
     snapshot_interval: int = 10_000
     backup: Backup | None = None  # None: no backups (the node config has no backup section)
     recovery_threshold: str | int = "majority"  # k of the members' recovery shares
+    recovery: Recovery | None = None  # started by a disaster recovery (docs/recovery.md)
 
     def allowed_host_data(self) -> tuple[str, ...]:
         """The consortium's own genesis/join host_data plus any extra the spec allows."""
@@ -229,8 +266,8 @@ def _string(value: Any, field: str, what: str) -> str:
     return value
 
 
-def _endpoint(value: Any) -> str:
-    field = "spec.backup.s3.endpoint"
+def _endpoint(value: Any, base: str = "spec.backup.s3") -> str:
+    field = f"{base}.endpoint"
     text = _string(value, field, "the S3 endpoint URL, e.g. https://minio.example:9000")
     if len(text) > MAX_ENDPOINT or any(ch.isspace() for ch in text):
         raise SpecError(field, f"must be a URL without spaces, at most {MAX_ENDPOINT} characters")
@@ -241,7 +278,7 @@ def _endpoint(value: Any) -> str:
         raise SpecError(
             field,
             "must not carry credentials (user:password@): they go in the Secret named by "
-            "spec.backup.s3.credentialsSecret",
+            f"{base}.credentialsSecret",
         )
     if not parts.hostname:
         raise SpecError(field, f"{text!r} names no host")
@@ -256,8 +293,8 @@ def _endpoint(value: Any) -> str:
     return text
 
 
-def _bucket(value: Any) -> str:
-    field = "spec.backup.s3.bucket"
+def _bucket(value: Any, base: str = "spec.backup.s3") -> str:
+    field = f"{base}.bucket"
     text = _string(value, field, "the bucket name")
     rules = (
         "S3 bucket names are 3 to 63 characters of a-z, 0-9, '.' and '-', starting and ending "
@@ -278,8 +315,8 @@ def _bucket(value: Any) -> str:
     return text
 
 
-def _prefix(value: Any, consortium: str) -> str:
-    field = "spec.backup.s3.prefix"
+def _prefix(value: Any, consortium: str, base: str = "spec.backup.s3") -> str:
+    field = f"{base}.prefix"
     if value is None:
         return f"{consortium}/"
     if not isinstance(value, str):
@@ -295,8 +332,8 @@ def _prefix(value: Any, consortium: str) -> str:
     return value
 
 
-def _region(value: Any) -> str:
-    field = "spec.backup.s3.region"
+def _region(value: Any, base: str = "spec.backup.s3") -> str:
+    field = f"{base}.region"
     if value is None:
         return DEFAULT_REGION
     if not isinstance(value, str) or not REGION_RE.match(value):
@@ -304,8 +341,8 @@ def _region(value: Any) -> str:
     return value
 
 
-def _credentials_secret(value: Any) -> str:
-    field = "spec.backup.s3.credentialsSecret"
+def _credentials_secret(value: Any, base: str = "spec.backup.s3") -> str:
+    field = f"{base}.credentialsSecret"
     what = (
         "the name of a Secret in this namespace with keys AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY"
@@ -316,8 +353,8 @@ def _credentials_secret(value: Any) -> str:
     return text
 
 
-def _ca_bundle(value: Any) -> str | None:
-    field = "spec.backup.s3.caBundle"
+def _ca_bundle(value: Any, base: str = "spec.backup.s3") -> str | None:
+    field = f"{base}.caBundle"
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
@@ -358,19 +395,69 @@ def _schedule(value: Any) -> str:
     return text
 
 
+def _s3(s3: Mapping[str, Any], consortium: str, base: str) -> BackupS3:
+    return BackupS3(
+        endpoint=_endpoint(s3.get("endpoint"), base),
+        bucket=_bucket(s3.get("bucket"), base),
+        prefix=_prefix(s3.get("prefix"), consortium, base),
+        region=_region(s3.get("region"), base),
+        credentials_secret=_credentials_secret(s3.get("credentialsSecret"), base),
+        ca_bundle=_ca_bundle(s3.get("caBundle"), base),
+    )
+
+
+def _recovery(rec: Mapping[str, Any], consortium: str) -> Recovery:
+    """``spec.recovery``: the previous service certificate (a certificate, no key) and the
+    backup to recover from."""
+    field = "spec.recovery.previousServiceCertificate"
+    pem = rec.get("previousServiceCertificate")
+    if not isinstance(pem, str) or not pem.strip():
+        raise SpecError(field, "required: the lost service's certificate (PEM)")
+    if "PRIVATE KEY" in pem:
+        raise SpecError(field, "holds a private key: give the certificate only (it is public)")
+    if pem.count("-----BEGIN") != 1:
+        raise SpecError(field, "expected exactly one PEM certificate (the lost service's)")
+    try:
+        certificate = load_certificate(pem, field)
+    except IdentityError as exc:
+        raise SpecError(field, str(exc).removeprefix(f"{field}: ")) from None
+    source = _obj(rec.get("source"), "spec.recovery.source")
+    s3 = _obj(source.get("s3"), "spec.recovery.source.s3")
+    if not s3:
+        raise SpecError(
+            "spec.recovery.source.s3",
+            "required: the bucket the lost consortium backed up to (endpoint, bucket, "
+            "credentialsSecret; prefix and region as in its spec.backup.s3)",
+        )
+    manifest = rec.get("manifest")
+    if manifest is not None and (
+        not isinstance(manifest, str) or not MANIFEST_RE.fullmatch(manifest)
+    ):
+        raise SpecError(
+            "spec.recovery.manifest",
+            f"{manifest!r} is not a manifest key (manifests/<last index>-<hash>.cose)",
+        )
+    return Recovery(
+        previous_service_certificate=certificate_pem(certificate),
+        s3=_s3(s3, consortium, "spec.recovery.source.s3"),
+        manifest=manifest,
+    )
+
+
+def _same_place(a: BackupS3, b: BackupS3) -> bool:
+    return (a.endpoint.rstrip("/"), a.bucket, a.prefix) == (
+        b.endpoint.rstrip("/"),
+        b.bucket,
+        b.prefix,
+    )
+
+
 def _backup(bak: Mapping[str, Any], consortium: str) -> Backup:
     """``spec.backup``: the checks the schema cannot make (URL parts, cron, ranges, PEM)."""
     s3 = _obj(bak.get("s3"), "spec.backup.s3")
     if not s3:
         raise SpecError("spec.backup.s3", "required: endpoint, bucket and credentialsSecret")
-    target = BackupS3(
-        endpoint=_endpoint(s3.get("endpoint")),
-        bucket=_bucket(s3.get("bucket")),
-        prefix=_prefix(s3.get("prefix"), consortium),
-        region=_region(s3.get("region")),
-        credentials_secret=_credentials_secret(s3.get("credentialsSecret")),
-        ca_bundle=_ca_bundle(s3.get("caBundle")),
-    )
+    target = _s3(s3, consortium, "spec.backup.s3")
     mode = bak.get("mode", "Continuous")
     if mode not in BACKUP_MODES:
         raise SpecError("spec.backup.mode", f"{mode!r} is not one of {', '.join(BACKUP_MODES)}")
@@ -455,6 +542,15 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     sig_tx, sig, snap = _ledger(_obj(spec.get("ledger"), "spec.ledger"))
     bak = spec.get("backup")
     backup = None if bak is None else _backup(_obj(bak, "spec.backup"), name)
+    rec = spec.get("recovery")
+    recovery = None if rec is None else _recovery(_obj(rec, "spec.recovery"), name)
+    if backup is not None and recovery is not None and _same_place(backup.s3, recovery.s3):
+        raise SpecError(
+            "spec.backup.s3.prefix",
+            f"{backup.s3.prefix!r} in bucket {backup.s3.bucket!r} is the recovery source: the "
+            "recovered service backs up elsewhere (another prefix or bucket; the source's "
+            "marker names the previous service)",
+        )
     return ConsortiumSpec(
         name=name,
         nodes=nodes,
@@ -477,6 +573,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         snapshot_interval=snap,
         client_selector=dict(_obj(spec.get("clientSelector"), "spec.clientSelector")),
         backup=backup,
+        recovery=recovery,
     )
 
 

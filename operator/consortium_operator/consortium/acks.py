@@ -62,6 +62,7 @@ class Due:
     body: Mapping[str, Any]
     member_id: str
     document: Document
+    field: str = FIELD  # where in the Member it was (an ack, or a recovery share)
 
 
 def due(members: Sequence[MemberView], ledger: Mapping[str, str] | None) -> list[Due]:
@@ -84,11 +85,11 @@ def local_refusal(item: Due) -> str | None:
     refusal is the one that counts."""
     doc = item.document
     if doc.raw is None:
-        return doc.error or f"{FIELD}: empty"
+        return doc.error or f"{item.field}: empty"
     if doc.signer is not None and doc.signer != item.member_id:
         return (
-            f"{FIELD} is signed by member {doc.signer[:16]}…, not by this Member "
-            f"({item.member_id[:16]}…): each member acknowledges with its own key"
+            f"{item.field} is signed by member {doc.signer[:16]}…, not by this Member "
+            f"({item.member_id[:16]}…): each member signs its own with its own key"
         )
     return None
 
@@ -97,8 +98,17 @@ Post = Callable[[bytes], Reply]  # POST an ack document to the primary
 Report = Callable[[Due, str, str, str], None]  # an Event on the Member: type, reason, message
 
 
-def relay(items: Sequence[Due], post: Post, memory: RelayMemory, report: Report) -> set[str]:
-    """Relay ``items`` (see the module docstring); the member ids that became Active.
+def relay(
+    items: Sequence[Due],
+    post: Post,
+    memory: RelayMemory,
+    report: Report,
+    *,
+    ok: tuple[str, str] = (ACKNOWLEDGED, "the member's ack is recorded: Active"),
+    refused: str = ACK_REFUSED,
+) -> set[str]:
+    """Relay ``items`` (see the module docstring); the member ids whose document the nodes
+    took (``ok``: the Event's reason and message then; ``refused``: its reason otherwise).
 
     Raises ``NodeUnreachableError`` when the primary does not answer (what was relayed before
     stands; the rest waits for the next pass)."""
@@ -114,14 +124,14 @@ def relay(items: Sequence[Due], post: Post, memory: RelayMemory, report: Report)
             reply = post(item.document.raw)
             if reply.status == 200:
                 active.add(item.member_id)
-                report(item, "Normal", ACKNOWLEDGED, "the member's ack is recorded: Active")
+                report(item, "Normal", *ok)
                 continue
             if reply.status not in REFUSALS:  # 503 NotLeader, RetryLater: the next pass
-                log.info("ack of %s… not relayed yet: %s", item.member_id[:16], reply.error())
+                log.info("%s of %s… not relayed yet: %s", ok[0], item.member_id[:16], reply.error())
                 continue
             refusal = f"the nodes refused it: {reply.error()}"
         memory.refused[digest] = (refusal, time.monotonic())
-        report(item, "Warning", ACK_REFUSED, refusal)
+        report(item, "Warning", refused, refusal)
     return active
 
 

@@ -19,11 +19,14 @@ from consortium_operator.members.reconcile import MemberView
 
 
 def replicas(p: Pass, obs: Observation) -> int:
-    """1 until bootstrapped; a scale-down waits until the extra nodes are Retired
-    (``lifecycle.retire_scaled_away`` retires them, one at a time)."""
+    """1 until bootstrapped, and while a recovered service is not open yet; a scale-down
+    waits until the extra nodes are Retired (``lifecycle.retire_scaled_away`` retires them,
+    one at a time)."""
     sts = p.live("StatefulSet", p.names.statefulset)
     current = int((sts or {}).get("spec", {}).get("replicas") or 1)
     if obs.service_certificate_pem is None:
+        return 1
+    if obs.service_phase not in (None, "Open"):  # a recovery: one node until it is opened
         return 1
     if p.spec.nodes >= current:
         return p.spec.nodes

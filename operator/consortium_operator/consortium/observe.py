@@ -236,6 +236,7 @@ def _observe_ledger(
         commit_index=state.get("commit_index"),
         snapshot=snapshot_shown(state.get("snapshot")),
         recovery=recovery_shown(state.get("recovery")),
+        service_phase=str(state.get("service_phase") or "Open"),
         ledger_members=ledger_members,
         ledger_roles=ledger_roles,
         envelope=envelope.body if lst else None,

@@ -22,7 +22,7 @@ from consortium_node.common.timeutil import utcnow
 from consortium_operator.api import conditions
 from consortium_operator.api.names import Names
 from consortium_operator.api.spec import SpecError, parse_consortium
-from consortium_operator.consortium import backups, lifecycle, report
+from consortium_operator.consortium import backups, lifecycle, recovering, report
 from consortium_operator.consortium.acks import relay_acks
 from consortium_operator.consortium.apply import apply
 from consortium_operator.consortium.context import Memory, Pass, Settings
@@ -93,6 +93,8 @@ def reconcile_consortium(
     obs = backups.observe_backup(p, obs)
     obs, asked = governance(p, obs, members)
     obs = relay_acks(p, obs, members)  # before status: a relayed ack shows at once
+    obs = recovering.observe_recovery(p, obs)
+    obs = recovering.relay_shares(p, obs, members)  # before status, as acks
     obs = apply(p, obs, members)
     lifecycle.retire_scaled_away(p, obs)
     lifecycle.reattest_due(p, obs)
@@ -100,10 +102,14 @@ def reconcile_consortium(
     obs = roll(p, obs, asked)
     backing_up = backups.run_requests(p, obs)
     report.events(p, obs)
+    recovering.events(p, obs)
     report.repair_events(p, obs)
     report.publish_metrics(p, obs)
     conds = report.write_status(kube, body, obs, now)
-    reconcile_members(kube, bound, body, obs.ledger_members, member_proposals(asked))
+    reconcile_members(
+        kube, bound, body, obs.ledger_members, member_proposals(asked),
+        recovery_shares=recovering.share_states(obs),
+    )  # fmt: skip
     ready = conditions.find(conds, conditions.READY)
     if ready is None or not ready.status:
         return FAST

@@ -151,6 +151,30 @@ def ledger_problem(pod: str, repair: Mapping[str, Any]) -> str:
     return f"{pod}: recovering committed entries up to {known} lost to a storage fault ({damage})"
 
 
+def _service_open(o: Observation) -> c.Condition | None:
+    """A recovered service waits for its members: shares first, then the vote to open it."""
+    if o.service_phase == c.WAITING_FOR_RECOVERY_SHARES:
+        shares = (o.ceremony or {}).get("shares") or {}
+        have, need = len(shares.get("submitted") or ()), shares.get("threshold", "k")
+        return c.Condition(
+            c.READY,
+            False,
+            c.WAITING_FOR_RECOVERY_SHARES,
+            f"recovered the lost consortium's history under a new service identity; {have} of "
+            f"{need} recovery shares submitted: each recovery member runs consortiumctl "
+            f"recovery submit-share --kube {o.consortium} (docs/recovery.md)",
+        )
+    if o.service_phase == c.WAITING_FOR_OPEN:
+        return c.Condition(
+            c.READY,
+            False,
+            c.WAITING_FOR_OPEN,
+            "the recovery shares opened every ledger secret; the governors vote "
+            "transition_service_to_open (a Proposal), then the other nodes join",
+        )
+    return None
+
+
 def _distributed(o: Observation) -> c.Condition | None:
     """Only the first list gates readiness: before it is published, joiners have nothing to
     verify. Later the nodes issue newer lists themselves (every re-attestation round) and
@@ -181,6 +205,7 @@ READY_CHAIN: tuple[Check, ...] = (
     _node_start,
     _bootstrapped,
     _list,
+    _service_open,
     _nodes,
     _recovering,
     _distributed,
@@ -536,6 +561,46 @@ def members_status(o: Observation, existing: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+# ---------------------------------------------------------------------- recovery
+# status.recovery's record summary (kept while the primary does not answer, as before)
+RECORD_FIELDS = ("recordEpoch", "threshold", "members", "current")
+
+
+def submitted(obs: Observation) -> set[str]:
+    shares = (obs.ceremony or {}).get("shares") or {}
+    return set(shares.get("submitted") or ())
+
+
+def awaited(obs: Observation) -> set[str]:
+    shares = (obs.ceremony or {}).get("shares") or {}
+    return set(shares.get("waiting_for") or ())
+
+
+def recovery_status(obs: Observation) -> dict[str, Any]:
+    """What ``status.recovery`` shows of the ceremony (empty for a service never recovered)."""
+    ceremony = obs.ceremony
+    if not ceremony:
+        return {}
+    found: dict[str, Any] = {"phase": ceremony.get("phase", obs.service_phase or "Open")}
+    details = ceremony.get("recovery") or {}
+    for key, field in (
+        ("previous_service_certificate_sha256", "previousServiceCertificateSha256"),
+        ("last_recovered_txid", "lastRecoveredTxid"),
+        ("started_at", "startedAt"),
+    ):
+        if isinstance(details.get(key), str):
+            found[field] = details[key]
+    shares = ceremony.get("shares")
+    if isinstance(shares, Mapping):
+        found["sharesSubmitted"] = sorted(submitted(obs))
+        found["sharesAwaited"] = sorted(awaited(obs))
+        found["sharesNeeded"] = int(shares.get("threshold") or 0)
+    for key in ("attestation", "record"):
+        if ceremony.get(key) is not None:
+            found[key] = ceremony[key]
+    return found
+
+
 def status_body(
     o: Observation,
     conds: Sequence[c.Condition],
@@ -587,8 +652,12 @@ def status_body(
             body["ledger"]["primary"] = o.primary
         if o.snapshot is not None:
             body["ledger"]["lastSnapshot"] = dict(o.snapshot)
-    if o.recovery is not None:
-        body["recovery"] = dict(o.recovery)
+    recovered = recovery_status(o)
+    if o.recovery is not None or recovered:
+        shown = {**dict(o.recovery or {}), **recovered}
+        # Fields of a phase that is over (the shares, the quote): a merge patch deletes them.
+        gone = set(existing.get("recovery") or {}) - set(shown) - set(RECORD_FIELDS)
+        body["recovery"] = {**shown, **dict.fromkeys(sorted(gone))}
     backup = backup_status(o, existing.get("backup") or {})
     if backup is not None:
         body["backup"] = backup

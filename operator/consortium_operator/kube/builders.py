@@ -39,6 +39,8 @@ from consortium_operator.api.names import (
     Names,
 )
 from consortium_operator.api.spec import ConsortiumSpec, MemberSpec
+from consortium_operator.kube import recovery
+from consortium_operator.kube.recovery import recovery_config
 
 Manifest = dict[str, Any]
 TEST_FAULTS_FILE = f"{DATA_DIR}/insecure-test-faults"
@@ -177,6 +179,9 @@ def node_config(
     backup = backup_config(spec)
     if backup is not None:
         config["backup"] = backup
+    recovering = recovery_config(spec)
+    if recovering is not None:
+        config["recovery"] = recovering
     return config
 
 
@@ -201,18 +206,8 @@ def backup_config(spec: ConsortiumSpec) -> dict[str, Any] | None:
     backup = spec.backup
     if backup is None:
         return None
-    access_key, secret_key = BACKUP_CREDENTIAL_KEYS
-    section: dict[str, Any] = {
-        "endpoint": backup.s3.endpoint,
-        "bucket": backup.s3.bucket,
-        "prefix": backup.s3.prefix,
-        "region": backup.s3.region,
-        "access_key_id_file": f"{MOUNT_BACKUP_CREDENTIALS}/{access_key}",
-        "secret_access_key_file": f"{MOUNT_BACKUP_CREDENTIALS}/{secret_key}",
-        "mode": backup.node_mode,
-    }
-    if backup.s3.ca_bundle is not None:
-        section["ca_file"] = f"{MOUNT_CONFIG}/{BACKUP_CA_KEY}"
+    section = backup.s3.node_section(MOUNT_BACKUP_CREDENTIALS, f"{MOUNT_CONFIG}/{BACKUP_CA_KEY}")
+    section["mode"] = backup.node_mode
     if backup.max_lag is not None:
         section["max_lag"] = _duration(backup.max_lag.total_seconds())
     if backup.schedule is not None:
@@ -244,6 +239,7 @@ def config_map(
     data = {"node.yaml": yaml.safe_dump(dict(node_yaml), sort_keys=True)}
     if spec.backup is not None and spec.backup.s3.ca_bundle is not None:
         data[BACKUP_CA_KEY] = spec.backup.s3.ca_bundle
+    data.update(recovery.config_map_data(spec))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -351,6 +347,7 @@ def statefulset(
     ]
     if spec.backup is not None:
         _add_backup(spec, container, volumes, template_meta)
+    recovery.add_credentials(spec, container, volumes)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

@@ -141,15 +141,37 @@ def member_conditions(
     ]
 
 
+def share_condition(share: str | None, consortium: str = "CONSORTIUM") -> c.Condition | None:
+    """RecoveryShare while a recovery waits for shares (None otherwise)."""
+    if share == "Submitted":
+        return c.Condition(
+            c.RECOVERY_SHARE,
+            True,
+            c.RECOVERY_SHARE_SUBMITTED,
+            "the recovery node holds this member's valid recovery share",
+        )
+    if share == "Requested":
+        return c.Condition(
+            c.RECOVERY_SHARE,
+            False,
+            c.RECOVERY_SHARE_REQUESTED,
+            "the recovery node waits for this member's share: consortiumctl recovery "
+            f"submit-share --kube {consortium} (decrypted on the member's own machine)",
+        )
+    return None
+
+
 def member_status(
     view: MemberView,
     consortium: Mapping[str, Any] | None,
     ledger: Mapping[str, str] | None,
     proposal: str | None = None,
+    share: str | None = None,
 ) -> dict[str, Any]:
     meta = view.body["metadata"]
     existing = view.body.get("status") or {}
     conds = member_conditions(view, consortium, ledger, proposal)
+    shown = share_condition(share, view.spec.consortium if view.spec else "CONSORTIUM")
     if ledger is None and existing.get("conditions"):  # keep the last known Active verdict
         known = next((x for x in existing["conditions"] if x.get("type") == c.ACTIVE), None)
         if known is not None:
@@ -163,15 +185,25 @@ def member_status(
                 ),
             ]
     generation = int(meta.get("generation", 0))
+    merged = c.merge(
+        existing.get("conditions"),
+        [*conds, *([shown] if shown else [])],
+        now=rfc3339(utcnow()),
+        generation=generation,
+    )
+    if shown is None:  # no recovery waits for shares: the condition goes
+        merged = [x for x in merged if x.get("type") != c.RECOVERY_SHARE]
     body: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": c.merge(
-            existing.get("conditions"), conds, now=rfc3339(utcnow()), generation=generation
-        ),
+        "conditions": merged,
         "phase": "Active" if conds[1].status else ("Accepted" if conds[0].status else "Invalid"),
     }
     if view.spec is not None:
         body["memberId"] = view.spec.member_id
+    if share is not None:
+        body["recoveryShare"] = share
+    elif "recoveryShare" in existing:
+        body["recoveryShare"] = None  # no share awaited any more: a merge patch deletes it
     if "consortium" in existing:  # the admission is kept as it was (spec.consortium immutable)
         body["consortium"] = existing["consortium"]
     elif consortium is not None and view.spec is not None:
@@ -192,20 +224,28 @@ def reconcile_members(
     consortium: Mapping[str, Any] | None,
     ledger: Mapping[str, str] | None,
     proposals: Mapping[str, str] | None = None,
+    *,
+    recovery_shares: Mapping[str, str] | None = None,
 ) -> None:
     """Write each Member's status if it changed (zero writes otherwise). ``proposals``:
-    Member name → where its add-member proposal stands."""
+    Member name → where its add-member proposal stands; ``recovery_shares``: member_id →
+    ``Requested``/``Submitted`` while a recovery waits for shares."""
     for view in members:
         name = view.spec.name if view.spec is not None else ""
         proposal = (proposals or {}).get(name)
-        new = member_status(view, consortium, ledger, proposal)
+        share = (recovery_shares or {}).get(view.spec.member_id) if view.spec else None
+        new = member_status(view, consortium, ledger, proposal, share)
         if c.without_transition_times(new) == c.without_transition_times(
             view.body.get("status") or {}
         ):
             continue
         meta = view.body["metadata"]
         old = {x.get("type"): x for x in (view.body.get("status") or {}).get("conditions", [])}
-        for cond in member_conditions(view, consortium, ledger, proposal):
+        shown = share_condition(share)
+        for cond in [
+            *member_conditions(view, consortium, ledger, proposal),
+            *([shown] if shown else []),
+        ]:
             prev = old.get(cond.type, {})
             if prev.get("status") != cond.status_text and cond.status is not None:
                 kube.event(

@@ -48,7 +48,7 @@ COSE = "application/cose"
 ASK_AGAIN_STATES = frozenset(
     {ProposalState.EXPIRED, ProposalState.WITHDRAWN, ProposalState.ACCEPTED}
 )
-REFUSALS = (400, 403, 404, 409, 413)  # the nodes' verdict on a document
+REFUSALS = (400, 403, 404, 409, 413, 422)  # the nodes' verdict on a document (422: a share)
 RETRY_REFUSED_SECONDS = 300.0
 
 

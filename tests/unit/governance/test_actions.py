@@ -180,6 +180,13 @@ VALID = [
         id="set_constitution-legacy-normalised",
     ),
     pytest.param("rotate_ledger_secret", {}, {}, {"ledger_secret"}, id="rotate_ledger_secret"),
+    pytest.param(
+        "transition_service_to_open",
+        {},
+        {},
+        {"service", "ledger_secret"},
+        id="transition_service_to_open",
+    ),
 ]
 
 

@@ -201,6 +201,7 @@ LABEL_VALUES = {
     "role": "primary",
     "outcome": "renewed",
     "route": "/app/transactions",
+    "phase": "Open",
 }
 STEPS = 60  # samples per series, one a minute
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -110,3 +111,16 @@ def consortium(name: str = "demo", **overrides: Any) -> ConsortiumSpec:
 def member(common_name: str, role: str = "governor", kind: str = "p256") -> MemberSpec:
     pem, _ = cached_certificate(kind, common_name)
     return parse_member(common_name, {"consortium": "demo", "role": role, "certificate": pem})
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a status written as ``merge-patch+json``."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out

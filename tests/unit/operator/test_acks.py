@@ -139,7 +139,7 @@ def test_an_ack_signed_by_someone_else_is_not_sent(primary: Primary) -> None:
     assert local_refusal(items[0]) is not None
     assert relay(items, primary.post, RelayMemory(), events) == set()
     assert primary.posts == 0
-    assert "each member acknowledges with its own key" in events.seen[0][3]
+    assert "each member signs its own with its own key" in events.seen[0][3]
 
 
 def test_garbage_is_refused_locally_and_unsigned_bytes_go_to_the_nodes(primary: Primary) -> None:
@@ -164,3 +164,43 @@ def test_no_primary_is_neither_a_refusal_nor_remembered(primary: Primary) -> Non
     primary.unreachable = True
     with pytest.raises(NodeUnreachableError):
         relay(items, primary.post, memory, events)
+
+
+OK = ("ShareTaken", "the node holds it")
+
+
+def forged(raw: bytes) -> bytes:
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+@pytest.mark.parametrize(
+    ("document", "kind", "reason", "message"),
+    [
+        pytest.param(lambda: ack(NEWBIE), "Normal", "ShareTaken", "the node holds it",
+                     id="taken"),
+        pytest.param(lambda: forged(ack(NEWBIE)), "Warning", "Refusal", "the nodes refused it: ",
+                     id="refused-by-the-nodes"),
+        pytest.param(lambda: ack(OLDIE), "Warning", "Refusal", "spec.acknowledgement is signed",
+                     id="refused-locally"),
+    ],
+)  # fmt: skip
+def test_relay_reports_with_the_reasons_it_is_given(
+    primary: Primary, document: Any, kind: str, reason: str, message: str
+) -> None:
+    """Recovery shares are relayed as acks are: only the Event reasons (and the taken
+    document's message) differ."""
+    events = Events()
+    items = due(views(member_body(NEWBIE, document())), {NEWBIE.member_id: "Accepted"})
+    taken = relay(items, primary.post, RelayMemory(), events, ok=OK, refused="Refusal")
+    assert events.seen == [(NEWBIE.name, kind, reason, events.seen[0][3])]
+    assert events.seen[0][3].startswith(message)
+    assert taken == ({NEWBIE.member_id} if kind == "Normal" else set())
+
+
+def test_relay_defaults_are_the_ack_reasons(primary: Primary) -> None:
+    events = Events()
+    items = due(views(member_body(NEWBIE, ack(NEWBIE))), {NEWBIE.member_id: "Accepted"})
+    relay(items, primary.post, RelayMemory(), events)
+    assert events.seen == [
+        (NEWBIE.name, "Normal", ACKNOWLEDGED, "the member's ack is recorded: Active")
+    ]

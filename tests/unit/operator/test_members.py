@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,9 +16,10 @@ from consortium_operator.members.reconcile import (
     member_conditions,
     member_status,
     reconcile_members,
+    share_condition,
 )
 
-from .support import cached_certificate
+from .support import cached_certificate, merge_patch
 
 PEM, _ = cached_certificate("p256", "alice")
 BOOTSTRAPPED = {
@@ -265,3 +266,136 @@ def test_a_member_not_yet_admitted_may_still_change_its_consortium() -> None:
     assert "consortium" not in orphan
     retargeted = MemberView.of(body(status=orphan))
     assert (retargeted.bound, retargeted.moved) == ("demo", False)
+
+
+# ------------------------------------------------------------------ recovery shares
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        pytest.param("Requested", (False, c.RECOVERY_SHARE_REQUESTED), id="requested"),
+        pytest.param("Submitted", (True, c.RECOVERY_SHARE_SUBMITTED), id="submitted"),
+        pytest.param(None, None, id="no-recovery"),
+        pytest.param("Open", None, id="unknown"),
+    ],
+)
+def test_share_condition(share: str | None, expected: tuple[bool, str] | None) -> None:
+    cond = share_condition(share)
+    if expected is None:
+        assert cond is None
+        return
+    assert cond is not None
+    assert (cond.type, cond.status, cond.reason) == (c.RECOVERY_SHARE, *expected)
+    assert ("consortiumctl recovery submit-share --kube" in cond.message) is (not expected[0])
+
+
+def _conditions(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {x["type"]: x for x in status["conditions"]}
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [
+        pytest.param("Requested", ("False", c.RECOVERY_SHARE_REQUESTED), id="requested"),
+        pytest.param("Submitted", ("True", c.RECOVERY_SHARE_SUBMITTED), id="submitted"),
+    ],
+)
+def test_member_status_shows_the_recovery_share(share: str, shown: tuple[str, str]) -> None:
+    status = member_status(ALICE, BOOTSTRAPPED, {ALICE_ID: "Active"}, None, share)
+    conds = _conditions(status)
+    assert list(conds) == [c.ACCEPTED, c.ACTIVE, c.RECOVERY_SHARE]
+    assert (conds[c.RECOVERY_SHARE]["status"], conds[c.RECOVERY_SHARE]["reason"]) == shown
+    assert status["recoveryShare"] == share
+    assert status["phase"] == "Active"  # the share says nothing of membership
+    without = member_status(ALICE, BOOTSTRAPPED, {ALICE_ID: "Active"})
+    assert {k: v for k, v in status.items() if k not in ("conditions", "recoveryShare")} == {
+        k: v for k, v in without.items() if k != "conditions"
+    }
+
+
+@pytest.mark.parametrize("before", ["Requested", "Submitted"])
+def test_no_share_asked_removes_the_condition_and_the_field(before: str) -> None:
+    earlier = member_status(ALICE, BOOTSTRAPPED, {ALICE_ID: "Active"}, None, before)
+    view = MemberView.of(body(status=earlier))
+    status = member_status(view, BOOTSTRAPPED, {ALICE_ID: "Active"})
+    assert c.RECOVERY_SHARE not in _conditions(status)
+    assert status["recoveryShare"] is None  # a merge patch deletes it
+    assert list(_conditions(status)) == [c.ACCEPTED, c.ACTIVE]
+
+
+def test_a_submitted_share_moves_the_condition_and_keeps_the_others() -> None:
+    earlier = member_status(ALICE, BOOTSTRAPPED, {ALICE_ID: "Active"}, None, "Requested")
+    stamp = "2000-01-01T00:00:00Z"
+    for cond in earlier["conditions"]:
+        cond["lastTransitionTime"] = stamp
+    view = MemberView.of(body(status=earlier))
+    same = member_status(view, BOOTSTRAPPED, {ALICE_ID: "Active"}, None, "Requested")
+    assert {x["lastTransitionTime"] for x in same["conditions"]} == {stamp}
+    later = member_status(view, BOOTSTRAPPED, {ALICE_ID: "Active"}, None, "Submitted")
+    times = {x["type"]: x["lastTransitionTime"] for x in later["conditions"]}
+    assert times[c.ACCEPTED] == times[c.ACTIVE] == stamp
+    assert times[c.RECOVERY_SHARE] != stamp
+
+
+def test_reconcile_members_asks_for_the_share_then_announces_it() -> None:
+    recorder = Recorder()
+    kube: Any = recorder
+    other = "ff" * 32
+    reconcile_members(
+        kube, [ALICE], BOOTSTRAPPED, {ALICE_ID: "Active"},
+        recovery_shares={ALICE_ID: "Requested", other: "Submitted"},
+    )  # fmt: skip
+    ((_, status),) = recorder.writes
+    assert status["recoveryShare"] == "Requested"
+    assert ("Warning", c.RECOVERY_SHARE_REQUESTED) in [(t, r) for t, r, _ in recorder.events]
+
+    settled = MemberView.of(body(status=status))
+    recorder.events.clear()
+    reconcile_members(
+        kube, [settled], BOOTSTRAPPED, {ALICE_ID: "Active"},
+        recovery_shares={ALICE_ID: "Requested"},
+    )  # fmt: skip
+    assert len(recorder.writes) == 1 and recorder.events == []  # unchanged: nothing written
+
+    reconcile_members(
+        kube, [settled], BOOTSTRAPPED, {ALICE_ID: "Active"},
+        recovery_shares={ALICE_ID: "Submitted"},
+    )  # fmt: skip
+    _, status = recorder.writes[-1]
+    assert status["recoveryShare"] == "Submitted"
+    assert [(t, r) for t, r, _ in recorder.events] == [("Normal", c.RECOVERY_SHARE_SUBMITTED)]
+
+
+def test_a_member_no_share_is_asked_of_gets_no_recovery_condition() -> None:
+    recorder = Recorder()
+    kube: Any = recorder
+    reconcile_members(
+        kube, [ALICE], BOOTSTRAPPED, {ALICE_ID: "Active"}, recovery_shares={"ff" * 32: "Requested"}
+    )
+    ((_, status),) = recorder.writes
+    assert c.RECOVERY_SHARE not in _conditions(status) and "recoveryShare" not in status
+    assert c.RECOVERY_SHARE not in [r for _, r, _ in recorder.events]
+
+
+@dataclass
+class Stored(Recorder):
+    """A Member whose status is written with merge patches, as the API server does."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        super().patch_status(kind, namespace, name, status)
+        self.status = merge_patch(self.status, status)
+
+
+def test_after_the_recovery_the_share_field_goes_and_writes_stop() -> None:
+    kube = Stored()
+    shares: list[dict[str, str] | None] = [{ALICE_ID: "Requested"}, {ALICE_ID: "Submitted"}, None]
+    for recovery_shares in [*shares, None, None]:
+        view = MemberView.of(body(status=kube.status or None))
+        reconcile_members(
+            cast(Any, kube), [view], BOOTSTRAPPED, {ALICE_ID: "Active"},
+            recovery_shares=recovery_shares,
+        )  # fmt: skip
+    assert "recoveryShare" not in kube.status
+    assert c.RECOVERY_SHARE not in _conditions(kube.status)
+    assert len(kube.writes) == 3  # Requested, Submitted, gone: then nothing changes

@@ -184,6 +184,25 @@ def test_replicas_and_who_a_scale_down_retires(
     assert [e.name for e in asked] == ([retired] if retired else [])
 
 
+RECOVERY_SCALING = [  # the primary's service phase, StatefulSet replicas → replicas
+    pytest.param("WaitingForRecoveryShares", None, 1, id="shares-awaited-no-sts-yet"),
+    pytest.param("WaitingForRecoveryShares", 1, 1, id="shares-awaited"),
+    pytest.param("WaitingForOpen", 1, 1, id="waiting-for-open"),
+    pytest.param("WaitingForOpen", 3, 1, id="one-node-even-if-more-ran"),
+    pytest.param("Open", 1, 3, id="opened-scales-to-spec"),
+    pytest.param(None, 1, 3, id="phase-not-read"),
+]
+
+
+@pytest.mark.parametrize(("phase", "replicas", "want"), RECOVERY_SCALING)
+def test_a_recovered_service_runs_one_node_until_it_is_open(
+    phase: str | None, replicas: int | None, want: int
+) -> None:
+    p, _ = make_pass(3, replicas=replicas)
+    obs = observe(p, [entry(0, T)], service_phase=phase)
+    assert apply.replicas(p, obs) == want
+
+
 @pytest.mark.parametrize(
     ("check", "want"),
     [

@@ -4,9 +4,9 @@ Degraded causes, which list entry a pod runs, and the status body written to the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,6 +14,7 @@ from consortium_node.common.timeutil import rfc3339
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
 from consortium_operator.api import conditions as c
 from consortium_operator.api.spec import SpecError
+from consortium_operator.consortium import report
 from consortium_operator.consortium.observation import NodeCheck, Observation, PodView
 from consortium_operator.consortium.observe import recovery_shown, snapshot_shown
 from consortium_operator.consortium.status import (
@@ -23,8 +24,12 @@ from consortium_operator.consortium.status import (
     degraded,
     node_statuses,
     ready,
+    recovery_status,
     status_body,
 )
+from consortium_operator.kube.k8s import Kube
+
+from .support import merge_patch
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
@@ -167,6 +172,11 @@ FAULTS: list[tuple[str, Fault, str]] = [
     ),
     ("genesis", lambda o: replace(o, service_certificate_pem=None), c.WAITING_FOR_GENESIS),
     ("list", lambda o: replace(o, trusted_list=None), c.LIST_UNVERIFIED),
+    (
+        "service-open",
+        lambda o: replace(o, service_phase=c.WAITING_FOR_RECOVERY_SHARES),
+        c.WAITING_FOR_RECOVERY_SHARES,
+    ),
     ("joining", _untrust, c.NODES_JOINING),
     (
         "recovering",
@@ -359,6 +369,108 @@ def test_scaling_names_extra_pods_sorted() -> None:
     obs = replace(healthy(), pods=(*healthy().pods, pod(4), pod(3)))
     cond = ready(obs)
     assert (cond.reason, cond.message) == (c.SCALING, "retiring and removing demo-3, demo-4")
+
+
+# ---------------------------------------------------------------------------- a recovered service
+
+MEMBER_A, MEMBER_B, MEMBER_C = "a1" * 32, "b2" * 32, "c3" * 32
+
+
+def recovering(phase: str | None, ceremony: dict[str, Any] | None = None) -> Observation:
+    """A Consortium started with spec.recovery: only pod 0 runs (the StatefulSet stays at one
+    replica until the service is open), its node Trusted in the list, spec.nodes 3."""
+    return healthy(
+        pods=(pod(0),),
+        checks={"demo-0": check(0, 1)},
+        trusted_list=tlist(entry("demo-0", 1)),
+        service_phase=phase,
+        ceremony=ceremony,
+    )
+
+
+def shares(submitted: list[str], waiting: list[str], threshold: Any = 2) -> dict[str, Any]:
+    return {
+        "epoch": 3,
+        "threshold": threshold,
+        "submitted": submitted,
+        "waiting_for": waiting,
+        "complete": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("ceremony", "counts"),
+    [
+        pytest.param(None, "0 of k", id="ceremony-not-read"),
+        pytest.param({"phase": "WaitingForRecoveryShares"}, "0 of k", id="no-shares-shown"),
+        pytest.param({"shares": shares([], [MEMBER_A, MEMBER_B])}, "0 of 2", id="none-yet"),
+        pytest.param(
+            {"shares": shares([MEMBER_A], [MEMBER_B, MEMBER_C], 3)}, "1 of 3", id="one-of-three"
+        ),
+        pytest.param(
+            {"shares": shares([MEMBER_B, MEMBER_A], [MEMBER_C])}, "2 of 2", id="threshold-met"
+        ),
+    ],
+)
+def test_ready_waits_for_the_recovery_shares(ceremony: Any, counts: str) -> None:
+    cond = ready(recovering(c.WAITING_FOR_RECOVERY_SHARES, ceremony))
+    assert (cond.type, cond.status, cond.reason) == (
+        c.READY,
+        False,
+        c.WAITING_FOR_RECOVERY_SHARES,
+    )
+    assert f"; {counts} recovery shares submitted" in cond.message
+    assert "consortiumctl recovery submit-share --kube demo " in cond.message
+
+
+def test_ready_names_the_consortium_in_the_submit_share_command() -> None:
+    obs = replace(recovering(c.WAITING_FOR_RECOVERY_SHARES), consortium="ledger-b")
+    assert "submit-share --kube ledger-b " in ready(obs).message
+
+
+def test_ready_waits_for_the_governors_to_open_the_service() -> None:
+    cond = ready(recovering(c.WAITING_FOR_OPEN, {"phase": c.WAITING_FOR_OPEN}))
+    assert (cond.status, cond.reason) == (False, c.WAITING_FOR_OPEN)
+    assert "transition_service_to_open" in cond.message
+    assert "submit-share" not in cond.message
+
+
+@pytest.mark.parametrize("phase", ["Open", None], ids=["open", "not-read"])
+def test_an_open_service_is_judged_as_any_other(phase: str | None) -> None:
+    """Once open the other nodes join: 1 of 3 is NodesJoining, not a recovery reason; a
+    service that was never recovered is not affected either."""
+    cond = ready(recovering(phase))
+    assert (cond.status, cond.reason) == (False, c.NODES_JOINING)
+    assert cond.message == "1/3 nodes trusted and verified; waiting for demo-1, demo-2"
+    assert ready(healthy(service_phase=phase)).status is True
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        pytest.param(lambda o: replace(o, trusted_list=None), c.LIST_UNVERIFIED, id="list-first"),
+        pytest.param(
+            lambda o: replace(o, service_certificate_pem=None),
+            c.WAITING_FOR_GENESIS,
+            id="bootstrap-first",
+        ),
+        pytest.param(_untrust, None, id="before-the-nodes"),
+        pytest.param(
+            lambda o: replace(o, primary=None, ledger_repairs={"demo-0": RECOVERING}),
+            None,
+            id="before-a-storage-repair",
+        ),
+        pytest.param(lambda o: replace(o, published_version=None), None, id="before-publishing"),
+        pytest.param(_scale_down, None, id="before-scaling"),
+    ],
+)
+@pytest.mark.parametrize("phase", [c.WAITING_FOR_RECOVERY_SHARES, c.WAITING_FOR_OPEN])
+def test_the_recovery_link_sits_after_the_list_and_before_the_nodes(
+    fault: Fault, reason: str | None, phase: str
+) -> None:
+    """None: the recovery phase wins over that fault."""
+    cond = ready(fault(healthy(service_phase=phase)))
+    assert (cond.status, cond.reason) == (False, reason or phase)
 
 
 # ---------------------------------------------------------------------------- decide
@@ -844,3 +956,172 @@ def test_status_body_keeps_transition_times() -> None:
     times = {x["type"]: x["lastTransitionTime"] for x in flipped["conditions"]}
     assert times[c.READY] == rfc3339(NOW + timedelta(minutes=5))
     assert times[c.BOOTSTRAPPED] == rfc3339(NOW)
+
+
+# ---------------------------------------------------------------------------- status.recovery
+
+STARTED = rfc3339(T0)
+PREVIOUS_SHA = "9f" * 32
+ATTESTATION = {"nodeId": "0e" * 32, "publicKey": "PEM", "quote": "cXVvdGU=", "nonce": "00" * 32,
+               "fetchedAt": STARTED}  # fmt: skip
+RECORD = {"epoch": 3, "threshold": 2, "shares": {}}
+DETAILS = {
+    "previous_service_certificate_sha256": PREVIOUS_SHA,
+    "last_recovered_txid": "4.1207",
+    "started_at": STARTED,
+}
+
+
+@pytest.mark.parametrize(
+    ("phase", "ceremony", "expected"),
+    [
+        pytest.param(c.WAITING_FOR_RECOVERY_SHARES, None, {}, id="not-read"),
+        pytest.param("Open", {}, {}, id="empty-answer"),
+        pytest.param(
+            c.WAITING_FOR_RECOVERY_SHARES,
+            {
+                "phase": c.WAITING_FOR_RECOVERY_SHARES,
+                "service_status": "Recovering",
+                "recovery": DETAILS,
+                "shares": shares([MEMBER_C, MEMBER_A], [MEMBER_B]),
+                "attestation": ATTESTATION,
+                "record": RECORD,
+                "history": [{"some": "thing"}],
+            },
+            {
+                "phase": c.WAITING_FOR_RECOVERY_SHARES,
+                "previousServiceCertificateSha256": PREVIOUS_SHA,
+                "lastRecoveredTxid": "4.1207",
+                "startedAt": STARTED,
+                "sharesSubmitted": [MEMBER_A, MEMBER_C],
+                "sharesAwaited": [MEMBER_B],
+                "sharesNeeded": 2,
+                "attestation": ATTESTATION,
+                "record": RECORD,
+            },
+            id="waiting-for-shares",
+        ),
+        pytest.param(
+            c.WAITING_FOR_OPEN,
+            {"phase": c.WAITING_FOR_OPEN, "recovery": DETAILS},
+            {
+                "phase": c.WAITING_FOR_OPEN,
+                "previousServiceCertificateSha256": PREVIOUS_SHA,
+                "lastRecoveredTxid": "4.1207",
+                "startedAt": STARTED,
+            },
+            id="waiting-for-open-no-shares",
+        ),
+        pytest.param(
+            c.WAITING_FOR_OPEN,
+            {"recovery": DETAILS, "shares": {"submitted": [MEMBER_B]}},
+            {
+                "phase": c.WAITING_FOR_OPEN,  # the answer names none: the node state's
+                "previousServiceCertificateSha256": PREVIOUS_SHA,
+                "lastRecoveredTxid": "4.1207",
+                "startedAt": STARTED,
+                "sharesSubmitted": [MEMBER_B],
+                "sharesAwaited": [],
+                "sharesNeeded": 0,
+            },
+            id="phase-and-threshold-missing",
+        ),
+        pytest.param(
+            None,
+            {"recovery": None, "history": []},
+            {"phase": "Open"},
+            id="open-never-recovered",
+        ),
+        pytest.param(
+            "Open",
+            {
+                "phase": "Open",
+                "recovery": {**DETAILS, "started_at": 5, "last_recovered_txid": None},
+                "shares": [MEMBER_A],
+                "attestation": None,
+            },
+            {"phase": "Open", "previousServiceCertificateSha256": PREVIOUS_SHA},
+            id="unknown-shapes-are-left-out",
+        ),
+    ],
+)
+def test_recovery_status_shows_the_ceremony(
+    phase: str | None, ceremony: Any, expected: dict[str, Any]
+) -> None:
+    assert recovery_status(recovering(phase, ceremony)) == expected
+
+
+def test_status_body_merges_the_record_summary_and_the_ceremony() -> None:
+    summary = {"recordEpoch": 3, "threshold": 2, "members": 3, "current": True}
+    ceremony = {
+        "phase": c.WAITING_FOR_RECOVERY_SHARES,
+        "recovery": DETAILS,
+        "shares": shares([MEMBER_A], [MEMBER_B, MEMBER_C]),
+        "attestation": ATTESTATION,
+        "record": RECORD,
+    }
+    obs = replace(recovering(c.WAITING_FOR_RECOVERY_SHARES, ceremony), recovery=summary)
+    body = _body(obs)
+    assert body["recovery"] == {**summary, **recovery_status(obs)}
+    assert body["recovery"]["recordEpoch"] == 3
+    assert body["recovery"]["sharesSubmitted"] == [MEMBER_A]
+    assert body["recovery"]["phase"] == c.WAITING_FOR_RECOVERY_SHARES
+    ready_ = next(x for x in body["conditions"] if x["type"] == c.READY)
+    assert (ready_["status"], ready_["reason"]) == ("False", c.WAITING_FOR_RECOVERY_SHARES)
+
+
+@pytest.mark.parametrize(
+    ("summary", "ceremony", "expected"),
+    [
+        pytest.param(None, {"phase": c.WAITING_FOR_OPEN}, {"phase": c.WAITING_FOR_OPEN},
+                     id="ceremony-only"),
+        pytest.param({"recordEpoch": 1, "threshold": 1, "members": 1, "current": True}, None,
+                     {"recordEpoch": 1, "threshold": 1, "members": 1, "current": True},
+                     id="summary-only"),
+        pytest.param(None, None, None, id="neither"),
+        pytest.param(None, {}, None, id="empty-ceremony"),
+    ],
+)  # fmt: skip
+def test_status_recovery_is_shown_when_either_side_says_something(
+    summary: Any, ceremony: Any, expected: Any
+) -> None:
+    obs = replace(recovering(c.WAITING_FOR_OPEN, ceremony), recovery=summary)
+    assert _body(obs).get("recovery") == expected
+
+
+@dataclass
+class StoredStatus:
+    """A Consortium whose status is written with merge patches, as the API server does."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    writes: int = 0
+
+    def event(self, *args: Any) -> None:
+        pass
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Any) -> None:
+        self.writes += 1
+        self.status = merge_patch(self.status, status)
+
+
+def test_status_recovery_drops_the_share_facts_once_the_shares_are_in() -> None:
+    waiting = {
+        "phase": c.WAITING_FOR_RECOVERY_SHARES,
+        "recovery": DETAILS,
+        "shares": shares([MEMBER_A, MEMBER_B], []),
+        "attestation": ATTESTATION,
+        "record": RECORD,
+    }
+    opening = {"phase": c.WAITING_FOR_OPEN, "recovery": DETAILS}
+    kube = StoredStatus()
+    for answer in (waiting, opening, opening, opening):
+        body = {"metadata": {"name": "demo", "namespace": "ns"}, "status": kube.status}
+        obs = recovering(answer["phase"], answer)
+        report.write_status(cast(Kube, kube), body, obs, NOW)
+    assert kube.status["recovery"] == {
+        "phase": c.WAITING_FOR_OPEN,
+        "previousServiceCertificateSha256": PREVIOUS_SHA,
+        "lastRecoveredTxid": "4.1207",
+        "startedAt": STARTED,
+    }
+    assert kube.writes == 2

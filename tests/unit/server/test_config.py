@@ -1,5 +1,6 @@
 """Node configuration: every invalid field is named; valid files parse to the right values."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,166 @@ def test_invalid_backup_fields_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(with_backup(**changes), tmp_path)
+
+
+# ------------------------------------------------------------------------ mode recover
+DIRECTORY_SOURCE = {"previous_service_certificate": "prev.pem", "source": {"directory": "copy"}}
+
+
+def recover(recovery: Any = ..., mode: str = "recover") -> dict[str, Any]:
+    """``base()`` in ``mode`` with a ``recovery:`` section (``...``: none)."""
+    data = with_("mode", mode)
+    if recovery is not ...:
+        data["recovery"] = recovery
+    return data
+
+
+def bucket_source(**changes: Any) -> dict[str, Any]:
+    bucket = {k: v for k, v in {**BACKUP, **changes}.items() if v is not ...}
+    return {"previous_service_certificate": "/etc/prev.pem", "source": {"bucket": bucket}}
+
+
+def test_recover_from_a_directory(tmp_path: Path) -> None:
+    config = parse_config(recover(DIRECTORY_SOURCE), tmp_path)
+    assert config.mode == "recover"
+    assert (config.join, config.backup) == (None, None)
+    recovery = config.recovery
+    assert recovery is not None
+    assert recovery.previous_service_certificate == tmp_path / "prev.pem"
+    assert recovery.directory == tmp_path / "copy"
+    assert (recovery.bucket, recovery.manifest) == (None, None)
+    assert parse_config(base(), tmp_path).recovery is None
+
+
+def test_recover_from_a_bucket_reads_the_backup_settings(tmp_path: Path) -> None:
+    recovery = parse_config(recover(bucket_source()), tmp_path).recovery
+    assert recovery is not None and recovery.directory is None
+    assert recovery.previous_service_certificate == Path("/etc/prev.pem")
+    bucket = recovery.bucket
+    assert bucket is not None
+    assert bucket.endpoint == "https://s3.example:9000"
+    assert bucket.bucket == "ledger-backups"
+    assert bucket.prefix == "demo/"  # the consortium's name
+    assert bucket.region == "us-east-1"
+    assert bucket.access_key_id_file == tmp_path / "creds/AWS_ACCESS_KEY_ID"
+    assert bucket.secret_access_key_file == Path("/creds/AWS_SECRET_ACCESS_KEY")
+    assert bucket.ca_file is None
+    custom = parse_config(
+        recover(bucket_source(prefix="prod/ledger/", region="eu-west-1", ca_file="ca.pem")),
+        tmp_path,
+    ).recovery
+    assert custom is not None and custom.bucket is not None
+    assert (custom.bucket.prefix, custom.bucket.region, custom.bucket.ca_file) == (
+        "prod/ledger/",
+        "eu-west-1",
+        tmp_path / "ca.pem",
+    )
+
+
+def test_recover_manifest_is_optional(tmp_path: Path) -> None:
+    key = "demo/manifests/00000000000000000120.json"
+    recovery = parse_config(recover({**DIRECTORY_SOURCE, "manifest": key}), tmp_path).recovery
+    assert recovery is not None and recovery.manifest == key
+    default = parse_config(recover(DIRECTORY_SOURCE), tmp_path).recovery
+    assert default is not None and default.manifest is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "source": {"directory": "copy", "bucket": BACKUP}}),
+            "recovery.source: name exactly one of directory or bucket",
+            id="both-sources",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "source": {}}),
+            "recovery.source: name exactly one of directory or bucket",
+            id="neither-source",
+        ),
+        pytest.param(
+            recover({"previous_service_certificate": "prev.pem"}),
+            "recovery.source: name exactly one of directory or bucket",
+            id="no-source-section",
+        ),
+        pytest.param(
+            recover({"source": {"directory": "copy"}}),
+            "recovery.previous_service_certificate: required",
+            id="no-previous-certificate",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "colour": "blue"}),
+            "recovery: unknown key(s) 'colour'",
+            id="unknown-recovery-key",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "source": {"directory": "copy", "url": "x"}}),
+            "recovery.source: unknown key(s) 'url'",
+            id="unknown-source-key",
+        ),
+        pytest.param(
+            recover(bucket_source(max_lag="60s")),
+            "recovery.source.bucket: unknown key(s) 'max_lag'",
+            id="unknown-bucket-key",
+        ),
+        pytest.param(
+            recover(bucket_source(endpoint=...)),
+            "recovery.source.bucket.endpoint: required",
+            id="bucket-without-endpoint",
+        ),
+        pytest.param(
+            recover(bucket_source(prefix="no-slash")),
+            "recovery.source.bucket.prefix: must be empty or path segments",
+            id="bucket-bad-prefix",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "source": {"bucket": "ledger-backups"}}),
+            "recovery.source.bucket: expected a mapping",
+            id="bucket-not-a-mapping",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "source": {"directory": ""}}),
+            "recovery.source.directory: expected a non-empty string",
+            id="empty-directory",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "manifest": ""}),
+            "recovery.manifest: expected a manifest key",
+            id="empty-manifest",
+        ),
+        pytest.param(
+            recover({**DIRECTORY_SOURCE, "manifest": 120}),
+            "recovery.manifest: expected a manifest key",
+            id="manifest-not-a-string",
+        ),
+        pytest.param(
+            recover(DIRECTORY_SOURCE, mode="genesis"),
+            "recovery: only for mode recover",
+            id="genesis-with-recovery",
+        ),
+        pytest.param(
+            {
+                **recover(DIRECTORY_SOURCE, mode="join"),
+                "join": {"trusted_list": "trusted.cose", "service_certificate": "svc.pem"},
+            },
+            "recovery: only for mode recover",
+            id="join-with-recovery",
+        ),
+        pytest.param(
+            recover(), "recovery.previous_service_certificate: required", id="no-recovery-section"
+        ),
+    ],
+)
+def test_invalid_recovery_fields_are_named(
+    tmp_path: Path, data: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(data, tmp_path)
+
+
+def test_the_join_control_case_parses(tmp_path: Path) -> None:
+    """The join-with-recovery case above fails for the recovery section, not the join one."""
+    data = with_("mode", "join")
+    data["join"] = {"trusted_list": "trusted.cose", "service_certificate": "svc.pem"}
+    config = parse_config(data, tmp_path)
+    assert config.join is not None and config.recovery is None

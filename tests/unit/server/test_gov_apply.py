@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from consortium_node.governance.errors import GovernanceError
 from consortium_node.recovery.record import recovery_key_pem
 from consortium_node.server.genesis import T_ATTESTATION, T_CONSTITUTION, T_MEMBERS
 from consortium_node.server.gov_apply import GovState, effects_of
+from consortium_node.server.service_state import SERVICE_KEY, T_SERVICE, opened_row, recovering_row
 from tests.unit.governance.support import member
 
 G = [f"{i:064x}" for i in range(1, 4)]  # three Active governors
@@ -261,3 +264,83 @@ def test_only_governors_are_recovery_members() -> None:
             parse_actions([act("add_member", certificate=cert, role="user", recovery_key=KEYS[1])]),
             recovery_state(0, "majority"),
         )
+
+
+# ---------------------------------------------------------------- transition_service_to_open
+RECOVERING_ROW = recovering_row(
+    "ab" * 32, "cd" * 32, "3.120", "/backups/copy manifests/120", "2026-01-02T03:04:05Z"
+)
+OPEN = act("transition_service_to_open")
+ROTATE = act("rotate_ledger_secret")
+
+
+def service_state(service: Mapping[str, Any] | None, secrets_recovered: bool = True) -> GovState:
+    s = state()
+    return GovState(s.members, s.policy, s.constitution, s.nodes, service, secrets_recovered)
+
+
+@pytest.mark.parametrize(
+    ("service", "secrets_recovered", "reason"),
+    [
+        pytest.param(None, True, "already open", id="never-recovered"),
+        pytest.param({"status": "Open"}, True, "already open", id="open-row"),
+        pytest.param(opened_row(RECOVERING_ROW), True, "already open", id="opened-row"),
+        pytest.param(RECOVERING_ROW, False, "submit their shares", id="secrets-not-back"),
+    ],
+)
+def test_opening_the_service_is_refused_unless_recovered_and_its_secrets_back(
+    service: Mapping[str, Any] | None, secrets_recovered: bool, reason: str
+) -> None:
+    with pytest.raises(GovernanceError) as refused:
+        effects_of(parse_actions([OPEN]), service_state(service, secrets_recovered))
+    assert refused.value.field == "actions[0]" and reason in refused.value.reason
+
+
+def test_opening_a_recovered_service_writes_the_row_open_and_rotates_the_secret() -> None:
+    before = copy.deepcopy(RECOVERING_ROW)
+    out = effects_of(parse_actions([OPEN]), service_state(RECOVERING_ROW))
+    assert out.writes == {T_SERVICE: {SERVICE_KEY: {**before, "status": "Open"}}}
+    assert out.writes[T_SERVICE][SERVICE_KEY]["recovery"] == before["recovery"]
+    assert out.secret_recipients == sorted([N_TRUSTED, "d4" * 32])
+    assert before == RECOVERING_ROW  # the state's row is not changed in place
+
+
+def test_opening_wraps_the_new_secret_to_the_nodes_trusted_once_the_proposal_applied() -> None:
+    trust, retire = act("trust_node", node_id=N_PENDING), act("retire_node", node_id=N_TRUSTED)
+    out = effects_of(parse_actions([trust, retire, OPEN]), service_state(RECOVERING_ROW))
+    assert out.secret_recipients == sorted([N_PENDING, "d4" * 32])
+    assert out.writes[T_SERVICE][SERVICE_KEY]["status"] == "Open"
+
+
+@pytest.mark.parametrize("secrets_recovered", [True, False])
+def test_rotating_while_recovering_is_refused(secrets_recovered: bool) -> None:
+    with pytest.raises(GovernanceError) as refused:
+        effects_of(parse_actions([ROTATE]), service_state(RECOVERING_ROW, secrets_recovered))
+    assert refused.value.field == "actions[0]"
+    assert "transition_service_to_open" in refused.value.reason
+
+
+def test_rotating_an_open_service_is_unchanged() -> None:
+    for row in (None, {"status": "Open"}, opened_row(RECOVERING_ROW)):
+        out = effects_of(parse_actions([ROTATE]), service_state(row))
+        assert out.secret_recipients == sorted([N_TRUSTED, "d4" * 32]) and out.writes == {}
+
+
+@pytest.mark.parametrize("actions", [[ROTATE, OPEN], [OPEN, ROTATE], [OPEN, OPEN]])
+def test_opening_and_rotating_in_one_proposal_is_refused(actions: list[dict[str, Any]]) -> None:
+    with pytest.raises(GovernanceError) as refused:
+        parse_actions(actions)
+    assert refused.value.field == "actions[1]" and "ledger_secret" in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "field"),
+    [(ROTATE, OPEN, "actions[0]"), (OPEN, ROTATE, "actions[1]"), (OPEN, OPEN, "actions[1]")],
+)
+def test_effects_refuse_a_second_rotation_even_past_parse_actions(
+    first: dict[str, Any], second: dict[str, Any], field: str
+) -> None:
+    actions = parse_actions([first]) + parse_actions([second])
+    with pytest.raises(GovernanceError) as refused:
+        effects_of(actions, service_state(RECOVERING_ROW))
+    assert refused.value.field == field

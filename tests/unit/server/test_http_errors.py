@@ -27,6 +27,8 @@ from consortium_node.server.errors import (
     NotReadyError,
     RefreshRefusedError,
     RetryLaterError,
+    ServiceNotOpenError,
+    ShareRefusedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -154,6 +156,21 @@ CASES: list[tuple[Exception, int, dict[str, Any]]] = [
         {"code": "Unavailable", "reason": "forwarding failed"},
     ),
     (NotReadyError("catching up"), 503, {"code": "NotReady", "reason": "catching up"}),
+    (
+        ServiceNotOpenError("service", "recovering", phase="WaitingForRecoveryShares"),
+        503,
+        {
+            "code": "ServiceNotOpen",
+            "reason": "recovering",
+            "phase": "WaitingForRecoveryShares",
+            "field": "service",
+        },
+    ),
+    (
+        ShareRefusedError("ShareDoesNotMatch", "not the committed share"),
+        422,
+        {"code": "ShareRefused", "reason": "not the committed share", "field": "ShareDoesNotMatch"},
+    ),
     (
         NotLeaderError("ab" * 32, "n1:8443"),
         503,
