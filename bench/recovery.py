@@ -131,10 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transactions", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--keep", type=Path, help="work here and keep it (node logs), not in /tmp")
     args = parser.parse_args()
     before = loadavg()
     rows: list[tuple[int, dict[str, float]]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as scratch:
+        tmp = args.keep or Path(scratch)
         server = start_s3_server(Path(tmp) / "s3")
         try:
             for total in args.transactions:

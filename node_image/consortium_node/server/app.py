@@ -463,7 +463,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 # A backup is ready once its commit index is within this many entries of the primary's (a
-# heartbeat or two of writes at full speed): it then serves reads no older than that.
+# heartbeat or two of writes at full speed): it then serves reads no older than that. A primary
+# is ready once an entry of its own term committed (everything before it is then committed).
 READY_LAG_ENTRIES = 1_000
 
 
@@ -480,6 +481,12 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("nothing committed yet (catching up)")
     elif s.raft.role != "leader" and s.raft.leader_commit - commit > READY_LAG_ENTRIES:
         problems.append(f"catching up: committed {commit} of the primary's {s.raft.leader_commit}")
+    elif s.raft.role == "leader" and s.node.ledger.term_at(commit) < s.raft.term:
+        # Its own term's first entry (the leader no-op) is not committed yet: a primary that
+        # restarted commits its replayed log in slices first (snapshots on the way), and a
+        # write would wait behind that work.
+        last = s.node.ledger.last_index
+        problems.append(f"catching up: committed {commit} of the {last} entries in its log")
     ledger = s.node.ledger_problem()
     if ledger is not None:
         problems.append(ledger)
