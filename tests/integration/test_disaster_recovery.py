@@ -41,6 +41,9 @@ pytestmark = pytest.mark.slow
 
 WRITES = 40  # acknowledged writes before the disaster, half before the rotation
 ONE_WRITE = {"transactions": [{"writes": {"x": "1"}}]}
+# Snapshots every 20 entries on the recovered service: none may fall in the old identity's
+# history (it would not verify with the new certificate); a joiner starts from one.
+SNAPSHOTS = {"snapshot_interval": 20}
 
 
 def _bucket_settings(workdir: Path, server: S3Server, bucket: str) -> dict[str, Any]:
@@ -136,7 +139,7 @@ def recovery_node(lost: dict[str, Any]) -> LocalNode:
     }
     return LocalNode(lost["workdir"] / "new", "recovery-0", [], key, cert,
                      overrides={"mode": "recover", "members": [], "attestation": {},
-                                "recovery": recovery})  # fmt: skip
+                                "recovery": recovery, "ledger": SNAPSHOTS})  # fmt: skip
 
 
 def submit_share(node: LocalNode, lost: dict[str, Any], who: Any, **extra: str) -> Any:
@@ -273,7 +276,13 @@ def test_members_recover_a_lost_consortium_from_its_backup(lost: dict[str, Any])
     assert new["previous_identity"] is False
 
     # A new node joins the recovered service and reads the whole history.
-    joiner = cluster.add(1, wait=True)
+    recovered_through = int(state["recovery"]["last_recovered_txid"].split(".")[1])
+    newest = wait_for("a snapshot of the recovered service", lambda: node.state()["snapshot"], 30)
+    assert newest["index"] > recovered_through, newest
+    held = [x["index"] for x in node.get("/node/snapshots")[1]["snapshots"]]
+    assert held and min(held) > recovered_through, held  # none in the old identity's history
+    joiner = cluster.add(1, {"ledger": SNAPSHOTS}, wait=True)
+    assert joiner.state()["held_from"] > recovered_through  # it started from that snapshot
     written = lost["written"]
     wait_for("the joiner to read the history",
              lambda: all(reads(joiner, user, k) == v for k, v in written.items()), 60)  # fmt: skip
@@ -325,6 +334,7 @@ def test_a_backup_without_recovery_members_is_refused_before_anything_starts(
     assert node.proc is not None and node.proc.returncode == 1
     assert "holds no recovery record" in node.log(), node.log()[-2000:]
     assert not (node.data_dir / "sealed" / "service-identity.sealed").exists()
+    assert not (node.data_dir / "ledger").exists()  # its partial copy is not left behind
 
 
 def test_a_tampered_backup_is_refused_with_its_reason(

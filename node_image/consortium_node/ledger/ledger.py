@@ -706,6 +706,10 @@ class Ledger:
         self._flush_tree(index, every=1)  # a restart resumes here (frontier read first)
         self._points.captured(Capture(state, self._secrets.aead(version)))
 
+    def no_snapshots_before(self, index: int) -> None:
+        """Take no snapshot before ``index`` (``SnapshotPoints.floor``: a recovered ledger)."""
+        self._points.floor(index)
+
     def snapshot_captures(self) -> list[Capture]:
         """The snapshots taken since the last call, to be encoded and written (in order)."""
         return self._points.captures()

@@ -48,6 +48,7 @@ class SnapshotPoints:
         self.interval = interval
         self._on_disk = store.indices()
         self.point = max(self._on_disk, default=0)  # the newest point committed
+        self._floor = 0  # no point before it (``floor``)
         self._captures: list[Capture] = []
         self._evidence: list[tuple[TxId, int, bytes]] = []  # committed, awaiting a receipt
 
@@ -55,10 +56,22 @@ class SnapshotPoints:
         """The ledger's committed state starts at ``index`` (a snapshot it opened from)."""
         self.point = max(self.point, index)
 
+    def floor(self, index: int) -> None:
+        """No point before ``index``, and the first committed signature at or after it is one.
+
+        For a ledger recovered from a disaster (``server/recover.py``): the entries before the
+        recovery were signed by node certificates the *previous* service identity issued, so
+        a snapshot there would not verify with the current service certificate (a joiner
+        could not start from it, nor a restart); the recovery's own signature is the first
+        point, and the points follow from it."""
+        self._floor = max(self._floor, index)
+
     def due(self, index: int) -> bool:
         """The committed signature ``index`` is a snapshot point to capture now (moves the
         point whether or not the caller can capture: the points stay the same on every node)."""
-        if not self.interval or index < self.point + self.interval:
+        if not self.interval or index < self._floor:
+            return False
+        if self.point >= self._floor and index < self.point + self.interval:
             return False
         self.point = index
         return index not in self._on_disk

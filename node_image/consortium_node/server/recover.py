@@ -38,6 +38,7 @@ before then finds a ledger and no sealed service identity, moves that ledger asi
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -129,8 +130,36 @@ def recover(node: Node) -> None:
         raise NodeStartError(f"recovery.previous_service_certificate: {exc}") from exc
     source, location = open_source(settings)
     _set_aside_interrupted(node.data_dir / "ledger")
-    started, clock = utcnow(), time.monotonic()
-    ledger = node.ledger = open_ledger(node, LedgerSecrets(None))
+    started = utcnow()
+    ledger_dir = node.data_dir / "ledger"
+    node.ledger = open_ledger(node, LedgerSecrets(None))
+    try:
+        last = _copy_and_start(node, previous, source, location, started)
+    except BaseException:
+        # Nothing is sealed yet: the partial copy (of the bucket, which is unchanged) goes, so
+        # a node failing again and again (wrong credentials, say) leaves nothing behind.
+        node.ledger.close()
+        shutil.rmtree(ledger_dir, ignore_errors=True)
+        raise
+    seal_service(node)  # only once the recovery entry is durable (module docstring)
+    node.sealed.put(SEALED_RECOVERING, b"WaitingForRecoveryShares")
+    log.info(
+        "recovery: new service certificate sha256 %s replaces %s (history up to %s); "
+        "WaitingForRecoveryShares",
+        node.service.certificate_sha256,
+        certificate_sha256(previous),
+        last,
+    )
+
+
+def _copy_and_start(
+    node: Node, previous: x509.Certificate, source: BackupSource, location: str, started: datetime
+) -> TxId:
+    """Steps 1 and 2 of the module docstring: the backup verified and copied, the new
+    identity and the recovery entry written (durable); the last recovered txid."""
+    ledger, config, settings = node.ledger, node.config, node.config.recovery
+    assert settings is not None
+    clock = time.monotonic()
 
     def copy(payloads: list[bytes]) -> None:
         ledger.append_entries(payloads)
@@ -163,15 +192,7 @@ def recover(node: Node) -> None:
     ledger.term = term
     also = _recovery_writes(node, previous, last, f"{location}{verified.manifest_key}", started)
     trust_self(node, _next_list_version(node), also)
-    seal_service(node)  # only once the recovery entry is durable (module docstring)
-    node.sealed.put(SEALED_RECOVERING, b"WaitingForRecoveryShares")
-    log.info(
-        "recovery: new service certificate sha256 %s replaces %s (history up to %s); "
-        "WaitingForRecoveryShares",
-        node.service.certificate_sha256,
-        certificate_sha256(previous),
-        last,
-    )
+    return last
 
 
 def _check_recoverable(node: Node) -> None:

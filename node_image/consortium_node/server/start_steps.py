@@ -28,6 +28,7 @@ from consortium_node.server.certificates import NodeCertificate, certificate_nam
 from consortium_node.server.errors import NodeStartError
 from consortium_node.server.genesis import T_LISTS, T_NODES, policy_from_value
 from consortium_node.server.membership import Membership
+from consortium_node.server.service_state import T_PREVIOUS_SERVICES
 
 if TYPE_CHECKING:
     from consortium_node.server.node import Node
@@ -83,6 +84,21 @@ def start_views(node: Node) -> None:
         node.config.consortium,
     )
     node.membership = Membership(node.ledger, store)
+    recovered = recovered_through(node)
+    if recovered:  # the old identity's history: no snapshot there would verify now
+        node.ledger.no_snapshots_before(recovered + 1)
+
+
+def recovered_through(node: Node) -> int:
+    """The last index written under a service identity this one replaced (0: none), from the
+    history records in the log (``service_state``)."""
+    last = 0
+    for key in node.ledger.public_keys(T_PREVIOUS_SERVICES):
+        record = node.public_value(T_PREVIOUS_SERVICES, key)
+        txid = record.get("last_txid") if isinstance(record, dict) else None
+        if isinstance(txid, str) and txid.count(".") == 1 and txid.split(".")[1].isdigit():
+            last = max(last, int(txid.split(".")[1]))
+    return last
 
 
 def use_certificate(node: Node, cert: x509.Certificate) -> None:

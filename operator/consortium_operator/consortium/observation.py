@@ -117,6 +117,7 @@ class Observation:
     ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
     backup: BackupFacts | None = None  # None: no spec.backup (or not observed: invalid spec)
     service_phase: str | None = None  # the primary's (``GET /node/state``); None: not read
+    recovery_source: str | None = None  # spec.recovery's bucket, s3://bucket/prefix
     ceremony: Mapping[str, Any] | None = None  # GET /recovery (``recovering``), while relevant
     # pod name → the node's ``ledger_repair`` (GET /node/state) where it found a storage fault
     ledger_repairs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -118,6 +118,11 @@ def observe(p: Pass, generation: int) -> Observation:
         image=p.spec.image,
         pods=tuple(sorted(views, key=lambda v: v.ordinal)),
         allowed_measurements=p.spec.attestation.measurements,
+        recovery_source=(
+            f"s3://{p.spec.recovery.s3.bucket}/{p.spec.recovery.s3.prefix}"
+            if p.spec.recovery is not None
+            else None
+        ),
     )
     cert = service_certificate(p)
     if cert is None:

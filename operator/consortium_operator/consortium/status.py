@@ -93,7 +93,14 @@ def _node_start(o: Observation) -> c.Condition | None:
 def _bootstrapped(o: Observation) -> c.Condition | None:
     if o.service_certificate_pem is None:
         return c.Condition(
-            c.READY, False, c.WAITING_FOR_GENESIS, f"waiting for {o.consortium}-0 to run genesis"
+            c.READY,
+            False,
+            c.WAITING_FOR_GENESIS,
+            f"waiting for {o.consortium}-0 to recover the lost consortium from "
+            f"{o.recovery_source} (spec.recovery: verify its backup, start a new service "
+            "identity)"
+            if o.recovery_source
+            else f"waiting for {o.consortium}-0 to run genesis",
         )
     return None
 

@@ -272,6 +272,7 @@ def _recover(
     assert not missing, missing[:10]
 
     # Receipts from before the disaster verify through the new identity's endorsement.
+    (tmp_path / "previous.pem").write_text(previous_pem)
     history = tmp_path / "history.json"
     history.write_text(json.dumps(client.json("GET", "/recovery")))
     current = tmp_path / "service.pem"
@@ -288,4 +289,18 @@ def _recover(
         "POST", "/app/transactions", body={"transactions": [{"writes": {"after": "recovery"}}]}
     )
     assert reply.status == 200, reply.body
+    txid = reply.json()["transactions"][0]["txid"]
+    fresh = wait_for(
+        "the new write's receipt",
+        lambda: (
+            (r := client.request("GET", f"/app/receipt?txid={txid}")).status == 200 and r.json()
+        ),
+        30,
+    )
+    path = tmp_path / "receipt-new.json"
+    path.write_text(json.dumps(fresh))
+    shown = json.loads(ctl("verify-receipt", "--service-cert", str(current), str(path)))
+    assert shown["verified"] and shown["txid"] == txid, shown
+    refused = run_ctl("verify-receipt", "--service-cert", str(tmp_path / "previous.pem"), str(path))
+    assert refused.returncode == 1, refused.stdout  # the new identity's, not the old one's
     print(f"recovered {len(expected)} keys: {recovery_seconds:.1f} s from apply to Ready 3/3")

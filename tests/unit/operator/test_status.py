@@ -314,6 +314,16 @@ def test_waiting_for_genesis_names_pod_0() -> None:
     assert cond.message == "waiting for demo-0 to run genesis"
 
 
+def test_waiting_for_a_recovery_names_its_source() -> None:
+    """A Consortium with spec.recovery is not waiting for genesis: pod 0 recovers."""
+    cond = ready(healthy(service_certificate_pem=None, recovery_source="s3://lost/demo/"))
+    assert (cond.status, cond.reason) == (False, "WaitingForGenesis")
+    assert cond.message.startswith(
+        "waiting for demo-0 to recover the lost consortium from s3://lost/demo/"
+    )
+    assert "genesis" not in cond.message.replace("WaitingForGenesis", "")
+
+
 @pytest.mark.parametrize(
     ("list_error", "message"),
     [
