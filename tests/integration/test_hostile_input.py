@@ -165,6 +165,7 @@ GOV_ROUTES = [
     f"/gov/proposals/{PROPOSAL_ID}/ballots",
     f"/gov/proposals/{PROPOSAL_ID}/withdraw",
     "/gov/members/ack",
+    "/recovery/shares",  # a signed recovery_share (an open service refuses it: 409)
 ]
 
 

@@ -112,6 +112,7 @@ def test_members_shares_recover_every_ledger_secret(
         "consortium_recovery_members": 3.0,
         "consortium_recovery_threshold": 2.0,
         "consortium_recovery_record_stale": 0.0,
+        "consortium_recovery_shares_submitted": 0.0,  # no ceremony on an open service
     }
 
     summary = {"epoch": 1, "threshold": 2, "members": 3, "stale": False}

@@ -192,37 +192,41 @@ def cmd_submit_share(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(recovery: Any, name: str, text: str, *, signs: bool) -> Any:
+    """A ``recovery`` subcommand with the member's flags (``--key`` if it signs)."""
+    parser = recovery.add_parser(
+        name, help=text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--consortium", required=True, help="the consortium's name")
+    parser.add_argument("--cert", required=True, help="your member certificate (PEM)")
+    if signs:
+        parser.add_argument("--key", required=True, help="your member private key (signs)")
+    parser.add_argument(
+        "--recovery-key", required=True, help="your recovery private key (keygen --recovery)"
+    )
+    return parser
+
+
 def add_commands(sub: Any) -> None:
-    """Register ``recovery check-share`` on the top-level subparsers ``sub``."""
+    """Register ``recovery check-share`` and ``recovery submit-share`` on ``sub``."""
     recovery = sub.add_parser("recovery", help="recovery shares").add_subparsers(
         dest="recovery_command", required=True
     )
-    check = recovery.add_parser(
+    check = _command(
+        recovery,
         "check-share",
-        help="check, on your machine, that your recovery key opens your share",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    check.add_argument("--consortium", required=True, help="the consortium's name")
-    check.add_argument("--cert", required=True, help="your member certificate (PEM)")
-    check.add_argument(
-        "--recovery-key", required=True, help="your recovery private key (keygen --recovery)"
+        "check, on your machine, that your recovery key opens your share",
+        signs=False,
     )
     check.add_argument("--record", help="the recovery record as JSON (instead of --node)")
     check.add_argument("--node", help="https://HOST:PORT of any node")
     check.add_argument("--service-cert", help="the consortium's service certificate, with --node")
     check.set_defaults(func=cmd_check_share)
-    submit = recovery.add_parser(
+    submit = _command(
+        recovery,
         "submit-share",
-        help="decrypt your share on your machine and submit it to the attested recovery node",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    submit.add_argument("--consortium", required=True, help="the consortium's name")
-    submit.add_argument("--cert", required=True, help="your member certificate (PEM)")
-    submit.add_argument("--key", required=True, help="your member private key (signs)")
-    submit.add_argument(
-        "--recovery-key", required=True, help="your recovery private key (keygen --recovery)"
+        "decrypt your share on your machine and submit it to the attested recovery node",
+        signs=True,
     )
     submit.add_argument("--node", help="https://HOST:PORT of the recovery node")
     submit.add_argument("--service-cert", help="the recovered service's (new) certificate")

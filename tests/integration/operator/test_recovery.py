@@ -75,6 +75,21 @@ def _member_share(cluster: Cluster, ns: str, name: str) -> str | None:
     return str(found) if found else None
 
 
+def _rolled(cluster: Cluster, ns: str) -> bool:
+    """Every node pod runs the StatefulSet's current template (the backup settings)."""
+    sts = cluster.get(ns, "statefulset", "demo") or {}
+    revision = (sts.get("status") or {}).get("updateRevision")
+    pods = cluster.items(ns, "pod", "app.kubernetes.io/component=ledger-node")
+    return (
+        bool(revision)
+        and len(pods) == 3
+        and all(
+            p["metadata"].get("labels", {}).get("controller-revision-hash") == revision
+            for p in pods
+        )
+    )
+
+
 def _client(cluster: Cluster, ns: str, who: Identity) -> tuple[NodeClient, str]:
     st = _status(cluster, ns)
     ip = next(n["podIP"] for n in st["nodes"] if n.get("podIP"))
@@ -114,6 +129,18 @@ def test_a_deleted_namespace_is_recovered_from_its_bucket_with_two_members_share
           "credentialsSecret": SECRET}  # fmt: skip
     consortium["spec"]["backup"] = {"s3": s3, "maxLag": "10s"}
     cluster.apply(ns, consortium)
+
+    def backing_up() -> bool:  # the nodes restart one at a time to read spec.backup
+        cond = cluster.condition(ns, "consortium", "demo", "BackupHealthy")
+        rolled = ready(cluster, ns, "demo", 3)
+        return (
+            cond.get("status") == "True"
+            and rolled is not None
+            and not rolled["status"].get("waitingProposals")
+            and _rolled(cluster, ns)
+        )
+
+    wait_for("BackupHealthy, every node restarted", backing_up, 600)
     receipts: list[dict[str, Any]] = []
     with Writer(cluster, ns, alice) as writer:
         wait_for("writes flowing", lambda: len(writer.acked) >= 100, 120)
@@ -134,7 +161,7 @@ def test_a_deleted_namespace_is_recovered_from_its_bucket_with_two_members_share
         shown = _status(cluster, ns).get("backup") or {}
         return bool(shown.get("lastTxid")) and int(str(shown["lastTxid"]).split(".")[1]) >= last
 
-    wait_for("the bucket to cover every acknowledgement", covered, 120)
+    wait_for("the bucket to cover every acknowledgement", covered, 180)
     expected = {f"k{i}-{j}": i for i in range(len(acked) // 10) for j in range(5)}
 
     # The disaster: the whole namespace is gone, the platform root and every volume with it.
