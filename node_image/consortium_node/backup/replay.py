@@ -88,9 +88,11 @@ class LedgerReplay:
         self._held: dict[int, bytes] = {}  # payloads at the wanted indexes
 
     # ------------------------------------------------------------------------ ledger
-    def segment(self, record: ObjectRecord, data: bytes) -> None:
-        """Replay the entries of one segment (its bytes already matched the manifest)."""
-        for payload in decode_segment(data, record.key):
+    def segment(self, record: ObjectRecord, data: bytes) -> list[bytes]:
+        """Replay the entries of one segment (its bytes already matched the manifest); its
+        entry payloads, in index order."""
+        payloads = decode_segment(data, record.key)
+        for payload in payloads:
             self._entry(record, payload)
         if self.tree.size < record.last_index:
             raise BackupError(
@@ -103,6 +105,7 @@ class LedgerReplay:
             raise BackupError(
                 "LedgerInvalid", f"{record.key}: ends at {last}, which is not a signature entry"
             )
+        return payloads
 
     def _entry(self, record: ObjectRecord, payload: bytes) -> None:
         expected = self.tree.size + 1

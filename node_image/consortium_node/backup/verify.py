@@ -41,7 +41,6 @@ from consortium_node.backup.format import (
     BackupError,
     Manifest,
     ObjectRecord,
-    decode_segment,
     manifest_key,
     open_manifest,
     parse_manifest_key,
@@ -165,10 +164,9 @@ def verify_backup(
     _check_listed(source, manifest)
     replay = LedgerReplay(service_certificate, (o.first_index for o in manifest.snapshot_objects))
     for record in manifest.ledger_objects:
-        data = _fetch(source, record)
-        replay.segment(record, data)
+        payloads = replay.segment(record, _fetch(source, record))
         if on_segment is not None:
-            on_segment(list(decode_segment(data, record.key)))
+            on_segment(payloads)
     _check_range(manifest, replay)
     for record in manifest.snapshot_objects:
         replay.snapshot(record, _fetch(source, record))

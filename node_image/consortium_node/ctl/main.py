@@ -50,6 +50,7 @@ from consortium_node.identity.certs import (
 from consortium_node.identity.endorsement import EndorsementError, certificate_for, eras
 from consortium_node.identity.errors import IdentityError, TrustedListError
 from consortium_node.identity.trusted_list import verify_trusted_list
+from consortium_node.ledger import TxId
 from consortium_node.ledger.errors import ReceiptError
 from consortium_node.ledger.receipt import verify_receipt
 
@@ -206,9 +207,9 @@ def _era_certificate(receipt: Any, service_pem: str, history_file: str) -> str:
         raise CtlError(f"--service-history INVALID: {exc}") from exc
     txid = receipt.get("txid") if isinstance(receipt, dict) else None
     try:
-        index = int(str(txid).split(".")[1])
-    except (IndexError, ValueError) as exc:
-        raise CtlError(f"receipt: txid {txid!r} is not <term>.<index>") from exc
+        index = TxId.parse(str(txid)).index
+    except ValueError as exc:
+        raise CtlError(f"receipt: {exc}") from exc
     return certificate_pem(certificate_for(chain, index))
 
 

@@ -161,25 +161,16 @@ def eras(
     each must be endorsed by a certificate already in the chain, and each older identity must
     end before the one that replaced it. EndorsementError if one does not verify, is not an
     object, or is left over (endorsed by no certificate of the chain)."""
-    if not all(isinstance(r, Mapping) for r in records):
-        raise EndorsementError("each history record must be an object")
-    pending = [dict(r) for r in records]
+    pending = [_parsed(r) for r in records]
     chain = [Era(service_certificate, None)]
     while pending:
-        current = chain[-1].certificate
+        current = chain[-1]
         found = None
-        for position, record in enumerate(pending):
-            if not isinstance(record, dict) or set(record) != RECORD_FIELDS:
-                raise EndorsementError(f"a history record must have {sorted(RECORD_FIELDS)}")
-            try:
-                envelope = base64.b64decode(record["endorsement"], validate=True)
-                previous = load_certificate(record["certificate"], "history certificate")
-            except (binascii.Error, TypeError, IdentityError) as exc:
-                raise EndorsementError(f"history record: {exc}") from exc
+        for position, (previous, envelope, last_txid) in enumerate(pending):
             if certificate_sha256(previous) in {certificate_sha256(e.certificate) for e in chain}:
                 raise EndorsementError("history record: a certificate appears twice in the chain")
             try:
-                said = verify_endorsement(envelope, current)
+                said = verify_endorsement(envelope, current.certificate)
             except EndorsementError:
                 continue
             if said.previous_service_certificate_sha256 != certificate_sha256(previous):
@@ -191,13 +182,12 @@ def eras(
                     f"history record: endorsed for consortium {said.consortium!r}, not "
                     f"{consortium!r}"
                 )
-            if said.last_txid != record["last_txid"]:
+            if said.last_txid != last_txid:
                 raise EndorsementError("history record: last_txid differs from the endorsement's")
-            newer = chain[-1].last_index
-            if newer is not None and said.last_index >= newer:
+            if current.last_index is not None and said.last_index >= current.last_index:
                 raise EndorsementError(
                     f"history record: the identity replaced at {said.last_txid} cannot end "
-                    f"after the one that replaced it (which ended at index {newer})"
+                    f"after the one that replaced it (which ended at index {current.last_index})"
                 )
             found = (position, Era(previous, said.last_index))
             break
@@ -209,6 +199,20 @@ def eras(
         pending.pop(found[0])
         chain.append(found[1])
     return chain
+
+
+def _parsed(record: object) -> tuple[x509.Certificate, bytes, object]:
+    """A history record's previous certificate, endorsement envelope and last_txid."""
+    if not isinstance(record, Mapping):
+        raise EndorsementError("each history record must be an object")
+    if set(record) != RECORD_FIELDS:
+        raise EndorsementError(f"a history record must have {sorted(RECORD_FIELDS)}")
+    try:
+        envelope = base64.b64decode(record["endorsement"], validate=True)
+        previous = load_certificate(record["certificate"], "history certificate")
+    except (binascii.Error, TypeError, IdentityError) as exc:
+        raise EndorsementError(f"history record: {exc}") from exc
+    return previous, envelope, record["last_txid"]
 
 
 def certificate_for(chain: Sequence[Era], index: int) -> x509.Certificate:

@@ -41,7 +41,14 @@ from consortium_node.server.ledger_secrets import SecretVault
 from consortium_node.server.membership import Membership
 from consortium_node.server.metrics import NodeMetrics
 from consortium_node.server.recovery_keeper import holders, needed
-from consortium_node.server.service_state import OPEN, SERVICE_KEY, T_SERVICE, phase_of, status_of
+from consortium_node.server.service_state import (
+    OPEN,
+    SERVICE_KEY,
+    T_PREVIOUS_SERVICES,
+    T_SERVICE,
+    phase_of,
+    status_of,
+)
 
 log = logging.getLogger("consortium_node.node")
 
@@ -319,6 +326,12 @@ class Node:
         if status_of(row) == OPEN:
             return OPEN
         return phase_of(row, self.holds_every_secret())
+
+    def service_history(self) -> list[Any]:
+        """The history records of the service identities this one replaced (``service_state``),
+        oldest key first."""
+        table = T_PREVIOUS_SERVICES
+        return [self.public_value(table, key) for key in sorted(self.ledger.public_keys(table))]
 
     def recovery_summary(self) -> dict[str, Any]:
         """The newest recovery record as status shows it: ``epoch`` and ``threshold`` (0: no

@@ -39,7 +39,6 @@ from consortium_node.server.errors import ConflictError, NotFoundError, ShareRef
 from consortium_node.server.governance import Governance
 from consortium_node.server.service_state import (
     SERVICE_KEY,
-    T_PREVIOUS_SERVICES,
     T_SERVICE,
     WAITING_FOR_SHARES,
     status_of,
@@ -85,10 +84,7 @@ class Ceremony:
             "service_status": status_of(row),
             "service_certificate_sha256": node.service.certificate_sha256,
             "recovery": row.get("recovery") if isinstance(row, dict) else None,
-            "history": [
-                node.public_value(T_PREVIOUS_SERVICES, key)
-                for key in sorted(node.ledger.public_keys(T_PREVIOUS_SERVICES))
-            ],
+            "history": node.service_history(),
         }
         if phase == WAITING_FOR_SHARES:
             view["shares"] = self.collector().progress().to_json()

@@ -23,12 +23,11 @@ from consortium_node.identity import keys
 from consortium_node.identity.certs import certificate_pem, issue_node_certificate
 from consortium_node.identity.trusted_list import NodeEntry, NodeStatus, TrustedNodeList
 from consortium_node.identity.trusted_list_store import TrustedListStore
-from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets, WriteSet
+from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, LedgerSecrets, TxId, WriteSet
 from consortium_node.server.certificates import NodeCertificate, certificate_names
 from consortium_node.server.errors import NodeStartError
 from consortium_node.server.genesis import T_LISTS, T_NODES, policy_from_value
 from consortium_node.server.membership import Membership
-from consortium_node.server.service_state import T_PREVIOUS_SERVICES
 
 if TYPE_CHECKING:
     from consortium_node.server.node import Node
@@ -93,11 +92,11 @@ def recovered_through(node: Node) -> int:
     """The last index written under a service identity this one replaced (0: none), from the
     history records in the log (``service_state``)."""
     last = 0
-    for key in node.ledger.public_keys(T_PREVIOUS_SERVICES):
-        record = node.public_value(T_PREVIOUS_SERVICES, key)
-        txid = record.get("last_txid") if isinstance(record, dict) else None
-        if isinstance(txid, str) and txid.count(".") == 1 and txid.split(".")[1].isdigit():
-            last = max(last, int(txid.split(".")[1]))
+    for record in node.service_history():
+        try:
+            last = max(last, TxId.parse(record["last_txid"]).index)
+        except (TypeError, KeyError, ValueError):  # not a record this code wrote: no floor
+            continue
     return last
 
 

@@ -135,6 +135,18 @@ def relay(
     return active
 
 
+def member_events(p: Pass) -> Report:
+    """``relay``'s report: an Event on the Member, and the same line in the operator's log."""
+
+    def report(item: Due, type_: str, reason: str, message: str) -> None:
+        name = item.body["metadata"]["name"]
+        level = logging.WARNING if type_ == "Warning" else logging.INFO
+        log.log(level, "%s/%s Member %s %s: %s", p.namespace, p.spec.name, name, reason, message)
+        p.kube.event(item.body, type_, reason, message, rfc3339(p.now))
+
+    return report
+
+
 def relay_acks(p: Pass, obs: Observation, members: Sequence[MemberView]) -> Observation:
     """Relay every due ack to the primary; ``obs`` with the members that became Active."""
     items = due(members, obs.ledger_members)
@@ -145,14 +157,8 @@ def relay_acks(p: Pass, obs: Observation, members: Sequence[MemberView]) -> Obse
     def post(document: bytes) -> Reply:
         return target.post(ACK_PATH, document)
 
-    def report(item: Due, type_: str, reason: str, message: str) -> None:
-        name = item.body["metadata"]["name"]
-        level = logging.WARNING if type_ == "Warning" else logging.INFO
-        log.log(level, "%s/%s Member %s %s: %s", p.namespace, p.spec.name, name, reason, message)
-        p.kube.event(item.body, type_, reason, message, rfc3339(p.now))
-
     try:
-        active = relay(items, post, p.memory.relay, report)
+        active = relay(items, post, p.memory.relay, member_events(p))
     except NodeUnreachableError as exc:
         log.warning("%s/%s: relaying acks: %s", p.namespace, p.spec.name, exc)
         return obs

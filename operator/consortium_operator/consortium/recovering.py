@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from consortium_node.common.timeutil import parse_rfc3339, rfc3339
-from consortium_operator.consortium.acks import Due, relay
+from consortium_operator.api import conditions as c
+from consortium_operator.consortium.acks import Due, member_events, relay
 from consortium_operator.consortium.context import Pass, primary
 from consortium_operator.consortium.observation import Observation
 from consortium_operator.consortium.status import awaited, recovery_status, submitted
@@ -44,9 +45,9 @@ from consortium_operator.proposals.relay import Primary
 log = logging.getLogger("consortium_operator")
 
 QUOTE_REFRESH = timedelta(minutes=4)  # submit-share --kube accepts quotes up to 10 minutes old
-OPEN = "Open"
-WAITING_FOR_SHARES = "WaitingForRecoveryShares"
-WAITING_FOR_OPEN = "WaitingForOpen"
+OPEN = "Open"  # the service phases, as the nodes name them (Ready's reasons while recovering)
+WAITING_FOR_SHARES = c.WAITING_FOR_RECOVERY_SHARES
+WAITING_FOR_OPEN = c.WAITING_FOR_OPEN
 SHARES_PATH = "/recovery/shares"
 FIELD = "spec.recoveryShare"
 SHARE_SUBMITTED = "RecoveryShareSubmitted"
@@ -151,18 +152,12 @@ def relay_shares(p: Pass, obs: Observation, members: Sequence[MemberView]) -> Ob
             ceremony["shares"] = {**(ceremony.get("shares") or {}), **progress}
         return reply
 
-    def report(item: Due, type_: str, reason: str, message: str) -> None:
-        name = item.body["metadata"]["name"]
-        level = logging.WARNING if type_ == "Warning" else logging.INFO
-        log.log(level, "%s/%s Member %s %s: %s", p.namespace, p.spec.name, name, reason, message)
-        p.kube.event(item.body, type_, reason, message, rfc3339(p.now))
-
     try:
         relay(
             items,
             post,
             p.memory.relay,
-            report,
+            member_events(p),
             ok=(SHARE_SUBMITTED, "the recovery node holds this member's valid share"),
             refused=SHARE_REFUSED,
         )

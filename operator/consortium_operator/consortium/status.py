@@ -162,7 +162,7 @@ def _service_open(o: Observation) -> c.Condition | None:
     """A recovered service waits for its members: shares first, then the vote to open it."""
     if o.service_phase == c.WAITING_FOR_RECOVERY_SHARES:
         shares = (o.ceremony or {}).get("shares") or {}
-        have, need = len(shares.get("submitted") or ()), shares.get("threshold", "k")
+        have, need = len(submitted(o)), shares.get("threshold", "k")
         return c.Condition(
             c.READY,
             False,
