@@ -143,7 +143,9 @@ class LocalNode:
                 "retry_interval": "200ms",
             }
         for key, value in self.overrides.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
+            if key == "platform" and value.get("name", "insecure-virtual") != "insecure-virtual":
+                config[key] = {"chip_id": f"chip-{self.name}", **value}  # another platform's keys
+            elif isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
             else:
                 config[key] = value

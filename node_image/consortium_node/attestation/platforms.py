@@ -1,6 +1,6 @@
 """The TEE-platform registry: every platform this code knows, under its name and its evidence
 format. The node, ``consortiumctl`` and the operator all obtain platforms and verifiers here,
-so adding SEV-SNP or TDX is one more platform package plus one line in ``_KNOWN``; no caller
+so adding a platform (TDX) is one more platform package plus one line in ``_KNOWN``; no caller
 changes.
 
 A platform is one subpackage of ``attestation`` (``insecure_virtual`` today) exporting
@@ -42,6 +42,7 @@ class Endorsement:
     cli_flag: str | None  # ``consortiumctl quote verify`` flag giving it (public material only)
     private: bool  # True: only ever in a Secret and the node's memory
     description: str
+    optional: bool = False  # the platform works without it (e.g. a host gives it instead)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class AttesterSettings:
     tcb_version: int
     measurement: str  # hex, of the code this node runs
     host_data: str  # hex, what the launcher bound to this node (consortium and mode)
-    endorsements: Mapping[str, bytes]  # Endorsement.file → content
+    endorsements: Mapping[str, bytes]  # Endorsement.file → content (optional ones may miss)
     faults: frozenset[Fault] = frozenset()
+    options: Mapping[str, Any] = field(default_factory=dict)  # the platform's own settings
 
 
 class Evidence(Protocol):
@@ -69,6 +71,9 @@ class Attester(Protocol):
 
     @property
     def measurement(self) -> str: ...
+
+    @property
+    def can_seal(self) -> bool: ...
 
     def quote(self, public_key_der: bytes, nonce: bytes) -> Evidence: ...
 
@@ -96,9 +101,9 @@ class Platform:
 
 
 def _known() -> tuple[Platform, ...]:
-    from consortium_node.attestation import insecure_virtual  # noqa: PLC0415
+    from consortium_node.attestation import insecure_virtual, sev_snp  # noqa: PLC0415
 
-    return (insecure_virtual.PLATFORM,)
+    return (insecure_virtual.PLATFORM, sev_snp.PLATFORM)
 
 
 _KNOWN = _known()

@@ -7,8 +7,8 @@ Kept free of any format specifics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -29,6 +29,15 @@ class Reason(StrEnum):
     TCB_TOO_LOW = "TcbTooLow"
     CHIP_REVOKED = "ChipRevoked"
     MALFORMED = "Malformed"
+    # Hardware platforms (sev-snp) add these:
+    BAD_ENDORSEMENT = "BadEndorsement"  # the chip key does not chain to the pinned vendor root
+    ENDORSEMENT_MISMATCH = "EndorsementMismatch"  # the chip certificate is for another chip/TCB
+    UNSUPPORTED_VERSION = "UnsupportedVersion"  # a report version this code cannot judge
+    UNSUPPORTED_SIGNATURE_ALGORITHM = "UnsupportedSignatureAlgorithm"
+    DEBUG_ENABLED = "DebugEnabled"  # the guest policy lets the host debug (read) the guest
+    GUEST_POLICY_REFUSED = "GuestPolicyRefused"  # another guest policy bit refused
+    VMPL_NOT_ALLOWED = "VmplNotAllowed"  # the report is not from the required privilege level
+    PRODUCT_NOT_ALLOWED = "ProductNotAllowed"  # a processor product the policy does not allow
 
 
 def _hex_set(values: Iterable[str]) -> frozenset[str]:
@@ -42,6 +51,8 @@ class Policy:
     ``allowed_host_data=None`` means host_data is not checked at all; an empty set means no
     host_data is acceptable (every quote fails with HostDataNotAllowed), never "anything".
     Hex values are compared lower-cased. ``revoked_chip_ids`` adds to the platform's own list.
+    ``platform`` holds each platform's own settings by platform name (``sev-snp``: minimum
+    TCB per component, debug, VMPL, products), read by that platform's verifier only.
     """
 
     allowed_measurements: frozenset[str]
@@ -50,6 +61,7 @@ class Policy:
     max_clock_skew: timedelta = timedelta(seconds=60)
     min_tcb_version: int = 1
     revoked_chip_ids: frozenset[str] = frozenset()
+    platform: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_measurements", _hex_set(self.allowed_measurements))

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from consortium_node.attestation.results import Claims, Policy, Reason, VerificationResult
+from consortium_node.common.timeutil import utcnow
 
 __all__ = [
     "Claims",
@@ -62,6 +63,25 @@ def format_of(quote: object) -> str | VerificationResult:
     if not isinstance(value, str):
         return fail(Reason.MALFORMED, "format: missing or not a string")
     return value
+
+
+def not_this_format(quote: object, expected: str) -> VerificationResult | None:
+    """A failure unless ``quote`` has format ``expected`` (Malformed without a format,
+    UnknownPlatform for another one: another platform's evidence is never called malformed)."""
+    quote_format = format_of(quote)
+    if isinstance(quote_format, VerificationResult):
+        return quote_format
+    if quote_format != expected:
+        return fail(Reason.UNKNOWN_PLATFORM, f"quote format {quote_format!r} is not {expected!r}")
+    return None
+
+
+def moment_of(now: datetime | None) -> datetime:
+    """``now`` (aware; ValueError if naive), or the current time."""
+    moment = utcnow() if now is None else now
+    if moment.tzinfo is None:
+        raise ValueError("verify: now must be an aware datetime")
+    return moment
 
 
 class VerifierRegistry:

@@ -20,6 +20,7 @@ from consortium_node.attestation import (
 )
 from consortium_node.attestation.results import Claims
 from consortium_node.common.timeutil import parse_duration
+from consortium_node.ctl import snp
 from consortium_node.ctl.client import EXIT_USAGE, CtlError, read_input
 from consortium_node.identity import keys
 from consortium_node.identity.errors import IdentityError
@@ -47,10 +48,11 @@ def add_policy_flags(parser: Any) -> None:
                 )
     for flag, helps in flags.items():
         parser.add_argument(flag, dest=dest(flag), help="; ".join(helps))
-    parser.add_argument("--measurement", action="append", required=True, help="allowed (repeat)")
+    parser.add_argument("--measurement", action="append", help="allowed (repeat; required)")
     parser.add_argument("--host-data", action="append", help="allowed host_data (repeat)")
     parser.add_argument("--max-age", default="10m", help="oldest acceptable quote (default 10m)")
-    parser.add_argument("--min-tcb", type=int, default=1)
+    parser.add_argument("--min-tcb", type=int, default=1, help="insecure-virtual's TCB version")
+    snp.add_snp_flags(parser)
 
 
 def _endorsements(args: argparse.Namespace) -> tuple[str, dict[str, bytes]]:
@@ -64,6 +66,8 @@ def _endorsements(args: argparse.Namespace) -> tuple[str, dict[str, bytes]]:
         if endorsement.private or endorsement.cli_flag is None:
             continue
         value = getattr(args, dest(endorsement.cli_flag))
+        if not value and endorsement.optional:
+            continue
         if not value:
             raise CtlError(
                 f"{endorsement.cli_flag} is required with --platform {platform.name}: "
@@ -83,11 +87,15 @@ def registry_of(args: argparse.Namespace) -> VerifierRegistry:
 
 
 def policy_of(args: argparse.Namespace) -> Policy:
+    if not args.measurement:
+        raise CtlError("--measurement is required (repeat for each allowed one)", EXIT_USAGE)
+    platform = {"sev-snp": snp.snp_policy_of(args).to_json()} if args.platform == "sev-snp" else {}
     return Policy(
         allowed_measurements=frozenset(args.measurement),
         allowed_host_data=frozenset(args.host_data) if args.host_data else None,
         max_age=parse_duration(args.max_age),
         min_tcb_version=args.min_tcb,
+        platform=platform,
     )
 
 

@@ -27,7 +27,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from consortium_node.ctl import attest, backup, gov, recovery
+from consortium_node.ctl import attest, backup, gov, recovery, snp
 from consortium_node.ctl.client import (
     EXIT_USAGE,
     CtlError,
@@ -114,6 +114,9 @@ def _keygen_recovery(args: argparse.Namespace, out: Path) -> int:
 
 # ------------------------------------------------------------------------- quote
 def cmd_quote_verify(args: argparse.Namespace) -> int:
+    if args.report:
+        _out(snp.verify_raw(args))
+        return 0
     registry = attest.registry_of(args)
     if args.node:
         if not args.service_cert:

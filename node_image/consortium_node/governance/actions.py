@@ -14,11 +14,13 @@ ones touching the same subjects are invalidated (their ballots were cast on anot
 | set_recovery_key        | member_id, recovery_key (PEM, or null: none)    | member:<member_id>   |
 | trust_node              | node_id                                         | node:<node_id>       |
 | retire_node             | node_id                                         | node:<node_id>       |
-| add_measurement         | measurement (64 hex)                            | measurement:<hex>    |
+| add_measurement         | measurement (64 hex, or 96: SEV-SNP)            | measurement:<hex>    |
 | remove_measurement      | measurement                                     | measurement:<hex>    |
 | add_host_data           | host_data (64 hex)                              | host_data:<hex>      |
 | remove_host_data        | host_data                                       | host_data:<hex>      |
 | set_attestation_validity| validity_seconds, renew_before_seconds          | attestation_validity |
+| set_sev_snp_policy      | policy: minimum_tcb, allow_debug, vmpl,         | platform_policy:     |
+|                         | products (attestation/sev_snp/policy.py)        | sev-snp              |
 | set_constitution        | constitution (see constitution.py)              | constitution         |
 | rotate_ledger_secret    | (none)                                          | ledger_secret        |
 | transition_service_to_open | (none): opens a recovered service and    | service,             |
@@ -32,12 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from consortium_node.attestation.sev_snp.policy import SnpPolicy
 from consortium_node.governance.constitution import parse_constitution
 from consortium_node.governance.errors import GovernanceError
 from consortium_node.identity.certs import load_member_certificate
 from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 
 HEX64 = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: "$" would accept a final newline
+MEASUREMENT = re.compile(r"[0-9a-f]{64}|[0-9a-f]{96}")  # SHA-256, or SEV-SNP's 48 bytes
 ROLES = ("governor", "user")
 MAX_ACTIONS = 16
 MIN_VALIDITY_SECONDS = 300
@@ -147,6 +151,27 @@ def _by_id(key: str, subject: str) -> Parser:
     return parse
 
 
+def _measurement(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozenset[str]]:
+    _only(args, field, {"measurement"})
+    value = args["measurement"]
+    if not isinstance(value, str) or MEASUREMENT.fullmatch(value) is None:
+        raise GovernanceError(
+            f"{field}.measurement",
+            "expected 64 lowercase hex digits (insecure-virtual) or 96 (an SEV-SNP launch digest)",
+        )
+    return {"measurement": value}, frozenset({f"measurement:{value}"})
+
+
+def _sev_snp_policy(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozenset[str]]:
+    _only(args, field, {"policy"})
+    try:
+        policy = SnpPolicy.from_json(args["policy"], f"{field}.policy")
+    except ValueError as exc:
+        where, _, why = str(exc).partition(": ")
+        raise GovernanceError(where, why) from exc
+    return {"policy": policy.to_json()}, frozenset({"platform_policy:sev-snp"})
+
+
 def _validity(args: Mapping[str, Any], field: str) -> tuple[dict[str, Any], frozenset[str]]:
     _only(args, field, {"validity_seconds", "renew_before_seconds"})
     validity = _seconds(args, field, "validity_seconds")
@@ -182,11 +207,12 @@ PARSERS: dict[str, Parser] = {
     "set_recovery_key": _set_recovery_key,
     "trust_node": _by_id("node_id", "node"),
     "retire_node": _by_id("node_id", "node"),
-    "add_measurement": _by_id("measurement", "measurement"),
-    "remove_measurement": _by_id("measurement", "measurement"),
+    "add_measurement": _measurement,
+    "remove_measurement": _measurement,
     "add_host_data": _by_id("host_data", "host_data"),
     "remove_host_data": _by_id("host_data", "host_data"),
     "set_attestation_validity": _validity,
+    "set_sev_snp_policy": _sev_snp_policy,
     "set_constitution": _constitution,
     "rotate_ledger_secret": _rotate,
     "transition_service_to_open": _open_service,

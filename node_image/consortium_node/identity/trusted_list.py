@@ -2,16 +2,17 @@
 
 Payload bytes = canonical JSON (UTF-8, sorted keys, no whitespace) of exactly::
 
-    {"allowed_measurements": [hex64, ...],          # sorted, unique
+    {"allowed_measurements": [measurement, ...],    # sorted, unique
      "consortium": str, "issued_at": RFC3339, "service_certificate_sha256": hex64,
      "version": int >= 1,
      "nodes": [{"address": str, "attestation_expires_at": RFC3339, "attested_at": RFC3339,
-                "host_data": hex64, "measurement": hex64, "name": str,
+                "host_data": hex64, "measurement": measurement, "name": str,
                 "node_id": hex64 = SHA-256(SPKI DER of public_key_pem),
                 "public_key_pem": SPKI PEM as cryptography writes it,
                 "status": "Pending" | "Trusted" | "Retired"}, ...]}   # sorted by (name, node_id)
 
-hex64 = 64 lowercase hex digits; RFC3339 = UTC, whole seconds, ``Z`` (``2026-01-02T03:04:05Z``).
+hex64 = 64 lowercase hex digits; measurement = hex64, or 96 lowercase hex digits (an SEV-SNP
+launch digest); RFC3339 = UTC, whole seconds, ``Z`` (``2026-01-02T03:04:05Z``).
 Why so strict: each list has exactly one valid byte form, so "same version, same content" is a
 byte comparison and two issuers can never disagree on what was signed. The constructors sort
 nodes and measurements, so an in-memory list always serialises canonically; ``from_payload``
@@ -56,6 +57,7 @@ from consortium_node.identity.keys import (
 
 CONTENT_TYPE = "application/json"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MEASUREMENT = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{96})$")
 _MAX_VERSION = 2**53 - 1  # the largest integer every JSON implementation represents exactly
 
 
@@ -99,6 +101,12 @@ def _text(value: object, field: str) -> str:
         _malformed(field, f"expected a string, got {_json_type(value)}")
     if not value:
         _malformed(field, "must not be empty")
+    return value
+
+
+def _measurement(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _MEASUREMENT.match(value):
+        _malformed(field, f"{value!r} is not 64 or 96 lowercase hex digits (a measurement)")
     return value
 
 
@@ -206,7 +214,7 @@ class NodeEntry:
             _text(obj["name"], f"{field}.name"),
             _text(obj["address"], f"{field}.address"),
             pem,
-            _hex64(obj["measurement"], f"{field}.measurement"),
+            _measurement(obj["measurement"], f"{field}.measurement"),
             _hex64(obj["host_data"], f"{field}.host_data"),
             NodeStatus(status),
             _time(obj["attested_at"], f"{field}.attested_at"),
@@ -294,7 +302,7 @@ class TrustedNodeList:
         if not isinstance(measurements, list):
             _malformed("allowed_measurements", f"expected an array, got {_json_type(measurements)}")
         for i, m in enumerate(measurements):
-            _hex64(m, f"allowed_measurements[{i}]")
+            _measurement(m, f"allowed_measurements[{i}]")
         if measurements != sorted(set(measurements)):
             _malformed("allowed_measurements", "must be sorted and without duplicates")
         raw_nodes = obj["nodes"]

@@ -16,12 +16,15 @@ from typing import Any
 
 import yaml
 
-from consortium_node.attestation import platforms
+from consortium_node.attestation import platforms, sev_snp
+from consortium_node.attestation.sev_snp.tcb import COMPONENTS
 from consortium_node.common.timeutil import parse_duration
 from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# A measurement: SHA-256 (insecure-virtual) or SEV-SNP's 48-byte launch digest.
+MEASUREMENT_RE = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{96})$")
 MODES = ("genesis", "join", "recover")
 ROLES = ("governor", "user", "operator")
 
@@ -49,6 +52,8 @@ class PlatformConfig:
     tcb_version: int = 1
     min_tcb_version: int = 1
     revoked_chip_ids: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)  # ``platform.sev_snp``: device…
+    policy: Mapping[str, Any] | None = None  # the platform's own policy (genesis records it)
 
 
 @dataclass(frozen=True)
@@ -272,18 +277,55 @@ def _member(item: Any, path: str, base: Path) -> MemberConfig:
 
 def _platform(plat: _Reader, node_name: str) -> PlatformConfig:
     """``platform``: its ``name`` picks the registered platform, whose endorsements decide
-    which path keys are required (``platform.<config_key>``)."""
+    which path keys are required (``platform.<config_key>``; optional ones may be left out)."""
     tee = platforms.by_name(plat.choice("name", platforms.names(), platforms.DEFAULT))
+    endorsements = {
+        e.file: plat.path_(e.config_key)
+        for e in tee.endorsements
+        if not e.optional or plat.raw(e.config_key, None) is not None
+    }
+    options, policy = _sev_snp(plat.child("sev_snp")) if tee.name == "sev-snp" else ({}, None)
     platform = PlatformConfig(
         name=tee.name,
-        endorsements={e.file: plat.path_(e.config_key) for e in tee.endorsements},
+        endorsements=endorsements,
         chip_id=plat.str_("chip_id", node_name),
         tcb_version=plat.int_("tcb_version", 1, 0, 255),
         min_tcb_version=plat.int_("min_tcb_version", 1, 0, 255),
         revoked_chip_ids=plat.strings("revoked_chip_ids"),
+        options=options,
+        policy=policy,
     )
     plat.done()
     return platform
+
+
+def _sev_snp(snp: _Reader) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``platform.sev_snp``: where reports come from (``device``, paths, ``vmpl``), the
+    emulator's chip (tests only) and the SEV-SNP ``policy`` genesis records."""
+    options: dict[str, Any] = {
+        "device": snp.choice("device", sev_snp.DEVICES, "auto"),
+        "sev_guest_path": str(snp.path_("sev_guest_path", "/dev/sev-guest")),
+        "configfs_path": str(snp.path_("configfs_path", "/sys/kernel/config/tsm/report")),
+        "vmpl": snp.int_("vmpl", 0, 0, 3),
+    }
+    emu = snp.child("emulator")
+    if options["device"] == "insecure-emulator":
+        options["report_version"] = emu.int_("report_version", 3, 2, 5)
+        options["derived_keys"] = emu.bool_("derived_keys", True)  # False: as configfs-tsm
+        tcb = emu.raw("tcb", {})
+        if not isinstance(tcb, Mapping) or any(
+            k not in COMPONENTS or not isinstance(v, int) or not 0 <= v <= 255
+            for k, v in tcb.items()
+        ):
+            raise ConfigError(f"platform.sev_snp.emulator.tcb: components {COMPONENTS}, 0..255")
+        options["tcb"] = dict(tcb)
+    emu.done()
+    try:
+        policy = sev_snp.SnpPolicy.from_json(snp.raw("policy", {}), "platform.sev_snp.policy")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    snp.done()
+    return options, policy.to_json()
 
 
 def _constitution(con: _Reader) -> Constitution:
@@ -318,7 +360,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
     platform = _platform(root.child("platform"), name)
     att = root.child("attestation")
     attestation = AttestationConfig(
-        measurements=att.strings("measurements", HEX64_RE),
+        measurements=att.strings("measurements", MEASUREMENT_RE),
         host_data=att.strings("host_data", HEX64_RE),
         validity=att.duration("validity", timedelta(hours=24)),
         renew_before=att.duration("renew_before", timedelta(hours=8)),

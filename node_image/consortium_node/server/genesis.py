@@ -33,7 +33,13 @@ def attestation_policy(config: NodeConfig) -> dict[str, Any]:
     host_data = att.host_data or tuple(
         host_data_for(config.consortium, mode) for mode in ("genesis", "join")
     )
+    platform = (
+        {}
+        if config.platform.policy is None
+        else {"platform": {config.platform.name: dict(config.platform.policy)}}
+    )
     return {
+        **platform,
         "measurements": sorted(att.measurements),
         "host_data": sorted(set(host_data)),
         "validity_seconds": att.validity.total_seconds(),
@@ -52,6 +58,7 @@ def policy_from_value(value: dict[str, Any]) -> Policy:
         max_age=timedelta(seconds=value["max_quote_age_seconds"]),
         min_tcb_version=value["min_tcb_version"],
         revoked_chip_ids=frozenset(value["revoked_chip_ids"]),
+        platform=value.get("platform", {}),
     )
 
 

@@ -175,6 +175,8 @@ def _policy(d: _Draft, action: Action, where: str) -> None:
         d.out.measurements_changed = True
     elif action.name.endswith("_host_data"):
         _set_item(d.policy, "host_data", action.args["host_data"], add, where)
+    elif action.name == "set_sev_snp_policy":
+        d.policy["platform"] = {**d.policy.get("platform", {}), "sev-snp": action.args["policy"]}
     else:  # set_attestation_validity
         d.policy["validity_seconds"] = action.args["validity_seconds"]
         d.policy["renew_before_seconds"] = action.args["renew_before_seconds"]
@@ -222,6 +224,7 @@ EFFECTS = {
     "add_host_data": _policy,
     "remove_host_data": _policy,
     "set_attestation_validity": _policy,
+    "set_sev_snp_policy": _policy,
     "set_constitution": _constitution,
     "rotate_ledger_secret": _rotate,
     "transition_service_to_open": _open_service,

@@ -189,13 +189,15 @@ def _platform(config: NodeConfig) -> Tee:
                 host_data=host_data,
                 endorsements=material,
                 faults=parse_faults(config.insecure_test_faults),
+                options=config.platform.options,
             )
         )
         verifiers = platforms.verifier_registry({platform.name: material})
     except AttestationError as exc:
         raise NodeStartError(f"platform {platform.name}: {exc}") from exc
     sealed = SealedStore(config.data_dir / "sealed", enclave)
-    return Tee(measurement, host_data, enclave, verifiers, sealed)
+    # What the hardware reports (SEV-SNP: the launch digest) is what policies must allow.
+    return Tee(enclave.measurement, host_data, enclave, verifiers, sealed)
 
 
 def _node_key(sealed: SealedStore) -> keys.PrivateKey:

@@ -145,6 +145,27 @@ VALID = [
         id="remove_measurement",
     ),
     pytest.param(
+        "add_measurement",
+        {"measurement": "ab" * 48},
+        {"measurement": "ab" * 48},
+        {f"measurement:{'ab' * 48}"},
+        id="add_measurement-sev-snp",
+    ),
+    pytest.param(
+        "set_sev_snp_policy",
+        {"policy": {"minimum_tcb": {"Genoa": {"snp": 23}}, "products": ["Genoa"]}},
+        {
+            "policy": {
+                "minimum_tcb": {"Genoa": {"snp": 23}},
+                "allow_debug": False,
+                "vmpl": 0,
+                "products": ["Genoa"],
+            }
+        },
+        {"platform_policy:sev-snp"},
+        id="set_sev_snp_policy-normalised",
+    ),
+    pytest.param(
         "add_host_data",
         {"host_data": OTHER_MEASUREMENT},
         {"host_data": OTHER_MEASUREMENT},
@@ -262,6 +283,17 @@ INVALID = [
         add_measurement(MEASUREMENT.upper()), "actions[0].args.measurement", id="hex-uppercase"
     ),
     pytest.param(add_measurement(MEASUREMENT[:63]), "actions[0].args.measurement", id="hex-63"),
+    pytest.param(add_measurement("ab" * 40), "actions[0].args.measurement", id="hex-80"),
+    pytest.param(
+        action("set_sev_snp_policy", policy={"vmpl": 9}),
+        "actions[0].args.policy.vmpl",
+        id="sev-snp-policy-vmpl",
+    ),
+    pytest.param(
+        action("set_sev_snp_policy", policy={"minimum_tcb": {"Milan": {"fmc": 1}}}),
+        "actions[0].args.policy.minimum_tcb.Milan.fmc",
+        id="sev-snp-policy-fmc-on-milan",
+    ),
     pytest.param(add_measurement(MEASUREMENT + "a"), "actions[0].args.measurement", id="hex-65"),
     pytest.param(add_measurement("zz" * 32), "actions[0].args.measurement", id="not-hex"),
     pytest.param(add_measurement(12), "actions[0].args.measurement", id="hex-not-string"),

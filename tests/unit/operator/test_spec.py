@@ -93,7 +93,6 @@ def test_minimal_spec_takes_defaults() -> None:
         ("imagePullPolicy", "always", "spec.imagePullPolicy"),
         ("imagePullPolicy", "Sometimes", "spec.imagePullPolicy"),
         ("attestation", "insecure-virtual", "spec.attestation"),
-        ("attestation.platform", "sev-snp", "spec.attestation.platform"),
         ("attestation.measurements", ..., "spec.attestation.measurements"),
         ("attestation.measurements", [], "spec.attestation.measurements"),
         ("attestation.measurements", M1, "spec.attestation.measurements"),

@@ -5,12 +5,9 @@ A real enclave gets its measurement from the hardware; this one is *told* its me
 interface is what matters: the rest of the node only ever calls ``quote`` and
 ``seal``/``unseal``, so swapping in real SEV-SNP or TDX evidence changes this module only.
 
-Sealed blob byte format (version 1)::
-
-    0x01 || nonce (12 bytes) || AES-256-GCM ciphertext || tag (16 bytes)
-
-The key is ``HKDF-SHA256(ikm=chip.secret, salt=b"consortium-seal-v1",
-info=bytes.fromhex(measurement), length=32)`` and the GCM associated data is the label's UTF-8
+Sealed blobs have the format of ``attestation/sealing.py``. The key is
+``HKDF-SHA256(ikm=chip.secret, salt=b"consortium-seal-v1", info=bytes.fromhex(measurement),
+length=32)`` and the GCM associated data is the label's UTF-8
 bytes, so only the same code (measurement) on the same chip, asking for the same label, can
 unseal — like SEV-SNP's ``MSG_KEY_REQ`` with the measurement mixed in.
 """
@@ -19,17 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from consortium_node.attestation.errors import AttestationError, QuoteFormatError, UnsealError
+from consortium_node.attestation.errors import AttestationError, QuoteFormatError
 from consortium_node.attestation.faults import Fault
 from consortium_node.attestation.insecure_virtual.certificates import PLATFORM_NAME
 from consortium_node.attestation.insecure_virtual.platform import (
@@ -37,15 +31,12 @@ from consortium_node.attestation.insecure_virtual.platform import (
     VirtualPlatform,
 )
 from consortium_node.attestation.insecure_virtual.quote import Quote, check_hex, report_data_for
+from consortium_node.attestation.sealing import seal_with, unseal_with
 from consortium_node.common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-SEAL_VERSION = 1
 SEAL_SALT = b"consortium-seal-v1"
-SEAL_NONCE_BYTES = 12
-SEAL_TAG_BYTES = 16
-SEAL_MIN_BYTES = 1 + SEAL_NONCE_BYTES + SEAL_TAG_BYTES
 
 STALE_BY = timedelta(hours=1)
 FIRST_REPLAYED_NONCE = hashlib.sha256(b"insecure-virtual replayed nonce").digest()
@@ -129,6 +120,11 @@ class VirtualEnclave:
         return self._measurement
 
     @property
+    def can_seal(self) -> bool:
+        """The emulated chip always derives sealing keys."""
+        return True
+
+    @property
     def host_data(self) -> str:
         """The host_data this enclave reports (hex)."""
         return self._host_data
@@ -187,29 +183,11 @@ class VirtualEnclave:
 
     def seal(self, plaintext: bytes, label: str) -> bytes:
         """Encrypt ``plaintext`` so only this measurement on this chip can read it back."""
-        nonce = os.urandom(SEAL_NONCE_BYTES)
-        aead = AESGCM(seal_key(self._chip.secret, self._measurement))
-        return bytes([SEAL_VERSION]) + nonce + aead.encrypt(nonce, plaintext, label.encode())
+        return seal_with(seal_key(self._chip.secret, self._measurement), plaintext, label)
 
     def unseal(self, blob: bytes, label: str) -> bytes:
         """Decrypt a ``seal`` blob; ``UnsealError`` if not ours, not this label, or damaged."""
-        if len(blob) < SEAL_MIN_BYTES:
-            raise UnsealError(
-                f"sealed blob is {len(blob)} bytes; a version-{SEAL_VERSION} blob has at least "
-                f"{SEAL_MIN_BYTES} (version byte, {SEAL_NONCE_BYTES}-byte nonce, "
-                f"{SEAL_TAG_BYTES}-byte tag)"
-            )
-        if blob[0] != SEAL_VERSION:
-            raise UnsealError(
-                f"sealed blob byte 0: version {blob[0]} is not the supported version {SEAL_VERSION}"
-            )
-        nonce = blob[1 : 1 + SEAL_NONCE_BYTES]
-        aead = AESGCM(seal_key(self._chip.secret, self._measurement))
-        try:
-            return aead.decrypt(nonce, blob[1 + SEAL_NONCE_BYTES :], label.encode())
-        except InvalidTag:
-            raise UnsealError(
-                f"sealed blob does not open with label {label!r} on chip {self.chip_id!r} at "
-                f"measurement {self._measurement[:16]}…: it was sealed by another measurement, "
-                "another chip or under another label, or it was modified"
-            ) from None
+        key = seal_key(self._chip.secret, self._measurement)
+        return unseal_with(
+            key, blob, label, f"on chip {self.chip_id!r} at measurement {self._measurement[:16]}…"
+        )

@@ -23,33 +23,28 @@ The signature covers ``signed_bytes()``: the canonical JSON of every field excep
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from consortium_node.attestation.binding import REPORT_DATA_BYTES, report_data_for
 from consortium_node.attestation.errors import QuoteFormatError
 from consortium_node.common.canonical import canonical_json
 from consortium_node.common.timeutil import parse_rfc3339, rfc3339
 
 QUOTE_FORMAT = "insecure-virtual/v1"
 DIGEST_HEX_LENGTH = 64
-REPORT_DATA_BYTES = 64
 MAX_NONCE_BYTES = 1024
 MAX_SIGNATURE_BYTES = 256
 MAX_ENDORSEMENTS = 8
 MAX_CHIP_ID_LENGTH = 64  # the X.509 upper bound for a common name
 MAX_TCB_VERSION = 2**32 - 1
 UNSIGNED_FIELDS = frozenset({"signature", "endorsements"})
+__all__ = ["QUOTE_FORMAT", "REPORT_DATA_BYTES", "Quote", "check_hex", "report_data_for"]
 
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
-
-
-def report_data_for(public_key_der: bytes, nonce: bytes) -> bytes:
-    """The 64 report-data bytes: ``SHA-256(public_key_der) || SHA-256(nonce)``."""
-    return hashlib.sha256(public_key_der).digest() + hashlib.sha256(nonce).digest()
 
 
 def check_hex(name: str, value: object, *, min_bytes: int, max_bytes: int) -> str:

@@ -41,8 +41,7 @@ from consortium_node.attestation.insecure_virtual.certificates import (
 from consortium_node.attestation.insecure_virtual.platform import BUILTIN_REVOKED_CHIP_IDS
 from consortium_node.attestation.insecure_virtual.quote import QUOTE_FORMAT, Quote
 from consortium_node.attestation.results import Claims, Policy, Reason, VerificationResult
-from consortium_node.attestation.verifier import QuoteVerifier, fail, format_of
-from consortium_node.common.timeutil import utcnow
+from consortium_node.attestation.verifier import QuoteVerifier, fail, moment_of, not_this_format
 
 
 class InsecureVirtualVerifier(QuoteVerifier):
@@ -71,17 +70,9 @@ class InsecureVirtualVerifier(QuoteVerifier):
         now: datetime | None = None,
     ) -> VerificationResult:
         """See ``QuoteVerifier.verify`` and the check order in the module docstring."""
-        moment = utcnow() if now is None else now
-        if moment.tzinfo is None:
-            raise ValueError("verify: now must be an aware datetime")
-        quote_format = format_of(quote)
-        if isinstance(quote_format, VerificationResult):
-            return quote_format
-        if quote_format != self.format:
-            return fail(
-                Reason.UNKNOWN_PLATFORM,
-                f"quote format {quote_format!r} is not {self.format!r}",
-            )
+        moment = moment_of(now)
+        if refused := not_this_format(quote, self.format):
+            return refused
         try:
             parsed = Quote.from_json(quote)
         except QuoteFormatError as error:
