@@ -1,7 +1,9 @@
 """The chart on the real local cluster with the test values (``hostnetwork-test.yaml``: test
 faults on, DEBUG logs): ``helm install`` with the operator in a pod watching only the samples'
-namespace (``watchNamespaces``: its rights are a Role there), the samples' Consortium Ready
-without one refused API call, a transaction whose receipt verifies offline with the service
+namespace (``watchNamespaces``: its rights are a Role there), the samples' Consortium — on
+``platform: sev-snp`` with the INSECURE SEV-SNP emulator, so the e2e tier runs the SEV-SNP
+verifier end to end (``test_demo.py`` runs insecure-virtual) — Ready without one refused API
+call, a transaction whose receipt verifies offline with the service
 certificate taken from the cluster, then ``helm uninstall`` leaving nothing behind. Prometheus
 and the dashboard are checked on the README's main command (``test_demo.py``); the rights of
 each mode in ``test_rbac.py``."""
@@ -13,6 +15,7 @@ import re
 import uuid
 from pathlib import Path
 
+from consortium_node.attestation.sev_snp.emulator import launch_measurement
 from tests.e2e.support import (
     CHART,
     RELEASE,
@@ -68,11 +71,19 @@ def test_helm_install_samples_receipt_and_uninstall(
         for name in ("alice", "bob"):
             assert ctl("keygen", "--name", name, "--out-dir", ids).returncode == 0
         members, consortium = sample_docs()
+        package = consortium["spec"]["attestation"]["measurements"][0]
+        consortium["spec"]["attestation"] |= {
+            "platform": "sev-snp",
+            "measurements": [launch_measurement(package).hex()],
+            "sevSnp": {"device": "insecure-emulator", "minimumTcb": {"Genoa": {"snp": 23}}},
+        }
         for member in members:
             name = member["metadata"]["name"]
             member["spec"]["certificate"] = (ids / f"{name}_cert.pem").read_text()
         cluster.apply(ns, *members, consortium)
         wait_for("Ready 3/3 with the operator in a pod", lambda: ready(cluster, ns, 3), 300)
+        status = (cluster.get(ns, "consortium", "demo") or {})["status"]
+        assert {n["measurement"] for n in status["nodes"]} == {launch_measurement(package).hex()}
 
         identity = cluster.get(ns, "configmap", "demo-service-identity")
         assert identity is not None

@@ -16,7 +16,9 @@ A platform is one subpackage of ``attestation`` (``insecure_virtual`` today) exp
 * ``verifier``: builds its ``QuoteVerifier`` from the public endorsement material;
 * ``attester``: builds the node-side ``Attester`` (quotes and sealing) from ``AttesterSettings``;
 * ``provision``: creates fresh endorsement material — only an emulated platform can; a
-  hardware platform's endorsements come from its vendor (None).
+  hardware platform's endorsements come from its vendor (None);
+* ``emulate``: a hardware platform's INSECURE test emulator material, for the platform
+  options that ask for the emulator (None otherwise, and for platforms without one).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Attester(Protocol):
     def measurement(self) -> str: ...
 
     @property
+    def host_data(self) -> str: ...
+
+    @property
     def can_seal(self) -> bool: ...
 
     def quote(self, public_key_der: bytes, nonce: bytes) -> Evidence: ...
@@ -93,6 +98,7 @@ class Platform:
     verifier: Callable[[Mapping[str, bytes]], QuoteVerifier]
     attester: Callable[[AttesterSettings], Attester]
     provision: Callable[[], dict[str, bytes]] | None = field(default=None)
+    emulate: Callable[[Mapping[str, Any]], dict[str, bytes] | None] | None = field(default=None)
 
     def public(self, material: Mapping[str, bytes]) -> dict[str, bytes]:
         """The endorsement files a verifier may see (private ones left out)."""

@@ -232,6 +232,9 @@ def collect_actions(args: argparse.Namespace) -> list[dict[str, Any]]:
         elif flag == "set-constitution":
             constitution = load_json_input(value, "--set-constitution")
             actions.append({"name": "set_constitution", "args": {"constitution": constitution}})
+        elif flag == "set-sev-snp-policy":
+            policy = load_json_input(value, "--set-sev-snp-policy")
+            actions.append({"name": "set_sev_snp_policy", "args": {"policy": policy}})
         elif flag == "rotate-ledger-secret":
             actions.append({"name": "rotate_ledger_secret", "args": {}})
         elif flag == "transition-service-to-open":
@@ -389,6 +392,12 @@ def add_commands(sub: Any) -> None:
     pp.add_argument("--add-member", action=_Ordered, metavar="CERT.pem:ROLE")
     pp.add_argument("--set-attestation-validity", action=_Ordered, metavar="VALIDITY:RENEW")
     pp.add_argument("--set-constitution", action=_Ordered, metavar="FILE.json")
+    pp.add_argument(
+        "--set-sev-snp-policy",
+        action=_Ordered,
+        metavar="FILE.json",
+        help="the SEV-SNP policy: minimum_tcb, allow_debug, vmpl, products (docs/sev-snp.md)",
+    )
     pp.add_argument(
         "--set-recovery-key",
         action=_Ordered,

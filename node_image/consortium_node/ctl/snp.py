@@ -117,7 +117,9 @@ def verify_raw(args: argparse.Namespace) -> dict[str, Any]:
         crls = load_crls(read_input(args.crl, "--crl")) if getattr(args, "crl", None) else []
     except ChainError as exc:
         raise CtlError(str(exc), EXIT_USAGE) from exc
-    measurements = [m.lower() for m in args.allow_measurement or []]
+    # --measurement (the node-quote flag) means the same here; --max-age and --min-tcb do not
+    # apply: a report has no time (freshness is --report-data), its TCB is --snp-min-tcb.
+    measurements = [m.lower() for m in [*(args.allow_measurement or []), *(args.measurement or [])]]
     for measurement in measurements:
         _hex_bytes(measurement, "--allow-measurement", 48)
     expect = Expectations(

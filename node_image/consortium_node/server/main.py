@@ -3,6 +3,7 @@
     consortium-node run --config node.yaml      start (genesis or restart) and serve the API
     consortium-node kube [--config FILE]        the same, as a pod of the operator's StatefulSet
     consortium-node measure                     print this build's code measurement
+                  [--insecure-sev-snp-emulator] (the SEV-SNP emulator's launch measurement)
     consortium-node host-data --consortium C --role genesis|join
     consortium-node platform-init --out DIR     create an emulated platform's endorsements
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from aiohttp import web
 
 from consortium_node.attestation import host_data_for, measure_installed, platforms
+from consortium_node.attestation.sev_snp.emulator import launch_measurement
 from consortium_node.common.files import write_atomic
 from consortium_node.ledger import StoredEntryDamagedError
 from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY
@@ -33,7 +35,7 @@ from consortium_node.replication.raft import RaftNode, RaftTiming
 from consortium_node.server import hosts
 from consortium_node.server.app import Services, build_app
 from consortium_node.server.backup import BackupShipper
-from consortium_node.server.config import MODES, ConfigError, load_config
+from consortium_node.server.config import MODES, ConfigError, NodeConfig, load_config
 from consortium_node.server.errors import JoinRefusedError, NodeStartError
 from consortium_node.server.governance import Governance
 from consortium_node.server.kube import load_pod_config
@@ -233,11 +235,7 @@ async def serve(node: Node, host: str, port: int) -> str | None:
     ]
     if config.trusted_list_path is not None:
         tasks.append(asyncio.create_task(watch_list_file(node, config.trusted_list_path)))
-    if platforms.by_name(config.platform.name).insecure:
-        log.warning(
-            "INSECURE: platform %s emulates the TEE; do not use in production",
-            config.platform.name,
-        )
+    _warn_if_emulated(config)
     log.info("node %s (%s) listening on https://%s:%d", config.name, node.node_id[:16], host, port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         restart.loop.add_signal_handler(sig, stop.set)
@@ -302,6 +300,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if restart is None else _fail(restart, EXIT_LEDGER_DAMAGED)
 
 
+def _warn_if_emulated(config: NodeConfig) -> None:
+    """An emulated platform, or a hardware platform's emulator root, says so at every start."""
+    platform = platforms.by_name(config.platform.name)
+    emulated = [e.file for e in platform.endorsements if e.file.startswith("insecure")]
+    if platform.insecure or any(f in config.platform.endorsements for f in emulated):
+        log.warning(
+            "INSECURE: platform %s is emulated (its root is in a file: whoever reads it forges "
+            "any node); do not use in production",
+            config.platform.name,
+        )
+
+
 def _platform_init(args: argparse.Namespace) -> int:
     """Write a fresh set of an emulated platform's endorsements as ``platform-<file>``
     (private files 0600, public 0644); a hardware platform's come from its vendor."""
@@ -346,7 +356,13 @@ def parser() -> argparse.ArgumentParser:
         default="/etc/consortium/config/node.yaml",
         help="the operator's node configuration template (pod identity comes from env)",
     )
-    sub.add_parser("measure", help="print the code measurement of this installed node")
+    measure = sub.add_parser("measure", help="print the code measurement of this installed node")
+    measure.add_argument(
+        "--insecure-sev-snp-emulator",
+        action="store_true",
+        help="print the launch measurement the INSECURE SEV-SNP emulator reports for it (the "
+        "value spec.attestation.measurements lists with device insecure-emulator)",
+    )
     hd = sub.add_parser("host-data", help="print host_data for a launch configuration")
     hd.add_argument("--consortium", required=True)
     hd.add_argument("--role", required=True, choices=MODES)
@@ -367,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "kube"):
         return _run(args)
     if args.command == "measure":
-        print(measure_installed())
+        package = measure_installed()
+        print(launch_measurement(package).hex() if args.insecure_sev_snp_emulator else package)
         return 0
     if args.command == "host-data":
         print(host_data_for(args.consortium, args.role))

@@ -172,9 +172,11 @@ def _platform(config: NodeConfig) -> Tee:
     for this node's chip and code, the verifiers of quotes, and the sealed store. Nothing
     here knows one platform: the registry (``attestation.platforms``) builds both sides."""
     platform = platforms.by_name(config.platform.name)
+    optional = {e.file for e in platform.endorsements if e.optional}
     material = {
         file: _read(path, f"platform.{_config_key(platform, file)}")
         for file, path in config.platform.endorsements.items()
+        if file not in optional or path.exists()  # an optional file may be left out
     }
     measurement = measure_installed()
     # A recovery node starts a service again, as genesis does: it is launched as genesis.
@@ -197,7 +199,7 @@ def _platform(config: NodeConfig) -> Tee:
         raise NodeStartError(f"platform {platform.name}: {exc}") from exc
     sealed = SealedStore(config.data_dir / "sealed", enclave)
     # What the hardware reports (SEV-SNP: the launch digest) is what policies must allow.
-    return Tee(enclave.measurement, host_data, enclave, verifiers, sealed)
+    return Tee(enclave.measurement, enclave.host_data, enclave, verifiers, sealed)
 
 
 def _node_key(sealed: SealedStore) -> keys.PrivateKey:

@@ -22,6 +22,7 @@ LABEL_OPERATOR = f"{GROUP}/operator"
 # Paths inside a node pod (the ConfigMap template refers to them).
 MOUNT_CONFIG = "/etc/consortium/config"
 MOUNT_PLATFORM = "/etc/consortium/platform"
+MOUNT_ENDORSEMENTS = "/etc/consortium/endorsements"  # spec.attestation.sevSnp.endorsementsRef
 MOUNT_SERVICE = "/etc/consortium/service"
 MOUNT_LIST = "/etc/consortium/trusted-nodes"
 MOUNT_PEERS = "/etc/consortium/peers"

@@ -29,6 +29,12 @@ from consortium_node.identity.certs import (
 from consortium_node.identity.errors import IdentityError
 from consortium_node.recovery.record import RecoveryError, load_recovery_key, recovery_key_pem
 from consortium_operator.api.names import BACKUP_CREDENTIAL_KEYS
+from consortium_operator.api.sev_snp import (
+    MEASUREMENT_HEX,
+    SevSnpSpec,
+    SevSnpSpecError,
+    parse_sev_snp,
+)
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -85,6 +91,7 @@ class Attestation:
     host_data: tuple[str, ...]
     validity: timedelta
     renew_before: timedelta
+    sev_snp: SevSnpSpec | None = None  # platform sev-snp only
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,23 @@ def _digests(value: Any, field: str) -> tuple[str, ...]:
         if not isinstance(item, str) or not HEX64_RE.match(item):
             raise SpecError(
                 f"{field}[{i}]", f"{item!r} is not a 64-character lowercase hex SHA-256 digest"
+            )
+    return tuple(value)
+
+
+def _measurements(value: Any, platform: str) -> tuple[str, ...]:
+    """Allowed measurements: SHA-256 (insecure-virtual), SEV-SNP's 48-byte launch digest."""
+    field, digits = "spec.attestation.measurements", MEASUREMENT_HEX.get(platform, 64)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError(field, f"expected a list of {digits}-digit lowercase hex measurements")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not re.fullmatch(f"[0-9a-f]{{{digits}}}", item):
+            raise SpecError(
+                f"{field}[{i}]",
+                f"{item!r} is not {digits} lowercase hex digits (a measurement of platform "
+                f"{platform})",
             )
     return tuple(value)
 
@@ -515,7 +539,11 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     platform = att.get("platform", platforms.DEFAULT)
     if platform not in PLATFORMS:
         raise SpecError("spec.attestation.platform", f"{platform!r} is not one of {PLATFORMS}")
-    measurements = _digests(att.get("measurements"), "spec.attestation.measurements")
+    measurements = _measurements(att.get("measurements"), platform)
+    try:
+        sev_snp = parse_sev_snp(att.get("sevSnp"), platform)
+    except SevSnpSpecError as exc:
+        raise SpecError(exc.field, exc.message) from exc
     if not measurements:
         raise SpecError(
             "spec.attestation.measurements",
@@ -562,6 +590,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
             host_data=_digests(att.get("hostData"), "spec.attestation.hostData"),
             validity=validity,
             renew_before=renew,
+            sev_snp=sev_snp,
         ),
         threshold=threshold,
         auto_trust_nodes=auto,

@@ -113,6 +113,8 @@ class Observation:
     running_image: str | None = None  # the StatefulSet's image (spec.image once approved)
     waiting_proposals: tuple[str, ...] = ()  # operator Proposal CRs the spec waits for
     allowed_measurements: tuple[str, ...] = ()  # spec.attestation.measurements
+    platform: str = ""  # spec.attestation.platform
+    platform_insecure: bool = False  # an emulation: anyone with its root Secret forges nodes
     member_resources: int = 0  # Member objects bound to this Consortium
     ledger_roles: Mapping[str, str] | None = None  # member_id → role, from the ledger
     backup: BackupFacts | None = None  # None: no spec.backup (or not observed: invalid spec)

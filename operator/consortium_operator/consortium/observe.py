@@ -17,6 +17,7 @@ from consortium_operator.api import metrics
 from consortium_operator.api.spec import ConsortiumSpec
 from consortium_operator.consortium.context import CachedCheck, Pass
 from consortium_operator.consortium.observation import NodeCheck, Observation, PodView
+from consortium_operator.kube import platform as platform_pod
 from consortium_operator.nodes import verify
 from consortium_operator.nodes.client import NodeClient, NodeUnreachableError
 from consortium_operator.proposals import intents as gov
@@ -118,6 +119,8 @@ def observe(p: Pass, generation: int) -> Observation:
         image=p.spec.image,
         pods=tuple(sorted(views, key=lambda v: v.ordinal)),
         allowed_measurements=p.spec.attestation.measurements,
+        platform=p.spec.attestation.platform,
+        platform_insecure=platform_pod.insecure(p.spec),
         recovery_source=(
             f"s3://{p.spec.recovery.s3.bucket}/{p.spec.recovery.s3.prefix}"
             if p.spec.recovery is not None

@@ -633,6 +633,8 @@ def status_body(
         "nodes": node_statuses(o),
         "members": members_status(o, existing.get("members") or {}),
     }
+    if o.platform:
+        body["platform"] = {"name": o.platform, "insecure": o.platform_insecure}
     if first_ready is not None:
         body["firstReadyTime"] = first_ready
     if o.service_certificate_pem is not None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from consortium_node.attestation import platforms
 from consortium_operator.api.names import (
     ANNOTATION_BACKUP_CONFIG,
     ANNOTATION_LEDGER_CONFIG,
@@ -32,14 +31,13 @@ from consortium_operator.api.names import (
     MOUNT_CONFIG,
     MOUNT_LIST,
     MOUNT_PEERS,
-    MOUNT_PLATFORM,
     MOUNT_SERVICE,
     NODE_PORT,
     NODE_UID,
     Names,
 )
 from consortium_operator.api.spec import ConsortiumSpec, MemberSpec
-from consortium_operator.kube import recovery
+from consortium_operator.kube import platform, recovery
 from consortium_operator.kube.recovery import recovery_config
 
 Manifest = dict[str, Any]
@@ -141,13 +139,7 @@ def node_config(
         "mode": "join",
         "listen": {"host": "0.0.0.0", "port": NODE_PORT},  # noqa: S104 - a pod's interface
         "data_dir": DATA_DIR,
-        "platform": {
-            "name": att.platform,
-            **{
-                e.config_key: f"{MOUNT_PLATFORM}/{e.file}"
-                for e in platforms.by_name(att.platform).endorsements
-            },
-        },
+        "platform": platform.platform_section(spec),
         "attestation": {
             "measurements": sorted(att.measurements),
             "host_data": list(spec.allowed_host_data()),
@@ -310,7 +302,6 @@ def statefulset(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "config", "mountPath": MOUNT_CONFIG, "readOnly": True},
-            {"name": "platform", "mountPath": MOUNT_PLATFORM, "readOnly": True},
             {"name": "service-identity", "mountPath": MOUNT_SERVICE, "readOnly": True},
             {"name": "trusted-nodes", "mountPath": MOUNT_LIST, "readOnly": True},
             {"name": "peers", "mountPath": MOUNT_PEERS, "readOnly": True},
@@ -336,10 +327,6 @@ def statefulset(
     template_meta: dict[str, Any] = {"labels": labels, "annotations": annotations}
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config}},
-        {
-            "name": "platform",
-            "secret": {"secretName": names.platform_secret, "defaultMode": 0o440},
-        },
         _optional_cm("service-identity", names.service_identity),
         _optional_cm("trusted-nodes", names.trusted_nodes),
         _optional_cm("peers", names.peers),
@@ -348,6 +335,24 @@ def statefulset(
     if spec.backup is not None:
         _add_backup(spec, container, volumes, template_meta)
     recovery.add_credentials(spec, container, volumes)
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NODE_UID,
+            "runAsGroup": NODE_UID,
+            "fsGroup": NODE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if platform.has_platform_secret(spec):  # second, as it always was (no template change)
+        container["volumeMounts"].insert(1, platform.PLATFORM_MOUNT)
+        volumes.insert(1, platform.platform_volume(names))
+    platform.add_to_pod(spec, pod, container, template_meta)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -365,20 +370,7 @@ def statefulset(
             "updateStrategy": {"type": "OnDelete"},
             "template": {
                 "metadata": template_meta,
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 10,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": NODE_UID,
-                        "runAsGroup": NODE_UID,
-                        "fsGroup": NODE_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+                "spec": pod,
             },
             "volumeClaimTemplates": [claim],
         },

@@ -34,9 +34,11 @@ class NodeCheck:
 
 def policy_for(spec: ConsortiumSpec) -> Policy:
     """What the operator accepts: the spec's measurements and the consortium's host_data."""
+    snp = spec.attestation.sev_snp
     return Policy(
         allowed_measurements=frozenset(spec.attestation.measurements),
         allowed_host_data=frozenset(spec.allowed_host_data()),
+        platform={} if snp is None else {"sev-snp": snp.policy},
     )
 
 

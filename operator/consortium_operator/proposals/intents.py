@@ -20,6 +20,7 @@ measurements          spec measurements the ledger lacks (a code upgrade)   add_
 retire-measurements   ledger measurements not in the spec, run by no node   remove_measurement
 host-data             spec host data (and the consortium's own) ≠ ledger's  add/remove_host_data
 attestation-validity  spec validity/renewBefore ≠ ledger's                  set_attestation_validity
+sev-snp-policy        spec.attestation.sevSnp policy ≠ the ledger's         set_sev_snp_policy
 constitution          spec.governance (thresholds, autoTrustNodes) ≠ ledger  set_constitution
 trust-node            a Pending node whose quote the operator verified      trust_node
 ====================  ====================================================  ========================
@@ -63,6 +64,7 @@ LEVEL_CATEGORIES = frozenset(
         "retire-measurements",
         "host-data",
         "attestation-validity",
+        "sev-snp-policy",
         "constitution",
         "trust-node",
     }
@@ -228,6 +230,17 @@ def policy_intents(
                     ),
                 ),
                 "spec.attestation.validity/renewBefore changed",
+            )
+        )
+    snp = spec.attestation.sev_snp
+    recorded = ledger.policy.get("platform", {}).get("sev-snp")
+    if snp is not None and recorded is not None and dict(snp.policy) != recorded:
+        out.append(
+            Intent(
+                "sev-snp-policy",
+                "",
+                (_action("set_sev_snp_policy", policy=dict(snp.policy)),),
+                "spec.attestation.sevSnp changed (minimumTcb/allowDebug/vmpl/products)",
             )
         )
     current = dict(ledger.constitution)

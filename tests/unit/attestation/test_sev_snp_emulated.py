@@ -391,3 +391,78 @@ def test_policy_round_trips() -> None:
              "products": ["Genoa", "Turin"]}  # fmt: skip
     assert SnpPolicy.from_json(value).to_json() == value
     assert SnpPolicy.from_json(None) == SnpPolicy()
+
+
+def _own_root(product: str = "Genoa") -> tuple[dict[str, bytes], rsa.RSAPrivateKey]:
+    """Emulator material whose ARK key this test holds (to sign CRLs as AMD's ARK does)."""
+    start = datetime.now(UTC) - timedelta(days=1)
+    ark_key = rsa.generate_private_key(65537, 2048)
+    ask_key = rsa.generate_private_key(65537, 2048)
+    ark_name, ask_name = f"TEST-ARK-{product}", f"TEST-SEV-{product}"
+    ark = emulator._certificate(ark_name, ark_name, ark_key.public_key(), ark_key,
+                                start=start, days=30, ca=True)  # fmt: skip
+    ask = emulator._certificate(ask_name, ark_name, ask_key.public_key(), ark_key,
+                                start=start, days=30, ca=True)  # fmt: skip
+    pem = serialization.Encoding.PEM
+    material = {
+        emulator.CHAIN_FILE: ask.public_bytes(pem) + ark.public_bytes(pem),
+        emulator.KEY_FILE: ask_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    return material, ark_key
+
+
+def _crl(
+    material: dict[str, bytes], ark_key: rsa.RSAPrivateKey, *, revoke: bool, next_update: datetime
+) -> x509.CertificateRevocationList:
+    ask, ark = load_certificates(material[emulator.CHAIN_FILE], "chain")
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ark.subject)
+        .last_update(now - timedelta(days=2))
+        .next_update(next_update)
+    )
+    if revoke:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(ask.serial_number)
+            .revocation_date(now - timedelta(hours=1))
+            .build()
+        )
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+    return builder.sign(ark_key, hashes.SHA384(), rsa_padding=pss)
+
+
+def test_a_valid_crl_revokes_its_intermediate_and_a_stale_one_is_refused() -> None:
+    material, ark_key = _own_root()
+    report, vcek = emulated_report(material)
+    now = datetime.now(UTC)
+    check = lambda crl: verify_report(  # noqa: E731
+        report, vcek, anchors(material), Expectations(), now=now, crls=[crl]
+    )
+    fresh = _crl(material, ark_key, revoke=False, next_update=now + timedelta(days=1))
+    assert check(fresh).ok
+    revoked = check(_crl(material, ark_key, revoke=True, next_update=now + timedelta(days=1)))
+    assert revoked.reason is Reason.BAD_ENDORSEMENT
+    assert "is revoked by TEST-ARK-Genoa's CRL" in revoked.detail
+    stale = check(_crl(material, ark_key, revoke=False, next_update=now - timedelta(hours=1)))
+    assert stale.reason is Reason.BAD_ENDORSEMENT
+    assert "stale CRL" in stale.detail
+
+
+def test_revoked_chip_ids_are_compared_case_blind(material: dict[str, bytes]) -> None:
+    attester = PLATFORM.attester(settings(material))
+    key = keys.public_key_der(keys.generate_key("p256"))
+    quote = attester.quote(key, b"n").to_json()
+    chip = emulator.chip_id_for("node-0", "Genoa").hex().upper()
+    revoked = Policy(
+        allowed_measurements=frozenset({attester.measurement}),
+        allowed_host_data=None,
+        revoked_chip_ids=frozenset({chip}),
+    )
+    result = PLATFORM.verifier(PLATFORM.public(material)).verify(
+        quote, public_key_der=key, nonce=b"n", policy=revoked
+    )
+    assert result.reason is Reason.CHIP_REVOKED

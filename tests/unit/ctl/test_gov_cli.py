@@ -91,6 +91,31 @@ def test_propose_signs_the_actions_in_command_line_order(
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)
 
 
+def test_propose_sets_the_sev_snp_policy_and_refuses_a_bad_one(
+    ids: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = ids / "snp.json"
+    policy.write_text(json.dumps({"minimum_tcb": {"Genoa": {"snp": 23}}, "products": ["Genoa"]}))
+    out = ids / "p.cose"
+    argv = sign(ids, "alice", "propose", "--out", str(out))
+    code, _, err = run([*argv, "--set-sev-snp-policy", str(policy)], capsys)
+    assert code == 0, err
+    doc = verify_document(
+        out.read_bytes(), "proposal", "demo", {m.member_id: m for m in [member(ids, "alice")]}
+    )
+    assert doc.payload["actions"] == [
+        {
+            "name": "set_sev_snp_policy",
+            "args": {"policy": {"minimum_tcb": {"Genoa": {"snp": 23}}, "allow_debug": False,
+                                "vmpl": 0, "products": ["Genoa"]}},
+        }
+    ]  # fmt: skip
+    policy.write_text(json.dumps({"vmpl": 9}))
+    code, _, err = run([*argv, "--set-sev-snp-policy", str(policy)], capsys)
+    assert code != 0
+    assert "actions[0].args.policy.vmpl" in err
+
+
 def test_propose_sets_and_clears_recovery_keys(
     ids: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -829,6 +829,16 @@ def test_status_body_shows_the_primarys_newest_snapshot() -> None:
     assert "lastSnapshot" not in _body(healthy())["ledger"]  # none yet: not shown
 
 
+@pytest.mark.parametrize(
+    ("platform", "insecure"), [("sev-snp", False), ("sev-snp", True), ("insecure-virtual", True)]
+)
+def test_status_body_names_the_platform_and_whether_it_is_emulated(
+    platform: str, insecure: bool
+) -> None:
+    body = _body(replace(healthy(), platform=platform, platform_insecure=insecure))
+    assert body["platform"] == {"name": platform, "insecure": insecure}
+
+
 def test_status_body_shows_recovery_readiness() -> None:
     shown = {"recordEpoch": 2, "threshold": 2, "members": 3, "current": False}
     assert _body(replace(healthy(), recovery=shown))["recovery"] == shown

@@ -92,6 +92,70 @@ def test_the_platform_decides_which_endorsement_files_are_read(tmp_path: Path) -
     assert named.platform == config.platform
 
 
+def snp(**section: Any) -> dict[str, Any]:
+    data = base()
+    data["platform"] = {"name": "sev-snp", "sev_snp": section}
+    data["attestation"] = {"measurements": ["ab" * 48]}
+    return data
+
+
+def test_a_sev_snp_node_reads_its_section_and_optional_endorsements(tmp_path: Path) -> None:
+    config = parse_config(snp(), tmp_path)
+    assert config.platform.name == "sev-snp"
+    assert config.platform.endorsements == {}  # every sev-snp file is optional
+    assert config.platform.options == {
+        "device": "auto",
+        "sev_guest_path": "/dev/sev-guest",
+        "configfs_path": "/sys/kernel/config/tsm/report",
+        "vmpl": 0,
+    }
+    assert config.platform.policy == {"minimum_tcb": {}, "allow_debug": False, "vmpl": 0,
+                                      "products": ["Genoa", "Milan", "Turin"]}  # fmt: skip
+    data = snp(device="insecure-emulator", emulator={"report_version": 5, "derived_keys": False},
+               policy={"minimum_tcb": {"Genoa": {"snp": 23}}})  # fmt: skip
+    data["platform"] |= {"insecure_emulator_chain": "c.pem", "vceks": "v.pem"}
+    config = parse_config(data, tmp_path)
+    assert config.platform.options["report_version"] == 5
+    assert config.platform.options["derived_keys"] is False
+    assert config.platform.endorsements == {
+        "insecure-emulator-chain.pem": tmp_path / "c.pem", "vceks.pem": tmp_path / "v.pem",
+    }  # fmt: skip
+    assert config.platform.policy["minimum_tcb"] == {"Genoa": {"snp": 23}}
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"device": "tpm"}, "platform.sev_snp.device: 'tpm' is not one of"),
+        ({"vmpl": 4}, "platform.sev_snp.vmpl: 4 is outside 0..3"),
+        ({"policy": {"vmpl": 9}}, "platform.sev_snp.policy.vmpl"),
+        ({"policy": {"minimum_tcb": {"Milan": {"fmc": 1}}}}, "minimum_tcb.Milan.fmc"),
+        (
+            {"device": "insecure-emulator", "emulator": {"report_version": 6}},
+            "platform.sev_snp.emulator.report_version: 6 is outside 2..5",
+        ),
+        (
+            {"device": "insecure-emulator", "emulator": {"tcb": {"ucode": 1}}},
+            "platform.sev_snp.emulator.tcb",
+        ),
+        ({"emulator": {"report_version": 3}}, "platform.sev_snp.emulator: unknown key"),
+        ({"colour": "red"}, "platform.sev_snp: unknown key"),
+    ],
+)
+def test_invalid_sev_snp_fields_are_named(
+    tmp_path: Path, section: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(snp(**section), tmp_path)
+
+
+def test_a_sev_snp_measurement_is_96_hex_digits(tmp_path: Path) -> None:
+    data = snp()
+    data["attestation"] = {"measurements": ["ab" * 40]}
+    with pytest.raises(ConfigError, match=r"attestation.measurements\[0\]"):
+        parse_config(data, tmp_path)
+
+
 def test_member_certificate_from_file_and_yaml(tmp_path: Path) -> None:
     (tmp_path / "m.pem").write_text(CERT)
     (tmp_path / "node.yaml").write_text(

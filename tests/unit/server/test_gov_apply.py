@@ -59,6 +59,20 @@ def test_measurements_host_data_and_validity_rewrite_the_policy() -> None:
     assert out.measurements_changed and set(out.writes) == {T_ATTESTATION}
 
 
+def test_the_sev_snp_policy_is_set_in_the_ledger_policy_and_the_rest_kept() -> None:
+    snp = {"minimum_tcb": {"Genoa": {"snp": 24}}, "products": ["Genoa"]}
+    out = effects(
+        act("add_measurement", measurement="ab" * 48), act("set_sev_snp_policy", policy=snp)
+    )
+    policy = out.writes[T_ATTESTATION]["policy"]
+    assert policy["platform"] == {
+        "sev-snp": {"minimum_tcb": {"Genoa": {"snp": 24}}, "allow_debug": False, "vmpl": 0,
+                    "products": ["Genoa"]},
+    }  # fmt: skip
+    assert policy["measurements"] == sorted([M1, "ab" * 48])
+    assert policy["host_data"] == [H1]
+
+
 def test_members_added_accepted_and_removed_deleted() -> None:
     out = effects(act("remove_member", member_id=G[2]))
     assert out.writes == {T_MEMBERS: {G[2]: None}}

@@ -137,6 +137,14 @@ def attester(settings: AttesterSettings) -> SnpAttester:
     )
 
 
+def emulate(options: Mapping[str, Any]) -> dict[str, bytes] | None:
+    """The INSECURE emulator's material when ``options`` (the node configuration's
+    ``platform.sev_snp``, plus ``product``) ask for device insecure-emulator."""
+    if options.get("device") != "insecure-emulator":
+        return None
+    return emulator.provision(str(options.get("product", "Genoa")))
+
+
 PLATFORM = Platform(
     name=PLATFORM_NAME,
     evidence_format=QUOTE_FORMAT,
@@ -178,6 +186,7 @@ PLATFORM = Platform(
     ),
     verifier=verifier,
     attester=attester,
+    emulate=emulate,
 )
 
 __all__ = ["DEVICES", "PLATFORM", "PLATFORM_NAME", "QUOTE_FORMAT", "SnpPolicy", "verifier"]

@@ -18,8 +18,9 @@ Provenance (bytes copied verbatim; SHA-256 of each PEM bundle as served by AMD K
 * Turin ASVK (the VLEK intermediate): google/go-sev-guest ``verify/trust/ask_ark_turin_vlek.pem``
   @ 6953342c36144851a06fb20b8e8fbbd5a6a9196b (its ARK is byte-identical to virtee's).
 
-Every certificate here is checked by ``tests/unit/attestation/test_sev_snp_roots.py``:
-self-signed ARK, ASK signed by it (RSASSA-PSS SHA-384), and the DER digests listed there.
+Every certificate here is checked by ``tests/unit/attestation/test_sev_snp_real.py``:
+self-signed ARKs, the intermediates signed by them (RSASSA-PSS SHA-384), each ARK equal to
+the one in a real chain of that product, and the DER digest of each certificate.
 """
 
 from __future__ import annotations

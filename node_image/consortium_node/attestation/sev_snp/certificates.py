@@ -215,13 +215,22 @@ def _check_validity(certificate: x509.Certificate, now: datetime, what: str) -> 
 
 
 def _check_crls(
-    crls: Iterable[x509.CertificateRevocationList], anchor: Anchor, ask: x509.Certificate
+    crls: Iterable[x509.CertificateRevocationList],
+    anchor: Anchor,
+    ask: x509.Certificate,
+    now: datetime,
 ) -> None:
     for crl in crls:
         if crl.issuer != anchor.ark.subject:
             continue
         if not crl.is_signature_valid(anchor.ark.public_key()):  # type: ignore[arg-type]
             raise ChainError(f"a CRL claiming to be from {anchor.name} does not verify with it")
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            raise ChainError(
+                f"the CRL of {anchor.name} was due for renewal on "
+                f"{crl.next_update_utc:%Y-%m-%d %H:%M}: a stale CRL proves no ASK unrevoked "
+                "(fetch a fresh one from AMD KDS)"
+            )
         if crl.get_revoked_certificate_by_serial_number(ask.serial_number) is not None:
             raise ChainError(
                 f"{_name(ask)} (serial 0x{ask.serial_number:x}) is revoked by {anchor.name}'s CRL"
@@ -248,6 +257,7 @@ def verify_chain(
     mine = [a for a in anchors if a.product == chip.product]
     if not mine:
         raise ChainError(f"no root is pinned for product {chip.product}")
+    presented = [c for c in presented if c != chip.certificate]  # a whole chain file given
     roots = [c for c in presented if c.issuer == c.subject]
     for certificate in roots:
         if not any(certificate == a.ark for a in mine):
@@ -271,7 +281,7 @@ def verify_chain(
             _check_validity(chip.certificate, now, chip.kind)
             _check_validity(ask, now, "intermediate")
             _check_validity(anchor.ark, now, "root")
-            _check_crls(crls, anchor, ask)
+            _check_crls(crls, anchor, ask, now)
             return anchor
     issuer = chip.certificate.issuer.rfc4514_string()
     raise ChainError(

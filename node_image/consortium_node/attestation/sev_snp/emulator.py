@@ -10,8 +10,10 @@ the signature and chain code.
 
 Why it is insecure: its ARK/ASK are ordinary keys in a Kubernetes Secret; whoever reads the
 ASK key (``insecure-emulator.key``) mints VCEKs and forges any report. A verifier trusts the
-emulator's root only when it is given that root explicitly (``insecure-emulator-chain.pem``),
-every claim then says ``insecure_root``, and the root's names say ``INSECURE-EMULATED``.
+emulator's root only when it is given that root explicitly (``insecure-emulator-chain.pem``);
+then the verification detail says "INSECURE emulator root", ``consortiumctl``'s report claims
+say ``insecure_root``, the Consortium's ``status.platform.insecure`` is true, a node logs a
+warning at start, and the root's names say ``INSECURE-EMULATED``.
 
 Material (``provision``): ``insecure-emulator-chain.pem`` (test ASK then test ARK, the shape
 of AMD KDS ``cert_chain``) and ``insecure-emulator.key`` (the test ASK's RSA key, PKCS#8).
@@ -139,7 +141,7 @@ class EmulatedSevGuest:
     """One emulated guest on one emulated chip: answers like ``device.SevGuestDevice``.
 
     ``measurement`` (48 bytes) and ``host_data`` (32) are what a real host and launch would
-    fix; ``version`` is the report version to produce (2, 3 or 5).
+    fix; ``version`` is the report version to produce (2..5; 4 is laid out as 3).
     """
 
     def __init__(

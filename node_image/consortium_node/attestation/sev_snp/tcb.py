@@ -19,7 +19,8 @@ microcode 0x11)::
 
 Products are identified by the VCEK's ``productName`` extension ("Milan-B0" → Milan) and,
 in reports of version 3 and later, by CPUID family and model (family 0x19 model 0x0X Milan,
-0x19 model 0x1X Genoa, family 0x1A Turin; go-sev-guest ``abi.go``).
+0x19 model 0x1X Genoa, family 0x1A Turin; go-sev-guest ``abi.go``; Genoa's Zen 4c siblings
+Bergamo and Siena, family 0x19 model 0xAX, are endorsed as Genoa).
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def product_of_name(product_name: str) -> str | None:
 
 def product_of_cpuid(family: int, model: int) -> str | None:
     """The product of a report's CPUID family/model (versions >= 3), if known."""
-    if family == 0x19:
-        return {0x0: MILAN, 0x1: GENOA}.get(model >> 4)
+    if family == 0x19:  # Zen 3 Milan 0x0X; Zen 4 Genoa 0x1X and Bergamo/Siena 0xAX (Genoa VCEKs)
+        return {0x0: MILAN, 0x1: GENOA, 0xA: GENOA}.get(model >> 4)
     if family == 0x1A:
         return TURIN
     return None

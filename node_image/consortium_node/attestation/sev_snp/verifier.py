@@ -3,13 +3,14 @@
 ``verify_report`` runs an ordered chain of small checks and stops at the first refusal, so
 each kind of bad evidence maps to exactly one ``Reason``:
 
- 1. Malformed                    the report is not 1184 bytes / the certificate unreadable
+ 1. Malformed                    the report is not 1184 bytes
  2. UnsupportedVersion           VERSION not 2..5
  3. UnsupportedSignatureAlgorithm SIGNATURE_ALGO not 1 (ECDSA P-384 SHA-384)
  4. Malformed                    a reserved byte or bit is set (go-sev-guest's checks)
  5. BadSignature                 MASK_CHIP_KEY: the firmware did not sign it
- 6. BadEndorsement               the VCEK/VLEK does not chain to the pinned ARK of its product
-                                 (wrong product's root, expired, revoked ASK, bad signature)
+ 6. BadEndorsement               the VCEK/VLEK is unreadable or does not chain to the pinned ARK
+                                 of its product (wrong product's root, expired, revoked ASK,
+                                 bad signature, a stale CRL)
  7. EndorsementMismatch          the certificate is of another kind (VCEK/VLEK), chip (hwID vs
                                  CHIP_ID), TCB (SPLs vs REPORTED_TCB) or product (CPUID)
  8. BadSignature                 the ECDSA P-384 signature over bytes 0..0x29F does not verify
@@ -285,7 +286,10 @@ def verify_report(
         if refusal := check():
             return Outcome(False, None, *refusal)
     claims = SnpClaims(rep, chip, root)
-    return Outcome(True, claims, None, f"{chip.product_name} report verified ({root.name})")
+    insecure = ", INSECURE emulator root" if root.insecure else ""
+    return Outcome(
+        True, claims, None, f"{chip.product_name} report verified ({root.name}{insecure})"
+    )
 
 
 class SevSnpVerifier(QuoteVerifier):
@@ -328,7 +332,7 @@ class SevSnpVerifier(QuoteVerifier):
             nonce=(parsed.nonce, nonce),
             measurements=policy.allowed_measurements,
             host_data=policy.allowed_host_data,
-            revoked_chip_ids=policy.revoked_chip_ids,
+            revoked_chip_ids=frozenset(c.lower() for c in policy.revoked_chip_ids),
         )
         chain = "".join(parsed.endorsements).encode("ascii")
         outcome = verify_report(
