@@ -466,3 +466,44 @@ def test_revoked_chip_ids_are_compared_case_blind(material: dict[str, bytes]) ->
         quote, public_key_der=key, nonce=b"n", policy=revoked
     )
     assert result.reason is Reason.CHIP_REVOKED
+
+
+class _Fake:
+    def __init__(self, present: bool) -> None:
+        self.present = present
+        self.asked: list[str] = []
+
+    def available(self) -> bool:
+        return self.present
+
+    def report(self, report_data: bytes, *, privlevel: int | None = None) -> str:
+        self.asked.append(f"report privlevel={privlevel}")
+        return "tsm-report"
+
+    def derived_key(self, **fields: int) -> bytes:
+        self.asked.append(f"key {sorted(fields)}")
+        return b"k" * 32
+
+
+@pytest.mark.parametrize(
+    ("guest", "tsm", "expected"),
+    [(True, True, "TsmWithKeys"), (False, True, "tsm"), (True, False, "guest")],
+)
+def test_auto_takes_reports_from_configfs_and_keys_from_the_device(
+    guest: bool, tsm: bool, expected: str
+) -> None:
+    from consortium_node.attestation.sev_snp import backends  # noqa: PLC0415
+
+    fake_guest, fake_tsm = _Fake(guest), _Fake(tsm)
+    chosen = backends.choose("auto", fake_guest, fake_tsm)  # type: ignore[arg-type]
+    named = {id(fake_guest): "guest", id(fake_tsm): "tsm"}.get(id(chosen), type(chosen).__name__)
+    assert named == expected
+    if isinstance(chosen, backends.TsmWithKeys):
+        assert chosen.extended_report(b"\0" * 64, vmpl=1) == "tsm-report"  # type: ignore[comparison-overlap]
+        assert chosen.derived_key(guest_field_select=8) == b"k" * 32
+        assert fake_tsm.asked == ["report privlevel=1"]
+        assert fake_guest.asked == [
+            "key ['guest_field_select', 'guest_svn', 'root_key_select', 'tcb_version', 'vmpl']"
+        ]
+    assert backends.choose("sev-guest", fake_guest, fake_tsm) is fake_guest  # type: ignore[arg-type]
+    assert backends.choose("configfs-tsm", fake_guest, fake_tsm) is fake_tsm  # type: ignore[arg-type]

@@ -10,7 +10,8 @@ KDS serves, and the host for availability (docs/reference/security.md).
 Modules: ``report`` (the byte format), ``tcb`` (products, TCB layouts), ``certificates``
 (VCEK extensions, chain to the pinned roots of ``amd_roots``), ``policy`` (minimum TCB, debug,
 VMPL, products), ``quote`` (``sev-snp/v1`` JSON), ``verifier`` (claims or one ``Reason``),
-``device`` (configfs-tsm, ``/dev/sev-guest``), ``attester`` (quotes, VCEK choice, sealing),
+``device`` (configfs-tsm, ``/dev/sev-guest``), ``backends`` (which of them answers what),
+``attester`` (quotes, VCEK choice, sealing),
 ``emulator`` (an INSECURE stand-in for the hardware, for tests only).
 """
 
@@ -24,7 +25,7 @@ from cryptography import x509
 
 from consortium_node.attestation.errors import PlatformError
 from consortium_node.attestation.platforms import AttesterSettings, Endorsement, Platform
-from consortium_node.attestation.sev_snp import device, emulator
+from consortium_node.attestation.sev_snp import backends, device, emulator
 from consortium_node.attestation.sev_snp.attester import SnpAttester
 from consortium_node.attestation.sev_snp.certificates import (
     ChainError,
@@ -63,20 +64,6 @@ def verifier(material: Mapping[str, bytes]) -> SevSnpVerifier:
     return SevSnpVerifier(anchors, crls=load_crls(material.get(CRLS, b"")))
 
 
-class _ReportsOnly:
-    """The emulator without ``derived_key``: how a configfs-tsm host looks (tests of a node
-    that keeps no sealed secrets)."""
-
-    def __init__(self, guest: emulator.EmulatedSevGuest) -> None:
-        self.guest = guest
-
-    def available(self) -> bool:
-        return True
-
-    def extended_report(self, report_data: bytes, *, vmpl: int = 0) -> device.ReportResponse:
-        return self.guest.extended_report(report_data, vmpl=vmpl)
-
-
 def _emulated(settings: AttesterSettings, options: Mapping[str, Any]) -> object:
     missing = [
         f for f in (emulator.CHAIN_FILE, emulator.KEY_FILE) if f not in settings.endorsements
@@ -99,30 +86,20 @@ def _emulated(settings: AttesterSettings, options: Mapping[str, Any]) -> object:
         host_data=bytes.fromhex(settings.host_data),
         version=int(options.get("report_version", 3)),
     )
-    return guest if options.get("derived_keys", True) else _ReportsOnly(guest)
+    return guest if options.get("derived_keys", True) else backends.ReportsOnly(guest)
 
 
 def attester(settings: AttesterSettings) -> SnpAttester:
     """The attester for ``settings.options`` (the node's ``platform.sev_snp`` section):
-    ``device`` auto (``/dev/sev-guest``, which can seal, else configfs-tsm), sev-guest,
-    configfs-tsm or insecure-emulator (tests only)."""
+    ``device`` auto (``backends.choose``), sev-guest, configfs-tsm or insecure-emulator
+    (tests only)."""
     options = settings.options
     choice = str(options.get("device", "auto"))
     guest_path = Path(options.get("sev_guest_path", "/dev/sev-guest"))
     tsm_path = Path(options.get("configfs_path", "/sys/kernel/config/tsm/report"))
     guest, tsm = device.SevGuestDevice(guest_path), device.ConfigfsTsm(tsm_path)
-    backend: object
-    if choice == "insecure-emulator":
-        backend = _emulated(settings, options)
-    elif choice == "sev-guest" or (choice == "auto" and guest.available()):
-        backend = guest
-    elif choice == "configfs-tsm" or (choice == "auto" and tsm.available()):
-        backend = tsm
-    else:
-        raise PlatformError(
-            f"no SEV-SNP guest device: neither {guest_path} nor {tsm_path} exists (is this "
-            "pod in an SEV-SNP confidential VM? spec.attestation.sevSnp.runtimeClassName)"
-        )
+    emulated = choice == "insecure-emulator"
+    backend = _emulated(settings, options) if emulated else backends.choose(choice, guest, tsm)
     vceks = (
         load_certificates(settings.endorsements[VCEKS], VCEKS)
         if settings.endorsements.get(VCEKS)
@@ -132,7 +109,7 @@ def attester(settings: AttesterSettings) -> SnpAttester:
         backend,
         vceks=vceks,
         vmpl=int(options.get("vmpl", 0)),
-        emulated=choice == "insecure-emulator",
+        emulated=emulated,
         faults=settings.faults,
     )
 

@@ -21,6 +21,7 @@ Turin); ``.5`` cspID IA5String (VLEK only, instead of hwID).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,14 +152,19 @@ class Anchor:
 
 
 def amd_anchors() -> list[Anchor]:
-    """AMD's ARK of each product with its ASK (and ASVK where known)."""
+    """AMD's ARK of each product with its ASK (and ASVK where known): a new list each time
+    (callers may add the emulator's) of anchors parsed once."""
+    return list(_pinned())
+
+
+@functools.cache
+def _pinned() -> tuple[Anchor, ...]:
     anchors = []
     for product, (ark, intermediates) in amd_roots.ROOTS.items():
-        certs = [
-            load_certificates(pem.encode("ascii"), product)[0] for pem in (ark, *intermediates)
-        ]
+        pems = (ark, *intermediates)
+        certs = [load_certificates(pem.encode("ascii"), product)[0] for pem in pems]
         anchors.append(Anchor(product, certs[0], tuple(certs[1:])))
-    return anchors
+    return tuple(anchors)
 
 
 def _tlv(data: bytes, offset: int) -> tuple[int, int]:
