@@ -34,9 +34,23 @@ def _check(value: Any, path: str) -> None:
     raise CanonicalJSONError(f"{path}: type {type(value).__name__} is not JSON")
 
 
+def _plain(value: Any) -> bool:
+    """True if ``value`` is made of exactly the JSON types (no float, string keys): the fast
+    check every encoding runs; ``_check`` walks again only to name what is wrong."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list or kind is tuple:
+        return all(_plain(item) for item in value)
+    return False  # a float, another type, or a subclass: ``_check`` decides and names it
+
+
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
-    _check(value, "$")
+    if not _plain(value):
+        _check(value, "$")
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")

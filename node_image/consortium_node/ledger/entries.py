@@ -187,18 +187,40 @@ class Entry:
         return hashlib.sha256(text.encode("ascii")).digest()
 
     def encode(self) -> bytes:
-        """The payload: canonical CBOR [format, term, index, kind, write_set_digest, body]."""
-        return cbor2.dumps(
-            [
-                self.format,
-                self.term,
-                self.index,
-                int(self.kind),
+        """The payload: canonical CBOR [format, term, index, kind, write_set_digest, body].
+
+        Written out by hand (it runs once per append): an array of 6 (0x86), then four
+        unsigned integers and two byte strings, each head in its shortest form (RFC 8949
+        section 4.2.1), exactly the bytes ``cbor2.dumps(..., canonical=True)`` gives.
+        """
+        return b"".join(
+            (
+                b"\x86",
+                _head(0, self.format),
+                _head(0, self.term),
+                _head(0, self.index),
+                _head(0, int(self.kind)),
+                _head(2, len(self.write_set_digest)),
                 self.write_set_digest,
+                _head(2, len(self.body)),
                 self.body,
-            ],
-            canonical=True,
+            )
         )
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR head: major type ``major`` with argument ``value`` (0 <= value < 2**64) in
+    the shortest encoding."""
+    top = major << 5
+    if value < 24:
+        return bytes((top | value,))
+    if value < 0x100:
+        return bytes((top | 24, value))
+    if value < 0x10000:
+        return bytes((top | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((top | 26,)) + value.to_bytes(4, "big")
+    return bytes((top | 27,)) + value.to_bytes(8, "big")
 
 
 def leaf_of(components: Mapping[str, Any]) -> bytes:

@@ -69,6 +69,11 @@ class TransactionBatch:
     write_sets: tuple[dict[str, dict[str, Any]], ...]
 
 
+# The most JSON bytes one character of a string can take (ensure_ascii=False): a control
+# character is written \u00XX (6 bytes); any other character at most 4 UTF-8 bytes.
+MAX_JSON_BYTES_PER_CHAR = 6
+
+
 def parse_transactions(body: Any, limits: Limits) -> TransactionBatch:
     """Validate ``{"transactions": [{"writes": {key: value|null}}, ...]}``.
 
@@ -95,6 +100,11 @@ def parse_transactions(body: Any, limits: Limits) -> TransactionBatch:
             raise BadRequestError(f"{path}.writes", "expected a non-empty object of key: value")
         for key, value in writes.items():
             _check_key(key, f"{path}.writes", limits)
+            if (
+                type(value) is str
+                and len(value) * MAX_JSON_BYTES_PER_CHAR + 2 <= limits.max_value_bytes
+            ):
+                continue  # a string this short cannot exceed the limit, however escaped
             where = key_field(f"{path}.writes", key)
             size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
             if size > limits.max_value_bytes:

@@ -9,6 +9,8 @@ import os
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consortium_node.common.canonical import canonical_json
 from consortium_node.ledger.entries import (
@@ -197,3 +199,39 @@ def test_peek_position_handles_large_integers() -> None:
     assert peek_position(entry.encode()) == (2**40, 2**33 + 5)
     with pytest.raises(EntryFormatError):
         peek_position(b"\x85\x01\x01")
+
+
+# --- the hand-written encoders equal the library's canonical encoders ------------------------
+
+
+_U64 = st.integers(min_value=0, max_value=2**64 - 1)
+_EDGES = st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
+
+
+@given(
+    fmt=st.sampled_from([1, 2]),
+    term=_U64 | _EDGES,
+    index=_U64 | _EDGES,
+    kind=st.sampled_from(list(EntryKind)),
+    digest=st.binary(min_size=0, max_size=40),
+    body=st.binary(min_size=0, max_size=300) | st.sampled_from([b"x" * 65536, b"y" * 70000]),
+)
+def test_entry_encode_is_cbor2_canonical(
+    fmt: int, term: int, index: int, kind: EntryKind, digest: bytes, body: bytes
+) -> None:
+    entry = Entry(term, index, kind, digest, body, fmt)
+    expected = cbor2.dumps([fmt, term, index, int(kind), digest, body], canonical=True)
+    assert entry.encode() == expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(value=_JSON)
+def test_canonical_json_is_sorted_compact_utf8_json(value: object) -> None:
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected.encode("utf-8")

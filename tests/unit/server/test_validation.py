@@ -1,8 +1,11 @@
 """Request validation: each bad input is a 400 naming the field; good input is typed."""
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consortium_node.server.config import Limits
 from consortium_node.server.errors import BadRequestError, DocumentTooLargeError
@@ -189,3 +192,16 @@ def test_proposal_id_and_list_format() -> None:
     with pytest.raises(BadRequestError) as info:
         parse_list_format({"format": "xml"})
     assert info.value.field == "format"
+
+
+@given(value=st.text(max_size=40))
+def test_a_string_value_is_refused_exactly_when_its_json_exceeds_the_limit(value: str) -> None:
+    """The size check skips strings too short to exceed the limit however escaped; the
+    decision is still exactly "JSON bytes > max_value_bytes"."""
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    body = {"transactions": [{"writes": {"k": value}}]}
+    if size > LIMITS.max_value_bytes:
+        with pytest.raises(BadRequestError, match="exceeds the limit 16"):
+            parse_transactions(body, LIMITS)
+    else:
+        assert parse_transactions(body, LIMITS).write_sets == ({"app": {"k": value}},)
