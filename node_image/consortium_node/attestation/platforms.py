@@ -45,6 +45,7 @@ class Endorsement:
     private: bool  # True: only ever in a Secret and the node's memory
     description: str
     optional: bool = False  # the platform works without it (e.g. a host gives it instead)
+    emulator: bool = False  # material of the platform's INSECURE test emulator, never hardware's
 
 
 @dataclass(frozen=True)

@@ -303,7 +303,7 @@ def _run(args: argparse.Namespace) -> int:
 def _warn_if_emulated(config: NodeConfig) -> None:
     """An emulated platform, or a hardware platform's emulator root, says so at every start."""
     platform = platforms.by_name(config.platform.name)
-    emulated = [e.file for e in platform.endorsements if e.file.startswith("insecure")]
+    emulated = [e.file for e in platform.endorsements if e.emulator]
     if platform.insecure or any(f in config.platform.endorsements for f in emulated):
         log.warning(
             "INSECURE: platform %s is emulated (its root is in a file: whoever reads it forges "

@@ -51,7 +51,7 @@ def platform_section(spec: ConsortiumSpec) -> dict[str, Any]:
     for e in platform.endorsements:
         if snp is None:
             section[e.config_key] = f"{MOUNT_PLATFORM}/{e.file}"
-        elif e.file.startswith("insecure-emulator"):
+        elif e.emulator:
             if snp.emulated:
                 section[e.config_key] = f"{MOUNT_PLATFORM}/{e.file}"
         elif snp.endorsements_secret is not None:

@@ -16,6 +16,26 @@ def _ready_reason(cluster: Cluster, ns: str, name: str = "demo") -> tuple[str, s
     return cond.get("status", ""), cond.get("reason", ""), cond.get("message", "")
 
 
+def inject_fault(cluster: Cluster, ns: str, pod: str, fault: str) -> None:
+    """Turn on an insecure test fault in ``pod``'s (emulated) TEE, read at its next quote."""
+    cluster.kubectl(
+        "-n", ns, "exec", pod, "--", "python3", "-c",
+        f"open('/var/lib/consortium/insecure-test-faults','w').write({fault!r})",
+    )  # fmt: skip
+
+
+def reattestation_failing(cluster: Cluster, ns: str, name: str = "demo") -> str:
+    """Wait for ``Degraded: ReattestationFailing``; its message."""
+
+    def degraded() -> str | None:
+        cond = cluster.condition(ns, "consortium", name, "Degraded")
+        if cond.get("status") == "True" and cond.get("reason") == "ReattestationFailing":
+            return str(cond["message"])
+        return None
+
+    return wait_for("Degraded: ReattestationFailing", degraded, 90)
+
+
 def test_failed_reattestation_is_reported_then_retired_and_replaced(
     cluster: Cluster, namespace: str
 ) -> None:
@@ -28,24 +48,8 @@ def test_failed_reattestation_is_reported_then_retired_and_replaced(
     old_id = next(n["nodeId"] for n in obj["status"]["nodes"] if n["name"] == "demo-2")
     # Test-only switch (the operator runs with insecure test faults enabled): demo-2's
     # enclave now signs its quotes badly, so its next re-attestation fails.
-    cluster.kubectl(
-        "-n",
-        ns,
-        "exec",
-        "demo-2",
-        "--",
-        "python3",
-        "-c",
-        "open('/var/lib/consortium/insecure-test-faults','w').write('bad-signature')",
-    )
-
-    def degraded() -> str | None:
-        cond = cluster.condition(ns, "consortium", "demo", "Degraded")
-        if cond.get("status") == "True" and cond.get("reason") == "ReattestationFailing":
-            return str(cond["message"])
-        return None
-
-    message = wait_for("Degraded: ReattestationFailing", degraded, 90)
+    inject_fault(cluster, ns, "demo-2", "bad-signature")
+    message = reattestation_failing(cluster, ns)
     assert "demo-2" in message and "BadSignature" in message and "expires at" in message
 
     def replaced() -> dict[str, object] | None:

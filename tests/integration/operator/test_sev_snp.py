@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from consortium_node.attestation.sev_snp import emulator
+from tests.integration.operator.test_failures import inject_fault, reattestation_failing
 from tests.integration.operator.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.harness import ctl
 from tests.support.kube import Cluster, sample_docs
@@ -81,18 +82,8 @@ def test_an_emulated_sev_snp_consortium_attests_re_attests_and_refuses_a_forged_
 
     # demo-2's emulated processor now reports another launch measurement (a forged node).
     old_id = next(n["nodeId"] for n in nodes if n["name"] == "demo-2")
-    cluster.kubectl(
-        "-n", ns, "exec", "demo-2", "--", "python3", "-c",
-        "open('/var/lib/consortium/insecure-test-faults','w').write('wrong-measurement')",
-    )  # fmt: skip
-
-    def degraded() -> str | None:
-        cond = cluster.condition(ns, "consortium", "demo", "Degraded")
-        if cond.get("status") == "True" and cond.get("reason") == "ReattestationFailing":
-            return str(cond["message"])
-        return None
-
-    message = wait_for("Degraded: ReattestationFailing", degraded, 90)
+    inject_fault(cluster, ns, "demo-2", "wrong-measurement")
+    message = reattestation_failing(cluster, ns)
     assert "demo-2" in message and "MeasurementNotAllowed" in message
 
     def replaced() -> bool:

@@ -123,6 +123,16 @@ def test_configfs_privlevel_written_when_asked(tmp_path: Path) -> None:
         tsm.report(NONCE, privlevel=4)
 
 
+def test_configfs_answers_the_extended_report_call_of_the_device(tmp_path: Path) -> None:
+    """VMPL 0 leaves privlevel to the kernel; another VMPL is written as privlevel."""
+    tsm = FakeConfigfs(tmp_path)
+    assert tsm.extended_report(NONCE) == ReportResponse(REPORT, CERTS)
+    assert tsm.writes == [("inblob", NONCE)]
+    tsm.writes.clear()
+    tsm.extended_report(NONCE, vmpl=2)
+    assert tsm.writes == [("privlevel", b"2"), ("inblob", NONCE)]
+
+
 @pytest.mark.parametrize("auxblob", [None, b""])
 def test_configfs_without_certificates(tmp_path: Path, auxblob: bytes | None) -> None:
     assert FakeConfigfs(tmp_path, auxblob=auxblob).report(NONCE).certificates == {}

@@ -476,8 +476,8 @@ class _Fake:
     def available(self) -> bool:
         return self.present
 
-    def report(self, report_data: bytes, *, privlevel: int | None = None) -> str:
-        self.asked.append(f"report privlevel={privlevel}")
+    def extended_report(self, report_data: bytes, *, vmpl: int = 0) -> str:
+        self.asked.append(f"report vmpl={vmpl}")
         return "tsm-report"
 
     def derived_key(self, **fields: int) -> bytes:
@@ -501,7 +501,7 @@ def test_auto_takes_reports_from_configfs_and_keys_from_the_device(
     if isinstance(chosen, backends.TsmWithKeys):
         assert chosen.extended_report(b"\0" * 64, vmpl=1) == "tsm-report"  # type: ignore[comparison-overlap]
         assert chosen.derived_key(guest_field_select=8) == b"k" * 32
-        assert fake_tsm.asked == ["report privlevel=1"]
+        assert fake_tsm.asked == ["report vmpl=1"]
         assert fake_guest.asked == [
             "key ['guest_field_select', 'guest_svn', 'root_key_select', 'tcb_version', 'vmpl']"
         ]

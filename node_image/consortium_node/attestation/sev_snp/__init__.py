@@ -64,7 +64,9 @@ def verifier(material: Mapping[str, bytes]) -> SevSnpVerifier:
     return SevSnpVerifier(anchors, crls=load_crls(material.get(CRLS, b"")))
 
 
-def _emulated(settings: AttesterSettings, options: Mapping[str, Any]) -> object:
+def _emulated(
+    settings: AttesterSettings, options: Mapping[str, Any]
+) -> emulator.EmulatedSevGuest | backends.ReportsOnly:
     missing = [
         f for f in (emulator.CHAIN_FILE, emulator.KEY_FILE) if f not in settings.endorsements
     ]
@@ -149,6 +151,7 @@ PLATFORM = Platform(
             "--insecure-emulator-root",
             private=False,
             optional=True,
+            emulator=True,
             description="the INSECURE test emulator's ASK and ARK (tests only)",
         ),
         Endorsement(
@@ -157,6 +160,7 @@ PLATFORM = Platform(
             None,
             private=True,
             optional=True,
+            emulator=True,
             description="the INSECURE test emulator's ASK key: whoever reads it forges "
             "any report its root vouches for (tests only)",
         ),

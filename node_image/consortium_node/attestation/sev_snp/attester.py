@@ -45,11 +45,12 @@ SEAL_FIELDS = device.GUEST_FIELD_MEASUREMENT | device.GUEST_FIELD_POLICY
 EMULATOR_FAULTS = frozenset({Fault.WRONG_MEASUREMENT, Fault.REPLAYED_NONCE, Fault.BAD_SIGNATURE})
 
 
-class Backend(Protocol):
+class ReportSource(Protocol):
     """What answers report requests: ``device.SevGuestDevice``, ``device.ConfigfsTsm`` (no
-    derived keys) or ``emulator.EmulatedSevGuest``."""
+    derived keys), ``backends.TsmWithKeys`` or ``emulator.EmulatedSevGuest``; those with a
+    ``derived_key`` method can seal."""
 
-    def available(self) -> bool: ...
+    def extended_report(self, report_data: bytes, *, vmpl: int = 0) -> device.ReportResponse: ...
 
 
 class SealingUnavailableError(AttestationError):
@@ -85,7 +86,7 @@ class SnpAttester:
 
     def __init__(
         self,
-        backend: device.SevGuestDevice | device.ConfigfsTsm | object,
+        backend: ReportSource,
         *,
         vceks: Sequence[x509.Certificate] = (),
         vmpl: int = 0,
@@ -132,15 +133,7 @@ class SnpAttester:
             self._backend.wrong_measurement = Fault.WRONG_MEASUREMENT in new
 
     def _report(self, report_data: bytes) -> tuple[bytes, dict[str, bytes]]:
-        backend = self._backend
-        if isinstance(backend, device.ConfigfsTsm):
-            answer = backend.report(report_data, privlevel=self._vmpl or None)
-            return answer.report, answer.certificates
-        extended = getattr(backend, "extended_report", None)
-        if extended is None:
-            raise PlatformError(f"{type(backend).__name__} cannot produce reports")
-        answer = extended(report_data, vmpl=self._vmpl)
-        assert isinstance(answer, device.ReportResponse)
+        answer = self._backend.extended_report(report_data, vmpl=self._vmpl)
         return answer.report, answer.certificates
 
     def _endorsements(self, report: bytes, table: dict[str, bytes]) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ class TsmWithKeys:
         return True
 
     def extended_report(self, report_data: bytes, *, vmpl: int = 0) -> device.ReportResponse:
-        return self.tsm.report(report_data, privlevel=vmpl or None)
+        return self.tsm.extended_report(report_data, vmpl=vmpl)
 
     def derived_key(
         self,
@@ -57,7 +57,9 @@ class ReportsOnly:
         return self.guest.extended_report(report_data, vmpl=vmpl)
 
 
-def choose(choice: str, guest: device.SevGuestDevice, tsm: device.ConfigfsTsm) -> object:
+def choose(
+    choice: str, guest: device.SevGuestDevice, tsm: device.ConfigfsTsm
+) -> device.SevGuestDevice | device.ConfigfsTsm | TsmWithKeys:
     """The backend for ``device`` = ``choice`` (sev-guest, configfs-tsm or auto)."""
     if choice == "sev-guest":
         return guest

@@ -160,6 +160,11 @@ class ConfigfsTsm:
     def available(self) -> bool:
         return self._root.is_dir()
 
+    def extended_report(self, report_data: bytes, *, vmpl: int = 0) -> ReportResponse:
+        """The same call as ``SevGuestDevice.extended_report``: VMPL 0 leaves ``privlevel``
+        to the kernel's default."""
+        return self.report(report_data, privlevel=vmpl or None)
+
     def report(self, report_data: bytes, *, privlevel: int | None = None) -> ReportResponse:
         """A report binding ``report_data`` (64 bytes) at ``privlevel`` (kernel default: None)."""
         _check_report_data(report_data)
