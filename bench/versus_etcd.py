@@ -26,7 +26,6 @@ import base64
 import datetime
 import itertools
 import os
-import pstats
 import shutil
 import ssl
 import subprocess
@@ -46,6 +45,7 @@ from bench.run import percentiles
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from tests.support.cluster import Cluster
 from tests.support.harness import free_port
 from tests.support.wait import wait_for
@@ -103,8 +103,8 @@ def _pki(directory: Path) -> dict[str, Path]:
     )  # fmt: skip
     paths = {"ca": directory / "ca.pem"}
     paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for name, usage in (("server", x509.ExtendedKeyUsageOID.SERVER_AUTH),
-                        ("client", x509.ExtendedKeyUsageOID.CLIENT_AUTH)):  # fmt: skip
+    for name, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
+                        ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):  # fmt: skip
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
@@ -118,7 +118,7 @@ def _pki(directory: Path) -> dict[str, Path]:
                 x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
             ]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([
-                x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH,
+                ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
             ] if name == "server" else [usage]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )  # fmt: skip
@@ -256,32 +256,68 @@ async def drive(
     return Result(written / elapsed, cpu / written * 1000, p["p50_ms"], p["p99_ms"])
 
 
-def profile_primary(work: Path, seconds: float, concurrency: int) -> None:
-    """The primary's top 10 functions by own time (cProfile) under batch-100 load."""
-    out = work / "primary.prof"
-    os.environ["CONSORTIUM_NODE_PROFILE"] = str(out)
+def py_spy() -> str:
+    """The py-spy sampler (installed into this interpreter's environment if missing)."""
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if found is None:
+        print("installing py-spy with pip ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+        found = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    assert found is not None, "py-spy did not install"
+    return found
+
+
+def own_time(raw: str) -> tuple[int, dict[str, int]]:
+    """Samples in all and per innermost frame of py-spy's raw (collapsed) stacks:
+    ``frame;frame;... count`` per line, a frame ``function (file:line)``."""
+    total, own = 0, dict[str, int]()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        function, _, where = leaf.partition(" (")
+        name = f"{Path(where.split(':')[0]).name}:{function}" if where else function
+        own[name] = own.get(name, 0) + int(count)
+        total += int(count)
+    return total, own
+
+
+def profile_nodes(work: Path, seconds: float, concurrency: int) -> None:
+    """Every node's top 10 by own time under batch-100 load: py-spy samples each process,
+    every thread and native frames included (CPU only: idle threads are not sampled)."""
+    sampler = py_spy()
+    cluster = Cluster.start(work / "profiled", 3, overrides=NODE_DEFAULTS)
     try:
-        cluster = Cluster.start(work / "profiled", 1, overrides=NODE_DEFAULTS)
-    finally:
-        del os.environ["CONSORTIUM_NODE_PROFILE"]
-    try:
-        for number in (1, 2):
-            cluster.add(number, NODE_DEFAULTS)
-        cluster.wait_converged()
-        primary, user = cluster.nodes[0], cluster.user
-        assert user is not None and primary is cluster.leader()
+        primary, user = cluster.leader(), cluster.user
+        assert user is not None
         context = ssl.create_default_context(cafile=str(primary.service_cert))
         context.load_cert_chain(user.cert, user.key)
         pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
-        run(drive(primary.url, context, ledger_body, 100, seconds, concurrency, pids))
+        roles = {
+            n.proc.pid: "primary" if n is primary else "backup"
+            for n in cluster.nodes
+            if n.proc is not None
+        }
+        options = ["--nonblocking", "--native", "--threads", "--format", "raw", "--rate", "200"]
+        samplers = []
+        for pid in pids:
+            output = ["--output", str(work / f"{pid}.txt"), "--pid", str(pid)]
+            command = [sampler, "record", *options, "--duration", str(int(seconds)), *output]
+            samplers.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        result = run(drive(primary.url, context, ledger_body, 100, seconds, concurrency, pids))
+        for process in samplers:
+            process.wait(timeout=60)
     finally:
         cluster.stop()
-    stats = pstats.Stats(str(out))
-    total = stats.total_tt  # type: ignore[attr-defined]
-    print(f"\nthe primary's top 10 by own time (cProfile, batches of 100; {total:.1f} s)")
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
-    for (filename, line, name), (_, _, tottime, _, _) in rows[:10]:
-        print(f"  {tottime / total:6.1%}  {Path(filename).name}:{line}({name})")
+    print(f"\nbatches of 100 on a fresh cluster: {result}")
+    for pid, role in sorted(roles.items(), key=lambda kv: kv[1] != "primary"):
+        total, own = own_time((work / f"{pid}.txt").read_text())
+        print(f"\n{role} (pid {pid}): top 10 by own time of {total} CPU samples (py-spy)")
+        for name, count in sorted(own.items(), key=lambda kv: kv[1], reverse=True)[:10]:
+            print(f"  {count / max(total, 1):6.1%}  {name}")
 
 
 def run(coroutine: Awaitable[Result]) -> Result:
@@ -293,9 +329,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batches", default="1,10,100")
-    parser.add_argument("--profile", action="store_true", help="then profile the primary")
+    parser.add_argument("--profile", action="store_true", help="then profile every node")
+    parser.add_argument("--profile-only", action="store_true", help="only the profile")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    if args.profile_only:
+        with tempfile.TemporaryDirectory(prefix="versus-etcd-profile-") as tmp:
+            profile_nodes(Path(tmp), args.seconds, args.concurrency)
+        return
     binary = etcd_binary()
     before = loadavg()
     results: dict[int, tuple[Result, Result]] = {}
@@ -338,7 +379,7 @@ def main() -> None:
               f"{e.p50_ms:.0f} → {lg.p50_ms:.0f} | {e.p99_ms:.0f} → {lg.p99_ms:.0f} |")  # fmt: skip
     if args.profile:
         with tempfile.TemporaryDirectory(prefix="versus-etcd-profile-") as tmp:
-            profile_primary(Path(tmp), args.seconds, args.concurrency)
+            profile_nodes(Path(tmp), args.seconds, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ reproducible by any verifier with a JSON library.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,10 +48,41 @@ def _plain(value: Any) -> bool:
     return False  # a float, another type, or a subclass: ``_check`` decides and names it
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new encoder (and its C
+# encoder) per call, most of the cost of encoding a small write set. The C encoder is made
+# once here, without circular-reference markers (a ``_plain`` value is a tree: it came from
+# JSON or from code that builds trees), and used only if it gives the library's bytes.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_SELF_TEST = {"b": [1, -2, 2**70, None, True, False], "a": '\u00e9\n"\\\x01\u2028', "": {}}
+
+
+def _fast_encoder() -> Callable[[Any], str]:
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is not None:
+        try:
+            encoder = make(
+                None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                True, False, False,
+            )  # fmt: skip
+
+            def encode(value: Any) -> str:
+                return "".join(encoder(value, 0))
+
+            if encode(_SELF_TEST) == _ENCODER.encode(_SELF_TEST):
+                return encode
+        except TypeError:  # another Python's signature: use the library's path
+            pass
+    return _ENCODER.encode
+
+
+canonical_text: Callable[[Any], str] = _fast_encoder()
+"""The canonical JSON text of a value already known to be plain JSON (no check)."""
+
+
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
     if not _plain(value):
         _check(value, "$")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return canonical_text(value).encode("utf-8")

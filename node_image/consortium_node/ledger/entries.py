@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
@@ -25,7 +25,7 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from consortium_node.common.canonical import CanonicalJSONError, canonical_json
+from consortium_node.common.canonical import CanonicalJSONError, canonical_json, canonical_text
 from consortium_node.ledger.errors import EntryFormatError, WriteSetError
 
 FORMAT_VERSION = 1  # every entry kind; a PRIVATE entry in this format uses secret version 1
@@ -68,8 +68,10 @@ class TxId:
     index: int
 
     def __post_init__(self) -> None:
-        for name in ("term", "index"):
-            value = getattr(self, name)
+        term, index = self.term, self.index
+        if type(term) is int and type(index) is int and 0 <= term <= _U64_MAX >= index >= 0:
+            return  # the common case in one test: both valid
+        for name, value in (("term", term), ("index", index)):
             if type(value) is not int or not 0 <= value <= _U64_MAX:
                 raise ValueError(f"TxId.{name} must be an integer in [0, 2**64), got {value!r}")
 
@@ -193,22 +195,25 @@ class Entry:
         unsigned integers and two byte strings, each head in its shortest form (RFC 8949
         section 4.2.1), exactly the bytes ``cbor2.dumps(..., canonical=True)`` gives.
         """
+        fmt, kind, digest, body = self.format, self.kind, self.write_set_digest, self.body
         return b"".join(
             (
-                b"\x86",
-                _head(0, self.format),
-                _head(0, self.term),
-                _head(0, self.index),
-                _head(0, int(self.kind)),
-                _head(2, len(self.write_set_digest)),
-                self.write_set_digest,
-                _head(2, len(self.body)),
-                self.body,
+                bytes((0x86, fmt)) if fmt < 24 else b"\x86" + cbor_head(0, fmt),
+                cbor_head(0, self.term),
+                cbor_head(0, self.index),
+                bytes((kind,)),  # 1, 2 or 3: a one-byte head
+                _DIGEST_HEAD if len(digest) == DIGEST_SIZE else cbor_head(2, len(digest)),
+                digest,
+                cbor_head(2, len(body)),
+                body,
             )
         )
 
 
-def _head(major: int, value: int) -> bytes:
+_DIGEST_HEAD = b"\x58\x20"  # a byte string of 32: major type 2, one-byte length 32
+
+
+def cbor_head(major: int, value: int) -> bytes:
     """A CBOR head: major type ``major`` with argument ``value`` (0 <= value < 2**64) in
     the shortest encoding."""
     top = major << 5
@@ -235,6 +240,15 @@ def public_entry(term: int, index: int, write_set: WriteSet) -> Entry:
     return Entry(term, index, EntryKind.PUBLIC, hashlib.sha256(body).digest(), body)
 
 
+class CheckedWriteSets(tuple[dict[str, dict[str, Any]], ...]):
+    """PRIVATE write sets whose maker has checked them (``validate_write_set`` holds and every
+    value is plain JSON: what ``canonical_json`` takes without error) and hands them over: the
+    ledger keeps them as they are, without checking or copying them again. The API builds
+    them from a request it has just validated (``server.validation.parse_transactions``)."""
+
+    __slots__ = ()
+
+
 def private_entry(
     aead: AESGCM,
     term: int,
@@ -255,6 +269,48 @@ def private_entry(
     check_secret_version(secret_version)
     plaintext = _body_json(secrets.token_hex(SALT_BYTES) if salt is None else salt, write_set)
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+    return _sealed(aead, term, index, plaintext, nonce, secret_version=secret_version)
+
+
+def private_entries(
+    aead: AESGCM,
+    term: int,
+    first: int,
+    write_sets: Sequence[WriteSet],
+    *,
+    secret_version: int = 1,
+    randomness: bytes | None = None,
+) -> list[Entry]:
+    """``private_entry`` for each write set, at indexes ``first, first + 1, ...``: the same
+    bytes, with the salts and nonces of the whole batch read from the OS in one call
+    (``randomness``: that call's bytes, SALT_BYTES + NONCE_SIZE per write set, for tests).
+    ``CheckedWriteSets`` are encoded without being checked again; others are checked each."""
+    check_secret_version(secret_version)
+    step = SALT_BYTES + NONCE_SIZE
+    if randomness is None:
+        randomness = os.urandom(step * len(write_sets))
+    elif len(randomness) != step * len(write_sets):
+        raise ValueError(f"randomness must be {step} bytes per write set")
+    checked = isinstance(write_sets, CheckedWriteSets)
+    entries = []
+    for number, write_set in enumerate(write_sets):
+        offset = number * step
+        salt = randomness[offset : offset + SALT_BYTES].hex()
+        if checked:  # canonical: "salt" sorts before "writes", and hex needs no escaping
+            text = f'{{"salt":"{salt}","writes":{canonical_text(write_set)}}}'
+            plaintext = text.encode("utf-8")
+        else:
+            validate_write_set(write_set, EntryKind.PRIVATE)
+            plaintext = _body_json(salt, write_set)
+        nonce = randomness[offset + SALT_BYTES : offset + step]
+        entry = _sealed(aead, term, first + number, plaintext, nonce, secret_version=secret_version)
+        entries.append(entry)
+    return entries
+
+
+def _sealed(
+    aead: AESGCM, term: int, index: int, plaintext: bytes, nonce: bytes, *, secret_version: int
+) -> Entry:
     aad = private_aad(term, index, EntryKind.PRIVATE, secret_version)
     sealed = nonce + aead.encrypt(nonce, plaintext, aad)
     digest = hashlib.sha256(plaintext).digest()
@@ -282,10 +338,22 @@ def decrypt_body(aead: AESGCM, entry: Entry) -> bytes:
     return plaintext
 
 
+_decode_text = json.JSONDecoder().decode
+
+
+def _json_of(data: bytes) -> Any:
+    """``json.loads(data)``: UTF-8 text straight to the decoder (what nodes write), anything
+    else through ``json.loads``, which also detects UTF-16/32 and a byte order mark."""
+    try:
+        return _decode_text(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError: json.loads decides
+        return json.loads(data)
+
+
 def parse_body(plaintext: bytes, kind: EntryKind) -> tuple[str, WriteSet]:
     """Decode a PUBLIC or PRIVATE plaintext body into ``(salt, writes)``, re-validated."""
     try:
-        obj = json.loads(plaintext)
+        obj = _json_of(plaintext)
     except ValueError as exc:
         raise EntryFormatError(f"body is not JSON ({exc})") from exc
     if not isinstance(obj, dict) or set(obj) != {"salt", "writes"}:
@@ -349,8 +417,81 @@ def position_label(payload: bytes) -> str:
     return f"{term}.{index}"
 
 
-def decode_entry(payload: bytes) -> Entry:
-    """Decode and check a payload; EntryFormatError says which part is wrong."""
+def decode_entry(payload: bytes, *, canonical: bool = False) -> Entry:
+    """Decode and check a payload; EntryFormatError says which part is wrong. With
+    ``canonical`` the payload must also be exactly ``Entry.encode`` of what it decodes to.
+
+    Every entry a node writes is canonical, so ``_decode_shortest`` (by hand, shortest heads
+    only) decodes almost all of them; anything it does not take goes through cbor2, which
+    accepts any encoding and names what is wrong.
+    """
+    entry = _decode_shortest(payload)
+    if entry is not None:
+        return entry
+    entry = _decode_cbor(payload)
+    if canonical and entry.encode() != payload:
+        raise EntryFormatError("payload is not the canonical CBOR encoding of its entry")
+    return entry
+
+
+def _uint_head(payload: bytes, pos: int, top: int) -> tuple[int, int]:
+    """``(argument, next_pos)`` of a CBOR head of initial byte ``top | info`` in its shortest
+    form at ``pos`` (``top`` = major type << 5); ``(-1, pos)`` for anything else."""
+    if pos >= len(payload):
+        return -1, pos
+    info = payload[pos] ^ top
+    if info < 24:
+        return info, pos + 1
+    width = _WIDTHS.get(info, 0)
+    end = pos + 1 + width
+    if not width or end > len(payload):
+        return -1, pos
+    value = int.from_bytes(payload[pos + 1 : end], "big")
+    if value < _SHORTEST_MIN[width]:  # a shorter head would do: not canonical
+        return -1, pos
+    return value, end
+
+
+_WIDTHS = {24: 1, 25: 2, 26: 4, 27: 8}
+_SHORTEST_MIN = {1: 24, 2: 0x100, 4: 0x10000, 8: 0x100000000}
+
+
+def _decode_shortest(payload: bytes) -> Entry | None:
+    """The entry if ``payload`` is exactly ``Entry.encode`` of a valid entry, else None.
+
+    Reads ``0x86`` (array of 6), four unsigned heads (format, term, index, kind; format and
+    kind are 1 to 3, so their heads are one byte), ``0x58 0x20`` and the 32-byte digest, the
+    body's byte string head and the body, nothing after; every head in its shortest form
+    (RFC 8949 section 4.2.1), so the payload is canonical whenever this returns an entry.
+    """
+    if len(payload) < 40 or payload[0] != 0x86:  # 40 bytes: the smallest entry
+        return None
+    version, term = payload[1], payload[2]  # format is 1 or 2: a one-byte head
+    pos = 3
+    if term > 23:
+        term, pos = _uint_head(payload, 2, 0x00)
+    index, pos = _uint_head(payload, pos, 0x00)
+    if version not in (FORMAT_VERSION, FORMAT_VERSIONED) or term < 0 or index < 0:
+        return None
+    kind = payload[pos]  # 1, 2 or 3: a one-byte head
+    if kind not in (1, 2, 3) or payload[pos + 1 : pos + 3] != b"\x58\x20":  # bytes(32) head
+        return None
+    digest_at = pos + 3
+    size, pos = _uint_head(payload, digest_at + DIGEST_SIZE, 0x40)
+    if size < 0 or pos + size != len(payload):
+        return None
+    digest = payload[digest_at : digest_at + DIGEST_SIZE]
+    body = payload[pos:]
+    if version == FORMAT_VERSIONED:
+        _check_versioned(kind, body)
+    return Entry(term, index, _KINDS[kind], digest, body, version)
+
+
+_KINDS = {kind.value: kind for kind in EntryKind}
+
+
+def _decode_cbor(payload: bytes) -> Entry:
+    """Any CBOR encoding of the entry array (cbor2), every part checked and named."""
     stream = io.BytesIO(payload)
     try:
         obj = cbor2.CBORDecoder(stream).decode()

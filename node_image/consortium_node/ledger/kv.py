@@ -10,19 +10,37 @@ speculative view of public tables).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from consortium_node.ledger.entries import JSON, PUBLIC_PREFIX, TxId, WriteSet
 
 Tables = dict[str, dict[str, tuple[JSON, TxId]]]
 
 
+@dataclass(frozen=True)
+class Changes:
+    """The keys written or deleted, per table, in one store between two of its captures
+    (``KVStore.capture``): ``since`` numbers the capture they follow (0: the store's start)."""
+
+    store: object  # the store's token: a store made anew (a snapshot install) has another
+    since: int
+    keys: dict[str, set[str]]
+
+
 class KVStore:
-    """table → key → (value, TxId of the write); a ``None`` value in a write set deletes."""
+    """table → key → (value, TxId of the write); a ``None`` value in a write set deletes.
 
-    __slots__ = ("_tables",)
+    With ``track_changes`` it also notes which keys each write touched since the last
+    ``capture`` (what a snapshot encoder needs to encode only those rows again)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_captures", "_changed", "_tables", "_token", "_tracking")
+
+    def __init__(self, *, track_changes: bool = False) -> None:
         self._tables: dict[str, dict[str, tuple[JSON, TxId]]] = {}
+        self._tracking = track_changes
+        self._changed: dict[str, set[str]] = {}
+        self._captures = 0
+        self._token = object()
 
     def apply(self, write_set: WriteSet, txid: TxId) -> None:
         """Apply one committed write set, in log order."""
@@ -30,6 +48,11 @@ class KVStore:
             rows = self._tables.get(table)
             if rows is None:
                 rows = self._tables[table] = {}
+            if self._tracking:
+                changed = self._changed.get(table)
+                if changed is None:
+                    changed = self._changed[table] = set()
+                changed.update(writes)
             for key, value in writes.items():
                 if value is None:
                     rows.pop(key, None)
@@ -45,6 +68,17 @@ class KVStore:
         """The keys currently present in ``table`` (insertion order)."""
         return iter(list(self._tables.get(table, {})))
 
+    def capture(self) -> tuple[Tables, Tables, Changes]:
+        """``copy_tables`` and the keys written since the previous capture (all of them
+        written since the store was made, for the first; a store made ``from_tables`` or
+        without ``track_changes`` does not know them: its changes cover no capture chain)."""
+        public, private = self.copy_tables()
+        changes = Changes(self._token, self._captures, self._changed)
+        self._changed, self._captures = {}, self._captures + 1
+        if not self._tracking:
+            changes = Changes(object(), -1, {})  # follows no capture: encode in full
+        return public, private, changes
+
     def copy_tables(self) -> tuple[Tables, Tables]:
         """``(public, private)``: a copy of every non-empty table, split by name (the rows are
         copied, the values shared: committed values are never mutated)."""
@@ -56,9 +90,9 @@ class KVStore:
         return public, private
 
     @classmethod
-    def from_tables(cls, *parts: Tables) -> KVStore:
+    def from_tables(cls, *parts: Tables, track_changes: bool = False) -> KVStore:
         """A store holding ``parts`` (a snapshot's tables); the rows are copied."""
-        store = cls()
+        store = cls(track_changes=track_changes)
         for tables in parts:
             for table, rows in tables.items():
                 store._tables[table] = dict(rows)

@@ -31,6 +31,7 @@ from consortium_node.ledger import restore
 from consortium_node.ledger.damage import Damage, DamageKind
 from consortium_node.ledger.entries import (
     PUBLIC_PREFIX,
+    CheckedWriteSets,
     Entry,
     EntryKind,
     SignatureBody,
@@ -40,7 +41,7 @@ from consortium_node.ledger.entries import (
     open_signature,
     peek_position,
     position_label,
-    private_entry,
+    private_entries,
     public_entry,
     signature_entry,
 )
@@ -150,7 +151,7 @@ class Ledger:
         self._config = config
         self._clock = clock
         self._term = 1
-        self._kv = KVStore()  # committed state
+        self._kv = KVStore(track_changes=config.snapshot_interval > 0)  # committed state
         self._commit_index = 0
         # the newest committed signature entries (older ones are read back for receipts)
         self._signatures: OrderedDict[int, SignatureBody] = OrderedDict()
@@ -328,7 +329,9 @@ class Ledger:
     def _restore(self, state: SnapshotState) -> None:
         """Take the committed state of ``state``: KV, secret schedule, commit index."""
         assert state.private is not None
-        self._kv = KVStore.from_tables(state.public, state.private)
+        self._kv = KVStore.from_tables(
+            state.public, state.private, track_changes=self._config.snapshot_interval > 0
+        )
         self._secrets.restore(state.public.get(T_LEDGER_SECRETS, {}))
         self._keep_signature(state.index, state.signature)
         self._commit_index = state.index
@@ -532,28 +535,31 @@ class Ledger:
         """
         if kind not in (EntryKind.PUBLIC, EntryKind.PRIVATE):
             raise WriteSetError("kind", "append takes PUBLIC or PRIVATE; use append_signature")
-        first = self.last_index + 1
-        made: list[tuple[Entry, WriteSet]] = []
+        first, term = self.last_index + 1, self._term
         if kind is EntryKind.PRIVATE:
             version, aead = self._secrets.encrypting()  # SecretUnavailableError: not held here
-        for number, write_set in enumerate(write_sets):
-            index = first + number
-            if kind is EntryKind.PUBLIC:
-                entry = public_entry(self._term, index, write_set)
-            else:
-                entry = private_entry(aead, self._term, index, write_set, secret_version=version)
-            made.append((entry, {table: dict(rows) for table, rows in write_set.items()}))
+            entries = private_entries(aead, term, first, write_sets, secret_version=version)
+        else:
+            entries = [public_entry(term, first + n, ws) for n, ws in enumerate(write_sets)]
+        # Checked write sets were handed over (nobody else holds them); others are copied.
+        kept: Sequence[WriteSet] = (
+            write_sets
+            if isinstance(write_sets, CheckedWriteSets)
+            else [{table: dict(rows) for table, rows in ws.items()} for ws in write_sets]
+        )
+        txids = [TxId(term, entry.index) for entry in entries]
         if kind is EntryKind.PUBLIC:
             try:
-                for entry, writes in made:
-                    self._secrets.observe(entry.txid, writes)
+                for txid, writes in zip(txids, kept, strict=True):
+                    self._secrets.observe(txid, writes)
             except BaseException:
                 self._secrets.truncate(first - 1)
                 raise
-        for entry, writes in made:
-            self._log.tree.append(entry.leaf())
-            self._log.record(Staged(entry.txid, kind, entry.encode(), writes, None), keep=True)
-        return [entry.txid for entry, _ in made]
+        tree, record = self._log.tree, self._log.record
+        for entry, txid, writes in zip(entries, txids, kept, strict=True):
+            tree.append(entry.leaf())
+            record(Staged(txid, kind, entry.encode(), writes, None), keep=True)
+        return txids
 
     def signature_due(self) -> bool:
         """True when enough entries or enough time have passed since the last signature."""
@@ -693,7 +699,7 @@ class Ledger:
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
-        public, private = self._kv.copy_tables()
+        public, private, changes = self._kv.capture()
         state = SnapshotState(
             term=self.term_at(index),
             index=index,
@@ -704,7 +710,7 @@ class Ledger:
             secret_version=version,
         )
         self._flush_tree(index, every=1)  # a restart resumes here (frontier read first)
-        self._points.captured(Capture(state, self._secrets.aead(version)))
+        self._points.captured(Capture(state, self._secrets.aead(version), changes))
 
     def no_snapshots_before(self, index: int) -> None:
         """Take no snapshot before ``index`` (``SnapshotPoints.floor``: a recovered ledger)."""

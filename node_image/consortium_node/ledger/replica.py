@@ -114,9 +114,7 @@ def check_entry(
     canonical encoding of the entry (a follower stores the leader's bytes, nothing else).
     EntryFormatError names the reason.
     """
-    entry = decode_entry(payload)
-    if canonical and entry.encode() != payload:
-        raise EntryFormatError("payload is not the canonical CBOR encoding of its entry")
+    entry = decode_entry(payload, canonical=canonical)
     if entry.index != tree.size + 1:
         raise EntryFormatError(f"index {entry.index} does not follow {tree.size}")
     if entry.term < max(previous_term, 1):

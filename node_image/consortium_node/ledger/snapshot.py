@@ -67,9 +67,11 @@ from consortium_node.ledger.entries import (
     read_uint,
 )
 from consortium_node.ledger.errors import EntryFormatError, LedgerError
+from consortium_node.ledger.kv import Changes
 from consortium_node.ledger.merkle import HASH_SIZE, frontier_sizes, root_of_frontier
 from consortium_node.ledger.receipt import VerifiedReceipt, node_certificate_key, verify_receipt
 from consortium_node.ledger.signing import CertificateCache, check_signature
+from consortium_node.ledger.snapshot_rows import RowEncodings
 
 MAGIC = b"CLS1"
 FORMAT = 1
@@ -122,11 +124,18 @@ def _rows(tables: Tables) -> dict[str, dict[str, list[Any]]]:
     }
 
 
-def encode_snapshot(state: SnapshotState, aead: AESGCM) -> bytes:
-    """The snapshot bytes of ``state``; ``aead`` is secret version ``state.secret_version``."""
+def encode_snapshot(
+    state: SnapshotState,
+    aead: AESGCM,
+    encodings: RowEncodings | None = None,
+    changes: Changes | None = None,
+) -> bytes:
+    """The snapshot bytes of ``state``; ``aead`` is secret version ``state.secret_version``.
+    ``encodings``: the private part of the snapshot encoded before, and ``changes`` the keys
+    written since, so that only those rows are encoded again (``snapshot_rows``)."""
     if state.private is None:
         raise LedgerError("a snapshot decoded without its secret cannot be encoded again")
-    plaintext = cbor2.dumps(_rows(state.private), canonical=True)
+    plaintext = (encodings or RowEncodings()).encode(state.private, changes)
     aad = _aad(state.term, state.index, state.secret_version)
     nonce = hashlib.sha256(MAGIC + b" nonce" + aad + hashlib.sha256(plaintext).digest()).digest()[
         :NONCE_SIZE

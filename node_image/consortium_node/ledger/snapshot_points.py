@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consortium_node.ledger.entries import TxId
+from consortium_node.ledger.kv import Changes
 from consortium_node.ledger.snapshot import SnapshotError, SnapshotState, parse_evidence
 from consortium_node.ledger.snapshot_store import SnapshotStore
 
@@ -25,10 +26,12 @@ log = logging.getLogger("consortium_node.ledger")
 @dataclass(frozen=True)
 class Capture:
     """The committed state at a snapshot point, to be encoded (off the event loop) with
-    ``snapshot.encode_snapshot(state, aead)`` and written to ``Ledger.snapshots``."""
+    ``snapshot.encode_snapshot(state, aead, encodings, changes)`` and written to
+    ``Ledger.snapshots``."""
 
     state: SnapshotState
     aead: Any
+    changes: Changes | None = None  # the keys written since the previous capture
 
 
 @dataclass(frozen=True)

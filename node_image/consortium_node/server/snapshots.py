@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from consortium_node.ledger import EntryKind, Ledger, TxId
 from consortium_node.ledger.snapshot import T_SNAPSHOTS, encode_snapshot, evidence_write_set
+from consortium_node.ledger.snapshot_rows import RowEncodings
 from consortium_node.server.duty import Duty, Submit
 
 log = logging.getLogger("consortium_node")
@@ -45,13 +46,16 @@ class SnapshotKeeper(Duty):
         self._on_written = on_written
         self._on_committed = on_committed
         self._written: dict[int, tuple[TxId, bytes, int]] = {}  # index → txid, sha256, size
+        self._encodings = RowEncodings()  # rows unchanged since the last snapshot: not re-encoded
 
     async def once(self) -> None:
         """Write every capture, record evidence if primary, commit what is covered."""
         ledger = self._ledger
         for capture in ledger.snapshot_captures():
             started = time.monotonic()
-            data = await asyncio.to_thread(encode_snapshot, capture.state, capture.aead)
+            data = await asyncio.to_thread(
+                encode_snapshot, capture.state, capture.aead, self._encodings, capture.changes
+            )
             index = capture.state.index
             digest, size = await asyncio.to_thread(ledger.snapshots.write, index, data)
             self._written = {index: (capture.state.txid, digest, size)}  # the newest only

@@ -19,6 +19,7 @@ from typing import Any
 from consortium_node.common import bounded_json
 from consortium_node.governance.actions import is_sha256_hex
 from consortium_node.identity import keys
+from consortium_node.ledger.entries import CheckedWriteSets
 from consortium_node.server.config import Limits
 from consortium_node.server.errors import BadRequestError, DocumentTooLargeError
 
@@ -66,7 +67,7 @@ def check_keys(obj: Mapping[str, Any], path: str, allowed: set[str], required: s
 class TransactionBatch:
     """Validated ``POST /app/transactions``: one write set per transaction (table ``app``)."""
 
-    write_sets: tuple[dict[str, dict[str, Any]], ...]
+    write_sets: CheckedWriteSets  # checked here: the ledger encodes them as they are
 
 
 # The most JSON bytes one character of a string can take (ensure_ascii=False): a control
@@ -114,7 +115,7 @@ def parse_transactions(body: Any, limits: Limits) -> TransactionBatch:
             if _has_float(value):
                 raise BadRequestError(where, "floats are not allowed (use a string or integer)")
         write_sets.append({APP_TABLE: dict(writes)})
-    return TransactionBatch(tuple(write_sets))
+    return TransactionBatch(CheckedWriteSets(write_sets))
 
 
 def _has_float(value: Any) -> bool:

@@ -5,25 +5,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consortium_node.common.canonical import canonical_json
 from consortium_node.ledger.entries import (
+    NONCE_SIZE,
+    SALT_BYTES,
+    CheckedWriteSets,
     Entry,
     EntryKind,
     SignatureBody,
     TxId,
+    _decode_cbor,
+    _decode_shortest,
+    _json_of,
     decode_entry,
     decrypt_body,
     open_entry,
     open_signature,
     peek_position,
     private_aad,
+    private_entries,
     private_entry,
     public_entry,
     signature_entry,
@@ -235,3 +244,179 @@ _JSON = st.recursive(
 def test_canonical_json_is_sorted_compact_utf8_json(value: object) -> None:
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical_json(value) == expected.encode("utf-8")
+
+
+T = TypeVar("T")
+
+
+# --- the hand-written decoder takes exactly what the library's decoder takes, canonically -----
+
+
+def _reference_decode(payload: bytes, canonical: bool) -> Entry:
+    """The decoder before the hand-written fast path: cbor2, then the canonical comparison."""
+    entry = _decode_cbor(payload)
+    if canonical and entry.encode() != payload:
+        raise EntryFormatError("payload is not the canonical CBOR encoding of its entry")
+    return entry
+
+
+def _outcome(decode: Callable[[], T]) -> T | str:
+    try:
+        return decode()
+    except EntryFormatError:
+        return "refused"
+
+
+@settings(max_examples=500)
+@given(
+    fmt=st.sampled_from([1, 2]),
+    term=_U64 | _EDGES,
+    index=_U64 | _EDGES,
+    kind=st.sampled_from([1, 2, 3, 0, 4, 24]),
+    digest=st.binary(min_size=31, max_size=33),
+    body=st.binary(min_size=0, max_size=80),
+    edit=st.sampled_from(["none", "flip", "truncate", "append", "insert", "cut"]),
+    where=st.integers(min_value=0, max_value=10**6),
+    byte=st.integers(min_value=0, max_value=255),
+    canonical=st.booleans(),
+)
+def test_decode_entry_agrees_with_cbor2_on_any_bytes(
+    fmt: int,
+    term: int,
+    index: int,
+    kind: int,
+    digest: bytes,
+    body: bytes,
+    edit: str,
+    where: int,
+    byte: int,
+    canonical: bool,
+) -> None:
+    payload = bytearray(cbor2.dumps([fmt, term, index, kind, digest, body], canonical=True))
+    at = where % len(payload)
+    if edit == "flip":
+        payload[at] ^= byte or 1
+    elif edit == "truncate":
+        del payload[at:]
+    elif edit == "append":
+        payload.append(byte)
+    elif edit == "insert":
+        payload.insert(at, byte)
+    elif edit == "cut":
+        del payload[at]
+    data = bytes(payload)
+    expected = _outcome(lambda: _reference_decode(data, canonical))
+    assert _outcome(lambda: decode_entry(data, canonical=canonical)) == expected
+    fast = _outcome(lambda: _decode_shortest(data))
+    if fast is not None:  # the fast path takes only canonical payloads of valid entries
+        assert _outcome(lambda: _reference_decode(data, canonical=True)) == fast
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [1, 1, 1, 1, b"x" * 32, b""],
+        [1, 2**64 - 1, 2**32, 3, b"x" * 32, b"y" * 300],
+        [2, 1, 5, 2, b"x" * 32, (2).to_bytes(4, "big") + b"n" * 28],
+    ],
+)
+def test_non_shortest_heads_decode_but_are_not_canonical(items: list[Any]) -> None:
+    canonical = cbor2.dumps(items, canonical=True)
+    entry = decode_entry(canonical, canonical=True)
+    assert _decode_shortest(canonical) == entry
+    stretched = b"\x86\x18" + bytes([items[0]]) + canonical[2:]  # format as a 1-byte head
+    assert _decode_shortest(stretched) is None
+    assert decode_entry(stretched) == entry  # any encoding decodes, as before
+    with pytest.raises(EntryFormatError, match="not the canonical CBOR"):
+        decode_entry(stretched, canonical=True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"salt":"","writes":{"app":{"k":"\xc3\xa9"}}}',
+        '{"salt":"","writes":{}}'.encode("utf-16"),
+        '{"salt":"","writes":{}}'.encode("utf-16-le"),
+        b"\xef\xbb\xbf{}",
+        b'{"a":1} x',
+        b"\xff{}",
+        b"[1,2]",
+    ],
+)
+def test_body_json_is_read_as_json_loads_reads_it(data: bytes) -> None:
+    expected = _outcome_json(lambda: json.loads(data))
+    assert _outcome_json(lambda: _json_of(data)) == expected
+
+
+def _outcome_json(load: Callable[[], object]) -> object:
+    try:
+        return load()
+    except ValueError as exc:
+        return type(exc).__name__
+
+
+# --- a batch of private entries is byte for byte what one entry at a time gives -------------
+
+_KEY = st.text(min_size=1, max_size=8)
+_WRITE_SETS = st.lists(
+    st.dictionaries(
+        st.sampled_from(["app", "other"]),
+        st.dictionaries(_KEY, _JSON, min_size=1, max_size=3),
+        min_size=1,
+        max_size=2,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@given(
+    write_sets=_WRITE_SETS,
+    term=_U64 | _EDGES,
+    first=st.integers(min_value=0, max_value=2**32),
+    version=st.sampled_from([1, 2, 2**32 - 1]),
+    checked=st.booleans(),
+    data=st.data(),
+)
+def test_private_entries_are_private_entry_with_one_call_for_randomness(
+    write_sets: list[dict[str, dict[str, Any]]],
+    term: int,
+    first: int,
+    version: int,
+    checked: bool,
+    data: st.DataObject,
+) -> None:
+    aead = AESGCM(bytes(range(32)))
+    step = SALT_BYTES + NONCE_SIZE
+    randomness = data.draw(
+        st.binary(min_size=step * len(write_sets), max_size=step * len(write_sets))
+    )
+    given_sets = CheckedWriteSets(write_sets) if checked else write_sets
+    batch = private_entries(
+        aead, term, first, given_sets, secret_version=version, randomness=randomness
+    )
+    one_by_one = [
+        private_entry(
+            aead,
+            term,
+            first + n,
+            ws,
+            salt=randomness[n * step : n * step + SALT_BYTES].hex(),
+            nonce=randomness[n * step + SALT_BYTES : (n + 1) * step],
+            secret_version=version,
+        )
+        for n, ws in enumerate(write_sets)
+    ]
+    assert batch == one_by_one
+
+
+def test_private_entries_check_unchecked_write_sets_and_their_randomness(aead: AESGCM) -> None:
+    with pytest.raises(WriteSetError, match="public"):
+        private_entries(aead, 1, 1, [{"app": {"k": 1}}, {"public:t": {"k": 1}}])
+    with pytest.raises(WriteSetError, match="float"):
+        private_entries(aead, 1, 1, [{"app": {"k": 1.5}}])
+    with pytest.raises(ValueError, match="28 bytes per write set"):
+        private_entries(aead, 1, 1, [{"app": {"k": 1}}], randomness=bytes(27))
+    first, second = private_entries(aead, 1, 1, [{"app": {"k": 1}}] * 2)
+    assert first.body[:12] != second.body[:12]  # fresh nonces
+    assert first.write_set_digest != second.write_set_digest  # fresh salts

@@ -13,6 +13,8 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import EntryKind, Ledger, LedgerConfig, NodeKeySigner, TxId
@@ -35,6 +37,7 @@ from consortium_node.ledger.snapshot import (
     evidence_write_set,
     verify_snapshot,
 )
+from consortium_node.ledger.snapshot_rows import RowEncodings
 from tests.unit.ledger.conftest import OpenLedger
 from tests.unit.ledger.helpers import fill, find_record, rewrite_record
 
@@ -408,3 +411,91 @@ def test_a_snapshot_that_does_not_verify_is_not_started_from(
     (snapshots / newest.receipt_path.name).write_bytes(newest.receipt_path.read_bytes())
     fresh = _reopen(open_ledger, service, directory=tmp_path / "empty")
     assert (fresh.last_index, fresh.commit_index) == (0, 0)  # refused: an empty log
+
+
+# --- row encodings reused across snapshots give the library's canonical bytes ----------------
+
+_VALUE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([2**64 - 1, 2**64, -(2**64), -(2**64) - 1, 23, 24, -24, -25])
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+_KEYS = st.sampled_from(["", "a", "b", "aa", "é", "k" * 23, "k" * 24, "z" * 300]) | st.text()
+_WRITES = st.dictionaries(
+    st.sampled_from(["app", "b", "zz", "é", "a" * 30, "public:t"]),
+    st.dictionaries(_KEYS, st.none() | _VALUE, max_size=8),
+    max_size=3,
+)
+
+
+def _reference(tables: dict[str, dict[str, tuple[Any, TxId]]]) -> bytes:
+    rows = {
+        table: {key: [value, txid.term, txid.index] for key, (value, txid) in rows.items()}
+        for table, rows in tables.items()
+    }
+    return cbor2.dumps(rows, canonical=True)
+
+
+@given(
+    rounds=st.lists(
+        st.tuples(st.lists(_WRITES, max_size=4), st.sampled_from(["changes", "none", "skip"])),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_row_encodings_equal_cbor2_canonical_across_snapshots(
+    rounds: list[tuple[list[dict[str, dict[str, Any]]], str]],
+) -> None:
+    """Writes (new keys, rewrites, deletions, whole tables emptied) between captures of a KV
+    store; each capture encoded with its changes (incremental), without them (in full), or
+    not at all (the next one cannot follow it): always the library's canonical bytes."""
+    kv, encodings, index = KVStore(track_changes=True), RowEncodings(), 0
+    for write_sets, how in rounds:
+        for writes in write_sets:
+            index += 1
+            kv.apply(writes, TxId(1 + index // 3, 2**33 + index))
+        _, private, changes = kv.capture()
+        if how == "skip":
+            continue
+        encoded = encodings.encode(private, changes if how == "changes" else None)
+        assert encoded == _reference(private)
+
+
+def test_row_encodings_patch_only_what_changed_and_fall_back_when_the_chain_breaks() -> None:
+    kv, encodings = KVStore(track_changes=True), RowEncodings()
+    kv.apply({"app": {f"k{n:03d}": "v" * n for n in range(200)}}, TxId(1, 1))
+    _, private, changes = kv.capture()
+    assert encodings.encode(private, changes) == _reference(private)
+    kv.apply({"app": {"k005": None, "k010": 7, "new": [1, {"b": 2, "a": None}]}}, TxId(1, 2))
+    _, private, changes = kv.capture()
+    assert changes.keys == {"app": {"k005", "k010", "new"}}
+    assert encodings.encode(private, changes) == _reference(private)
+    # A store replaced (a snapshot install) starts another chain: its changes do not follow.
+    restored = KVStore.from_tables({}, private, track_changes=True)
+    restored.apply({"app": {"k011": "x"}}, TxId(2, 3))
+    _, private, changes = restored.capture()
+    assert changes.keys == {"app": {"k011"}}  # the restored rows are not in them ...
+    assert encodings.encode(private, changes) == _reference(private)  # ... so encoded in full
+    # Changes that miss a new key are caught by the count check and encoded in full.
+    restored.apply({"app": {"brand-new": "y"}}, TxId(2, 4))
+    _, private, changes = restored.capture()
+    forged = dataclasses.replace(changes, keys={})
+    assert encodings.encode(private, forged) == _reference(private)
+
+
+def test_a_snapshot_with_reused_encodings_is_the_same_bytes() -> None:
+    aead = AESGCM(bytes(32))
+    kv = KVStore(track_changes=True)
+    for n in range(50):
+        kv.apply({"app": {f"k{n}": n, f"s{n}": "v" * n}}, TxId(1, n + 1))
+    encodings = RowEncodings()
+    for step in range(3):
+        kv.apply({"app": {"k1": step, "new": [step]}, "other": {"x": None}}, TxId(2, 60 + step))
+        _, private, changes = kv.capture()
+        state = SnapshotState(2, 60 + step, b"sig", [], {}, private, 1)
+        assert encode_snapshot(state, aead, encodings, changes) == encode_snapshot(state, aead)
