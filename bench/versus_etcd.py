@@ -267,20 +267,28 @@ def py_spy() -> str:
     return found
 
 
-def own_time(raw: str) -> tuple[int, dict[str, int]]:
-    """Samples in all and per innermost frame of py-spy's raw (collapsed) stacks:
-    ``frame;frame;... count`` per line, a frame ``function (file:line)``."""
-    total, own = 0, dict[str, int]()
+def _frame_name(frame: str) -> str:
+    function, _, where = frame.partition(" (")
+    return f"{Path(where.split(':')[0]).name}:{function}" if where else function
+
+
+def own_time(raw: str) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
+    """Samples in all, per innermost frame, and per innermost frame its nearest Python
+    caller's, of py-spy's raw (collapsed) stacks: ``frame;frame;... count`` per line, a frame
+    ``function (file:line)``."""
+    total, own, callers = 0, dict[str, int](), dict[str, dict[str, int]]()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.rsplit(";", 1)[-1]
-        function, _, where = leaf.partition(" (")
-        name = f"{Path(where.split(':')[0]).name}:{function}" if where else function
-        own[name] = own.get(name, 0) + int(count)
+        frames = stack.split(";")
+        leaf = _frame_name(frames[-1])
+        caller = next((_frame_name(f) for f in reversed(frames[:-1]) if ".py:" in f), "?")
+        own[leaf] = own.get(leaf, 0) + int(count)
+        by = callers.setdefault(leaf, {})
+        by[caller] = by.get(caller, 0) + int(count)
         total += int(count)
-    return total, own
+    return total, own, callers
 
 
 def profile_nodes(work: Path, seconds: float, concurrency: int) -> None:
@@ -299,7 +307,7 @@ def profile_nodes(work: Path, seconds: float, concurrency: int) -> None:
             for n in cluster.nodes
             if n.proc is not None
         }
-        options = ["--nonblocking", "--native", "--threads", "--format", "raw", "--rate", "200"]
+        options = ["--native", "--threads", "--format", "raw", "--rate", "100"]
         samplers = []
         for pid in pids:
             output = ["--output", str(work / f"{pid}.txt"), "--pid", str(pid)]
@@ -314,10 +322,11 @@ def profile_nodes(work: Path, seconds: float, concurrency: int) -> None:
         cluster.stop()
     print(f"\nbatches of 100 on a fresh cluster: {result}")
     for pid, role in sorted(roles.items(), key=lambda kv: kv[1] != "primary"):
-        total, own = own_time((work / f"{pid}.txt").read_text())
+        total, own, callers = own_time((work / f"{pid}.txt").read_text())
         print(f"\n{role} (pid {pid}): top 10 by own time of {total} CPU samples (py-spy)")
         for name, count in sorted(own.items(), key=lambda kv: kv[1], reverse=True)[:10]:
-            print(f"  {count / max(total, 1):6.1%}  {name}")
+            top = max(callers[name].items(), key=lambda kv: kv[1])
+            print(f"  {count / max(total, 1):6.1%}  {name}  (from {top[0]}: {top[1] / count:.0%})")
 
 
 def run(coroutine: Awaitable[Result]) -> Result:

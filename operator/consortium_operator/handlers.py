@@ -67,6 +67,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.execution.max_workers = int(os.environ.get("CONSORTIUM_OPERATOR_WORKERS", "16"))
     settings.watching.server_timeout = 300
+    # A deleted Consortium keeps its finalizer until its timer has exited, and kopf checks
+    # for that exit every ``cancellation_polling`` seconds (60 by default): a timer still in
+    # a pass when the finalizer ran held the deletion a whole minute.
+    settings.background.cancellation_polling = 1.0
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if _settings_cache().insecure_test_faults:
         log.warning("INSECURE TEST FAULTS: node pods may be made to fail attestation on purpose")

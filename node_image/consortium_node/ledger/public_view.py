@@ -36,9 +36,11 @@ class PublicView:
         position is their newest write); never truncated below it."""
         view = cls()
         view._base = KVStore.from_tables(public)
-        view._base_txid = max(
-            (txid for rows in public.values() for _, txid in rows.values()), default=None
+        newest = max(
+            ((term, index) for rows in public.values() for _, term, index in rows.values()),
+            default=None,
         )
+        view._base_txid = None if newest is None else TxId(*newest)
         view._state = KVStore.from_tables(public)
         return view
 

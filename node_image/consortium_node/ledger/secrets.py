@@ -205,12 +205,12 @@ class LedgerSecrets:
             raise SecretUnavailableError(f"this node does not hold ledger secret version {version}")
         return AESGCM(held.secret)
 
-    def restore(self, rows: Mapping[str, tuple[Any, TxId]]) -> None:
+    def restore(self, rows: Mapping[str, tuple[Any, int, int]]) -> None:
         """Book the rotations a snapshot's ``T_LEDGER_SECRETS`` table records (``version →
-        (record, txid of its rotation entry)``), in version order, as replay would have."""
+        (record, term, index of its rotation entry)``), in version order, as replay would."""
         for version in sorted(rows, key=int):
-            record, txid = rows[version]
-            self.observe(txid, {T_LEDGER_SECRETS: {version: record}})
+            record, term, index = rows[version]
+            self.observe(TxId(term, index), {T_LEDGER_SECRETS: {version: record}})
 
     def aead(self, version: int) -> AESGCM:
         """The cipher of ``version``; UnknownSecretVersionError if the log never introduced

@@ -56,7 +56,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.common.canonical import canonical_json
 from consortium_node.ledger.entries import (
-    JSON,
     PUBLIC_PREFIX,
     EntryKind,
     SignatureBody,
@@ -67,19 +66,18 @@ from consortium_node.ledger.entries import (
     read_uint,
 )
 from consortium_node.ledger.errors import EntryFormatError, LedgerError
-from consortium_node.ledger.kv import Changes
+from consortium_node.ledger.kv import Changes, Row, Tables
 from consortium_node.ledger.merkle import HASH_SIZE, frontier_sizes, root_of_frontier
 from consortium_node.ledger.receipt import VerifiedReceipt, node_certificate_key, verify_receipt
 from consortium_node.ledger.signing import CertificateCache, check_signature
 from consortium_node.ledger.snapshot_rows import RowEncodings
 
 MAGIC = b"CLS1"
+MAX_U64 = 2**64 - 1
 FORMAT = 1
 NONCE_SIZE = 12
 T_SNAPSHOTS = "public:consortium.snapshots"
 EVIDENCE_FIELDS = frozenset({"txid", "sha256", "size"})
-
-Tables = dict[str, dict[str, tuple[JSON, TxId]]]
 
 
 class SnapshotError(LedgerError):
@@ -118,10 +116,7 @@ def _aad(term: int, index: int, version: int) -> bytes:
 
 
 def _rows(tables: Tables) -> dict[str, dict[str, list[Any]]]:
-    return {
-        table: {key: [value, txid.term, txid.index] for key, (value, txid) in rows.items()}
-        for table, rows in tables.items()
-    }
+    return {table: {key: list(row) for key, row in rows.items()} for table, rows in tables.items()}
 
 
 def encode_snapshot(
@@ -163,7 +158,7 @@ def _tables(value: object, public: bool, where: str) -> Tables:
             raise SnapshotError("format", f"{where} holds table {table!r}")
         if not isinstance(rows, dict):
             raise SnapshotError("format", f"{where}[{table}] is not a map")
-        parsed: dict[str, tuple[JSON, TxId]] = {}
+        parsed: dict[str, Row] = {}
         for key, row in rows.items():
             if (
                 not isinstance(key, str)
@@ -171,9 +166,10 @@ def _tables(value: object, public: bool, where: str) -> Tables:
                 or len(row) != 3
                 or type(row[1]) is not int
                 or type(row[2]) is not int
+                or not 0 <= row[1] <= MAX_U64 >= row[2] >= 0
             ):
                 raise SnapshotError("format", f"{where}[{table}][{key!r}] is not [value, t, i]")
-            parsed[key] = (row[0], TxId(row[1], row[2]))
+            parsed[key] = (row[0], row[1], row[2])
         out[table] = parsed
     return out
 

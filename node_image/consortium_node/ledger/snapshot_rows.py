@@ -28,8 +28,8 @@ from collections.abc import Iterable
 
 import cbor2
 
-from consortium_node.ledger.entries import JSON, TxId, cbor_head
-from consortium_node.ledger.kv import Changes, Tables
+from consortium_node.ledger.entries import JSON, cbor_head
+from consortium_node.ledger.kv import Changes, Row, Tables
 
 
 class _StaleError(Exception):
@@ -83,7 +83,7 @@ class RowEncodings:
                 raise _StaleError(f"table {name!r}: the changes miss rows")
 
 
-def _patch_table(table: _Table, rows: dict[str, tuple[JSON, TxId]], keys: Iterable[str]) -> None:
+def _patch_table(table: _Table, rows: dict[str, Row], keys: Iterable[str]) -> None:
     by_key, ordered = table.by_key, table.ordered
     added: list[bytes] = []
     removed: set[bytes] = set()
@@ -110,7 +110,7 @@ def _patch_table(table: _Table, rows: dict[str, tuple[JSON, TxId]], keys: Iterab
         ordered.sort()  # two sorted runs: timsort merges them in linear time
 
 
-def _full(rows: dict[str, tuple[JSON, TxId]]) -> _Table:
+def _full(rows: dict[str, Row]) -> _Table:
     by_key = {key: _text(key) + _row(*row) for key, row in rows.items()}
     return _Table(by_key, sorted(by_key.values()))
 
@@ -121,7 +121,7 @@ def _text(text: str) -> bytes:
     return cbor_head(3, len(data)) + data
 
 
-def _row(value: JSON, txid: TxId) -> bytes:
+def _row(value: JSON, term: int, index: int) -> bytes:
     """Canonical CBOR of ``[value, term, index]``: by hand for a string, an integer of 64 bits,
     a boolean or null (most values), by cbor2 for the rest."""
     kind = type(value)
@@ -133,7 +133,7 @@ def _row(value: JSON, txid: TxId) -> bytes:
         encoded = _SIMPLE[value]
     else:
         encoded = cbor2.dumps(value, canonical=True)
-    return b"\x83" + encoded + cbor_head(0, txid.term) + cbor_head(0, txid.index)
+    return b"\x83" + encoded + cbor_head(0, term) + cbor_head(0, index)
 
 
 _SIMPLE = {False: b"\xf4", True: b"\xf5", None: b"\xf6"}

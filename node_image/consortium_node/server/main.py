@@ -32,7 +32,7 @@ from consortium_node.common.files import write_atomic
 from consortium_node.ledger import StoredEntryDamagedError
 from consortium_node.recovery.record import RECORD_KEY, T_RECOVERY
 from consortium_node.replication.raft import RaftNode, RaftTiming
-from consortium_node.server import hosts
+from consortium_node.server import hosts, runtime
 from consortium_node.server.app import Services, build_app
 from consortium_node.server.backup import BackupShipper
 from consortium_node.server.config import MODES, ConfigError, NodeConfig, load_config
@@ -284,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         log.exception("cannot start")
         return _fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
+    runtime.settle_memory()
     profile = os.environ.get("CONSORTIUM_NODE_PROFILE")
     if profile:  # a developer's switch: where does the node's time go (see bench/run.py)
         import cProfile  # noqa: PLC0415
@@ -291,12 +292,12 @@ def _run(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            restart = asyncio.run(serve(node, config.listen_host, config.listen_port))
+            restart = runtime.run(serve(node, config.listen_host, config.listen_port))
         finally:
             profiler.disable()
             profiler.dump_stats(profile)
     else:
-        restart = asyncio.run(serve(node, config.listen_host, config.listen_port))
+        restart = runtime.run(serve(node, config.listen_host, config.listen_port))
     return 0 if restart is None else _fail(restart, EXIT_LEDGER_DAMAGED)
 
 

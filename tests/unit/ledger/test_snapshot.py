@@ -433,11 +433,8 @@ _WRITES = st.dictionaries(
 )
 
 
-def _reference(tables: dict[str, dict[str, tuple[Any, TxId]]]) -> bytes:
-    rows = {
-        table: {key: [value, txid.term, txid.index] for key, (value, txid) in rows.items()}
-        for table, rows in tables.items()
-    }
+def _reference(tables: dict[str, dict[str, tuple[Any, int, int]]]) -> bytes:
+    rows = {table: {key: list(row) for key, row in rows.items()} for table, rows in tables.items()}
     return cbor2.dumps(rows, canonical=True)
 
 
