@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import cbor2
 from cryptography.exceptions import InvalidTag
@@ -60,20 +60,25 @@ class EntryKind(IntEnum):
 _TXID = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 
 
-@dataclass(frozen=True, order=True)
-class TxId:
-    """A transaction id: the Raft term it was appended in and its log index."""
-
+class _TxIdFields(NamedTuple):
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field hides tuple.index(), unused here
 
-    def __post_init__(self) -> None:
-        term, index = self.term, self.index
-        if type(term) is int and type(index) is int and 0 <= term <= _U64_MAX >= index >= 0:
-            return  # the common case in one test: both valid
-        for name, value in (("term", term), ("index", index)):
-            if type(value) is not int or not 0 <= value <= _U64_MAX:
-                raise ValueError(f"TxId.{name} must be an integer in [0, 2**64), got {value!r}")
+
+class TxId(_TxIdFields):
+    """A transaction id: the Raft term it was appended in and its log index.
+
+    A tuple (ordered by term, then index): cheap to make, once per transaction on every node,
+    and untracked by the cyclic garbage collector."""
+
+    __slots__ = ()
+
+    def __new__(cls, term: int, index: int) -> TxId:
+        if not (type(term) is int and type(index) is int and 0 <= term <= _U64_MAX >= index >= 0):
+            for name, value in (("term", term), ("index", index)):
+                if type(value) is not int or not 0 <= value <= _U64_MAX:
+                    raise ValueError(f"TxId.{name} must be an integer in [0, 2**64), got {value!r}")
+        return tuple.__new__(cls, (term, index))
 
     def __str__(self) -> str:
         return f"{self.term}.{self.index}"
@@ -143,13 +148,13 @@ def check_secret_version(version: object) -> int:
     return version
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One decoded ledger entry, exactly the fields of its CBOR payload (``format`` is its
-    first element: 1, or 2 for a PRIVATE entry encrypted with secret version >= 2)."""
+    first element: 1, or 2 for a PRIVATE entry encrypted with secret version >= 2). A tuple:
+    one is made per transaction on every node."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field hides tuple.index(), unused here
     kind: EntryKind
     write_set_digest: bytes
     body: bytes

@@ -8,8 +8,10 @@ this module consults it before the system resolver. Trust does not depend on it:
 stale entry only makes a connection fail, since peers are authenticated by their node
 certificate (TLS hostname checks use the recorded name, not the IP).
 
-The override is installed by wrapping ``socket.getaddrinfo``, the one function both aiohttp's
-default resolver and ``urllib`` (the joiner) go through.
+The override is installed twice: by wrapping ``socket.getaddrinfo``, which ``urllib`` (the
+joiner, snapshot fetches) and asyncio's own event loop go through, and as the aiohttp resolver
+of the peer client (``PeerResolver``), because uvloop, the node's event loop
+(``server/runtime.py``), resolves names in libuv and never calls ``socket.getaddrinfo``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 log = logging.getLogger("consortium_node.hosts")
 
@@ -84,6 +89,34 @@ def parse_hosts(text: str) -> dict[str, str]:
 _installed: HostsFile | None = None
 
 
+def lookup(name: str) -> str | None:
+    """The IP the installed hosts file records for ``name``, if a file is installed and does."""
+    current = _installed
+    return current.lookup(name) if current is not None else None
+
+
+class PeerResolver(AbstractResolver):
+    """aiohttp resolver: the installed hosts file first, then the event loop's resolver.
+
+    A name found in the file resolves as its IP would, but the results keep the name as their
+    ``hostname`` (the TLS server name stays the recorded name, never the IP)."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        ip = lookup(host)
+        if ip is None:
+            return await self._inner.resolve(host, port, family)
+        found = await self._inner.resolve(ip, port, family)
+        return [ResolveResult(**{**result, "hostname": host}) for result in found]
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 def install(path: Path) -> HostsFile:
     """Route ``socket.getaddrinfo`` through ``path`` first (idempotent per process)."""
     global _installed  # noqa: PLW0603 - one resolver per process, like /etc/hosts
@@ -92,12 +125,8 @@ def install(path: Path) -> HostsFile:
         original = socket.getaddrinfo
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-            current = _installed
-            if isinstance(host, str) and current is not None:
-                ip = current.lookup(host)
-                if ip is not None:
-                    return original(ip, *args, **kwargs)
-            return original(host, *args, **kwargs)
+            ip = lookup(host) if isinstance(host, str) else None
+            return original(host if ip is None else ip, *args, **kwargs)
 
         socket.getaddrinfo = getaddrinfo
     _installed = hosts

@@ -31,6 +31,7 @@ from consortium_node.replication.messages import (
     decode,
     encode,
 )
+from consortium_node.server import hosts
 
 CBOR = "application/cbor"
 
@@ -101,7 +102,9 @@ class PeerTransport:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._context, limit_per_host=8)
+            connector = aiohttp.TCPConnector(
+                ssl=self._context, limit_per_host=8, resolver=hosts.PeerResolver()
+            )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 

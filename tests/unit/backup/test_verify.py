@@ -5,7 +5,6 @@ needed, to reach the checks behind the signature)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -210,7 +209,7 @@ def _forged_entry(b: BuiltBackup, s: ServiceIdentity, o: ServiceIdentity) -> str
     assert entry.kind is EntryKind.PRIVATE
     body = bytearray(entry.body)
     body[-1] ^= 0x01
-    entries[2] = dataclasses.replace(entry, body=bytes(body)).encode()
+    entries[2] = entry._replace(body=bytes(body)).encode()
     return replace_object(b, s, key, encode_segment(entries))
 
 

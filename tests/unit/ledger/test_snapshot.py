@@ -307,7 +307,7 @@ def test_a_restart_takes_the_committed_state_from_its_newest_snapshot(
 def _flip_body(payload: bytes) -> bytes:
     entry = decode_entry(payload)
     body = entry.body[:-1] + bytes([entry.body[-1] ^ 1])
-    return dataclasses.replace(entry, body=body).encode()
+    return entry._replace(body=body).encode()
 
 
 def test_a_chunk_edited_below_the_snapshot_is_found_when_read_and_then_checked_whole(

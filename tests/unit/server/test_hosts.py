@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -10,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import uvloop
+from aiohttp import web
 
 from consortium_node.server import hosts
 from consortium_node.server.hosts import HostsFile, parse_hosts
@@ -225,3 +229,75 @@ def test_install_twice_wraps_once_and_uses_the_latest_file(
     infos = socket.getaddrinfo("peer.example", 8443, type=socket.SOCK_STREAM)
     assert {info[4][0] for info in infos} == {"10.9.8.7"}
     assert resolver == [("10.9.8.7", 8443)]
+
+
+# ---------------------------------------------------------------------------- PeerResolver
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+async def _get_through_peer_resolver(url: str) -> tuple[int, str]:
+    """GET ``url`` with the peer client's connector set-up; (status, body)."""
+
+    async def peer(_request: web.Request) -> web.Response:
+        return web.Response(text="peer")
+
+    app = web.Application()
+    app.router.add_get("/", peer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        connector = aiohttp.TCPConnector(resolver=hosts.PeerResolver())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(url.format(port=port)) as response,
+        ):
+            return response.status, await response.text()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_peer_client_reaches_a_name_of_the_file_on_every_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """uvloop resolves in libuv, past the socket.getaddrinfo wrapper: the peer client's own
+    resolver must still map the recorded name (this broke every pod-to-pod connection)."""
+    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
+    monkeypatch.setattr(hosts, "_installed", None)
+    path = tmp_path / "hosts.json"
+    _write(path, {"node-1.peers.test": "127.0.0.1"})
+    hosts.install(path)
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        got = runner.run(_get_through_peer_resolver("http://node-1.peers.test:{port}/"))
+    assert got == (200, "peer")
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_peer_resolver_keeps_the_name_and_falls_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
+    monkeypatch.setattr(hosts, "_installed", None)
+    path = tmp_path / "hosts.json"
+    _write(path, {"node-1.peers.test": "10.9.8.7"})
+    hosts.install(path)
+
+    async def resolve() -> tuple[list[Any], list[Any]]:
+        resolver = hosts.PeerResolver()
+        try:
+            mapped = await resolver.resolve("node-1.peers.test", 8443)
+            other = await resolver.resolve("127.0.0.1", 8443)
+        finally:
+            await resolver.close()
+        return mapped, other
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        mapped, other = runner.run(resolve())
+    assert [(r["hostname"], r["host"], r["port"]) for r in mapped] == [
+        ("node-1.peers.test", "10.9.8.7", 8443)
+    ]
+    assert [(r["hostname"], r["host"]) for r in other] == [("127.0.0.1", "127.0.0.1")]
