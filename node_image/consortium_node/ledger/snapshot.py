@@ -61,6 +61,7 @@ from consortium_node.ledger.entries import (
     SignatureBody,
     TxId,
     WriteSet,
+    cbor_head,
     decode_entry,
     open_signature,
     read_uint,
@@ -135,8 +136,9 @@ def encode_snapshot(
     nonce = hashlib.sha256(MAGIC + b" nonce" + aad + hashlib.sha256(plaintext).digest()).digest()[
         :NONCE_SIZE
     ]
-    private = nonce + aead.encrypt(nonce, plaintext, aad)
-    body = [
+    sealed = aead.encrypt(nonce, plaintext, aad)
+    del plaintext  # the largest buffers: at most two alive at once
+    head = [
         FORMAT,
         state.term,
         state.index,
@@ -144,9 +146,14 @@ def encode_snapshot(
         list(state.frontier),
         _rows(state.public),
         state.secret_version,
-        private,
     ]
-    return MAGIC + cbor2.dumps(body, canonical=True)
+    # Canonical CBOR of the 8-array, the way cbor2.dumps(head + [nonce + sealed]) writes it
+    # (an array is its head and its items' encodings), without copying the sealed state twice.
+    return b"".join(
+        [MAGIC, cbor_head(4, len(head) + 1)]
+        + [cbor2.dumps(item, canonical=True) for item in head]
+        + [cbor_head(2, NONCE_SIZE + len(sealed)), nonce, sealed]
+    )
 
 
 def _tables(value: object, public: bool, where: str) -> Tables:

@@ -63,15 +63,17 @@ class RowEncodings:
                 self._patch(tables, changes)
             except _StaleError:
                 self._tables = {name: _full(rows) for name, rows in tables.items()}
-            items = sorted(
-                _text(name) + cbor_head(5, len(table.ordered)) + b"".join(table.ordered)
-                for name, table in self._tables.items()
-            )
+            # Tables in the order of their names' encodings (distinct, none a prefix of
+            # another: the order of the whole items), every byte copied once, by one join.
+            parts = [cbor_head(5, len(self._tables))]
+            for encoded, table in sorted((_text(n), t) for n, t in self._tables.items()):
+                parts += (encoded, cbor_head(5, len(table.ordered)))
+                parts += table.ordered
         except BaseException:
             self._tables, self._next = {}, None
             raise
         self._next = None if changes is None else (changes.store, changes.since + 1)
-        return cbor_head(5, len(items)) + b"".join(items)
+        return b"".join(parts)
 
     def _patch(self, tables: Tables, changes: Changes) -> None:
         for name in [name for name in self._tables if name not in tables]:

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +497,41 @@ def test_a_snapshot_with_reused_encodings_is_the_same_bytes() -> None:
         _, private, changes = kv.capture()
         state = SnapshotState(2, 60 + step, b"sig", [], {}, private, 1)
         assert encode_snapshot(state, aead, encodings, changes) == encode_snapshot(state, aead)
+
+
+def _reference_snapshot(state: SnapshotState, aead: AESGCM) -> bytes:
+    """The byte format of the ``snapshot`` module docstring, built by cbor2 in one piece."""
+    assert state.private is not None
+    plaintext = _reference(state.private)
+    aad = MAGIC + struct.pack(">QQI", state.term, state.index, state.secret_version)
+    digest = hashlib.sha256(plaintext).digest()
+    nonce = hashlib.sha256(MAGIC + b" nonce" + aad + digest).digest()[:12]
+    public = {t: {k: list(row) for k, row in rows.items()} for t, rows in state.public.items()}
+    body = [1, state.term, state.index, state.signature_entry, state.frontier, public]
+    body += [state.secret_version, nonce + aead.encrypt(nonce, plaintext, aad)]
+    return MAGIC + cbor2.dumps(body, canonical=True)
+
+
+_U64 = st.integers(min_value=0, max_value=2**64 - 1)
+_ROWS = st.dictionaries(_KEYS, st.tuples(_VALUE, _U64, _U64), max_size=5)
+
+
+@given(
+    txid=st.tuples(_U64, _U64),
+    frontier=st.lists(st.binary(min_size=32, max_size=32), max_size=3),
+    public=st.dictionaries(st.sampled_from(["public:a", "public:é"]), _ROWS, max_size=2),
+    private=st.dictionaries(st.sampled_from(["app", "b", "z" * 30]), _ROWS, max_size=3),
+    version=st.integers(min_value=0, max_value=2**32 - 1),
+    signature=st.binary(max_size=40),
+)
+def test_encode_snapshot_writes_the_documented_bytes(
+    txid: tuple[int, int],
+    frontier: list[bytes],
+    public: dict[str, dict[str, tuple[Any, int, int]]],
+    private: dict[str, dict[str, tuple[Any, int, int]]],
+    version: int,
+    signature: bytes,
+) -> None:
+    state = SnapshotState(*txid, signature, frontier, public, private, version)
+    aead = AESGCM(bytes(range(32)))
+    assert encode_snapshot(state, aead) == _reference_snapshot(state, aead)
