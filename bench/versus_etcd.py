@@ -405,10 +405,11 @@ def main() -> None:
     after = loadavg()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
     release = version.stdout.splitlines()[0].split()[-1]
+    interval = "default (10,000)" if args.snapshot_interval is None else args.snapshot_interval
     print(f"\netcd {release} (3 members) vs the ledger (3 nodes), "
           f"{args.concurrency} requests in flight, {args.seconds:g} s each, unique keys, "
           f"64-byte values, TLS with client certificates on both, the nodes' snapshot "
-          f"interval {args.snapshot_interval or 'default (10,000)'}")  # fmt: skip
+          f"interval {interval}")  # fmt: skip
     print(f"load average before {before}, after {after}\n")
     print("| batch | etcd writes/s | ledger writes/s | ledger/etcd | server CPU s per 1k writes "
           "etcd → ledger | p50 ms etcd → ledger | p99 ms etcd → ledger |")  # fmt: skip
