@@ -129,6 +129,18 @@ def encode_snapshot(
     """The snapshot bytes of ``state``; ``aead`` is secret version ``state.secret_version``.
     ``encodings``: the private part of the snapshot encoded before, and ``changes`` the keys
     written since, so that only those rows are encoded again (``snapshot_rows``)."""
+    return b"".join(snapshot_parts(state, aead, encodings, changes))
+
+
+def snapshot_parts(
+    state: SnapshotState,
+    aead: AESGCM,
+    encodings: RowEncodings | None = None,
+    changes: Changes | None = None,
+) -> list[bytes]:
+    """``encode_snapshot``'s bytes in parts, one of them the sealed private state (the
+    largest buffer by far), for a writer and a digest that take them one after the other
+    (``SnapshotStore.write``) instead of a copy of the whole snapshot joined in memory."""
     if state.private is None:
         raise LedgerError("a snapshot decoded without its secret cannot be encoded again")
     plaintext = (encodings or RowEncodings()).encode(state.private, changes)
@@ -148,8 +160,8 @@ def encode_snapshot(
         state.secret_version,
     ]
     # Canonical CBOR of the 8-array, the way cbor2.dumps(head + [nonce + sealed]) writes it
-    # (an array is its head and its items' encodings), without copying the sealed state twice.
-    return b"".join(
+    # (an array is its head and its items' encodings), without copying the sealed state.
+    return (
         [MAGIC, cbor_head(4, len(head) + 1)]
         + [cbor2.dumps(item, canonical=True) for item in head]
         + [cbor_head(2, NONCE_SIZE + len(sealed)), nonce, sealed]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class SnapshotStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.protected = 0  # the snapshot the log starts from: never pruned
+        # index → (SHA-256 of the bytes this store wrote, the file's identity after writing)
+        self._written: dict[int, tuple[bytes, tuple[int, int, int, int]]] = {}
 
     def list(self) -> list[StoredSnapshot]:
         """Every snapshot file, oldest first."""
@@ -85,14 +88,22 @@ class SnapshotStore:
         path = self.directory / snapshot_name(index)
         return StoredSnapshot(index, path) if path.is_file() else None
 
-    def write(self, index: int, data: bytes) -> tuple[bytes, int]:
-        """Write snapshot ``index`` (atomically; an existing file is kept as it is) and
-        return the SHA-256 and size of the bytes now on disk."""
+    def write(self, index: int, data: bytes | Sequence[bytes]) -> tuple[bytes, int]:
+        """Write snapshot ``index`` (atomically; bytes, or parts written one after the other)
+        and return the SHA-256 and size of the bytes now on disk. An existing file is kept as
+        it is, and its own digest returned (read back); bytes written here are hashed as they
+        are written, not read back."""
         path = self.directory / snapshot_name(index)
-        if not path.exists():
-            write_atomic(path, data)
-        stored = path.read_bytes()
-        return hashlib.sha256(stored).digest(), len(stored)
+        if path.exists():
+            stored = path.read_bytes()
+            return hashlib.sha256(stored).digest(), len(stored)
+        parts = [data] if isinstance(data, bytes) else data
+        write_atomic(path, parts)
+        sha = hashlib.sha256()
+        for part in parts:
+            sha.update(part)
+        self._written[index] = (sha.digest(), _identity(path))
+        return sha.digest(), sum(len(part) for part in parts)
 
     def commit(self, index: int, digest: bytes, receipt: dict[str, Any]) -> bool:
         """Record the evidence receipt of snapshot ``index`` whose committed digest is
@@ -101,8 +112,9 @@ class SnapshotStore:
         stored = self.get(index)
         if stored is None:
             return False
-        actual = hashlib.sha256(stored.path.read_bytes()).digest()
+        actual = self._digest(stored)
         if actual != digest:
+            self._written.pop(index, None)
             aside = stored.path.with_suffix(".mismatch")
             stored.path.rename(aside)
             log.error(
@@ -119,6 +131,16 @@ class SnapshotStore:
         self._prune()
         return True
 
+    def _digest(self, stored: StoredSnapshot) -> bytes:
+        """The SHA-256 of a snapshot file: the one taken when this store wrote it, if the file
+        is still the one written then (same inode, size and times), else read and hashed.
+        (What a node starts from or serves is hashed again where it is used: a snapshot is
+        only ever installed with its digest checked against its evidence receipt.)"""
+        written = self._written.get(stored.index)
+        if written is not None and written[1] == _identity(stored.path):
+            return written[0]
+        return hashlib.sha256(stored.path.read_bytes()).digest()
+
     def _prune(self) -> None:
         """Keep the newest ``KEEP_COMMITTED`` committed snapshots and anything newer."""
         snapshots = self.list()
@@ -130,3 +152,10 @@ class SnapshotStore:
             if stored.index < oldest_kept and stored.index != self.protected:
                 stored.receipt_path.unlink(missing_ok=True)
                 stored.path.unlink(missing_ok=True)
+                self._written.pop(stored.index, None)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What tells a file written once from one put in its place: inode, size, times."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from consortium_node.ledger import EntryKind, Ledger, TxId
-from consortium_node.ledger.snapshot import T_SNAPSHOTS, encode_snapshot, evidence_write_set
+from consortium_node.ledger.snapshot import T_SNAPSHOTS, evidence_write_set, snapshot_parts
 from consortium_node.ledger.snapshot_rows import RowEncodings
 from consortium_node.server.duty import Duty, Submit
 
@@ -53,11 +53,12 @@ class SnapshotKeeper(Duty):
         ledger = self._ledger
         for capture in ledger.snapshot_captures():
             started = time.monotonic()
-            data = await asyncio.to_thread(
-                encode_snapshot, capture.state, capture.aead, self._encodings, capture.changes
+            parts = await asyncio.to_thread(
+                snapshot_parts, capture.state, capture.aead, self._encodings, capture.changes
             )
             index = capture.state.index
-            digest, size = await asyncio.to_thread(ledger.snapshots.write, index, data)
+            digest, size = await asyncio.to_thread(ledger.snapshots.write, index, parts)
+            del parts
             self._written = {index: (capture.state.txid, digest, size)}  # the newest only
             log.info(
                 "snapshot at %s written (%d bytes, sha256 %s)",
