@@ -710,7 +710,7 @@ class Ledger:
             secret_version=version,
         )
         self._flush_tree(index, every=1)  # a restart resumes here (frontier read first)
-        self._points.captured(Capture(state, self._secrets.aead(version), changes))
+        self._points.captured(Capture(state, self._secrets.parts_cipher(version), changes))
 
     def no_snapshots_before(self, index: int) -> None:
         """Take no snapshot before ``index`` (``SnapshotPoints.floor``: a recovered ledger)."""

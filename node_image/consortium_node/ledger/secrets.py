@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.ledger.entries import SECRET_SIZE, TxId, WriteSet, check_secret_version
@@ -233,7 +234,33 @@ class LedgerSecrets:
         aead = self._aeads[version] = AESGCM(held.secret)
         return aead
 
+    def parts_cipher(self, version: int) -> PartsCipher:
+        """``aead(version)``'s cipher, for data in parts (a snapshot's state); same errors."""
+        self.aead(version)
+        return PartsCipher(self._held[version].secret)
+
     def encrypting(self) -> tuple[int, AESGCM]:
         """The current version and its cipher, for the next private entry."""
         version = self.current_version
         return version, self.aead(version)
+
+
+class PartsCipher:
+    """AES-256-GCM over data given in parts, without joining them: ``encrypt_parts(nonce,
+    parts, aad)`` is ``AESGCM(secret).encrypt(nonce, b"".join(parts), aad)`` in parts (the
+    ciphertext of each, then the 16-byte tag). Why: one ``AESGCM.encrypt`` of a whole state
+    holds the GIL throughout (measured: ~20 ms for 40 MB), stalling the event loop of a node
+    whose snapshot encoder runs on a worker thread; a call per part holds it for one part."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def encrypt_parts(self, nonce: bytes, parts: Iterable[bytes], aad: bytes) -> list[bytes]:
+        encryptor = Cipher(algorithms.AES(self._secret), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(aad)
+        sealed = [encryptor.update(part) for part in parts]
+        sealed.append(encryptor.finalize())
+        sealed.append(encryptor.tag)
+        return sealed

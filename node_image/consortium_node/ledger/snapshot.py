@@ -70,6 +70,7 @@ from consortium_node.ledger.errors import EntryFormatError, LedgerError
 from consortium_node.ledger.kv import Changes, Row, Tables
 from consortium_node.ledger.merkle import HASH_SIZE, frontier_sizes, root_of_frontier
 from consortium_node.ledger.receipt import VerifiedReceipt, node_certificate_key, verify_receipt
+from consortium_node.ledger.secrets import PartsCipher
 from consortium_node.ledger.signing import CertificateCache, check_signature
 from consortium_node.ledger.snapshot_rows import RowEncodings
 
@@ -122,7 +123,7 @@ def _rows(tables: Tables) -> dict[str, dict[str, list[Any]]]:
 
 def encode_snapshot(
     state: SnapshotState,
-    aead: AESGCM,
+    aead: AESGCM | PartsCipher,
     encodings: RowEncodings | None = None,
     changes: Changes | None = None,
 ) -> bytes:
@@ -134,22 +135,27 @@ def encode_snapshot(
 
 def snapshot_parts(
     state: SnapshotState,
-    aead: AESGCM,
+    aead: AESGCM | PartsCipher,
     encodings: RowEncodings | None = None,
     changes: Changes | None = None,
 ) -> list[bytes]:
-    """``encode_snapshot``'s bytes in parts, one of them the sealed private state (the
-    largest buffer by far), for a writer and a digest that take them one after the other
-    (``SnapshotStore.write``) instead of a copy of the whole snapshot joined in memory."""
+    """``encode_snapshot``'s bytes in parts, for a writer and a digest that take them one
+    after the other (``SnapshotStore.write``) instead of a copy of the whole snapshot joined
+    in memory. With a ``PartsCipher`` the private state is never joined either: it is
+    hashed and encrypted a chunk of rows at a time (no call holds the GIL for long)."""
     if state.private is None:
         raise LedgerError("a snapshot decoded without its secret cannot be encoded again")
-    plaintext = (encodings or RowEncodings()).encode(state.private, changes)
+    plain = (encodings or RowEncodings()).encode_parts(state.private, changes)
     aad = _aad(state.term, state.index, state.secret_version)
-    nonce = hashlib.sha256(MAGIC + b" nonce" + aad + hashlib.sha256(plaintext).digest()).digest()[
-        :NONCE_SIZE
-    ]
-    sealed = aead.encrypt(nonce, plaintext, aad)
-    del plaintext  # the largest buffers: at most two alive at once
+    digest = hashlib.sha256()
+    for part in plain:
+        digest.update(part)
+    nonce = hashlib.sha256(MAGIC + b" nonce" + aad + digest.digest()).digest()[:NONCE_SIZE]
+    if isinstance(aead, PartsCipher):
+        sealed = aead.encrypt_parts(nonce, plain, aad)
+    else:
+        sealed = [aead.encrypt(nonce, b"".join(plain), aad)]
+    del plain  # the largest buffers: at most two alive at once
     head = [
         FORMAT,
         state.term,
@@ -164,7 +170,8 @@ def snapshot_parts(
     return (
         [MAGIC, cbor_head(4, len(head) + 1)]
         + [cbor2.dumps(item, canonical=True) for item in head]
-        + [cbor_head(2, NONCE_SIZE + len(sealed)), nonce, sealed]
+        + [cbor_head(2, NONCE_SIZE + sum(len(part) for part in sealed)), nonce]
+        + sealed
     )
 
 

@@ -27,6 +27,7 @@ from consortium_node.ledger.errors import (
 )
 from consortium_node.ledger.kv import KVStore
 from consortium_node.ledger.receipt import verify_receipt
+from consortium_node.ledger.secrets import PartsCipher
 from consortium_node.ledger.snapshot import (
     MAGIC,
     T_SNAPSHOTS,
@@ -439,6 +440,7 @@ def _reference(tables: dict[str, dict[str, tuple[Any, int, int]]]) -> bytes:
     return cbor2.dumps(rows, canonical=True)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1024])
 @given(
     rounds=st.lists(
         st.tuples(st.lists(_WRITES, max_size=4), st.sampled_from(["changes", "none", "skip"])),
@@ -447,12 +449,14 @@ def _reference(tables: dict[str, dict[str, tuple[Any, int, int]]]) -> bytes:
     )
 )
 def test_row_encodings_equal_cbor2_canonical_across_snapshots(
+    chunk: int,
     rounds: list[tuple[list[dict[str, dict[str, Any]]], str]],
 ) -> None:
     """Writes (new keys, rewrites, deletions, whole tables emptied) between captures of a KV
     store; each capture encoded with its changes (incremental), without them (in full), or
-    not at all (the next one cannot follow it): always the library's canonical bytes."""
-    kv, encodings, index = KVStore(track_changes=True), RowEncodings(), 0
+    not at all (the next one cannot follow it): always the library's canonical bytes, with
+    chunks of a few pieces (split, emptied, joined again) as with the default."""
+    kv, encodings, index = KVStore(track_changes=True), RowEncodings(chunk), 0
     for write_sets, how in rounds:
         for writes in write_sets:
             index += 1
@@ -460,8 +464,27 @@ def test_row_encodings_equal_cbor2_canonical_across_snapshots(
         _, private, changes = kv.capture()
         if how == "skip":
             continue
-        encoded = encodings.encode(private, changes if how == "changes" else None)
-        assert encoded == _reference(private)
+        parts = encodings.encode_parts(private, changes if how == "changes" else None)
+        assert b"".join(parts) == _reference(private)
+
+
+def test_row_encodings_chunks_stay_bounded_as_a_table_grows_and_shrinks() -> None:
+    """Many keys in few rounds, then most deleted: chunks split past twice their size and
+    small neighbours are joined again, so the parts stay about rows / chunk."""
+    kv, encodings = KVStore(track_changes=True), RowEncodings(8)
+    for step in range(10):
+        kv.apply({"app": {f"k{n:04d}": n for n in range(step, 2000, 10)}}, TxId(1, step + 1))
+        _, private, changes = kv.capture()
+        parts = encodings.encode_parts(private, changes)
+        assert b"".join(parts) == _reference(private)
+    assert 3 + 2000 // 16 <= len(parts) <= 3 + 2000 // 4  # heads, then chunks of 4 to 16
+    kv.apply({"app": {f"k{n:04d}": None for n in range(2000) if n % 50}}, TxId(2, 20))
+    _, private, changes = kv.capture()
+    parts = encodings.encode_parts(private, changes)
+    assert b"".join(parts) == _reference(private)
+    assert len(parts) <= 3 + 40 // 4 + 1  # 40 keys left: small chunks joined
+    with pytest.raises(ValueError, match="positive"):
+        RowEncodings(0)
 
 
 def test_row_encodings_patch_only_what_changed_and_fall_back_when_the_chain_breaks() -> None:
@@ -487,16 +510,26 @@ def test_row_encodings_patch_only_what_changed_and_fall_back_when_the_chain_brea
 
 
 def test_a_snapshot_with_reused_encodings_is_the_same_bytes() -> None:
-    aead = AESGCM(bytes(32))
+    """Encoded incrementally, in chunks, hashed and encrypted by parts: the same bytes as
+    encoded in full and encrypted in one piece."""
+    aead, by_parts = AESGCM(bytes(32)), PartsCipher(bytes(32))
     kv = KVStore(track_changes=True)
     for n in range(50):
         kv.apply({"app": {f"k{n}": n, f"s{n}": "v" * n}}, TxId(1, n + 1))
-    encodings = RowEncodings()
+    encodings = RowEncodings(4)
     for step in range(3):
         kv.apply({"app": {"k1": step, "new": [step]}, "other": {"x": None}}, TxId(2, 60 + step))
         _, private, changes = kv.capture()
         state = SnapshotState(2, 60 + step, b"sig", [], {}, private, 1)
-        assert encode_snapshot(state, aead, encodings, changes) == encode_snapshot(state, aead)
+        again = encode_snapshot(state, by_parts, encodings, changes)
+        assert again == encode_snapshot(state, aead) == _reference_snapshot(state, aead)
+
+
+@given(parts=st.lists(st.binary(max_size=40), max_size=6), aad=st.binary(max_size=20))
+def test_parts_cipher_is_aes_gcm_of_the_joined_parts(parts: list[bytes], aad: bytes) -> None:
+    key, nonce = bytes(range(32)), bytes(range(12))
+    sealed = PartsCipher(key).encrypt_parts(nonce, parts, aad)
+    assert b"".join(sealed) == AESGCM(key).encrypt(nonce, b"".join(parts), aad)
 
 
 def _reference_snapshot(state: SnapshotState, aead: AESGCM) -> bytes:
@@ -535,3 +568,4 @@ def test_encode_snapshot_writes_the_documented_bytes(
     state = SnapshotState(*txid, signature, frontier, public, private, version)
     aead = AESGCM(bytes(range(32)))
     assert encode_snapshot(state, aead) == _reference_snapshot(state, aead)
+    assert encode_snapshot(state, PartsCipher(bytes(range(32)))) == _reference_snapshot(state, aead)
