@@ -31,6 +31,9 @@ class Changes:
     store: object  # the store's token: a store made anew (a snapshot install) has another
     since: int
     keys: dict[str, set[str]]
+    # A partial capture's private tables hold only the rows of ``keys``: the number of rows
+    # of every non-empty private table then (None: a whole capture).
+    counts: dict[str, int] | None = None
 
 
 class KVStore:
@@ -76,16 +79,42 @@ class KVStore:
         """The keys currently present in ``table`` (insertion order)."""
         return iter(list(self._tables.get(table, {})))
 
-    def capture(self) -> tuple[Tables, Tables, Changes]:
+    def capture(self, *, partial: bool = False) -> tuple[Tables, Tables, Changes]:
         """``copy_tables`` and the keys written since the previous capture (all of them
         written since the store was made, for the first; a store made ``from_tables`` or
-        without ``track_changes`` does not know them: its changes cover no capture chain)."""
-        public, private = self.copy_tables()
-        changes = Changes(self._token, self._captures, self._changed)
-        self._changed, self._captures = {}, self._captures + 1
+        without ``track_changes`` does not know them: its changes cover no capture chain).
+
+        ``partial``: the private tables hold only the rows of those keys (and the changes
+        every private table's size), in time proportional to the changes instead of the
+        state: for an encoder that encoded every capture before (``snapshot_rows``). The
+        first capture of a store, or of one without ``track_changes``, is whole anyway."""
         if not self._tracking:
-            changes = Changes(object(), -1, {})  # follows no capture: encode in full
+            public, private = self.copy_tables()
+            self._changed, self._captures = {}, self._captures + 1
+            return public, private, Changes(object(), -1, {})  # follows no capture
+        if partial and self._captures:
+            public, private, counts = self._copy_changed()
+        else:
+            (public, private), counts = self.copy_tables(), None
+        changes = Changes(self._token, self._captures, self._changed, counts)
+        self._changed, self._captures = {}, self._captures + 1
         return public, private, changes
+
+    def _copy_changed(self) -> tuple[Tables, Tables, dict[str, int]]:
+        """Every public table, the private rows of the keys changed, private table sizes."""
+        public: Tables = {}
+        private: Tables = {}
+        counts: dict[str, int] = {}
+        for table, rows in self._tables.items():
+            if not rows:
+                continue
+            if table.startswith(PUBLIC_PREFIX):
+                public[table] = dict(rows)
+                continue
+            counts[table] = len(rows)
+            changed = self._changed.get(table, ())
+            private[table] = {key: rows[key] for key in changed if key in rows}
+        return public, private, counts
 
     def copy_tables(self) -> tuple[Tables, Tables]:
         """``(public, private)``: a copy of every non-empty table, split by name (the rows are

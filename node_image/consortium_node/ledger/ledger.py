@@ -161,6 +161,8 @@ class Ledger:
         self._contradicted: Position | None = None  # see _check_expected
         self.snapshots = SnapshotStore(store.directory / "snapshots")
         self._points = SnapshotPoints(self.snapshots, config.snapshot_interval)
+        self._partial_captures = False  # ``capture_partially``
+        self._whole_next = True  # the next capture is whole (the first, or one was lost)
 
     @classmethod
     def open(
@@ -699,7 +701,9 @@ class Ledger:
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
-        public, private, changes = self._kv.capture()
+        partial = self._partial_captures and not self._whole_next
+        public, private, changes = self._kv.capture(partial=partial)
+        self._whole_next = False
         state = SnapshotState(
             term=self.term_at(index),
             index=index,
@@ -711,6 +715,18 @@ class Ledger:
         )
         self._flush_tree(index, every=1)  # a restart resumes here (frontier read first)
         self._points.captured(Capture(state, self._secrets.parts_cipher(version), changes))
+
+    def capture_partially(self) -> None:
+        """The caller encodes every capture, in order, with one ``RowEncodings`` (the
+        snapshot duty): from the second capture on, a capture's private tables then hold only
+        the rows written since the previous one (``KVStore.capture(partial=True)``), so the
+        event loop does not copy the whole state at every snapshot point."""
+        self._partial_captures = True
+
+    def snapshot_encoding_lost(self) -> None:
+        """A capture was not encoded (it failed, or was partial and could not be): the next
+        one is whole."""
+        self._whole_next = True
 
     def no_snapshots_before(self, index: int) -> None:
         """Take no snapshot before ``index`` (``SnapshotPoints.floor``: a recovered ledger)."""

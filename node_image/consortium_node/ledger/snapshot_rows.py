@@ -35,11 +35,17 @@ from collections.abc import Iterable
 import cbor2
 
 from consortium_node.ledger.entries import JSON, cbor_head
+from consortium_node.ledger.errors import LedgerError
 from consortium_node.ledger.kv import Changes, Row, Tables
 
 
 class _StaleError(Exception):
     """What is kept does not follow from the changes: encode every row."""
+
+
+class PartialCaptureError(LedgerError):
+    """A partial capture (``KVStore.capture(partial=True)``) that does not follow the last
+    encoding (that one failed or was skipped): it cannot be encoded; capture whole next."""
 
 
 CHUNK = 1024
@@ -79,13 +85,18 @@ class RowEncodings:
         return b"".join(self.encode_parts(tables, changes))
 
     def encode_parts(self, tables: Tables, changes: Changes | None = None) -> list[bytes]:
-        """``encode``'s bytes in parts (heads, and one part per chunk of pieces)."""
+        """``encode``'s bytes in parts (heads, and one part per chunk of pieces). ``tables``
+        of a partial capture (``changes.counts`` set) hold only the changed rows: encoded
+        only if they follow the last encoding, else PartialCaptureError."""
+        partial = changes is not None and changes.counts is not None
         try:
             try:
                 if changes is None or self._next != (changes.store, changes.since):
                     raise _StaleError("no changes that follow the last encoding")
                 self._patch(tables, changes)
-            except _StaleError:
+            except _StaleError as exc:
+                if partial:
+                    raise PartialCaptureError(f"a partial capture: {exc}") from None
                 self._tables = {name: self._full(rows) for name, rows in tables.items()}
             # Tables in the order of their names' encodings (distinct, none a prefix of
             # another: the order of the whole items); a join per chunk.
@@ -100,12 +111,14 @@ class RowEncodings:
         return parts
 
     def _patch(self, tables: Tables, changes: Changes) -> None:
-        for name in [name for name in self._tables if name not in tables]:
-            del self._tables[name]  # emptied: a capture holds only non-empty tables
-        for name, rows in tables.items():
+        # The non-empty tables and their sizes (a capture holds only non-empty tables).
+        counts = changes.counts or {name: len(rows) for name, rows in tables.items()}
+        for name in [name for name in self._tables if name not in counts]:
+            del self._tables[name]  # emptied
+        for name, count in counts.items():
             table = self._tables.setdefault(name, _Table({}, []))
-            _patch_table(table, rows, changes.keys.get(name, ()), self._chunk)
-            if len(table) != len(rows):  # the changes did not name every write
+            _patch_table(table, tables.get(name, {}), changes.keys.get(name, ()), self._chunk)
+            if len(table) != count:  # the changes did not name every write
                 raise _StaleError(f"table {name!r}: the changes miss rows")
 
     def _full(self, rows: dict[str, Row]) -> _Table:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from consortium_node.ledger import EntryKind, Ledger, TxId
 from consortium_node.ledger.snapshot import T_SNAPSHOTS, evidence_write_set, snapshot_parts
-from consortium_node.ledger.snapshot_rows import RowEncodings
+from consortium_node.ledger.snapshot_rows import PartialCaptureError, RowEncodings
 from consortium_node.server.duty import Duty, Submit
 
 log = logging.getLogger("consortium_node")
@@ -47,15 +47,26 @@ class SnapshotKeeper(Duty):
         self._on_committed = on_committed
         self._written: dict[int, tuple[TxId, bytes, int]] = {}  # index → txid, sha256, size
         self._encodings = RowEncodings()  # rows unchanged since the last snapshot: not re-encoded
+        ledger.capture_partially()  # every capture is encoded here, in order, with them
 
     async def once(self) -> None:
         """Write every capture, record evidence if primary, commit what is covered."""
         ledger = self._ledger
         for capture in ledger.snapshot_captures():
             started = time.monotonic()
-            parts = await asyncio.to_thread(
-                snapshot_parts, capture.state, capture.aead, self._encodings, capture.changes
-            )
+            try:
+                parts = await asyncio.to_thread(
+                    snapshot_parts, capture.state, capture.aead, self._encodings, capture.changes
+                )
+            except PartialCaptureError as exc:  # one before it was not encoded
+                ledger.snapshot_encoding_lost()
+                log.warning(
+                    "snapshot at %s skipped (%s); the next is taken whole", capture.state.txid, exc
+                )
+                continue
+            except Exception:
+                ledger.snapshot_encoding_lost()  # the next capture is whole, then encoded
+                raise
             index = capture.state.index
             digest, size = await asyncio.to_thread(ledger.snapshots.write, index, parts)
             del parts

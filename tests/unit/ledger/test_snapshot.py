@@ -39,7 +39,7 @@ from consortium_node.ledger.snapshot import (
     evidence_write_set,
     verify_snapshot,
 )
-from consortium_node.ledger.snapshot_rows import RowEncodings
+from consortium_node.ledger.snapshot_rows import PartialCaptureError, RowEncodings
 from tests.unit.ledger.conftest import OpenLedger
 from tests.unit.ledger.helpers import fill, find_record, rewrite_record
 
@@ -443,7 +443,10 @@ def _reference(tables: dict[str, dict[str, tuple[Any, int, int]]]) -> bytes:
 @pytest.mark.parametrize("chunk", [1, 2, 3, 1024])
 @given(
     rounds=st.lists(
-        st.tuples(st.lists(_WRITES, max_size=4), st.sampled_from(["changes", "none", "skip"])),
+        st.tuples(
+            st.lists(_WRITES, max_size=4),
+            st.sampled_from(["changes", "none", "skip", "partial"]),
+        ),
         min_size=1,
         max_size=6,
     )
@@ -453,19 +456,45 @@ def test_row_encodings_equal_cbor2_canonical_across_snapshots(
     rounds: list[tuple[list[dict[str, dict[str, Any]]], str]],
 ) -> None:
     """Writes (new keys, rewrites, deletions, whole tables emptied) between captures of a KV
-    store; each capture encoded with its changes (incremental), without them (in full), or
-    not at all (the next one cannot follow it): always the library's canonical bytes, with
-    chunks of a few pieces (split, emptied, joined again) as with the default."""
+    store; each capture encoded with its changes (incremental), without them (in full), not
+    at all (the next one cannot follow it), or partial (only the changed rows captured:
+    encoded if it follows the last encoding, else refused): always the library's canonical
+    bytes, with chunks of a few pieces (split, emptied, joined again) as with the default."""
     kv, encodings, index = KVStore(track_changes=True), RowEncodings(chunk), 0
+    follows = True  # the next capture follows the last encoding (or is the store's first)
     for write_sets, how in rounds:
         for writes in write_sets:
             index += 1
             kv.apply(writes, TxId(1 + index // 3, 2**33 + index))
-        _, private, changes = kv.capture()
+        _, whole = kv.copy_tables()
+        _, private, changes = kv.capture(partial=how == "partial")
         if how == "skip":
+            follows = False
             continue
-        parts = encodings.encode_parts(private, changes if how == "changes" else None)
-        assert b"".join(parts) == _reference(private)
+        if how == "partial" and not follows:
+            with pytest.raises(PartialCaptureError):
+                encodings.encode_parts(private, changes)
+            continue  # and the encodings start again from a whole capture
+        parts = encodings.encode_parts(private, changes if how != "none" else None)
+        assert b"".join(parts) == _reference(whole)
+        follows = how != "none"
+
+
+def test_a_partial_capture_holds_the_changed_rows_and_the_sizes() -> None:
+    kv = KVStore(track_changes=True)
+    kv.apply({"app": {"a": 1, "b": 2}, "public:t": {"p": 1}, "gone": {"x": 1}}, TxId(1, 1))
+    _, private, changes = kv.capture(partial=True)  # a store's first capture: whole
+    assert private == {"app": {"a": (1, 1, 1), "b": (2, 1, 1)}, "gone": {"x": (1, 1, 1)}}
+    assert changes.counts is None
+    kv.apply({"app": {"b": None, "c": 3}, "gone": {"x": None}}, TxId(1, 2))
+    public, private, changes = kv.capture(partial=True)
+    assert public == {"public:t": {"p": (1, 1, 1)}}  # public tables: whole
+    assert private == {"app": {"c": (3, 1, 2)}}  # b deleted: absent; a unchanged: absent
+    assert changes.counts == {"app": 2} and changes.keys == {"app": {"b", "c"}, "gone": {"x"}}
+    untracked = KVStore()
+    untracked.apply({"app": {"a": 1}}, TxId(1, 1))
+    untracked.capture()
+    assert untracked.capture(partial=True)[2].counts is None  # no chain: whole
 
 
 def test_row_encodings_chunks_stay_bounded_as_a_table_grows_and_shrinks() -> None:
@@ -485,6 +514,29 @@ def test_row_encodings_chunks_stay_bounded_as_a_table_grows_and_shrinks() -> Non
     assert len(parts) <= 3 + 40 // 4 + 1  # 40 keys left: small chunks joined
     with pytest.raises(ValueError, match="positive"):
         RowEncodings(0)
+
+
+def test_a_ledger_captures_partially_once_told_and_whole_after_a_lost_encoding(
+    open_ledger: OpenLedger, signer: NodeKeySigner
+) -> None:
+    """The snapshot duty encodes every capture: the ledger then copies only the rows written
+    since the previous capture; the bytes are those of whole captures encoded in full."""
+    ledger = open_ledger(CONFIG)
+    ledger.capture_partially()
+    encodings, whole = RowEncodings(), []
+    for round_ in range(4):
+        if round_ == 2:
+            ledger.snapshot_encoding_lost()
+        fill(ledger, signer, batches=4, batch_size=7, prefix=f"r{round_}-")
+        ledger.append_signature(signer)
+        ledger.sync_and_commit()
+        [capture] = ledger.snapshot_captures()
+        whole.append(capture.changes.counts is None)
+        data = encode_snapshot(capture.state, capture.aead, encodings, capture.changes)
+        _, private = state_at(ledger, capture.state.index).copy_tables()
+        full = dataclasses.replace(capture.state, private=private)
+        assert data == encode_snapshot(full, ledger.secrets.aead(full.secret_version))
+    assert whole == [True, False, True, False]
 
 
 def test_row_encodings_patch_only_what_changed_and_fall_back_when_the_chain_breaks() -> None:
