@@ -39,7 +39,7 @@ from consortium_node.ledger.snapshot import (
     evidence_write_set,
     verify_snapshot,
 )
-from consortium_node.ledger.snapshot_rows import PartialCaptureError, RowEncodings
+from consortium_node.ledger.snapshot_rows import PartialCaptureError, RowEncodings, _piece
 from tests.unit.ledger.conftest import OpenLedger
 from tests.unit.ledger.helpers import fill, find_record, rewrite_record
 
@@ -478,6 +478,22 @@ def test_row_encodings_equal_cbor2_canonical_across_snapshots(
         parts = encodings.encode_parts(private, changes if how != "none" else None)
         assert b"".join(parts) == _reference(whole)
         follows = how != "none"
+
+
+_HEAD_EDGES = [0, 1, 23, 24, 255, 256, 0xFFFF, 0x10000, 2**32 - 1, 2**32, 2**64 - 1]
+
+
+@given(
+    key=_KEYS,
+    value=st.text() | st.sampled_from(["", "x" * 23, "x" * 24, "x" * 255, "x" * 256]) | _VALUE,
+    term=st.sampled_from(_HEAD_EDGES) | st.integers(min_value=0, max_value=2**64 - 1),
+    index=st.sampled_from(_HEAD_EDGES) | st.integers(min_value=0, max_value=2**64 - 1),
+)
+def test_a_piece_is_the_canonical_key_and_row(key: str, value: Any, term: int, index: int) -> None:
+    """The piece builder's fast path (heads looked up or packed in place) and its fallback
+    give cbor2's canonical bytes, at every head width's edges."""
+    expected = cbor2.dumps(key, canonical=True) + cbor2.dumps([value, term, index], canonical=True)
+    assert _piece(key, (value, term, index)) == expected
 
 
 def test_a_partial_capture_holds_the_changed_rows_and_the_sizes() -> None:
