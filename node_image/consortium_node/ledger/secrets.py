@@ -216,14 +216,23 @@ class LedgerSecrets:
     def aead(self, version: int) -> AESGCM:
         """The cipher of ``version``; UnknownSecretVersionError if the log never introduced
         it, SecretUnavailableError if this node does not hold it."""
+        secret = self._secret(version)
+        cached = self._aeads.get(version)
+        if cached is None:
+            cached = self._aeads[version] = AESGCM(secret)
+        return cached
+
+    def parts_cipher(self, version: int) -> PartsCipher:
+        """``aead(version)``'s cipher, for data in parts (a snapshot's state); same errors."""
+        return PartsCipher(self._secret(version))
+
+    def _secret(self, version: int) -> bytes:
+        """The secret of ``version``, with ``aead``'s errors."""
         if not 1 <= version <= self.current_version:
             raise UnknownSecretVersionError(
                 f"ledger secret version {version} is unknown: the log introduces versions up "
                 f"to {self.current_version}"
             )
-        cached = self._aeads.get(version)
-        if cached is not None:
-            return cached
         held = self._held.get(version)
         if held is None:
             raise SecretUnavailableError(
@@ -231,13 +240,7 @@ class LedgerSecrets:
                 "recipient of that rotation): private entries encrypted with it are unreadable "
                 "here"
             )
-        aead = self._aeads[version] = AESGCM(held.secret)
-        return aead
-
-    def parts_cipher(self, version: int) -> PartsCipher:
-        """``aead(version)``'s cipher, for data in parts (a snapshot's state); same errors."""
-        self.aead(version)
-        return PartsCipher(self._held[version].secret)
+        return held.secret
 
     def encrypting(self) -> tuple[int, AESGCM]:
         """The current version and its cipher, for the next private entry."""
