@@ -88,42 +88,37 @@ class KVStore:
         every private table's size), in time proportional to the changes instead of the
         state: for an encoder that encoded every capture before (``snapshot_rows``). The
         first capture of a store, or of one without ``track_changes``, is whole anyway."""
-        if not self._tracking:
-            public, private = self.copy_tables()
-            self._changed, self._captures = {}, self._captures + 1
-            return public, private, Changes(object(), -1, {})  # follows no capture
-        if partial and self._captures:
-            public, private, counts = self._copy_changed()
+        counts = None
+        if partial and self._tracking and self._captures:
+            public, private = self.copy_tables(only=self._changed)
+            counts = {
+                table: len(rows)
+                for table, rows in self._tables.items()
+                if rows and not table.startswith(PUBLIC_PREFIX)
+            }
         else:
-            (public, private), counts = self.copy_tables(), None
+            public, private = self.copy_tables()
         changes = Changes(self._token, self._captures, self._changed, counts)
+        if not self._tracking:
+            changes = Changes(object(), -1, {})  # follows no capture: encode in full
         self._changed, self._captures = {}, self._captures + 1
         return public, private, changes
 
-    def _copy_changed(self) -> tuple[Tables, Tables, dict[str, int]]:
-        """Every public table, the private rows of the keys changed, private table sizes."""
+    def copy_tables(self, only: dict[str, set[str]] | None = None) -> tuple[Tables, Tables]:
+        """``(public, private)``: a copy of every non-empty table, split by name (the rows are
+        copied, the values shared: committed values are never mutated). ``only``: of the
+        private tables, only the rows of these keys (per table; a key without a row: none)."""
         public: Tables = {}
         private: Tables = {}
-        counts: dict[str, int] = {}
         for table, rows in self._tables.items():
             if not rows:
                 continue
             if table.startswith(PUBLIC_PREFIX):
                 public[table] = dict(rows)
-                continue
-            counts[table] = len(rows)
-            changed = self._changed.get(table, ())
-            private[table] = {key: rows[key] for key in changed if key in rows}
-        return public, private, counts
-
-    def copy_tables(self) -> tuple[Tables, Tables]:
-        """``(public, private)``: a copy of every non-empty table, split by name (the rows are
-        copied, the values shared: committed values are never mutated)."""
-        public: Tables = {}
-        private: Tables = {}
-        for table, rows in self._tables.items():
-            if rows:
-                (public if table.startswith(PUBLIC_PREFIX) else private)[table] = dict(rows)
+            elif only is None:
+                private[table] = dict(rows)
+            else:
+                private[table] = {key: rows[key] for key in only.get(table, ()) if key in rows}
         return public, private
 
     @classmethod
