@@ -80,7 +80,7 @@ def _snapshot_and_record(ledger: Ledger, signer: NodeKeySigner) -> None:
     """Write the snapshots the ledger took, record their evidence, sign, commit."""
     taken = []
     for capture in ledger.snapshot_captures():
-        data = encode_snapshot(capture.state, capture.aead)
+        data = encode_snapshot(capture.state, capture.cipher)
         digest, size = ledger.snapshots.write(capture.state.index, data)
         taken.append((capture.state.txid, digest, size))
     for txid, digest, size in taken:

@@ -52,7 +52,6 @@ from typing import Any
 import cbor2
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.common.canonical import canonical_json
 from consortium_node.ledger.entries import (
@@ -123,26 +122,27 @@ def _rows(tables: Tables) -> dict[str, dict[str, list[Any]]]:
 
 def encode_snapshot(
     state: SnapshotState,
-    aead: AESGCM | PartsCipher,
+    cipher: PartsCipher,
     encodings: RowEncodings | None = None,
     changes: Changes | None = None,
 ) -> bytes:
-    """The snapshot bytes of ``state``; ``aead`` is secret version ``state.secret_version``.
+    """The snapshot bytes of ``state``; ``cipher`` is secret version ``state.secret_version``
+    (``LedgerSecrets.parts_cipher``).
     ``encodings``: the private part of the snapshot encoded before, and ``changes`` the keys
     written since, so that only those rows are encoded again (``snapshot_rows``)."""
-    return b"".join(snapshot_parts(state, aead, encodings, changes))
+    return b"".join(snapshot_parts(state, cipher, encodings, changes))
 
 
 def snapshot_parts(
     state: SnapshotState,
-    aead: AESGCM | PartsCipher,
+    cipher: PartsCipher,
     encodings: RowEncodings | None = None,
     changes: Changes | None = None,
 ) -> list[bytes]:
     """``encode_snapshot``'s bytes in parts, for a writer and a digest that take them one
     after the other (``SnapshotStore.write``) instead of a copy of the whole snapshot joined
-    in memory. With a ``PartsCipher`` the private state is never joined either: it is
-    hashed and encrypted a chunk of rows at a time (no call holds the GIL for long)."""
+    in memory. The private state is never joined either: it is hashed and encrypted a chunk
+    of rows at a time (no call holds the GIL for long)."""
     if state.private is None:
         raise LedgerError("a snapshot decoded without its secret cannot be encoded again")
     plain = (encodings or RowEncodings()).encode_parts(state.private, changes)
@@ -151,10 +151,7 @@ def snapshot_parts(
     for part in plain:
         digest.update(part)
     nonce = hashlib.sha256(MAGIC + b" nonce" + aad + digest.digest()).digest()[:NONCE_SIZE]
-    if isinstance(aead, PartsCipher):
-        sealed = aead.encrypt_parts(nonce, plain, aad)
-    else:
-        sealed = [aead.encrypt(nonce, b"".join(plain), aad)]
+    sealed = cipher.encrypt_parts(nonce, plain, aad)
     del plain  # the largest buffers: at most two alive at once
     head = [
         FORMAT,

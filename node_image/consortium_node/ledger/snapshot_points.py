@@ -17,6 +17,7 @@ from typing import Any
 
 from consortium_node.ledger.entries import TxId
 from consortium_node.ledger.kv import Changes
+from consortium_node.ledger.secrets import PartsCipher
 from consortium_node.ledger.snapshot import SnapshotError, SnapshotState, parse_evidence
 from consortium_node.ledger.snapshot_store import SnapshotStore
 
@@ -26,11 +27,11 @@ log = logging.getLogger("consortium_node.ledger")
 @dataclass(frozen=True)
 class Capture:
     """The committed state at a snapshot point, to be encoded (off the event loop) with
-    ``snapshot.encode_snapshot(state, aead, encodings, changes)`` and written to
+    ``snapshot.encode_snapshot(state, cipher, encodings, changes)`` and written to
     ``Ledger.snapshots``."""
 
     state: SnapshotState
-    aead: Any
+    cipher: PartsCipher  # of the ledger secret version in force at the snapshot point
     changes: Changes | None = None  # the keys written since the previous capture
 
 

@@ -56,7 +56,7 @@ class SnapshotKeeper(Duty):
             started = time.monotonic()
             try:
                 parts = await asyncio.to_thread(
-                    snapshot_parts, capture.state, capture.aead, self._encodings, capture.changes
+                    snapshot_parts, capture.state, capture.cipher, self._encodings, capture.changes
                 )
             except PartialCaptureError as exc:  # one before it was not encoded
                 ledger.snapshot_encoding_lost()
