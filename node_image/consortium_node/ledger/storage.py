@@ -142,13 +142,17 @@ class ChunkStore:
         return self.known.durable
 
     def write_commit_file(self, marker: Marker, *, lower: bool = False) -> None:
-        """Persist ``marker`` in ``commit.marker`` (temp file, fsync, rename). ``lower``: it
-        replaces what is known (a truncation voids durable claims beyond what it keeps)."""
+        """Persist what is known with ``marker`` merged in (``lower``: ``marker`` itself, a
+        truncation voiding durable claims beyond what it keeps) in ``commit.marker`` (temp
+        file, fsync, rename). Merged, not ``marker`` alone: a node reopened commits from 0,
+        and its first commit file must not lower the commit a marker recorded before it (a
+        truncation may since have cut that marker from the chunks)."""
+        known = marker if lower else self.known.merge(marker)
         try:
-            write_atomic(self.commit_file, encode_marker(marker))
+            write_atomic(self.commit_file, encode_marker(known))
         except OSError as exc:
             raise LedgerError(f"cannot write {self.commit_file}: {exc}") from exc
-        self.known = marker if lower else self.known.merge(marker)
+        self.known = known
 
     # -- replay -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from consortium_node.ledger import storage
 from consortium_node.ledger.entries import public_entry
 from consortium_node.ledger.errors import LedgerCorruptionError, LedgerError
+from consortium_node.ledger.records import Marker, Position, read_commit_file
 from consortium_node.ledger.storage import ChunkStore, chunk_name, encode_record
 
 
@@ -360,3 +361,19 @@ def test_record_offsets_of_only_a_few_chunks_stay_in_memory(tmp_path: Path) -> N
         assert store.read(index) == data[index - 1]
     assert store.read(firsts[2] + 3) == payloads(firsts[2] + 3, 1, size=70)[0]
     store.close()
+
+
+def test_the_commit_file_never_loses_a_known_commit(tmp_path: Path) -> None:
+    """A reopened node commits from 0: its first commit file (its state, commit 0) must not
+    lower the commit the file recorded before (a truncation may have cut the marker that
+    also said so from the chunks). Only a truncation lowers it, and only the durable part."""
+    store, _ = open_store(tmp_path)
+    store.write_commit_file(Marker(Position(5, 1), Position(7, 1)))
+    store.close()
+    reopened, _ = open_store(tmp_path)
+    assert reopened.known.commit == Position(5, 1)
+    reopened.write_commit_file(Marker(Position(0, 0), Position(9, 2)))
+    assert read_commit_file(reopened.commit_file) == Marker(Position(5, 1), Position(9, 2))
+    reopened.write_commit_file(Marker(Position(5, 1), Position(6, 1)), lower=True)
+    assert read_commit_file(reopened.commit_file) == Marker(Position(5, 1), Position(6, 1))
+    reopened.close()
