@@ -97,6 +97,25 @@ def _client(cluster: Cluster, ns: str, who: Identity) -> tuple[NodeClient, str]:
     return NodeClient(f"https://{ip}:8443", pem, who.cert, who.key, 10), pem
 
 
+def _receipt(cluster: Cluster, ns: str, who: Identity, txid: object) -> Any:
+    """The receipt of ``txid`` from the first node of the current status that gives one (the
+    status is read again each time: a pod that restarted since has another IP)."""
+    st = _status(cluster, ns)
+    for node in st.get("nodes", []):
+        if not node.get("podIP"):
+            continue
+        client = NodeClient(
+            f"https://{node['podIP']}:8443", st["serviceCertificate"], who.cert, who.key, 5
+        )
+        try:
+            reply = client.request("GET", f"/app/receipt?txid={txid}")
+        except (CtlError, OSError):
+            continue
+        if reply.status == 200:
+            return reply.json()
+    return None
+
+
 def _read(client: NodeClient, key: str) -> Any:
     try:
         reply = client.request("GET", f"/app/kv/{key}")
@@ -145,15 +164,8 @@ def test_a_deleted_namespace_is_recovered_from_its_bucket_with_two_members_share
     with Writer(cluster, ns, alice) as writer:
         wait_for("writes flowing", lambda: len(writer.acked) >= 100, 120)
     acked = list(writer.acked)
-    client, _ = _client(cluster, ns, alice)
     for txid in acked[:: max(1, len(acked) // 5)]:
-        found = wait_for(
-            f"receipt {txid}",
-            lambda t=txid: (
-                (r := client.request("GET", f"/app/receipt?txid={t}")).status == 200 and r.json()
-            ),
-            30,
-        )
+        found = wait_for(f"receipt {txid}", lambda t=txid: _receipt(cluster, ns, alice, t), 30)
         receipts.append(found)
     last = max(t.index for t in acked)
 
