@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/versus_etcd.py [--seconds 30] [--concurrency 16] [--batches 1,10,100]
                                           [--profile] [--snapshot-interval N]
+                                          [--snapshot-writes-percent P]
 
 Starts a 3-member etcd cluster (Debian's ``etcd-server``, installed with apt-get if missing)
 and a 3-node consortium, both on loopback with TLS on the client and the peer links (client
@@ -16,9 +17,11 @@ certificates required, as the ledger requires them). One aiohttp client drives e
 Prints, per batch size: writes/s, ledger/etcd, server CPU seconds per 1,000 writes (user +
 system time of the three server processes, from /proc), p50/p99 latency, and the load average
 before and after (this machine is shared: compare ratios within one run).
-``--snapshot-interval`` overrides the nodes' (default 10,000 transactions, as CCF's): the
-consortium's state grows through the run (unique keys) and every node encodes, hashes and
-encrypts all of it once per interval, so a larger one shows what snapshots cost.
+``--snapshot-interval`` and ``--snapshot-writes-percent`` override the nodes' (defaults
+10,000 transactions, as CCF's, and 50 %): the consortium's state grows through the run (unique
+keys) and every node encodes, hashes and encrypts all of it at each snapshot, so these show
+what snapshots cost (``--snapshot-writes-percent 0``: one every interval however large the
+state, the rule before the writes rule).
 """
 
 from __future__ import annotations
@@ -306,11 +309,15 @@ def own_time(raw: str) -> tuple[int, int, dict[str, int], dict[str, dict[str, in
     return total, waits, own, callers
 
 
-def node_settings(snapshot_interval: int | None) -> dict[str, dict[str, Any]]:
-    """The nodes' configuration overrides: ``NODE_DEFAULTS``, and the snapshot interval if set."""
-    if snapshot_interval is None:
-        return NODE_DEFAULTS
-    ledger = {**NODE_DEFAULTS["ledger"], "snapshot_interval": snapshot_interval}
+def node_settings(
+    snapshot_interval: int | None, writes_percent: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The nodes' configuration overrides: ``NODE_DEFAULTS``, and the snapshot settings given."""
+    ledger = dict(NODE_DEFAULTS["ledger"])
+    if snapshot_interval is not None:
+        ledger["snapshot_interval"] = snapshot_interval
+    if writes_percent is not None:
+        ledger["snapshot_writes_percent"] = writes_percent
     return {**NODE_DEFAULTS, "ledger": ledger}
 
 
@@ -370,8 +377,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="then profile every node")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
     parser.add_argument("--snapshot-interval", type=int, default=None, help="the nodes' (10000)")
+    parser.add_argument("--snapshot-writes-percent", type=int, default=None, help="the nodes' (50)")
     args = parser.parse_args()
-    overrides = node_settings(args.snapshot_interval)
+    overrides = node_settings(args.snapshot_interval, args.snapshot_writes_percent)
     batches = [int(b) for b in args.batches.split(",")]
     if args.profile_only:
         with tempfile.TemporaryDirectory(prefix="versus-etcd-profile-") as tmp:
@@ -406,10 +414,13 @@ def main() -> None:
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
     release = version.stdout.splitlines()[0].split()[-1]
     interval = "default (10,000)" if args.snapshot_interval is None else args.snapshot_interval
+    percent = (
+        "default (50)" if args.snapshot_writes_percent is None else args.snapshot_writes_percent
+    )
     print(f"\netcd {release} (3 members) vs the ledger (3 nodes), "
           f"{args.concurrency} requests in flight, {args.seconds:g} s each, unique keys, "
           f"64-byte values, TLS with client certificates on both, the nodes' snapshot "
-          f"interval {interval}")  # fmt: skip
+          f"interval {interval}, writes percent {percent}")  # fmt: skip
     print(f"load average before {before}, after {after}\n")
     print("| batch | etcd writes/s | ledger writes/s | ledger/etcd | server CPU s per 1k writes "
           "etcd → ledger | p50 ms etcd → ledger | p99 ms etcd → ledger |")  # fmt: skip

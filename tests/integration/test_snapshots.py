@@ -165,3 +165,68 @@ def test_a_restart_skips_replaying_what_its_snapshot_covers(cluster: Cluster) ->
     assert status == 200 and value["value"] == 0
     status, value = node.get("/app/kv/r5-2", cluster.user)
     assert status == 200 and value["value"] == 5
+
+
+def _grow(cluster: Cluster, batch: int) -> None:
+    """40 transactions, each writing 3 keys of its own: the state grows by 120 rows."""
+    leader = cluster.leader()
+    body = {
+        "transactions": [{"writes": {f"g{batch}-{t}-{i}": t for i in range(3)}} for t in range(40)]
+    }
+    status, reply = leader.post_json("/app/transactions", body, cluster.user)
+    assert status == 200, reply
+
+
+def _committed_indices(node_dir: Path) -> set[int]:
+    return {int(p.name[9:29]) for p in committed_snapshots(node_dir)}
+
+
+def test_a_node_whose_snapshot_settings_differed_takes_up_the_primarys_points(
+    tmp_path: Path,
+) -> None:
+    """Two nodes take a snapshot every 60 entries once half the rows the previous one held
+    were written again (the default rule); a third was started with the interval alone (as in
+    a roll that changed the setting). The state grows, so its points soon differ from the
+    primary's and none of its snapshots there is committed; at the primary's evidence for a
+    point it did not take it says so and takes up the primary's points. Rolled to the same
+    settings, it commits the primary's next snapshots, with the same bytes."""
+    same = {"ledger": {"snapshot_interval": INTERVAL}}
+    cluster = Cluster.start(tmp_path, 2, overrides=same)
+    try:
+        odd = cluster.add(
+            2, {"ledger": {"snapshot_interval": INTERVAL, "snapshot_writes_percent": 0}}
+        )
+        batch = 0
+
+        def taken_up() -> bool:
+            nonlocal batch
+            batch += 1
+            _grow(cluster, batch)
+            return "the primary took a snapshot at" in odd.log()
+
+        wait_for("the odd node to take up the primary's points", taken_up, 60)
+        primary = cluster.nodes[0].data_dir
+        odd_only = {
+            int(p.name[9:29]) for p in (odd.data_dir / "ledger" / "snapshots").glob("*.snap")
+        }
+        assert odd_only - _committed_indices(primary), "its points never differed"
+        odd.stop()
+        odd.overrides = dict(same)
+        odd.start()
+        before = _committed_indices(odd.data_dir)
+
+        def shared() -> set[int]:
+            nonlocal batch
+            batch += 1
+            _grow(cluster, batch)
+            return (_committed_indices(odd.data_dir) - before) & _committed_indices(primary)
+
+        index = max(wait_for("the odd node to commit the primary's next snapshot", shared, 120))
+        name = f"snapshot_{index:020d}.snap"
+        assert (odd.data_dir / "ledger" / "snapshots" / name).read_bytes() == (
+            primary / "ledger" / "snapshots" / name
+        ).read_bytes()
+        for node in cluster.nodes[:2]:  # their points never differed from the primary's
+            assert "the primary took a snapshot at" not in node.log()
+    finally:
+        cluster.stop()

@@ -42,7 +42,7 @@ class KVStore:
     With ``track_changes`` it also notes which keys each write touched since the last
     ``capture`` (what a snapshot encoder needs to encode only those rows again)."""
 
-    __slots__ = ("_captures", "_changed", "_tables", "_token", "_tracking")
+    __slots__ = ("_captures", "_changed", "_tables", "_token", "_tracking", "written")
 
     def __init__(self, *, track_changes: bool = False) -> None:
         self._tables: Tables = {}
@@ -50,6 +50,7 @@ class KVStore:
         self._changed: dict[str, set[str]] = {}
         self._captures = 0
         self._token = object()
+        self.written = 0  # rows written by ``apply`` (a deletion counts, a rewrite too)
 
     def apply(self, write_set: WriteSet, txid: TxId) -> None:
         """Apply one committed write set, in log order."""
@@ -63,6 +64,7 @@ class KVStore:
                 if changed is None:
                     changed = self._changed[table] = set()
                 changed.update(writes)
+            self.written += len(writes)
             for key, value in writes.items():
                 if value is None:
                     rows.pop(key, None)
@@ -129,6 +131,10 @@ class KVStore:
             for table, rows in tables.items():
                 store._tables[table] = dict(rows)
         return store
+
+    def rows(self) -> int:
+        """How many rows the store holds, in every table."""
+        return sum(map(len, self._tables.values()))
 
     def tables(self) -> list[str]:
         """Names of the tables that were ever written."""

@@ -97,21 +97,26 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LedgerConfig:
-    """When to sign, how large a chunk file grows before the next one starts, and how many
-    committed entries lie between snapshots (0: never; every node of a ledger must use the
-    same value, so that they take the same snapshots)."""
+    """When to sign, how large a chunk file grows before the next one starts, and where
+    snapshots are taken (``SnapshotPoints``): at least ``snapshot_interval`` committed entries
+    apart (0: never) and, with ``snapshot_writes_percent`` p > 0, after committed writes of at
+    least p % of the rows the previous snapshot held. Every node of a ledger should use the same
+    values, so that they take the same snapshots (a node whose values differ takes up the
+    primary's points at its next committed snapshot evidence)."""
 
     signature_interval_tx: int = 100
     signature_interval_ms: int = 100
     chunk_max_bytes: int = 8 * 1024 * 1024
     snapshot_interval: int = 10_000
+    snapshot_writes_percent: int = 50
 
     def __post_init__(self) -> None:
         for name in ("signature_interval_tx", "signature_interval_ms", "chunk_max_bytes"):
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
                 raise ValueError(f"LedgerConfig.{name} must be a positive integer")
-        if type(self.snapshot_interval) is not int or self.snapshot_interval < 0:
-            raise ValueError("LedgerConfig.snapshot_interval must be a non-negative integer")
+        for name in ("snapshot_interval", "snapshot_writes_percent"):
+            if type(getattr(self, name)) is not int or getattr(self, name) < 0:
+                raise ValueError(f"LedgerConfig.{name} must be a non-negative integer")
 
 
 class _ShortcutFailedError(LedgerError):
@@ -160,7 +165,9 @@ class Ledger:
         self._commit_file_index, self._commit_file_at = 0, clock()
         self._contradicted: Position | None = None  # see _check_expected
         self.snapshots = SnapshotStore(store.directory / "snapshots")
-        self._points = SnapshotPoints(self.snapshots, config.snapshot_interval)
+        self._points = SnapshotPoints(
+            self.snapshots, config.snapshot_interval, config.snapshot_writes_percent
+        )
         self._partial_captures = False  # ``capture_partially``
         self._whole_next = True  # the next capture is whole (the first, or one was lost)
 
@@ -338,7 +345,7 @@ class Ledger:
         self._keep_signature(state.index, state.signature)
         self._commit_index = state.index
         self._term = max(self._term, state.term)
-        self._points.passed(state.index)
+        self._points.passed(state.index, self._kv.written, self._kv.rows())
 
     def _start_from(self, state: SnapshotState) -> None:
         """An empty log starts after the snapshot ``state`` (its chunks, if any, after it)."""
@@ -696,7 +703,8 @@ class Ledger:
     def _at_signature(self, index: int) -> None:
         """A committed signature entry: capture the state if it is a snapshot point (and this
         node can see every private value there)."""
-        if not self._points.due(index) or self._unreadable is not None:
+        due = self._points.due(index, self._kv.written, self._kv.rows())
+        if not due or self._unreadable is not None:
             return
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):

@@ -71,6 +71,7 @@ class LedgerSettings:
     signature_interval_ms: int = 100
     chunk_max_bytes: int = 8 * 1024 * 1024
     snapshot_interval: int = 10_000
+    snapshot_writes_percent: int = 50
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,7 @@ def parse_config(data: Any, base: Path) -> NodeConfig:
         signature_interval_ms=led.int_("signature_interval_ms", 100, 1, 3_600_000),
         chunk_max_bytes=led.int_("chunk_max_bytes", 8 * 1024 * 1024, 4096, 2**31),
         snapshot_interval=led.int_("snapshot_interval", 10_000, 0, 100_000_000),
+        snapshot_writes_percent=led.int_("snapshot_writes_percent", 50, 0, 10_000),
     )
     led.done()
     lim = root.child("limits")

@@ -168,8 +168,9 @@ class NodeMetrics:
 
         self.snapshots_written = Counter(
             "consortium_snapshots_written",
-            "Snapshots of the committed state this node wrote (one every snapshot_interval "
-            "committed entries, at a signature entry).",
+            "Snapshots of the committed state this node wrote (at a signature entry at least "
+            "snapshot_interval committed entries and snapshot_writes_percent of the state's "
+            "rows in writes after the previous one).",
             registry=r,
         )
         self.snapshot_seconds = Gauge(

@@ -49,6 +49,7 @@ def open_ledger(node: Node, secrets: bytes | LedgerSecrets) -> Ledger:
             signature_interval_ms=settings.signature_interval_ms,
             chunk_max_bytes=settings.chunk_max_bytes,
             snapshot_interval=settings.snapshot_interval,
+            snapshot_writes_percent=settings.snapshot_writes_percent,
         ),
         repair=True,
     )

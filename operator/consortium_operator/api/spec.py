@@ -173,6 +173,7 @@ class ConsortiumSpec:
     signature_interval: timedelta
     client_selector: dict[str, Any]
     snapshot_interval: int = 10_000
+    snapshot_writes_percent: int = 50
     backup: Backup | None = None  # None: no backups (the node config has no backup section)
     recovery_threshold: str | int = "majority"  # k of the members' recovery shares
     recovery: Recovery | None = None  # started by a disaster recovery (docs/recovery.md)
@@ -268,8 +269,9 @@ def _text(d: timedelta) -> str:
     return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}m"
 
 
-def _ledger(led: Mapping[str, Any]) -> tuple[int, timedelta, int]:
-    """``spec.ledger``: signature interval (entries, time) and snapshot interval."""
+def _ledger(led: Mapping[str, Any]) -> tuple[int, timedelta, int, int]:
+    """``spec.ledger``: signature interval (entries, time), snapshot interval and writes
+    percent."""
     sig_tx = led.get("signatureIntervalTx", 100)
     if isinstance(sig_tx, bool) or not isinstance(sig_tx, int) or not 1 <= sig_tx <= 1_000_000:
         raise SpecError("spec.ledger.signatureIntervalTx", "must be an integer in 1..1000000")
@@ -281,7 +283,13 @@ def _ledger(led: Mapping[str, Any]) -> tuple[int, timedelta, int]:
         raise SpecError(
             "spec.ledger.snapshotInterval", "must be an integer in 0..100000000 (0: never)"
         )
-    return sig_tx, sig, snap
+    writes = led.get("snapshotWritesPercent", 50)
+    if isinstance(writes, bool) or not isinstance(writes, int) or not 0 <= writes <= 10_000:
+        raise SpecError(
+            "spec.ledger.snapshotWritesPercent",
+            "must be an integer in 0..10000 (0: the interval alone decides)",
+        )
+    return sig_tx, sig, snap, writes
 
 
 def _string(value: Any, field: str, what: str) -> str:
@@ -567,7 +575,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
     if not isinstance(retain, bool):
         raise SpecError("spec.storage.retainOnDelete", "expected true or false")
     sc = sto.get("storageClassName") or None
-    sig_tx, sig, snap = _ledger(_obj(spec.get("ledger"), "spec.ledger"))
+    sig_tx, sig, snap, snap_writes = _ledger(_obj(spec.get("ledger"), "spec.ledger"))
     bak = spec.get("backup")
     backup = None if bak is None else _backup(_obj(bak, "spec.backup"), name)
     rec = spec.get("recovery")
@@ -600,6 +608,7 @@ def parse_consortium(name: str, spec: Mapping[str, Any]) -> ConsortiumSpec:
         signature_interval_tx=sig_tx,
         signature_interval=sig,
         snapshot_interval=snap,
+        snapshot_writes_percent=snap_writes,
         client_selector=dict(_obj(spec.get("clientSelector"), "spec.clientSelector")),
         backup=backup,
         recovery=recovery,

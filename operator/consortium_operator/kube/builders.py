@@ -183,6 +183,7 @@ def ledger_config(spec: ConsortiumSpec) -> dict[str, Any]:
         "signature_interval_tx": spec.signature_interval_tx,
         "signature_interval_ms": max(1, round(spec.signature_interval.total_seconds() * 1000)),
         "snapshot_interval": spec.snapshot_interval,
+        "snapshot_writes_percent": spec.snapshot_writes_percent,
     }
 
 

@@ -111,6 +111,55 @@ def test_snapshots_are_taken_at_the_first_signature_after_each_interval(
         assert state.txid == txid
 
 
+def _points_of(ledger: Ledger, interval: int, percent: int) -> list[int]:
+    """The points ``SnapshotPoints`` documents, reckoned again from the committed log alone:
+    signatures ``interval`` entries apart after which the rows written since the previous
+    point reach ``percent`` % of the rows the state held there."""
+    kv, written, point, at, out = KVStore(), 0, 0, (0, 0), []
+    for i in range(1, ledger.commit_index + 1):
+        view = ledger.read(TxId(ledger.term_at(i), i))
+        if view.kind is not EntryKind.SIGNATURE:
+            kv.apply(view.writes, view.txid)
+            written += sum(len(rows) for rows in view.writes.values())
+        elif i >= point + interval and (written - at[0]) * 100 >= percent * at[1]:
+            point, at = i, (written, kv.rows())
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("from_snapshot", [False, True], ids=["replayed", "from-snapshot"])
+def test_a_ledger_takes_its_points_by_interval_and_rows_written_across_a_restart(
+    open_ledger: OpenLedger, signer: NodeKeySigner, service: ServiceIdentity, from_snapshot: bool
+) -> None:
+    """Every transaction writes a new key, so the state grows: a point needs 25 entries and
+    writes of half the rows the previous one held. A restart (replaying the log, or starting
+    from its newest committed snapshot) counts again from where it starts and takes the same
+    points after its newest file."""
+    config = dataclasses.replace(CONFIG, snapshot_writes_percent=50)
+    ledger = open_ledger(config)
+    fill(ledger, signer, batches=60, batch_size=7)
+    ledger.append_signature(signer)
+    ledger.sync_and_commit()
+    written = write_captures(ledger)
+    taken = [txid.index for txid, _, _ in written]
+    assert taken == _points_of(ledger, 25, 50)
+    assert len(taken) >= 4 and len(_points_of(ledger, 25, 0)) >= 2 * len(taken)
+    if from_snapshot:
+        record_evidence(ledger, signer, written)
+        for r in ledger.snapshot_receipts():
+            assert ledger.snapshots.commit(r.index, r.digest, r.receipt)
+    ledger.close()
+    reopened = open_ledger(config, service_certificate=service.certificate)
+    assert reopened.commit_index == (taken[-1] if from_snapshot else 0)
+    reopened.advance_commit(reopened.durable_index)
+    assert reopened.snapshot_captures() == []  # nothing up to its newest file again
+    fill(reopened, signer, batches=30, batch_size=7, prefix="after-")
+    reopened.append_signature(signer)
+    reopened.sync_and_commit()
+    later = [c.state.index for c in reopened.snapshot_captures()]
+    assert later and later == [i for i in _points_of(reopened, 25, 50) if i > taken[-1]]
+
+
 def _decode(data: bytes, ledger: Ledger) -> SnapshotState:
     return decode_snapshot(data, ledger.secrets.aead)
 
@@ -537,7 +586,7 @@ def test_a_ledger_captures_partially_once_told_and_whole_after_a_lost_encoding(
 ) -> None:
     """The snapshot duty encodes every capture: the ledger then copies only the rows written
     since the previous capture; the bytes are those of whole captures encoded in full."""
-    ledger = open_ledger(CONFIG)
+    ledger = open_ledger(dataclasses.replace(CONFIG, snapshot_writes_percent=0))  # each round
     ledger.capture_partially()
     encodings, whole = RowEncodings(), []
     for round_ in range(4):

@@ -282,6 +282,7 @@ def test_a_ledger_settings_change_is_a_new_pod_template() -> None:
     changed = [
         consortium("demo", ledger={"snapshotInterval": 5000}),
         consortium("demo", ledger={"snapshotInterval": 0}),
+        consortium("demo", ledger={"snapshotWritesPercent": 25}),
         consortium("demo", ledger={"signatureIntervalTx": 50}),
         consortium("demo", ledger={"signatureInterval": "250ms"}),
     ]

@@ -638,17 +638,19 @@ def test_node_config_durations(
     assert parsed.attestation.renew_before == spec.attestation.renew_before
     assert timedelta(milliseconds=parsed.ledger.signature_interval_ms) == spec.signature_interval
     assert parsed.ledger.snapshot_interval == spec.snapshot_interval == 10_000  # the default
+    assert parsed.ledger.snapshot_writes_percent == spec.snapshot_writes_percent == 50
 
 
 def test_snapshot_interval_reaches_every_node_config(
     members: list[MemberSpec], operator_pem: str, tmp_path: Path
 ) -> None:
-    spec = consortium(ledger__snapshotInterval=500)
+    spec = consortium(ledger__snapshotInterval=500, ledger__snapshotWritesPercent=0)
     config = builders.node_config(spec, members, operator_pem)
     base = {**config, "kubernetes": {"service_certificate": str(tmp_path / "none.pem")}}
     for ordinal in range(spec.nodes):  # the same value for every node: the same points
         parsed = parse_config(pod_settings(base, _pod_env(spec, ordinal)), tmp_path)
         assert parsed.ledger.snapshot_interval == 500
+        assert parsed.ledger.snapshot_writes_percent == 0
 
 
 @pytest.mark.parametrize("threshold", ["majority", 1, 3, "2"])

@@ -331,6 +331,7 @@ def test_expected_defaults() -> None:
             "signatureIntervalTx": 100,
             "signatureInterval": "100ms",
             "snapshotInterval": 10000,
+            "snapshotWritesPercent": 50,
         },
     }
     assert parse_duration(spec["attestation"]["renewBefore"]) < parse_duration(

@@ -131,6 +131,10 @@ def test_minimal_spec_takes_defaults() -> None:
         ("ledger.snapshotInterval", "10000", "spec.ledger.snapshotInterval"),
         ("ledger.snapshotInterval", True, "spec.ledger.snapshotInterval"),
         ("ledger.snapshotInterval", 100_000_001, "spec.ledger.snapshotInterval"),
+        ("ledger.snapshotWritesPercent", -1, "spec.ledger.snapshotWritesPercent"),
+        ("ledger.snapshotWritesPercent", 10_001, "spec.ledger.snapshotWritesPercent"),
+        ("ledger.snapshotWritesPercent", "50", "spec.ledger.snapshotWritesPercent"),
+        ("ledger.snapshotWritesPercent", 0.5, "spec.ledger.snapshotWritesPercent"),
         ("clientSelector", "app=x", "spec.clientSelector"),
     ],
 )

@@ -46,6 +46,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.address == "127.0.0.1:8443"
     assert config.attestation.validity == timedelta(hours=24)
     assert config.ledger.signature_interval_tx == 100
+    assert (config.ledger.snapshot_interval, config.ledger.snapshot_writes_percent) == (10_000, 50)
     assert config.constitution.threshold == "majority"
     assert config.members[0].role == "governor"
 
@@ -64,6 +65,8 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ("attestation.renew_before", "48h", "renew_before: must be shorter"),
         ("attestation.colour", "blue", "attestation: unknown key"),
         ("ledger.signature_interval_tx", 0, "ledger.signature_interval_tx: 0 is outside"),
+        ("ledger.snapshot_writes_percent", -1, "ledger.snapshot_writes_percent: -1 is outside"),
+        ("ledger.snapshot_writes_percent", "50", "ledger.snapshot_writes_percent: expected an"),
         ("members", [{"certificate": CERT, "role": "user"}], "needs at least one member"),
         ("members", [{"certificate": CERT, "role": "king"}], r"members\[0\].role: 'king'"),
         ("members", [{"certificate": "missing.pem"}], r"members\[0\].certificate: cannot read"),
