@@ -167,10 +167,11 @@ class SnapshotPoints:
             return
         mine = self.point
         self.point, self._at_point = index, counts
+        self._taken.append(index)
         for later, (written, rows) in self._recent.items():
             if later > index and self._far_enough(later, written):
                 self.point, self._at_point = later, (written, rows)
-        self._taken.append(index)
+                self._taken.append(later)  # its evidence, when it commits, is no news
         log.warning(
             "ledger: the primary took a snapshot at %d, not this node (its points differed: "
             "its newest was %d; settings not the same on every node?); its points now follow "

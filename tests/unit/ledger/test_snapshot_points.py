@@ -180,7 +180,9 @@ def test_a_node_ahead_of_the_primarys_point_takes_it_up_back(tmp_path: Path) -> 
     assert due_with(primary, GROWING[6:]) == [70, 90]
 
 
-def test_evidence_arriving_after_the_primarys_next_point(tmp_path: Path) -> None:
+def test_evidence_arriving_after_the_primarys_next_point(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The evidence for the primary's 50 arrives after its next point (70): the node reckons
     the primary's points from 50 over the signatures it committed since, so its next point
     is the primary's next (90), not the first signature far enough from 50."""
@@ -191,6 +193,17 @@ def test_evidence_arriving_after_the_primarys_next_point(tmp_path: Path) -> None
     node.interval = 10  # its settings roll
     node.book_evidence(TxId(1, 85), evidence(50))
     assert node.point == 70
+    # Later still: the evidence for 50 comes after two more of the primary's points (70, 90);
+    # the node reckons both, and the evidence for 70, when it commits, is no news.
+    late = SnapshotPoints(SnapshotStore(tmp_path / "late"), 55, 50)
+    assert due_with(late, GROWING[:9]) == [60]
+    late.interval = 10
+    late.book_evidence(TxId(1, 95), evidence(50))
+    assert late.point == 90
+    caplog.clear()  # (the take-up's own WARNING)
+    with caplog.at_level(logging.WARNING):
+        late.book_evidence(TxId(1, 96), evidence(70))
+    assert not caplog.records and late.point == 90
     assert due_with(node, GROWING[8:]) == [90]
     assert due_with(primary, GROWING[8:]) == [90]
 
