@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from consortium_node.ledger.entries import (
     decrypt_body,
     open_entry,
     open_signature,
+    parse_body,
     peek_position,
     private_aad,
     private_entries,
@@ -341,6 +343,23 @@ def test_non_shortest_heads_decode_but_are_not_canonical(items: list[Any]) -> No
         b'{"a":1} x',
         b"\xff{}",
         b"[1,2]",
+        # What orjson would read otherwise than json: json decides (the same values, types).
+        b'{"salt":"","writes":{"app":{"k":18446744073709551616}}}',  # 2**64: a float to orjson
+        b'{"salt":"","writes":{"app":{"k":-9223372036854775809}}}',  # -2**63 - 1
+        b'{"salt":"","writes":{"app":{"k":1180591620717411303424}}}',  # 2**70
+        b'{"a":18446744073709551615,"b":-9223372036854775808}',  # 64 bits: orjson's, as ints
+        b'{"a":"\\ud800"}',  # an escaped lone surrogate: orjson refuses, json keeps it
+        b'{"a":"\\udc00\\ud800"}',
+        b"[NaN]",
+        b"[-Infinity]",
+        b"[1e400]",
+        b"[1.5,-0.0,1E2]",
+        b'{"a":1,"a":2}',
+        b'{"a":"\\u0000\\n\\u00e9"}',
+        b'{"salt":"1234567890123456789012345678abcd","writes":{}}',  # 19 digits in a string
+        b" [ 1 , 2 ] ",
+        b"",
+        b"[" * 2000 + b"]" * 2000,  # too deep for orjson: json decides (RecursionError)
     ],
 )
 def test_body_json_is_read_as_json_loads_reads_it(data: bytes) -> None:
@@ -348,10 +367,47 @@ def test_body_json_is_read_as_json_loads_reads_it(data: bytes) -> None:
     assert _outcome_json(lambda: _json_of(data)) == expected
 
 
-def _outcome_json(load: Callable[[], object]) -> object:
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-(2**80), 2**80) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+))  # fmt: skip
+def test_any_canonical_json_is_read_as_json_loads_reads_it(value: object) -> None:
+    data = canonical_json({"salt": os.urandom(SALT_BYTES).hex(), "writes": value})
+    assert _outcome_json(lambda: _json_of(data)) == _outcome_json(lambda: json.loads(data))
+
+
+@given(
+    writes=st.recursive(
+        st.none() | st.integers() | st.sampled_from(["", "app", "public:gov", "public:"]),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["", "app", "public:gov", "public:", "k"]), inner)
+        ),
+        max_leaves=12,
+    ),
+    kind=st.sampled_from([EntryKind.PUBLIC, EntryKind.PRIVATE]),
+)
+def test_a_body_is_refused_exactly_when_its_write_set_is_invalid(
+    writes: object, kind: EntryKind
+) -> None:
+    body = canonical_json({"salt": "", "writes": writes})
+    writes = json.loads(body)["writes"]  # as decoded: its keys sorted
     try:
-        return load()
-    except ValueError as exc:
+        validate_write_set(writes, kind)
+    except WriteSetError as exc:
+        with pytest.raises(EntryFormatError, match=re.escape(f"body {exc}")):
+            parse_body(body, kind)
+    else:
+        assert parse_body(body, kind) == ("", writes)
+
+
+def _outcome_json(load: Callable[[], object]) -> object:
+    """The value with every type spelled out (a float is not an int equal to it), or the
+    exception's type."""
+    try:
+        return repr(load())
+    except (ValueError, RecursionError) as exc:
         return type(exc).__name__
 
 
