@@ -14,20 +14,30 @@ node does not hold that version (it was left out of a rotation) the entry is kep
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from consortium_node.ledger.entries import (
+    FORMAT_VERSION,
+    NONCE_SIZE,
+    SECRET_VERSION_SIZE,
     Entry,
     EntryKind,
     SignatureBody,
     TxId,
     WriteSet,
+    _decode_shortest,
     decode_entry,
     open_entry,
     open_signature,
+    parse_body,
     position_label,
+    private_aad,
 )
 from consortium_node.ledger.errors import (
     EntryFormatError,
@@ -152,14 +162,20 @@ def check_batch(
     """
     base = tree.size
     checked: list[tuple[Entry, Staged]] = []
+    version, aead = _cipher_in_force(secrets)
     try:
         for position, payload in enumerate(payloads):
             try:
                 if not isinstance(payload, bytes):
                     raise EntryFormatError(f"payload is {type(payload).__name__}, not bytes")
-                entry, staged = check_entry(
-                    payload, tree, previous_term, secrets, certificates, canonical=True
-                )
+                fast = _checked_private(payload, tree.size + 1, previous_term, version, aead)
+                if fast is None:
+                    entry, staged = check_entry(
+                        payload, tree, previous_term, secrets, certificates, canonical=True
+                    )
+                    version, aead = _cipher_in_force(secrets)  # a rotation entry moves it
+                else:
+                    entry, staged = fast
             except EntryFormatError as exc:
                 label = position_label(payload) if isinstance(payload, bytes) else "?"
                 raise type(exc)(  # EntryFormatError or its UnknownSecretVersionError
@@ -174,6 +190,49 @@ def check_batch(
         secrets.truncate(base)
         raise
     return checked
+
+
+def _cipher_in_force(secrets: LedgerSecrets) -> tuple[int, AESGCM | None]:
+    """The secret version in force and this node's cipher of it (None: not held here)."""
+    version = secrets.current_version
+    try:
+        return version, secrets.aead(version)
+    except LedgerError:  # not held: ``check_entry`` stages its entries unreadable
+        return version, None
+
+
+def _checked_private(
+    payload: bytes, index: int, previous_term: int, version: int, aead: AESGCM | None
+) -> tuple[Entry, Staged] | None:
+    """``check_entry(..., canonical=True)`` of the common entry, a canonical PRIVATE entry
+    at ``index`` of the secret ``version`` in force, held here (``aead``), that opens; in
+    fewer steps (two of every three nodes check every private entry a leader appends: the
+    calls around the decryption and the decoding were a sixth of it). None for anything
+    else, a failure included: ``check_entry`` then decides, and names what is wrong."""
+    entry = _decode_shortest(payload)  # a canonical payload, or None
+    if entry is None or entry.kind is not EntryKind.PRIVATE or aead is None:
+        return None
+    term = entry.term
+    if (
+        entry.index != index
+        or term < previous_term
+        or term < 1
+        or (1 if entry.format == FORMAT_VERSION else entry.secret_version) != version
+    ):
+        return None
+    sealed = entry.body if entry.format == FORMAT_VERSION else entry.body[SECRET_VERSION_SIZE:]
+    try:  # ``decrypt_body``, its steps inline
+        plaintext = aead.decrypt(
+            sealed[:NONCE_SIZE],
+            sealed[NONCE_SIZE:],
+            private_aad(term, index, EntryKind.PRIVATE, version),
+        )
+        if hashlib.sha256(plaintext).digest() != entry.write_set_digest:
+            return None
+        _, writes = parse_body(plaintext, EntryKind.PRIVATE)
+    except (InvalidTag, ValueError, EntryFormatError):  # decrypt: ValueError if too short
+        return None
+    return entry, Staged(TxId._make((term, index)), EntryKind.PRIVATE, payload, writes, None)
 
 
 def check_stored(payload: bytes, index: int, term: int, tree: MerkleTree) -> Entry:
