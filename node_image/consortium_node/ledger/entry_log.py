@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from consortium_node.ledger.entries import Entry, EntryKind, decode_entry, peek_position
@@ -329,6 +329,15 @@ class EntryLog:
             raise LedgerError(
                 f"entry {entry.txid} read back from disk does not open: {exc}"
             ) from exc
+
+    def staged_run(self, first: int, last: int, secrets: LedgerSecrets) -> Iterator[Staged]:
+        """``staged(index)`` for ``first..last`` in order: a slice of the in-memory suffix
+        where it holds them (one lookup for the run, not one per entry)."""
+        recent = self._recent_first()
+        for index in range(first, min(last, recent - 1) + 1):
+            yield self.staged(index, secrets)
+        if last >= recent:
+            yield from self._recent[max(first, recent) - recent : last - recent + 1]
 
     def payload(self, index: int) -> bytes:
         first = self._recent_first()

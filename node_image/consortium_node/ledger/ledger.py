@@ -663,19 +663,22 @@ class Ledger:
         cannot decrypt is committed unread, and private reads fail from then on.
         """
         target = min(_check_index("commit index", index), self.durable_index)
+        first, apply = self._commit_index + 1, self._kv.apply
         try:
-            for next_index in range(self._commit_index + 1, target + 1):
-                staged = self._log.staged(next_index, self._secrets)
-                if staged.unreadable is not None and self._unreadable is None:
+            for next_index, staged in enumerate(
+                self._log.staged_run(first, target, self._secrets), first
+            ):
+                writes, signature = staged.writes, staged.signature
+                if writes is not None:
+                    apply(writes, staged.txid)
+                    if T_SNAPSHOTS in writes:
+                        self._points.book_evidence(staged.txid, writes[T_SNAPSHOTS])
+                elif staged.unreadable is not None and self._unreadable is None:
                     self._unreadable = (next_index, staged.unreadable)
-                if staged.writes is not None:
-                    self._kv.apply(staged.writes, staged.txid)
-                    if T_SNAPSHOTS in staged.writes:
-                        self._points.book_evidence(staged.txid, staged.writes[T_SNAPSHOTS])
-                if staged.signature is not None:
-                    self._keep_signature(next_index, staged.signature)
+                if signature is not None:
+                    self._keep_signature(next_index, signature)
                 self._commit_index = next_index
-                if staged.signature is not None:
+                if signature is not None:
                     self._at_signature(next_index)
         finally:
             self._log.forget_through(self._commit_index)
