@@ -19,9 +19,9 @@ system time of the three server processes, from /proc), p50/p99 latency, and the
 before and after (this machine is shared: compare ratios within one run).
 ``--snapshot-interval`` and ``--snapshot-writes-percent`` override the nodes' (defaults
 10,000 transactions, as CCF's, and 50 %): the consortium's state grows through the run (unique
-keys) and every node encodes, hashes and encrypts all of it at each snapshot, so these show
-what snapshots cost (``--snapshot-writes-percent 0``: one every interval however large the
-state, the rule before the writes rule).
+keys) and the primary encodes, hashes and encrypts all of it at each snapshot (the backups
+fetch it), so these show what snapshots cost (``--snapshot-writes-percent 0``: one every
+interval however large the state, the rule before the writes rule).
 """
 
 from __future__ import annotations

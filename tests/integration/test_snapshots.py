@@ -1,10 +1,12 @@
-"""Snapshots on real node processes: every node writes the same snapshot at the same point,
-the primary records its digest in the ledger, and the evidence receipt commits it."""
+"""Snapshots on real node processes: the primary writes a snapshot at each point and records
+its digest in the ledger, the backups fetch those bytes once the evidence is committed, and
+the evidence receipt commits the same snapshot on every node."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from consortium_node.identity.certs import load_certificate
 from consortium_node.ledger.receipt import verify_receipt
 from consortium_node.ledger.snapshot import verify_snapshot
 from tests.support.cluster import Cluster
+from tests.support.harness import LocalNode
 from tests.support.wait import wait_for
 
 INTERVAL = 60
@@ -181,6 +184,83 @@ def _committed_indices(node_dir: Path) -> set[int]:
     return {int(p.name[9:29]) for p in committed_snapshots(node_dir)}
 
 
+def _indices(node_dir: Path) -> set[int]:
+    return {int(p.name[9:29]) for p in (node_dir / "ledger" / "snapshots").glob("*.snap")}
+
+
+def _metric(node: LocalNode, name: str) -> float:
+    status, text = node.get("/metrics")
+    assert status == 200
+    lines = (text if isinstance(text, str) else text.decode()).splitlines()
+    return float(next(line for line in lines if line.startswith(name + " ")).split()[-1])
+
+
+def test_backups_fetch_the_primarys_snapshots_and_a_new_primary_encodes_its_own(
+    cluster: Cluster,
+) -> None:
+    """The backups encode no snapshot: each fetches the primary's once its evidence is
+    committed and keeps the same bytes. When the primary stops, the new primary encodes the
+    next snapshot itself (whole: it encoded none before) and the remaining backup fetches
+    that one from it."""
+    primary = cluster.leader()
+    backups = [n for n in cluster.nodes if n is not primary]
+    batch = 0
+
+    def fetched_by_both() -> bool:
+        nonlocal batch
+        batch += 1
+        _grow(cluster, batch)
+        return all(_metric(b, "consortium_snapshots_fetched_total") >= 1 for b in backups)
+
+    wait_for("both backups to fetch a snapshot", fetched_by_both, 60)
+    assert _metric(primary, "consortium_snapshots_written_total") >= 1
+    assert _metric(primary, "consortium_snapshots_fetched_total") == 0
+    for backup in backups:
+        assert _metric(backup, "consortium_snapshots_written_total") == 0
+        assert "fetched (" in backup.log()
+        for index in _committed_indices(backup.data_dir):
+            name = f"snapshot_{index:020d}.snap"
+            assert (backup.data_dir / "ledger" / "snapshots" / name).read_bytes() == (
+                primary.data_dir / "ledger" / "snapshots" / name
+            ).read_bytes()
+
+    primary.stop()
+    new = cluster.leader(timeout=30)
+    assert new in backups
+    other = next(b for b in backups if b is not new)
+    before = _committed_indices(other.data_dir)
+
+    def new_snapshot_fetched() -> set[int]:
+        nonlocal batch
+        batch += 1
+        _grow(cluster, batch)
+        return (_committed_indices(other.data_dir) - before) & _committed_indices(new.data_dir)
+
+    index = max(wait_for("the other backup to fetch the new primary's", new_snapshot_fetched, 90))
+    assert _metric(new, "consortium_snapshots_written_total") >= 1
+    name = f"snapshot_{index:020d}.snap"
+    data = (new.data_dir / "ledger" / "snapshots" / name).read_bytes()
+    assert (other.data_dir / "ledger" / "snapshots" / name).read_bytes() == data
+    service = load_certificate(new.service_cert.read_bytes())
+    receipt = json.loads(
+        (other.data_dir / "ledger" / "snapshots" / name).with_suffix(".receipt").read_bytes()
+    )
+    state, _ = verify_snapshot(data, receipt, service, None)
+    assert state.index == index
+    # The stopped primary, restarted, is a backup: it fetches what it missed.
+    primary.start()
+    cluster.wait_converged()
+
+    def caught_up() -> bool:
+        nonlocal batch
+        batch += 1
+        _grow(cluster, batch)
+        shared = _committed_indices(primary.data_dir) & _committed_indices(new.data_dir)
+        return bool(shared - before)
+
+    wait_for("the restarted node to fetch the new primary's snapshot", caught_up, 90)
+
+
 def test_a_node_whose_snapshot_settings_differed_takes_up_the_primarys_points(
     tmp_path: Path,
 ) -> None:
@@ -206,10 +286,15 @@ def test_a_node_whose_snapshot_settings_differed_takes_up_the_primarys_points(
 
         wait_for("the odd node to take up the primary's points", taken_up, 60)
         primary = cluster.nodes[0].data_dir
-        odd_only = {
-            int(p.name[9:29]) for p in (odd.data_dir / "ledger" / "snapshots").glob("*.snap")
-        }
-        assert odd_only - _committed_indices(primary), "its points never differed"
+        # A backup encodes none of its own (it fetches the primary's): its differing points
+        # left no file; every file it holds is one the evidence committed (a receipt beside it).
+        snaps = odd.data_dir / "ledger" / "snapshots"
+        wait_for(
+            "every snapshot file of the odd node committed",
+            lambda: all(p.with_suffix(".receipt").exists() for p in snaps.glob("*.snap")),
+            15,
+        )
+        assert re.search(r"snapshot at \S+ written \(", odd.log()) is None
         odd.stop()
         odd.overrides = dict(same)
         odd.start()

@@ -106,6 +106,12 @@ class KVStore:
         self._changed, self._captures = {}, self._captures + 1
         return public, private, changes
 
+    def forget_changes(self) -> None:
+        """Stop noting the keys written since the last capture and start a new chain: the
+        next capture's changes follow no encoding (it is encoded whole). For a node that
+        does not encode snapshots at its points (``Ledger.own_snapshots``)."""
+        self._changed, self._token = {}, object()
+
     def copy_tables(self, only: dict[str, set[str]] | None = None) -> tuple[Tables, Tables]:
         """``(public, private)``: a copy of every non-empty table, split by name (the rows are
         copied, the values shared: committed values are never mutated). ``only``: of the

@@ -170,6 +170,7 @@ class Ledger:
         )
         self._partial_captures = False  # ``capture_partially``
         self._whole_next = True  # the next capture is whole (the first, or one was lost)
+        self._own_snapshots = True  # ``own_snapshots``
 
     @classmethod
     def open(
@@ -712,6 +713,11 @@ class Ledger:
         version = self._secrets.version_at(index)
         if not self._secrets.holds(version):
             return
+        if not self._own_snapshots:  # the primary's is fetched once its evidence commits
+            self._kv.forget_changes()
+            self._whole_next = True
+            self._flush_tree(index, every=1)  # as at a capture: a restart may start here
+            return
         partial = self._partial_captures and not self._whole_next
         public, private, changes = self._kv.capture(partial=partial)
         self._whole_next = False
@@ -733,6 +739,14 @@ class Ledger:
         the rows written since the previous one (``KVStore.capture(partial=True)``), so the
         event loop does not copy the whole state at every snapshot point."""
         self._partial_captures = True
+
+    def own_snapshots(self, own: bool) -> None:
+        """``own``: capture the state at each snapshot point, to encode it (the primary, and
+        a ledger used alone); else only note the points and capture nothing: the snapshot is
+        the primary's, fetched and checked against its committed evidence (the bytes are the
+        same: snapshots are deterministic). A point passed without a capture ends the chain
+        of encodings (``KVStore.forget_changes``): the next capture is whole."""
+        self._own_snapshots = own
 
     def snapshot_encoding_lost(self) -> None:
         """A capture was not encoded (it failed, or was partial and could not be): the next

@@ -48,6 +48,7 @@ from consortium_node.server.refresh import keep_address_current
 from consortium_node.server.scrub import scrub
 from consortium_node.server.sealed import SealedStoreError
 from consortium_node.server.service_state import OPEN
+from consortium_node.server.snapshot_fetch import MAX_SNAPSHOT_BYTES
 from consortium_node.server.snapshot_install import install_when_stranded
 from consortium_node.server.snapshots import SnapshotKeeper
 from consortium_node.server.starting import StartingServer
@@ -96,6 +97,24 @@ class _StopForRestart:
         self.loop.call_soon_threadsafe(self.stop.set)
 
 
+async def fetch_snapshot(
+    node: Node, raft: RaftNode, transport: PeerTransport, index: int
+) -> bytes | None:
+    """Committed snapshot ``index`` from the primary, else from any voter that serves it (the
+    caller checks the bytes against the committed evidence); None if none does."""
+    voters = node.membership.configuration().voters.values()
+    sources = [raft.leader_address, *voters]
+    for address in dict.fromkeys(a for a in sources if a and a != node.config.address):
+        try:
+            data = await transport.get_snapshot(address, index, MAX_SNAPSHOT_BYTES)
+        except OSError as exc:
+            log.info("snapshot %d not fetched from %s: %s", index, address, exc)
+            continue
+        if data is not None:
+            return data
+    return None
+
+
 @dataclass(frozen=True)
 class _Keepers:
     """The duties that follow commits: snapshots, the recovery record (both written by the
@@ -106,7 +125,7 @@ class _Keepers:
     backup: BackupShipper | None
 
     @classmethod
-    def start(cls, node: Node, raft: RaftNode) -> _Keepers:
+    def start(cls, node: Node, raft: RaftNode, transport: PeerTransport) -> _Keepers:
         config, metrics = node.config, node.metrics
 
         def primary() -> bool:
@@ -121,6 +140,8 @@ class _Keepers:
             submit=raft.submit,
             on_written=metrics.observe_snapshot,
             on_committed=metrics.snapshot_committed_index.set,
+            fetch=lambda index: fetch_snapshot(node, raft, transport, index),
+            on_fetched=metrics.observe_fetched_snapshot,
         )
         recovery = RecoveryKeeper(
             consortium=config.consortium,
@@ -177,6 +198,7 @@ async def serve(node: Node, host: str, port: int) -> str | None:
     def role_changed(role: str) -> None:
         node.role = {"leader": "primary", "follower": "backup"}.get(role, role)
         metrics.set_role(node.role)
+        node.ledger.own_snapshots(role == "leader")  # a backup fetches the primary's
 
     def committed(index: int) -> None:
         node.on_commit(index)
@@ -204,7 +226,7 @@ async def serve(node: Node, host: str, port: int) -> str | None:
     )
     role_changed("follower")
     primary = Primary(node, raft, transport)
-    keepers = _Keepers.start(node, raft)
+    keepers = _Keepers.start(node, raft, transport)
     backup = keepers.backup
 
     def reload_certificates() -> None:

@@ -173,6 +173,12 @@ class NodeMetrics:
             "rows in writes after the previous one).",
             registry=r,
         )
+        self.snapshots_fetched = Counter(
+            "consortium_snapshots_fetched",
+            "Snapshots this node fetched from another node (the primary's, kept only if their "
+            "SHA-256 is the committed evidence's) instead of encoding its own: a backup's.",
+            registry=r,
+        )
         self.snapshot_seconds = Gauge(
             "consortium_snapshot_write_seconds",
             "Seconds the newest snapshot took to encode and write (off the event loop).",
@@ -304,6 +310,12 @@ class NodeMetrics:
     def observe_snapshot(self, index: int, size: int, seconds: float) -> None:
         """A snapshot was written."""
         self.snapshots_written.inc()
+        self.snapshot_bytes.set(size)
+        self.snapshot_seconds.set(seconds)
+
+    def observe_fetched_snapshot(self, index: int, size: int, seconds: float) -> None:
+        """A snapshot was fetched and checked."""
+        self.snapshots_fetched.inc()
         self.snapshot_bytes.set(size)
         self.snapshot_seconds.set(seconds)
 

@@ -174,6 +174,30 @@ class PeerTransport:
         except (aiohttp.ClientError, ValueError) as exc:
             raise OSError(f"{address}{path}: {exc}") from exc
 
+    async def get_snapshot(self, address: str, index: int, limit: int) -> bytes | None:
+        """The bytes of committed snapshot ``index`` a peer serves (``GET /node/snapshot``),
+        at most ``limit``; None if it serves none at that index (404). Read with a timeout
+        per read, not per request: a large state takes longer than an RPC."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+        path = f"/node/snapshot?index={index}"
+        try:
+            async with self._client().get(f"https://{address}{path}", timeout=timeout) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    raise OSError(f"{address}{path}: HTTP {resp.status}")
+                if (resp.content_length or 0) > limit:
+                    raise OSError(f"{address}{path}: {resp.content_length} bytes, over {limit}")
+                parts, size = [], 0
+                async for part in resp.content.iter_chunked(1 << 20):
+                    size += len(part)
+                    if size > limit:
+                        raise OSError(f"{address}{path}: more than {limit} bytes")
+                    parts.append(part)
+                return b"".join(parts)
+        except aiohttp.ClientError as exc:
+            raise OSError(f"{address}{path}: {exc}") from exc
+
     async def relay(
         self, address: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, Any]:

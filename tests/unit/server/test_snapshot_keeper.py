@@ -15,6 +15,7 @@ from consortium_node.identity.certs import ServiceIdentity
 from consortium_node.ledger import Ledger, LedgerConfig
 from consortium_node.ledger.kv import KVStore
 from consortium_node.ledger.snapshot import decode_snapshot
+from consortium_node.server import snapshots as snapshots_module
 from consortium_node.server.snapshots import SnapshotKeeper
 from tests.support.clock import FakeClock
 from tests.unit.ledger.conftest import make_signer
@@ -76,3 +77,131 @@ async def test_a_capture_the_encoder_cannot_follow_is_skipped_and_the_next_is_wh
         assert state.private == expected.copy_tables()[1]
     assert [i for i in written if i in on_disk] == written
     ledger.close()
+
+
+class _Pair:
+    """A primary and a backup ledger, the backup fed the primary's entries (as Raft would),
+    each with its snapshot duty; the backup's ``fetch`` serves what ``serve`` says."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.signer = make_signer(ServiceIdentity.create("keeper-test"))
+        secret, clock = os.urandom(32), FakeClock()
+        self.primary = Ledger.open(tmp_path / "p", ledger_secret=secret, config=CONFIG, clock=clock)
+        self.backup = Ledger.open(tmp_path / "b", ledger_secret=secret, config=CONFIG, clock=clock)
+        self.backup.own_snapshots(False)
+        self.asked: list[int] = []
+        self.serve: Any = self._primarys  # index → bytes | None
+        self.written: list[int] = []
+
+        async def submit(write_sets: Any, kind: Any) -> None:
+            self.primary.append(write_sets, kind)
+
+        async def fetch(index: int) -> bytes | None:
+            self.asked.append(index)
+            result: bytes | None = self.serve(index)
+            return result
+
+        self.primary_duty = SnapshotKeeper(self.primary, is_primary=lambda: True, submit=submit)
+        self.backup_duty = SnapshotKeeper(
+            self.backup,
+            is_primary=lambda: False,
+            submit=_no_submit,
+            fetch=fetch,
+            on_written=lambda index, size, seconds: self.written.append(index),
+        )
+
+    def _primarys(self, index: int) -> bytes | None:
+        stored = self.primary.snapshots.get(index)
+        return None if stored is None or not stored.committed else stored.path.read_bytes()
+
+    def _commit_both(self) -> None:
+        self.primary.append_signature(self.signer)
+        self.primary.sync_and_commit()
+        start = self.backup.last_index + 1
+        self.backup.append_entries(self.primary.raw_entries(start, self.primary.last_index))
+        self.backup.sync()
+        self.backup.advance_commit(self.primary.commit_index)
+
+    async def snapshot_round(self, round_: int) -> int:
+        """Writes past a snapshot point, its evidence, and a signature over that: the
+        evidence is committed and covered on both. Returns the snapshot's index."""
+        fill(self.primary, self.signer, batches=4, batch_size=7, prefix=f"r{round_}-")
+        self._commit_both()
+        index = max(self.primary.snapshots.indices() | {0})
+        await self.primary_duty.once()  # writes the snapshot, records its evidence
+        assert max(self.primary.snapshots.indices()) > index
+        self._commit_both()  # evidence committed, covered by this signature
+        await self.primary_duty.once()  # commits its own
+        await self.backup_duty.once()
+        return max(self.primary.snapshots.indices())
+
+
+async def test_a_backup_fetches_the_primarys_snapshot_instead_of_encoding_its_own(
+    tmp_path: Path,
+) -> None:
+    pair = _Pair(tmp_path)
+    for round_ in range(3):
+        index = await pair.snapshot_round(round_)
+        stored = pair.backup.snapshots.get(index)
+        assert stored is not None and stored.committed
+        assert stored.path.read_bytes() == pair.primary.snapshots.get(index).path.read_bytes()  # type: ignore[union-attr]
+        assert pair.asked[-1] == index
+    assert pair.written == []  # the backup encoded nothing
+    assert pair.backup.snapshots.indices() == pair.primary.snapshots.indices()
+    pair.backup.close()
+    pair.primary.close()
+
+
+async def test_bytes_that_are_not_the_evidences_are_not_kept_and_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(snapshots_module, "FETCH_RETRY", 0.0)
+    pair = _Pair(tmp_path)
+    genuine = pair._primarys
+    pair.serve = lambda index: None  # nobody serves it yet
+    with caplog.at_level(logging.INFO, logger="consortium_node"):
+        index = await pair.snapshot_round(0)
+    assert pair.backup.snapshots.get(index) is None and "asked again" in caplog.text
+    pair.serve = lambda index: (genuine(index) or b"") + b"x"  # other bytes
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="consortium_node"):
+        await pair.backup_duty.once()
+    assert pair.backup.snapshots.get(index) is None and "not the committed evidence" in caplog.text
+    pair.serve = genuine
+    await pair.backup_duty.once()
+    stored = pair.backup.snapshots.get(index)
+    assert stored is not None and stored.committed
+    assert pair.asked == [index, index, index]
+
+
+async def test_a_snapshot_not_fetched_is_given_up_once_a_newer_one_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots_module, "FETCH_RETRY", 0.0)
+    pair = _Pair(tmp_path)
+    genuine = pair._primarys
+    pair.serve = lambda index: None
+    first = await pair.snapshot_round(0)
+    pair.serve = lambda index: None if index == first else genuine(index)
+    second = await pair.snapshot_round(1)
+    assert pair.backup.snapshots.get(second) is not None
+    asked = len(pair.asked)
+    await pair.backup_duty.once()
+    assert len(pair.asked) == asked  # the older one is not asked for any more
+    assert pair.backup.snapshots.get(first) is None
+
+
+async def test_a_backup_that_becomes_primary_encodes_its_next_snapshot_whole(
+    tmp_path: Path,
+) -> None:
+    pair = _Pair(tmp_path)
+    await pair.snapshot_round(0)
+    pair.backup.own_snapshots(True)  # elected
+    fill(pair.backup, pair.signer, batches=4, batch_size=7, prefix="new-")
+    pair.backup.append_signature(pair.signer)
+    pair.backup.sync_and_commit()
+    captures = pair.backup.snapshot_captures()
+    assert len(captures) == 1 and captures[0].changes is not None
+    assert captures[0].changes.counts is None  # whole: no chain of encodings to follow
+    state = captures[0].state
+    assert state.private is not None and len(state.private["app"]) == 2 * 4 * 7
