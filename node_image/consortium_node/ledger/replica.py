@@ -19,13 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consortium_node.ledger.entries import (
     FORMAT_VERSION,
-    NONCE_SIZE,
-    SECRET_VERSION_SIZE,
     Entry,
     EntryKind,
     SignatureBody,
@@ -33,11 +30,11 @@ from consortium_node.ledger.entries import (
     WriteSet,
     _decode_shortest,
     decode_entry,
+    decrypt_body,
     open_entry,
     open_signature,
     parse_body,
     position_label,
-    private_aad,
 )
 from consortium_node.ledger.errors import (
     EntryFormatError,
@@ -220,17 +217,12 @@ def _checked_private(
         or (1 if entry.format == FORMAT_VERSION else entry.secret_version) != version
     ):
         return None
-    sealed = entry.body if entry.format == FORMAT_VERSION else entry.body[SECRET_VERSION_SIZE:]
-    try:  # ``decrypt_body``, its steps inline
-        plaintext = aead.decrypt(
-            sealed[:NONCE_SIZE],
-            sealed[NONCE_SIZE:],
-            private_aad(term, index, EntryKind.PRIVATE, version),
-        )
+    try:
+        plaintext = decrypt_body(aead, entry)
         if hashlib.sha256(plaintext).digest() != entry.write_set_digest:
             return None
         _, writes = parse_body(plaintext, EntryKind.PRIVATE)
-    except (InvalidTag, ValueError, EntryFormatError):  # decrypt: ValueError if too short
+    except EntryFormatError:
         return None
     return entry, Staged(TxId._make((term, index)), EntryKind.PRIVATE, payload, writes, None)
 
