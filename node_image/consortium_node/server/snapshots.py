@@ -110,6 +110,8 @@ class SnapshotKeeper(Duty):
     async def _commit_waiting(self) -> None:
         """Commit each snapshot whose evidence is committed and covered, the newest first:
         this node's own file, else (with ``fetch``) the bytes another node serves."""
+        if not self._waiting:  # most commits: no directory listing on the event loop
+            return
         newest = self._ledger.snapshots.newest_committed()
         for position, index in enumerate(sorted(self._waiting, reverse=True)):
             if (newest is not None and index <= newest.index) or position >= WAITING:
