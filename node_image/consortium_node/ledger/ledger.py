@@ -748,6 +748,11 @@ class Ledger:
         of encodings (``KVStore.forget_changes``): the next capture is whole."""
         self._own_snapshots = own
 
+    @property
+    def owns_snapshots(self) -> bool:
+        """Captures are taken at snapshot points (``own_snapshots``)."""
+        return self._own_snapshots
+
     def snapshot_encoding_lost(self) -> None:
         """A capture was not encoded (it failed, or was partial and could not be): the next
         one is whole."""

@@ -24,7 +24,9 @@ way they are produced changes:
   the node's event loop; per chunk each is ~0.1 ms. A change is placed in its chunk by the
   chunks' first pieces; only chunks with changes are sorted again.
 
-Costs about the encoded private state in memory. One encoding at a time (the snapshot task's).
+Costs about the encoded private state in memory, on the node that encodes (the primary: a
+node that stops being primary drops it, ``server.snapshots``). One encoding at a time (the
+snapshot task's).
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class RowEncodings:
         self._chunk = chunk
         self._tables: dict[str, _Table] = {}
         self._next: tuple[object, int] | None = None  # the Changes that may follow
+
+    def holds_rows(self) -> bool:
+        """Pieces are kept (of the last encoding)."""
+        return bool(self._tables)
 
     def encode(self, tables: Tables, changes: Changes | None = None) -> bytes:
         """The canonical CBOR of ``{table: {key: [value, term, index]}}``; ``changes``: the keys

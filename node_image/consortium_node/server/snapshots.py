@@ -102,6 +102,11 @@ class SnapshotKeeper(Duty):
             )
             if self._on_written is not None:
                 self._on_written(index, size, time.monotonic() - started)
+        if not ledger.owns_snapshots and self._encodings.holds_rows():
+            # A former primary's pieces (about the state's size in memory) serve only its own
+            # encodings: dropped. Should it lead again, its next capture is whole.
+            self._encodings = RowEncodings()
+            ledger.snapshot_encoding_lost()
         await self._record_evidence()
         for ready in ledger.snapshot_receipts():
             self._waiting[ready.index] = ready

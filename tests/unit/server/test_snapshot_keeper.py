@@ -101,7 +101,10 @@ class _Pair:
             result: bytes | None = self.serve(index)
             return result
 
-        self.primary_duty = SnapshotKeeper(self.primary, is_primary=lambda: True, submit=submit)
+        self.leading = True  # the primary's role, as its duty sees it
+        self.primary_duty = SnapshotKeeper(
+            self.primary, is_primary=lambda: self.leading, submit=submit
+        )
         self.backup_duty = SnapshotKeeper(
             self.backup,
             is_primary=lambda: False,
@@ -205,3 +208,27 @@ async def test_a_backup_that_becomes_primary_encodes_its_next_snapshot_whole(
     assert captures[0].changes.counts is None  # whole: no chain of encodings to follow
     state = captures[0].state
     assert state.private is not None and len(state.private["app"]) == 2 * 4 * 7
+
+
+async def test_a_primary_that_becomes_backup_drops_its_pieces_and_encodes_whole_if_elected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = _Pair(tmp_path)
+    first = await pair.snapshot_round(0)
+    assert pair.primary_duty._encodings.holds_rows()
+    pair.leading = False  # deposed: no snapshot point passes before it leads again
+    pair.primary.own_snapshots(False)
+    await pair.primary_duty.once()
+    assert not pair.primary_duty._encodings.holds_rows()  # the state's size, released
+    pair.leading = True
+    pair.primary.own_snapshots(True)
+    with caplog.at_level(logging.WARNING, logger="consortium_node"):
+        second = await pair.snapshot_round(1)
+    assert "skipped" not in caplog.text  # its capture was whole, not one that follows nothing
+    assert second > first and pair.primary.snapshots.get(second) is not None
+    stored = pair.primary.snapshots.get(second)
+    assert stored is not None and stored.committed
+    state = decode_snapshot(stored.path.read_bytes(), pair.primary.secrets.aead)
+    assert state.private is not None and len(state.private["app"]) == 2 * 4 * 7
+    fetched = pair.backup.snapshots.get(second)  # fetched by the backup: the same bytes
+    assert fetched is not None and fetched.path.read_bytes() == stored.path.read_bytes()
