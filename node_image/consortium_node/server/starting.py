@@ -122,8 +122,9 @@ class StartingServer:
     ) -> None:
         log.removeHandler(self.latest)
         loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
+        if loop is not None and self.listening:  # (one that could not listen stops by itself)
             loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
             thread.join(30)
 
     def _serve(self, started: threading.Event) -> None:
@@ -136,9 +137,11 @@ class StartingServer:
             loop.run_until_complete(site.start())
         except OSError as exc:
             log.warning("cannot answer probes while starting: %s", exc)
-            started.set()
+            # Cleaned up before the caller goes on: stopping this loop meanwhile would leave
+            # the cleanup unfinished (an exception in this thread).
             loop.run_until_complete(runner.cleanup())
             loop.close()
+            started.set()
             return
         self.listening = True
         started.set()

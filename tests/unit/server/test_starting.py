@@ -82,7 +82,10 @@ def test_a_client_that_verifies_the_node_is_not_answered() -> None:
     assert cert.subject.rfc4514_string() == f"CN={COMMON_NAME}"
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_port_in_use_does_not_stop_the_start() -> None:
+    """The probe server that cannot listen cleans up before the start goes on (it raised in
+    its thread when the caller stopped its loop during that cleanup)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
