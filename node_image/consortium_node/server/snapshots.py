@@ -150,11 +150,10 @@ class SnapshotKeeper(Duty):
         there is nothing to fetch it from (no ``fetch``), None if it is to be asked again."""
         if self._fetch is None:
             return False
-        now = time.monotonic()
-        if now < self._ask_at.get(ready.index, 0.0):
-            return None
-        self._ask_at[ready.index] = now + FETCH_RETRY
         started = time.monotonic()
+        if started < self._ask_at.get(ready.index, 0.0):
+            return None
+        self._ask_at[ready.index] = started + FETCH_RETRY
         try:
             data = await self._fetch(ready.index)
         except Exception as exc:  # any peer failure: asked again later
@@ -176,15 +175,16 @@ class SnapshotKeeper(Duty):
         store = self._ledger.snapshots
         await asyncio.to_thread(store.write, ready.index, data)
         committed = await asyncio.to_thread(store.commit, ready.index, ready.digest, ready.receipt)
+        seconds = time.monotonic() - started
         log.info(
             "snapshot %d fetched (%d bytes, sha256 %s, %.2f s)",
             ready.index,
             len(data),
             digest.hex()[:16],
-            time.monotonic() - started,
+            seconds,
         )
         if self._on_fetched is not None:
-            self._on_fetched(ready.index, len(data), time.monotonic() - started)
+            self._on_fetched(ready.index, len(data), seconds)
         return committed
 
     async def _record_evidence(self) -> None:
